@@ -1,0 +1,27 @@
+//! Meshward's pure core.
+//!
+//! Everything a validator, gateway, auditor or device needs to agree on lives here: identities,
+//! the canonical binary encoding, transactions, blocks, commit certificates, Merkle proofs, HPKE
+//! envelopes and the ledger state machine. The crate does no I/O, reads no clock and spawns
+//! nothing: time, randomness and keys come in as arguments. With `default-features = false` it is
+//! `no_std + alloc`, so devices run exactly the same rules as gateways.
+//!
+//! ```
+//! use meshward_core::{codec::{Decode, Encode}, merkle};
+//! let leaves = [b"a".as_slice(), b"b", b"c"];
+//! let root = merkle::root(leaves.iter().map(|l| merkle::leaf_hash(l)));
+//! let proof = merkle::prove(&leaves.iter().map(|l| merkle::leaf_hash(l)).collect::<Vec<_>>(), 1).unwrap();
+//! assert!(proof.verify(&merkle::leaf_hash(b"b"), &root, 3).is_ok());
+//! let bytes = proof.to_bytes();
+//! assert_eq!(merkle::Proof::from_bytes(&bytes).unwrap(), proof);
+//! ```
+#![cfg_attr(not(feature = "std"), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod codec;
+pub mod hash;
+pub mod hex;
+pub mod ids;
+pub mod merkle;
