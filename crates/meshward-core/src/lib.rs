@@ -21,6 +21,7 @@
 extern crate alloc;
 
 pub mod codec;
+pub mod envelope;
 pub mod hash;
 pub mod hex;
 pub mod ids;

@@ -1,0 +1,1 @@
+//! HPKE envelopes (being written).
