@@ -18,12 +18,12 @@ fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
 }
 
-/// Decodes hex of any even length; `None` on odd length or a non-hex character.
+/// Decodes lower-case hex of any even length; `None` on odd length or any other character.
+/// Upper case is refused so that every byte string has exactly one text form.
 pub fn decode(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     if b.len() % 2 != 0 {

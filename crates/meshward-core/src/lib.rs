@@ -20,9 +20,24 @@
 
 extern crate alloc;
 
+pub mod block;
+pub mod chain;
 pub mod codec;
 pub mod envelope;
+pub mod genesis;
 pub mod hash;
 pub mod hex;
 pub mod ids;
+pub mod ledger;
+pub mod light;
 pub mod merkle;
+pub mod state;
+pub mod tx;
+
+pub use block::{Block, BlockHeader, CertifiedBlock, CommitCertificate};
+pub use genesis::Genesis;
+pub use hash::Hash;
+pub use ids::{EncKey, Keypair, PublicKey, SignKey, Signature};
+pub use ledger::{apply, ApplyCtx, Reject};
+pub use state::State;
+pub use tx::{Tx, TxBody};

@@ -1,0 +1,131 @@
+//! Making and checking blocks against the state.
+//!
+//! [`make_block`] is what a proposer (or a single-process chain builder) does: apply
+//! transactions, then fill in the header. [`apply_certified`] is what a node does with a block it
+//! did not make (sync, replay, `store verify`): check the header links, the certificate and the
+//! body, apply the transactions, and compare the state root.
+
+use alloc::vec::Vec;
+
+use crate::block::{
+    last_commit_hash, tx_leaves, Block, BlockHeader, BodyError, CertError, CertifiedBlock,
+    CommitCertificate,
+};
+use crate::hash::Hash;
+use crate::ids::PublicKey;
+use crate::ledger::{execute_block, ApplyCtx, BlockReject};
+use crate::merkle;
+use crate::state::{Flushed, State, StateView};
+use crate::tx::Tx;
+
+/// Applies `txs` to `state` and returns the block that commits to the result, with the changed
+/// state records. On rejection the state is unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn make_block(
+    state: &mut State,
+    prev_hash: Hash,
+    height: u64,
+    time_ms: u64,
+    proposer: PublicKey,
+    txs: Vec<Tx>,
+    last_commit: Option<CommitCertificate>,
+    batch: bool,
+) -> Result<(Block, Flushed), BlockReject> {
+    let validator_set_hash = state.validators().hash();
+    execute_block(state, &txs, &ApplyCtx { height, time_ms }, batch)?;
+    let flushed = state.flush();
+    let header = BlockHeader {
+        chain_id: state.chain_id().into(),
+        height,
+        prev_hash,
+        time_ms,
+        proposer,
+        tx_root: merkle::root_of(&tx_leaves(&txs)),
+        tx_count: txs.len() as u32,
+        state_root: flushed.root,
+        validator_set_hash,
+        last_commit_hash: last_commit_hash(&last_commit),
+    };
+    Ok((
+        Block {
+            header,
+            txs,
+            last_commit,
+        },
+        flushed,
+    ))
+}
+
+/// Why a certified block does not extend the chain.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    #[error("block is for chain {found:?}, expected {expected:?}")]
+    WrongChain {
+        expected: alloc::string::String,
+        found: alloc::string::String,
+    },
+    #[error("block height {found}, expected {expected}")]
+    WrongHeight { expected: u64, found: u64 },
+    #[error("block does not link to the previous block hash")]
+    BrokenLink,
+    #[error("block names a validator set other than the current one")]
+    WrongValidatorSet,
+    #[error("certificate: {0}")]
+    Certificate(#[from] CertError),
+    #[error("body: {0}")]
+    Body(#[from] BodyError),
+    #[error("{0}")]
+    Rejected(#[from] BlockReject),
+    #[error("state root after the block differs from the header's")]
+    StateRoot,
+}
+
+/// Checks a certified block against the chain so far and applies it to `state`.
+///
+/// On any error before the transactions run, the state is unchanged. A state-root mismatch is
+/// reported after the transactions were applied: the caller must discard `state` (a store
+/// reopens from disk), since validators certified a block that this node computes differently.
+pub fn apply_certified(
+    state: &mut State,
+    prev_hash: &Hash,
+    height: u64,
+    cb: &CertifiedBlock,
+    batch: bool,
+) -> Result<Flushed, ChainError> {
+    let h = &cb.block.header;
+    if h.chain_id != state.chain_id() {
+        return Err(ChainError::WrongChain {
+            expected: state.chain_id().into(),
+            found: h.chain_id.clone(),
+        });
+    }
+    if h.height != height {
+        return Err(ChainError::WrongHeight {
+            expected: height,
+            found: h.height,
+        });
+    }
+    if h.prev_hash != *prev_hash {
+        return Err(ChainError::BrokenLink);
+    }
+    if h.validator_set_hash != state.validators().hash() {
+        return Err(ChainError::WrongValidatorSet);
+    }
+    cb.certificate.verify(h, state.validators())?;
+    cb.block.check_body()?;
+    execute_block(
+        state,
+        &cb.block.txs,
+        &ApplyCtx {
+            height,
+            time_ms: h.time_ms,
+        },
+        batch,
+    )?;
+    let flushed = state.flush();
+    if flushed.root != h.state_root {
+        return Err(ChainError::StateRoot);
+    }
+    Ok(flushed)
+}

@@ -1,0 +1,200 @@
+//! Light-client verification of anchors, offline, from the genesis alone.
+//!
+//! An [`AnchorProof`] carries a block header, its commit certificate, the validator set that
+//! signed it, the anchor transaction and its Merkle inclusion proof. If the validator set is not
+//! the genesis set, the proof also carries the chain of validator-set handoffs: each one a
+//! `ValidatorSetChange` transaction proven included in a block certified by the set before it.
+//! Nothing in the proof is trusted until it is checked against the genesis.
+
+use alloc::vec::Vec;
+
+use crate::block::{tx_leaves, BlockHeader, CertError, CertifiedBlock, CommitCertificate};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::genesis::Genesis;
+use crate::hash::Hash;
+use crate::ids::PublicKey;
+use crate::merkle::{self, ProofError};
+use crate::tx::{Recipient, Tx, TxBody, ValidatorSet, MAX_TX_BYTES};
+
+/// Proof format version.
+pub const PROOF_VERSION: u8 = 1;
+/// Most validator-set handoffs in one proof.
+pub const MAX_HANDOFFS: usize = 256;
+
+/// A transaction proven included in a certified block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inclusion {
+    pub header: BlockHeader,
+    pub certificate: CommitCertificate,
+    pub tx: Tx,
+    pub proof: merkle::Proof,
+}
+
+impl Inclusion {
+    /// Builds the inclusion of `block.txs[index]`.
+    pub fn build(block: &CertifiedBlock, index: usize) -> Option<Inclusion> {
+        let leaves = tx_leaves(&block.block.txs);
+        Some(Inclusion {
+            header: block.block.header.clone(),
+            certificate: block.certificate.clone(),
+            tx: block.block.txs.get(index)?.clone(),
+            proof: merkle::prove(&leaves, index)?,
+        })
+    }
+
+    fn verify(&self, chain_id: &str, set: &ValidatorSet) -> Result<(), VerifyError> {
+        let height = self.header.height;
+        if self.header.chain_id != chain_id {
+            return Err(VerifyError::WrongChain);
+        }
+        if self.header.validator_set_hash != set.hash() {
+            return Err(VerifyError::UntrustedValidatorSet { height });
+        }
+        self.certificate
+            .verify(&self.header, set)
+            .map_err(|source| VerifyError::Certificate { height, source })?;
+        let leaf = merkle::leaf_hash(&self.tx.to_bytes());
+        self.proof
+            .verify(&leaf, &self.header.tx_root, u64::from(self.header.tx_count))
+            .map_err(|source| VerifyError::Inclusion { height, source })
+    }
+}
+
+impl Encode for Inclusion {
+    fn encode(&self, w: &mut Writer) {
+        w.put(&self.header)
+            .put(&self.certificate)
+            .bytes(&self.tx.to_bytes())
+            .put(&self.proof);
+    }
+}
+
+impl Decode for Inclusion {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Inclusion {
+            header: r.get()?,
+            certificate: r.get()?,
+            tx: Tx::from_bytes(r.bytes(MAX_TX_BYTES, "transaction")?)?,
+            proof: r.get()?,
+        })
+    }
+}
+
+/// Everything needed to check an anchor offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnchorProof {
+    /// `ValidatorSetChange` transactions that lead from the genesis set to the set that
+    /// certified the anchor's block, in chain order. Empty while the genesis set still rules.
+    pub handoffs: Vec<Inclusion>,
+    pub anchor: Inclusion,
+}
+
+impl Encode for AnchorProof {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(PROOF_VERSION)
+            .list(&self.handoffs)
+            .put(&self.anchor);
+    }
+}
+
+impl Decode for AnchorProof {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.version(PROOF_VERSION, "anchor proof")?;
+        Ok(AnchorProof {
+            handoffs: r.list(MAX_HANDOFFS, "validator handoffs")?,
+            anchor: r.get()?,
+        })
+    }
+}
+
+/// What a valid proof proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenAnchor {
+    pub height: u64,
+    pub block_hash: Hash,
+    pub block_time_ms: u64,
+    pub tx_index: u64,
+    pub sender: PublicKey,
+    pub seq: u64,
+    pub recipient: Recipient,
+    pub commitment: Hash,
+    pub count: u32,
+    pub size_bytes: u64,
+    pub timestamp_ms: u64,
+}
+
+/// Why a proof does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    #[error("proof is for another chain")]
+    WrongChain,
+    #[error("block {height} is certified by a validator set the genesis does not lead to")]
+    UntrustedValidatorSet { height: u64 },
+    #[error("certificate of block {height} is invalid: {source}")]
+    Certificate { height: u64, source: CertError },
+    #[error("transaction is not included in block {height}: {source}")]
+    Inclusion { height: u64, source: ProofError },
+    #[error("handoff at block {height} is not a validator-set change")]
+    NotAHandoff { height: u64 },
+    #[error("handoffs are not in increasing height order")]
+    HandoffOrder,
+    #[error("the proven transaction is not an anchor")]
+    NotAnAnchor,
+}
+
+impl AnchorProof {
+    /// Builds a proof for `block.txs[index]`; `handoffs` lead from the genesis set to the
+    /// set that certified `block`.
+    pub fn build(
+        block: &CertifiedBlock,
+        index: usize,
+        handoffs: Vec<Inclusion>,
+    ) -> Option<AnchorProof> {
+        Some(AnchorProof {
+            handoffs,
+            anchor: Inclusion::build(block, index)?,
+        })
+    }
+
+    /// Checks the proof against the genesis.
+    pub fn verify(&self, genesis: &Genesis) -> Result<ProvenAnchor, VerifyError> {
+        let mut trusted = genesis.validators.clone();
+        // A change takes effect at the next height; several in one block apply in order.
+        let mut last = (0u64, 0u64);
+        for h in &self.handoffs {
+            let at = (h.header.height, h.proof.leaf_index);
+            if (last != (0, 0) && at <= last) || h.header.height >= self.anchor.header.height {
+                return Err(VerifyError::HandoffOrder);
+            }
+            last = at;
+            h.verify(&genesis.chain_id, &trusted)?;
+            match &h.tx.body {
+                TxBody::ValidatorSetChange(set) => trusted = set.clone(),
+                _ => {
+                    return Err(VerifyError::NotAHandoff {
+                        height: h.header.height,
+                    })
+                }
+            }
+        }
+        self.anchor.verify(&genesis.chain_id, &trusted)?;
+        let TxBody::Anchor(a) = &self.anchor.tx.body else {
+            return Err(VerifyError::NotAnAnchor);
+        };
+        let hdr = &self.anchor.header;
+        Ok(ProvenAnchor {
+            height: hdr.height,
+            block_hash: hdr.hash(),
+            block_time_ms: hdr.time_ms,
+            tx_index: self.anchor.proof.leaf_index,
+            sender: self.anchor.tx.signer,
+            seq: self.anchor.tx.seq,
+            recipient: a.recipient.clone(),
+            commitment: a.commitment,
+            count: a.count,
+            size_bytes: a.size_bytes,
+            timestamp_ms: a.timestamp_ms,
+        })
+    }
+}

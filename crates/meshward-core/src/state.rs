@@ -1,0 +1,867 @@
+//! Ledger state and its commitment.
+//!
+//! The state is a set of records (accounts, tickets, groups, policy, admins, validators). Each
+//! record has a slot, given in order of creation and never reused, and the state root is a Merkle
+//! root over the slots' record hashes. Changing a record re-hashes only its path, so a block that
+//! touches `k` records costs `O(k log n)` hashes, not `O(n)`: a gateway with 100k devices stays
+//! fast. The store persists records by slot, so rows are keyed by sequence, never by random hash.
+//!
+//! Transactions are applied through [`StateView`], which both [`State`] and the per-block
+//! [`Overlay`] implement: a block's transactions see the effects of the ones before them, and a
+//! rejected block leaves the state untouched.
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use ed25519_dalek::VerifyingKey;
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::hash::{self, domain, Hash};
+use crate::ids::{EncKey, PublicKey};
+use crate::tx::{GroupName, ValidatorSet, MAX_CHAIN_ID, MAX_GROUPS_PER_DEVICE, MAX_REASON};
+
+/// Record format version.
+pub const RECORD_VERSION: u8 = 1;
+/// Most admin keys.
+pub const MAX_ADMINS: usize = 16;
+/// Most members one group record may hold.
+pub const MAX_GROUP_SIZE: usize = 1 << 20;
+/// Most allow rules in a policy record (the transaction limit).
+const MAX_POLICY_RECORD_RULES: usize = crate::tx::MAX_POLICY_RULES;
+
+/// The fleet's admin keys and how many of them must sign an admin transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSet {
+    /// Sorted, unique.
+    pub keys: Vec<PublicKey>,
+    pub threshold: u16,
+}
+
+impl AdminSet {
+    pub fn new(mut keys: Vec<PublicKey>, threshold: u16) -> Option<AdminSet> {
+        keys.sort();
+        let set = AdminSet { keys, threshold };
+        set.is_well_formed().then_some(set)
+    }
+
+    pub fn is_well_formed(&self) -> bool {
+        !self.keys.is_empty()
+            && self.keys.len() <= MAX_ADMINS
+            && self.keys.windows(2).all(|w| w[0] < w[1])
+            && self.threshold >= 1
+            && usize::from(self.threshold) <= self.keys.len()
+    }
+
+    pub fn contains(&self, k: &PublicKey) -> bool {
+        self.keys.binary_search(k).is_ok()
+    }
+}
+
+impl Encode for AdminSet {
+    fn encode(&self, w: &mut Writer) {
+        w.list(&self.keys).u16(self.threshold);
+    }
+}
+
+impl Decode for AdminSet {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let set = AdminSet {
+            keys: r.list(MAX_ADMINS, "admin keys")?,
+            threshold: r.u16("admin threshold")?,
+        };
+        if !set.is_well_formed() {
+            return Err(DecodeError::Invalid { what: "admin set" });
+        }
+        Ok(set)
+    }
+}
+
+/// Whether a device may take part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Active,
+    Revoked { reason: String, height: u64 },
+}
+
+/// What the ledger knows of an enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub enc_key: EncKey,
+    /// Sorted, unique, 1 to 16.
+    pub groups: Vec<GroupName>,
+    pub status: DeviceStatus,
+    pub enrolled_height: u64,
+}
+
+impl Device {
+    pub fn is_active(&self) -> bool {
+        self.status == DeviceStatus::Active
+    }
+}
+
+/// An account: anyone who signs transactions. Admins and validators have one from genesis;
+/// devices get one when enrolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The original Ed25519 key: the account's id for ever, even after a key rotation.
+    pub id: PublicKey,
+    /// The key that signs for the account now.
+    pub sign_key: PublicKey,
+    /// The last sequence number used.
+    pub seq: u64,
+    pub device: Option<Device>,
+}
+
+/// A one-time enrollment ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub expires_ms: u64,
+    pub groups: Vec<GroupName>,
+    pub used: bool,
+}
+
+/// A group: its members and the epoch of its current key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Group {
+    /// Active members, sorted.
+    pub members: Vec<PublicKey>,
+    /// Epoch of the last `GroupKey`; 0 before the first.
+    pub epoch: u64,
+    /// Membership changed since the last `GroupKey`: the group must be rekeyed.
+    pub needs_rekey: bool,
+}
+
+/// Which groups may send to which. Within a group is always allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Sorted, unique `(from, to)` pairs.
+    pub allow: Vec<(GroupName, GroupName)>,
+    /// Block time of the last `SetPolicy`, so old anchors are never judged by a newer policy.
+    pub changed_ms: u64,
+}
+
+impl Policy {
+    pub fn allows(&self, from: &[GroupName], to: &[GroupName]) -> bool {
+        from.iter().any(|f| {
+            to.iter().any(|t| {
+                f == t
+                    || self
+                        .allow
+                        .binary_search_by(|(a, b)| (a, b).cmp(&(f, t)))
+                        .is_ok()
+            })
+        })
+    }
+}
+
+/// Where a record lives in the state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordKey {
+    Meta,
+    Admins,
+    Validators,
+    Policy,
+    Account(PublicKey),
+    Ticket(Hash),
+    Group(GroupName),
+}
+
+/// One unit of state, as committed and stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Meta { chain_id: String },
+    Admins(AdminSet),
+    Validators(ValidatorSet),
+    Policy(Policy),
+    Account(Account),
+    Ticket(Hash, Ticket),
+    Group(GroupName, Group),
+}
+
+impl Record {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Meta { .. } => RecordKey::Meta,
+            Record::Admins(_) => RecordKey::Admins,
+            Record::Validators(_) => RecordKey::Validators,
+            Record::Policy(_) => RecordKey::Policy,
+            Record::Account(a) => RecordKey::Account(a.id),
+            Record::Ticket(h, _) => RecordKey::Ticket(*h),
+            Record::Group(g, _) => RecordKey::Group(g.clone()),
+        }
+    }
+}
+
+impl Encode for Record {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(RECORD_VERSION);
+        match self {
+            Record::Meta { chain_id } => {
+                w.u8(0).str(chain_id);
+            }
+            Record::Admins(a) => {
+                w.u8(1).put(a);
+            }
+            Record::Validators(v) => {
+                w.u8(2).put(v);
+            }
+            Record::Policy(p) => {
+                w.u8(3).len(p.allow.len());
+                for (a, b) in &p.allow {
+                    w.put(a).put(b);
+                }
+                w.u64(p.changed_ms);
+            }
+            Record::Account(a) => {
+                w.u8(4).put(&a.id).put(&a.sign_key).u64(a.seq);
+                match &a.device {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(d) => {
+                        w.u8(1).put(&d.enc_key).list(&d.groups).u64(d.enrolled_height);
+                        match &d.status {
+                            DeviceStatus::Active => w.u8(0),
+                            DeviceStatus::Revoked { reason, height } => {
+                                w.u8(1).str(reason).u64(*height)
+                            }
+                        };
+                    }
+                }
+            }
+            Record::Ticket(h, t) => {
+                w.u8(5)
+                    .put(h)
+                    .u64(t.expires_ms)
+                    .list(&t.groups)
+                    .bool(t.used);
+            }
+            Record::Group(name, g) => {
+                w.u8(6)
+                    .put(name)
+                    .list(&g.members)
+                    .u64(g.epoch)
+                    .bool(g.needs_rekey);
+            }
+        }
+    }
+}
+
+impl Decode for Record {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.version(RECORD_VERSION, "state record")?;
+        Ok(match r.u8("record tag")? {
+            0 => Record::Meta {
+                chain_id: r.string(MAX_CHAIN_ID, "chain id")?,
+            },
+            1 => Record::Admins(r.get()?),
+            2 => Record::Validators(r.get()?),
+            3 => {
+                let n = r.len(MAX_POLICY_RECORD_RULES, "policy rules")?;
+                let mut allow = Vec::with_capacity(n.min(r.remaining()));
+                for _ in 0..n {
+                    allow.push((r.get()?, r.get()?));
+                }
+                Record::Policy(Policy {
+                    allow,
+                    changed_ms: r.u64("policy time")?,
+                })
+            }
+            4 => {
+                let id = r.get()?;
+                let sign_key = r.get()?;
+                let seq = r.u64("account seq")?;
+                let device = match r.u8("device flag")? {
+                    0 => None,
+                    1 => {
+                        let enc_key = r.get()?;
+                        let groups = r.list(MAX_GROUPS_PER_DEVICE, "device groups")?;
+                        let enrolled_height = r.u64("enrolled height")?;
+                        let status = match r.u8("device status")? {
+                            0 => DeviceStatus::Active,
+                            1 => DeviceStatus::Revoked {
+                                reason: r.string(MAX_REASON, "revocation reason")?,
+                                height: r.u64("revocation height")?,
+                            },
+                            tag => return Err(DecodeError::UnknownTag { what: "device status", tag }),
+                        };
+                        Some(Device {
+                            enc_key,
+                            groups,
+                            status,
+                            enrolled_height,
+                        })
+                    }
+                    tag => return Err(DecodeError::UnknownTag { what: "device flag", tag }),
+                };
+                Record::Account(Account {
+                    id,
+                    sign_key,
+                    seq,
+                    device,
+                })
+            }
+            5 => Record::Ticket(
+                r.get()?,
+                Ticket {
+                    expires_ms: r.u64("ticket expiry")?,
+                    groups: r.list(MAX_GROUPS_PER_DEVICE, "ticket groups")?,
+                    used: r.bool("ticket used")?,
+                },
+            ),
+            6 => Record::Group(
+                r.get()?,
+                Group {
+                    members: r.list(MAX_GROUP_SIZE, "group members")?,
+                    epoch: r.u64("group epoch")?,
+                    needs_rekey: r.bool("group rekey flag")?,
+                },
+            ),
+            tag => return Err(DecodeError::UnknownTag { what: "state record", tag }),
+        })
+    }
+}
+
+/// A Merkle tree over slots, updated in place. Level 0 holds the record hashes; a node with no
+/// right sibling is carried up unchanged. The root also commits to the number of slots.
+#[derive(Debug, Clone, Default)]
+struct SlotTree {
+    levels: Vec<Vec<Hash>>,
+}
+
+impl SlotTree {
+    fn len(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// Sets leaf `slot` (appending if `slot == len`), without updating the parents.
+    fn set_leaf(&mut self, slot: usize, h: Hash) {
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        let leaves = &mut self.levels[0];
+        if slot == leaves.len() {
+            leaves.push(h);
+        } else {
+            leaves[slot] = h;
+        }
+    }
+
+    /// Recomputes the parents of the given (sorted, unique) leaf slots.
+    fn rehash(&mut self, slots: &[usize]) {
+        let mut dirty: Vec<usize> = slots.to_vec();
+        let mut level = 0;
+        while self.levels[level].len() > 1 {
+            if self.levels.len() == level + 1 {
+                self.levels.push(Vec::new());
+            }
+            let want = self.levels[level].len().div_ceil(2);
+            let mut parents: Vec<usize> = dirty.iter().map(|s| s / 2).collect();
+            parents.dedup();
+            let (lower, upper) = self.levels.split_at_mut(level + 1);
+            let (cur, next) = (&lower[level], &mut upper[0]);
+            next.resize(want, Hash::ZERO);
+            for &p in &parents {
+                let l = cur[2 * p];
+                next[p] = match cur.get(2 * p + 1) {
+                    Some(r) => crate::merkle::node_hash(&l, r),
+                    None => l,
+                };
+            }
+            dirty = parents;
+            level += 1;
+        }
+        self.levels.truncate(level + 1);
+    }
+
+    fn root(&self) -> Hash {
+        let top = self
+            .levels
+            .last()
+            .and_then(|l| l.first())
+            .copied()
+            .unwrap_or(Hash::ZERO);
+        let mut h = hash::Hasher::new(domain::STATE_ROOT);
+        h.update(&self.len().to_be_bytes()).update(top.as_bytes());
+        h.finish()
+    }
+}
+
+/// Read access to ledger state, for the rules in [`crate::ledger`].
+pub trait StateView {
+    fn chain_id(&self) -> &str;
+    fn admins(&self) -> &AdminSet;
+    fn validators(&self) -> &ValidatorSet;
+    fn policy(&self) -> &Policy;
+    fn account(&self, id: &PublicKey) -> Option<&Account>;
+    fn ticket(&self, h: &Hash) -> Option<&Ticket>;
+    fn group(&self, g: &GroupName) -> Option<&Group>;
+    /// The account that signs with `key` now, if any.
+    fn key_owner(&self, key: &PublicKey) -> Option<PublicKey>;
+    /// A decompressed key from the cache of enrolled keys, if present.
+    fn cached_key(&self, key: &PublicKey) -> Option<&VerifyingKey>;
+}
+
+/// One change a transaction makes: a record replaced or created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delta(pub Vec<Record>);
+
+/// The ledger state.
+#[derive(Debug, Clone)]
+pub struct State {
+    chain_id: String,
+    admins: AdminSet,
+    validators: ValidatorSet,
+    policy: Policy,
+    accounts: BTreeMap<PublicKey, Account>,
+    tickets: BTreeMap<Hash, Ticket>,
+    groups: BTreeMap<GroupName, Group>,
+    /// Signing key -> account id, for every account.
+    key_owner: BTreeMap<PublicKey, PublicKey>,
+    /// Decompressed signing keys, so verification skips point decompression.
+    vk_cache: BTreeMap<PublicKey, VerifyingKey>,
+    slots: BTreeMap<RecordKey, u64>,
+    tree: SlotTree,
+    /// Slots changed since the last [`State::flush`].
+    dirty: BTreeMap<u64, RecordKey>,
+}
+
+/// What [`State::flush`] hands to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flushed {
+    pub root: Hash,
+    /// `(slot, encoded record)` for every record changed since the last flush, by slot.
+    pub records: Vec<(u64, Vec<u8>)>,
+}
+
+/// Why stored records do not form a state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    #[error("state record at slot {slot} does not decode: {source}")]
+    Decode { slot: u64, source: DecodeError },
+    #[error("state records are not numbered 0, 1, 2, … (found slot {slot})")]
+    SlotGap { slot: u64 },
+    #[error("state record {what} appears twice")]
+    Duplicate { what: &'static str },
+    #[error("state is missing its {what} record")]
+    Missing { what: &'static str },
+}
+
+impl State {
+    /// The state at genesis: meta, admins, validators, an empty policy, and an account for every
+    /// admin and validator key.
+    pub fn genesis(chain_id: &str, admins: AdminSet, validators: ValidatorSet) -> State {
+        let mut s = State {
+            chain_id: String::from(chain_id),
+            admins: admins.clone(),
+            validators: validators.clone(),
+            policy: Policy::default(),
+            accounts: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            key_owner: BTreeMap::new(),
+            vk_cache: BTreeMap::new(),
+            slots: BTreeMap::new(),
+            tree: SlotTree::default(),
+            dirty: BTreeMap::new(),
+        };
+        let mut records = alloc::vec![
+            Record::Meta {
+                chain_id: String::from(chain_id)
+            },
+            Record::Admins(admins.clone()),
+            Record::Validators(validators.clone()),
+            Record::Policy(Policy::default()),
+        ];
+        let mut keys: Vec<PublicKey> = admins.keys.clone();
+        keys.extend(validators.validators.iter().map(|v| v.key));
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            records.push(Record::Account(Account {
+                id: k,
+                sign_key: k,
+                seq: 0,
+                device: None,
+            }));
+        }
+        for r in records {
+            s.put(r);
+        }
+        s
+    }
+
+    /// Rebuilds the state from stored records, in slot order.
+    pub fn from_records<I>(records: I) -> Result<State, LoadError>
+    where
+        I: IntoIterator<Item = (u64, Vec<u8>)>,
+    {
+        let mut meta = None;
+        let mut admins = None;
+        let mut validators = None;
+        let mut policy = None;
+        let mut rest = Vec::new();
+        let mut leaves = Vec::new();
+        let mut slots = BTreeMap::new();
+        for (i, (slot, bytes)) in records.into_iter().enumerate() {
+            if slot != i as u64 {
+                return Err(LoadError::SlotGap { slot });
+            }
+            let rec =
+                Record::from_bytes(&bytes).map_err(|source| LoadError::Decode { slot, source })?;
+            leaves.push(hash::hash(domain::STATE_RECORD, &bytes));
+            if slots.insert(rec.key(), slot).is_some() {
+                return Err(LoadError::Duplicate { what: "key" });
+            }
+            match rec {
+                Record::Meta { chain_id } => meta = Some(chain_id),
+                Record::Admins(a) => admins = Some(a),
+                Record::Validators(v) => validators = Some(v),
+                Record::Policy(p) => policy = Some(p),
+                other => rest.push(other),
+            }
+        }
+        let mut s = State {
+            chain_id: meta.ok_or(LoadError::Missing { what: "meta" })?,
+            admins: admins.ok_or(LoadError::Missing { what: "admins" })?,
+            validators: validators.ok_or(LoadError::Missing { what: "validators" })?,
+            policy: policy.ok_or(LoadError::Missing { what: "policy" })?,
+            accounts: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            key_owner: BTreeMap::new(),
+            vk_cache: BTreeMap::new(),
+            slots,
+            tree: SlotTree::default(),
+            dirty: BTreeMap::new(),
+        };
+        for rec in rest {
+            s.set_record(rec);
+        }
+        let all: Vec<usize> = (0..leaves.len()).collect();
+        for (i, h) in leaves.into_iter().enumerate() {
+            s.tree.set_leaf(i, h);
+        }
+        if !all.is_empty() {
+            s.tree.rehash(&all);
+        }
+        Ok(s)
+    }
+
+    /// Replaces or creates one record in memory, keeping the indexes in step.
+    fn set_record(&mut self, rec: Record) {
+        match rec {
+            Record::Meta { chain_id } => self.chain_id = chain_id,
+            Record::Admins(a) => self.admins = a,
+            Record::Validators(v) => self.validators = v,
+            Record::Policy(p) => self.policy = p,
+            Record::Account(a) => {
+                if let Some(old) = self.accounts.get(&a.id) {
+                    if old.sign_key != a.sign_key {
+                        self.key_owner.remove(&old.sign_key);
+                        self.vk_cache.remove(&old.sign_key);
+                    }
+                }
+                self.key_owner.insert(a.sign_key, a.id);
+                // Keys were checked in full (weak, torsion) when they entered the ledger; here we
+                // only decompress, which is cheap enough to do for every account on load.
+                if let Ok(vk) = VerifyingKey::from_bytes(&a.sign_key.0) {
+                    self.vk_cache.insert(a.sign_key, vk);
+                }
+                self.accounts.insert(a.id, a);
+            }
+            Record::Ticket(h, t) => {
+                self.tickets.insert(h, t);
+            }
+            Record::Group(g, grp) => {
+                self.groups.insert(g, grp);
+            }
+        }
+    }
+
+    /// Writes a record and marks its slot for the next flush.
+    fn put(&mut self, rec: Record) {
+        let key = rec.key();
+        let slot = match self.slots.get(&key) {
+            Some(s) => *s,
+            None => {
+                let s = self.slots.len() as u64;
+                self.slots.insert(key.clone(), s);
+                s
+            }
+        };
+        self.dirty.insert(slot, key);
+        self.set_record(rec);
+    }
+
+    /// Applies a transaction's changes. Changes come from [`crate::ledger::apply`], which has
+    /// checked them against this state.
+    pub fn apply_delta(&mut self, delta: Delta) {
+        for rec in delta.0 {
+            self.put(rec);
+        }
+    }
+
+    fn record(&self, key: &RecordKey) -> Option<Record> {
+        Some(match key {
+            RecordKey::Meta => Record::Meta {
+                chain_id: self.chain_id.clone(),
+            },
+            RecordKey::Admins => Record::Admins(self.admins.clone()),
+            RecordKey::Validators => Record::Validators(self.validators.clone()),
+            RecordKey::Policy => Record::Policy(self.policy.clone()),
+            RecordKey::Account(id) => Record::Account(self.accounts.get(id)?.clone()),
+            RecordKey::Ticket(h) => Record::Ticket(*h, self.tickets.get(h)?.clone()),
+            RecordKey::Group(g) => Record::Group(g.clone(), self.groups.get(g)?.clone()),
+        })
+    }
+
+    /// Re-hashes every record changed since the last flush and returns them, with the new root.
+    pub fn flush(&mut self) -> Flushed {
+        let dirty = core::mem::take(&mut self.dirty);
+        let mut records = Vec::with_capacity(dirty.len());
+        let mut slots = Vec::with_capacity(dirty.len());
+        for (slot, key) in dirty {
+            let bytes = self
+                .record(&key)
+                .expect("a dirty slot always names a record that exists")
+                .to_bytes();
+            self.tree
+                .set_leaf(slot as usize, hash::hash(domain::STATE_RECORD, &bytes));
+            slots.push(slot as usize);
+            records.push((slot, bytes));
+        }
+        if !slots.is_empty() {
+            self.tree.rehash(&slots);
+        }
+        Flushed {
+            root: self.tree.root(),
+            records,
+        }
+    }
+
+    /// The state root, flushing pending changes first.
+    pub fn root(&mut self) -> Hash {
+        if self.dirty.is_empty() {
+            self.tree.root()
+        } else {
+            self.flush().root
+        }
+    }
+
+    /// Every record, by slot: what a store writes for a fresh state.
+    pub fn all_records(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut out: Vec<(u64, Vec<u8>)> = self
+            .slots
+            .iter()
+            .filter_map(|(k, s)| Some((*s, self.record(k)?.to_bytes())))
+            .collect();
+        out.sort_by_key(|(s, _)| *s);
+        out
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = (&GroupName, &Group)> {
+        self.groups.iter()
+    }
+
+    pub fn record_count(&self) -> u64 {
+        self.slots.len() as u64
+    }
+}
+
+impl StateView for State {
+    fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+    fn admins(&self) -> &AdminSet {
+        &self.admins
+    }
+    fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+    fn policy(&self) -> &Policy {
+        &self.policy
+    }
+    fn account(&self, id: &PublicKey) -> Option<&Account> {
+        self.accounts.get(id)
+    }
+    fn ticket(&self, h: &Hash) -> Option<&Ticket> {
+        self.tickets.get(h)
+    }
+    fn group(&self, g: &GroupName) -> Option<&Group> {
+        self.groups.get(g)
+    }
+    fn key_owner(&self, key: &PublicKey) -> Option<PublicKey> {
+        self.key_owner.get(key).copied()
+    }
+    fn cached_key(&self, key: &PublicKey) -> Option<&VerifyingKey> {
+        self.vk_cache.get(key)
+    }
+}
+
+/// Changes made by the transactions of a block so far, on top of a base state.
+#[derive(Debug)]
+pub struct Overlay<'a> {
+    base: &'a State,
+    admins: Option<AdminSet>,
+    validators: Option<ValidatorSet>,
+    policy: Option<Policy>,
+    accounts: BTreeMap<PublicKey, Account>,
+    tickets: BTreeMap<Hash, Ticket>,
+    groups: BTreeMap<GroupName, Group>,
+    /// Keys that changed hands in this block: `None` means no longer in use.
+    key_owner: BTreeMap<PublicKey, Option<PublicKey>>,
+    changes: Vec<Record>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(base: &'a State) -> Self {
+        Overlay {
+            base,
+            admins: None,
+            validators: None,
+            policy: None,
+            accounts: BTreeMap::new(),
+            tickets: BTreeMap::new(),
+            groups: BTreeMap::new(),
+            key_owner: BTreeMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    /// Records a transaction's changes so later transactions see them.
+    pub fn push(&mut self, delta: Delta) {
+        for rec in delta.0 {
+            match &rec {
+                Record::Meta { .. } => {}
+                Record::Admins(a) => self.admins = Some(a.clone()),
+                Record::Validators(v) => self.validators = Some(v.clone()),
+                Record::Policy(p) => self.policy = Some(p.clone()),
+                Record::Account(a) => {
+                    if let Some(old) = self.account(&a.id) {
+                        if old.sign_key != a.sign_key {
+                            let old_key = old.sign_key;
+                            self.key_owner.insert(old_key, None);
+                        }
+                    }
+                    self.key_owner.insert(a.sign_key, Some(a.id));
+                    self.accounts.insert(a.id, a.clone());
+                }
+                Record::Ticket(h, t) => {
+                    self.tickets.insert(*h, t.clone());
+                }
+                Record::Group(g, grp) => {
+                    self.groups.insert(g.clone(), grp.clone());
+                }
+            }
+            self.changes.push(rec);
+        }
+    }
+
+    /// All changes, in order, to apply to the base state.
+    pub fn into_delta(self) -> Delta {
+        Delta(self.changes)
+    }
+}
+
+impl StateView for Overlay<'_> {
+    fn chain_id(&self) -> &str {
+        self.base.chain_id()
+    }
+    fn admins(&self) -> &AdminSet {
+        self.admins.as_ref().unwrap_or(&self.base.admins)
+    }
+    fn validators(&self) -> &ValidatorSet {
+        self.validators.as_ref().unwrap_or(&self.base.validators)
+    }
+    fn policy(&self) -> &Policy {
+        self.policy.as_ref().unwrap_or(&self.base.policy)
+    }
+    fn account(&self, id: &PublicKey) -> Option<&Account> {
+        self.accounts.get(id).or_else(|| self.base.account(id))
+    }
+    fn ticket(&self, h: &Hash) -> Option<&Ticket> {
+        self.tickets.get(h).or_else(|| self.base.ticket(h))
+    }
+    fn group(&self, g: &GroupName) -> Option<&Group> {
+        self.groups.get(g).or_else(|| self.base.group(g))
+    }
+    fn key_owner(&self, key: &PublicKey) -> Option<PublicKey> {
+        match self.key_owner.get(key) {
+            Some(owner) => *owner,
+            None => self.base.key_owner(key),
+        }
+    }
+    fn cached_key(&self, key: &PublicKey) -> Option<&VerifyingKey> {
+        self.base.cached_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pk(i: u8) -> PublicKey {
+        PublicKey([i; 32])
+    }
+
+    #[test]
+    fn slot_tree_incremental_matches_rebuild() {
+        let admins = AdminSet::new(alloc::vec![pk(1)], 1).unwrap();
+        let vals = ValidatorSet::new(alloc::vec![crate::tx::Validator {
+            key: pk(2),
+            power: 1
+        }])
+        .unwrap();
+        let mut s = State::genesis("t", admins, vals);
+        s.flush();
+        for i in 10..60u8 {
+            s.put(Record::Account(Account {
+                id: pk(i),
+                sign_key: pk(i),
+                seq: u64::from(i),
+                device: None,
+            }));
+            if i % 7 == 0 {
+                s.flush();
+            }
+        }
+        let root = s.root();
+        let rebuilt = State::from_records(s.all_records()).unwrap().root();
+        assert_eq!(root, rebuilt);
+        // Changing one record changes the root; changing it back restores it.
+        let mut a = s.account(&pk(33)).unwrap().clone();
+        a.seq += 1;
+        s.put(Record::Account(a.clone()));
+        let changed = s.root();
+        assert_ne!(changed, root);
+        a.seq -= 1;
+        s.put(Record::Account(a));
+        assert_eq!(s.root(), root);
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let rec = Record::Account(Account {
+            id: pk(1),
+            sign_key: pk(2),
+            seq: 7,
+            device: Some(Device {
+                enc_key: EncKey([3; 32]),
+                groups: alloc::vec![GroupName::new("a").unwrap()],
+                status: DeviceStatus::Revoked {
+                    reason: "lost".into(),
+                    height: 4,
+                },
+                enrolled_height: 2,
+            }),
+        });
+        assert_eq!(Record::from_bytes(&rec.to_bytes()), Ok(rec));
+    }
+}
