@@ -290,7 +290,9 @@ pub enum BodyError {
 
 /// The Merkle leaf hashes of encoded transactions.
 pub fn tx_leaves(txs: &[Tx]) -> Vec<Hash> {
-    txs.iter().map(|t| merkle::leaf_hash(&t.to_bytes())).collect()
+    txs.iter()
+        .map(|t| merkle::leaf_hash(&t.to_bytes()))
+        .collect()
 }
 
 /// The header field for a last commit.

@@ -232,7 +232,11 @@ impl<'a> Reader<'a> {
 
     /// A list of at most `max` items. The allocation is capped by the bytes left, so a hostile
     /// count cannot reserve more memory than the input is long.
-    pub fn list<T: Decode>(&mut self, max: usize, what: &'static str) -> Result<Vec<T>, DecodeError> {
+    pub fn list<T: Decode>(
+        &mut self,
+        max: usize,
+        what: &'static str,
+    ) -> Result<Vec<T>, DecodeError> {
         let n = self.len(max, what)?;
         let mut out = Vec::with_capacity(n.min(self.remaining()));
         for _ in 0..n {

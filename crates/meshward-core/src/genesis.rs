@@ -118,7 +118,9 @@ mod json {
         ChainId(String),
         #[error("{field} {value:?} is not a valid peer id")]
         PeerId { field: &'static str, value: String },
-        #[error("admin set is invalid: 1 to 16 distinct keys, threshold between 1 and their number")]
+        #[error(
+            "admin set is invalid: 1 to 16 distinct keys, threshold between 1 and their number"
+        )]
         Admins,
         #[error("validator set is invalid: 1 to 128 distinct keys, each with power > 0")]
         Validators,

@@ -322,13 +322,19 @@ mod tests {
             let libp2p_id = lk.public().to_peer_id();
             assert_eq!(k.public().peer_id(), libp2p_id.to_base58());
             assert_eq!(k.public().peer_id_bytes().to_vec(), libp2p_id.to_bytes());
-            assert_eq!(PublicKey::from_peer_id(&libp2p_id.to_base58()), Ok(k.public()));
+            assert_eq!(
+                PublicKey::from_peer_id(&libp2p_id.to_base58()),
+                Ok(k.public())
+            );
         }
     }
 
     #[test]
     fn peer_id_rejects_other_key_types_and_garbage() {
-        assert_eq!(PublicKey::from_peer_id("hello"), Err(KeyError::InvalidPeerId));
+        assert_eq!(
+            PublicKey::from_peer_id("hello"),
+            Err(KeyError::InvalidPeerId)
+        );
         // A sha2-256 multihash PeerId (the form used for large keys such as RSA).
         let mut mh = vec![0x12, 32];
         mh.extend_from_slice(&[7u8; 32]);

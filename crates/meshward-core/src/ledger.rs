@@ -360,7 +360,9 @@ fn enroll<V: StateView>(
     let device_seq = match &e.ticket {
         Some(secret) => {
             if tx.signer != e.device {
-                return Err(Reject::TicketMismatch("a ticket is redeemed by the device itself"));
+                return Err(Reject::TicketMismatch(
+                    "a ticket is redeemed by the device itself",
+                ));
             }
             let th = ticket_hash(secret);
             let t = v.ticket(&th).ok_or(Reject::UnknownTicket)?;
@@ -409,9 +411,11 @@ fn enroll<V: StateView>(
 /// The enrolled device `id`, which must still be active.
 fn enrolled_device<V: StateView>(v: &V, id: &PublicKey) -> Result<Account, Reject> {
     match v.account(id) {
-        Some(a @ Account {
-            device: Some(d), ..
-        }) => {
+        Some(
+            a @ Account {
+                device: Some(d), ..
+            },
+        ) => {
             if d.is_active() {
                 Ok(a.clone())
             } else {

@@ -91,9 +91,7 @@ pub struct AnchorProof {
 
 impl Encode for AnchorProof {
     fn encode(&self, w: &mut Writer) {
-        w.u8(PROOF_VERSION)
-            .list(&self.handoffs)
-            .put(&self.anchor);
+        w.u8(PROOF_VERSION).list(&self.handoffs).put(&self.anchor);
     }
 }
 

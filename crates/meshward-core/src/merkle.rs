@@ -179,7 +179,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn leaves(n: usize) -> Vec<Hash> {
-        (0..n).map(|i| leaf_hash(&(i as u64).to_be_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
+            .collect()
     }
 
     #[test]
@@ -221,7 +223,12 @@ mod tests {
             .map(|h| leaf_hash(&hex::decode(h).unwrap()))
             .collect();
         for (n, want) in expected.iter().enumerate() {
-            assert_eq!(root_of(&hashes[..=n]).to_hex(), *want, "tree of {} leaves", n + 1);
+            assert_eq!(
+                root_of(&hashes[..=n]).to_hex(),
+                *want,
+                "tree of {} leaves",
+                n + 1
+            );
         }
     }
 

@@ -220,7 +220,10 @@ impl Encode for Record {
                         w.u8(0);
                     }
                     Some(d) => {
-                        w.u8(1).put(&d.enc_key).list(&d.groups).u64(d.enrolled_height);
+                        w.u8(1)
+                            .put(&d.enc_key)
+                            .list(&d.groups)
+                            .u64(d.enrolled_height);
                         match &d.status {
                             DeviceStatus::Active => w.u8(0),
                             DeviceStatus::Revoked { reason, height } => {
@@ -284,7 +287,12 @@ impl Decode for Record {
                                 reason: r.string(MAX_REASON, "revocation reason")?,
                                 height: r.u64("revocation height")?,
                             },
-                            tag => return Err(DecodeError::UnknownTag { what: "device status", tag }),
+                            tag => {
+                                return Err(DecodeError::UnknownTag {
+                                    what: "device status",
+                                    tag,
+                                })
+                            }
                         };
                         Some(Device {
                             enc_key,
@@ -293,7 +301,12 @@ impl Decode for Record {
                             enrolled_height,
                         })
                     }
-                    tag => return Err(DecodeError::UnknownTag { what: "device flag", tag }),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "device flag",
+                            tag,
+                        })
+                    }
                 };
                 Record::Account(Account {
                     id,
@@ -318,7 +331,12 @@ impl Decode for Record {
                     needs_rekey: r.bool("group rekey flag")?,
                 },
             ),
-            tag => return Err(DecodeError::UnknownTag { what: "state record", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "state record",
+                    tag,
+                })
+            }
         })
     }
 }

@@ -528,7 +528,12 @@ impl TxBody {
                     1 => Evidence::PolicyViolation {
                         anchor: Box::new(Tx::decode_nested(r)?),
                     },
-                    tag => return Err(DecodeError::UnknownTag { what: "evidence", tag }),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "evidence",
+                            tag,
+                        })
+                    }
                 };
                 TxBody::Evidence(ev)
             }
@@ -561,7 +566,12 @@ impl TxBody {
                 expires_ms: r.u64("ticket expiry")?,
                 groups: decode_groups(r)?,
             },
-            tag => return Err(DecodeError::UnknownTag { what: "transaction type", tag }),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "transaction type",
+                    tag,
+                })
+            }
         })
     }
 }
