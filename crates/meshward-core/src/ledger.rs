@@ -126,13 +126,19 @@ pub fn apply_with<V: StateView>(
             return Err(Reject::DeviceRevoked(tx.signer));
         }
     }
-    let msg = tx.signing_bytes(chain_id);
-    if preverified != Some(&key) {
-        verify_cached(v, &key, &msg, &tx.sig)?;
+    // The signed bytes are only needed when some signature is still to be checked here.
+    let admin_only = tx.body.is_admin_only();
+    let checked = preverified == Some(&key);
+    if !checked || admin_only {
+        let msg = tx.signing_bytes(chain_id);
+        if !checked {
+            verify_cached(v, &key, &msg, &tx.sig)?;
+        }
+        if admin_only {
+            check_admin_threshold(v, tx, &msg)?;
+        }
     }
-    if tx.body.is_admin_only() {
-        check_admin_threshold(v, tx, &msg)?;
-    } else if !tx.cosigs.is_empty() {
+    if !admin_only && !tx.cosigs.is_empty() {
         return Err(Reject::UnexpectedCosignatures);
     }
 
