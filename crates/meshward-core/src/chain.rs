@@ -13,9 +13,9 @@ use crate::block::{
 };
 use crate::hash::Hash;
 use crate::ids::PublicKey;
-use crate::ledger::{execute_block, ApplyCtx, BlockReject};
+use crate::ledger::{apply_with, execute_block, preverify_batch, ApplyCtx, BlockReject};
 use crate::merkle;
-use crate::state::{Flushed, State, StateView};
+use crate::state::{Delta, Flushed, Overlay, State, StateView};
 use crate::tx::Tx;
 
 /// Applies `txs` to `state` and returns the block that commits to the result, with the changed
@@ -128,4 +128,71 @@ pub fn apply_certified(
         return Err(ChainError::StateRoot);
     }
     Ok(flushed)
+}
+
+/// Applies `txs` on top of `state` without changing it, returning the changes and the state
+/// root they lead to: what a proposer and every validator compute for a block before it is
+/// decided. Apply the delta with [`State::apply_delta`] once the block is decided.
+pub fn execute_speculative(
+    state: &State,
+    txs: &[Tx],
+    ctx: &ApplyCtx,
+    batch: bool,
+) -> Result<(Delta, Hash), BlockReject> {
+    let pre = if batch {
+        preverify_batch(state, txs)
+    } else {
+        alloc::vec![None; txs.len()]
+    };
+    let mut overlay = Overlay::new(state);
+    for (index, (tx, k)) in txs.iter().zip(&pre).enumerate() {
+        let delta = apply_with(&overlay, tx, ctx, k.as_ref())
+            .map_err(|reason| BlockReject { index, reason })?;
+        overlay.push(delta);
+    }
+    let delta = overlay.into_delta();
+    let root = state.root_after(&delta);
+    Ok((delta, root))
+}
+
+/// Checks a proposed block against the chain (everything but its own certificate, which does
+/// not exist yet): chain id, height, link, validator set, body, and the state root after
+/// executing its transactions. `state` is not changed. The previous block's certificate, if
+/// the block carries one, is for the caller to verify against the set that signed it.
+pub fn check_proposal(
+    state: &State,
+    prev_hash: &Hash,
+    height: u64,
+    block: &Block,
+    batch: bool,
+) -> Result<Delta, ChainError> {
+    let h = &block.header;
+    if h.chain_id != state.chain_id() {
+        return Err(ChainError::WrongChain {
+            expected: state.chain_id().into(),
+            found: h.chain_id.clone(),
+        });
+    }
+    if h.height != height {
+        return Err(ChainError::WrongHeight {
+            expected: height,
+            found: h.height,
+        });
+    }
+    if h.prev_hash != *prev_hash {
+        return Err(ChainError::BrokenLink);
+    }
+    if h.validator_set_hash != state.validators().hash() {
+        return Err(ChainError::WrongValidatorSet);
+    }
+    block.check_body()?;
+    let ctx = ApplyCtx {
+        height,
+        time_ms: h.time_ms,
+    };
+    let (delta, root) = execute_speculative(state, &block.txs, &ctx, batch)?;
+    if root != h.state_root {
+        return Err(ChainError::StateRoot);
+    }
+    Ok(delta)
 }

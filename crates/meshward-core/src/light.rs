@@ -196,3 +196,100 @@ impl AnchorProof {
         })
     }
 }
+
+#[cfg(feature = "json")]
+pub use proof_file::{ProofFile, ProofFileError};
+
+#[cfg(feature = "json")]
+mod proof_file {
+    use alloc::string::{String, ToString};
+
+    use serde::{Deserialize, Serialize};
+
+    use super::{AnchorProof, ProvenAnchor, VerifyError, PROOF_VERSION};
+    use crate::codec::{Decode, DecodeError, Encode};
+    use crate::genesis::Genesis;
+    use crate::hash::Hash;
+
+    /// The proof file: a readable summary plus the canonical proof bytes. The summary is
+    /// checked against what the bytes prove, so no field can be edited on its own. Written as
+    /// compact JSON, so that every byte of the file matters.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ProofFile {
+        pub version: u8,
+        pub chain_id: String,
+        pub height: u64,
+        pub commitment: String,
+        /// Lower-case hex of the encoded [`AnchorProof`].
+        pub proof: String,
+    }
+
+    /// Why a proof file does not hold.
+    #[derive(Debug, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum ProofFileError {
+        #[error("not a proof file: {0}")]
+        Json(#[from] serde_json::Error),
+        #[error("unsupported proof file version {0} (this build reads version 1)")]
+        Version(u8),
+        #[error("proof is for chain {found:?}, the genesis is for {expected:?}")]
+        WrongChain { expected: String, found: String },
+        #[error("proof bytes are not lower-case hex")]
+        Hex,
+        #[error("proof bytes do not decode: {0}")]
+        Decode(#[from] DecodeError),
+        #[error("{0}")]
+        Invalid(#[from] VerifyError),
+        #[error("the file's {0} does not match what the proof proves")]
+        SummaryMismatch(&'static str),
+    }
+
+    impl ProofFile {
+        pub fn new(chain_id: &str, proof: &AnchorProof) -> Option<ProofFile> {
+            let crate::tx::TxBody::Anchor(a) = &proof.anchor.tx.body else {
+                return None;
+            };
+            Some(ProofFile {
+                version: PROOF_VERSION,
+                chain_id: chain_id.to_string(),
+                height: proof.anchor.header.height,
+                commitment: a.commitment.to_hex(),
+                proof: crate::hex::encode(&proof.to_bytes()),
+            })
+        }
+
+        pub fn to_json(&self) -> String {
+            serde_json::to_string(self).expect("proof file has only plain fields")
+        }
+
+        /// Parses a proof file and checks it against the genesis.
+        pub fn verify_json(text: &str, genesis: &Genesis) -> Result<ProvenAnchor, ProofFileError> {
+            let f: ProofFile = serde_json::from_str(text)?;
+            if f.version != PROOF_VERSION {
+                return Err(ProofFileError::Version(f.version));
+            }
+            if f.chain_id != genesis.chain_id {
+                return Err(ProofFileError::WrongChain {
+                    expected: genesis.chain_id.clone(),
+                    found: f.chain_id,
+                });
+            }
+            let bytes = crate::hex::decode(&f.proof).ok_or(ProofFileError::Hex)?;
+            let proof = AnchorProof::from_bytes(&bytes)?;
+            let proven = proof.verify(genesis)?;
+            if proven.height != f.height {
+                return Err(ProofFileError::SummaryMismatch("height"));
+            }
+            if Hash::from_hex(&f.commitment) != Some(proven.commitment) {
+                return Err(ProofFileError::SummaryMismatch("commitment"));
+            }
+            // Compact JSON is the only accepted form: re-serialising must give the same text,
+            // so whitespace or escapes cannot be altered either.
+            if f.to_json() != text.strip_suffix('\n').unwrap_or(text) {
+                return Err(ProofFileError::SummaryMismatch("layout"));
+            }
+            Ok(proven)
+        }
+    }
+}

@@ -393,6 +393,52 @@ impl SlotTree {
         self.levels.truncate(level + 1);
     }
 
+    /// The root the tree would have with `changes` (leaf slot -> hash) applied and `new_len`
+    /// leaves, without changing the tree: `O(k log n)` for `k` changed leaves.
+    fn root_with(&self, changes: &BTreeMap<usize, Hash>, new_len: usize) -> Hash {
+        let get = |level: usize, i: usize, changed: &BTreeMap<usize, Hash>| -> Hash {
+            changed
+                .get(&i)
+                .or_else(|| self.levels.get(level).and_then(|l| l.get(i)))
+                .copied()
+                .unwrap_or(Hash::ZERO)
+        };
+        let mut changed = changes.clone();
+        let mut len = new_len;
+        let mut level = 0;
+        while len > 1 {
+            let mut next = BTreeMap::new();
+            for &c in changed.keys() {
+                let p = c / 2;
+                if next.contains_key(&p) {
+                    continue;
+                }
+                let l = get(level, 2 * p, &changed);
+                let h = if 2 * p + 1 < len {
+                    crate::merkle::node_hash(&l, &get(level, 2 * p + 1, &changed))
+                } else {
+                    l
+                };
+                next.insert(p, h);
+            }
+            changed = next;
+            len = len.div_ceil(2);
+            level += 1;
+        }
+        let top = if new_len == 0 {
+            Hash::ZERO
+        } else {
+            get(level, 0, &changed)
+        };
+        Self::commit_root(new_len as u64, &top)
+    }
+
+    fn commit_root(len: u64, top: &Hash) -> Hash {
+        let mut h = hash::Hasher::new(domain::STATE_ROOT);
+        h.update(&len.to_be_bytes()).update(top.as_bytes());
+        h.finish()
+    }
+
     fn root(&self) -> Hash {
         let top = self
             .levels
@@ -400,9 +446,7 @@ impl SlotTree {
             .and_then(|l| l.first())
             .copied()
             .unwrap_or(Hash::ZERO);
-        let mut h = hash::Hasher::new(domain::STATE_ROOT);
-        h.update(&self.len().to_be_bytes()).update(top.as_bytes());
-        h.finish()
+        Self::commit_root(self.len(), &top)
     }
 }
 
@@ -660,6 +704,36 @@ impl State {
         }
     }
 
+    /// The root the state would have after `delta`, without applying it: what a validator
+    /// computes for a proposed block before it is decided. Equal to applying the delta and
+    /// calling [`State::root`], which a test checks.
+    pub fn root_after(&self, delta: &Delta) -> Hash {
+        debug_assert!(self.dirty.is_empty(), "root_after needs a flushed state");
+        let mut new_slots: BTreeMap<RecordKey, u64> = BTreeMap::new();
+        let mut leaves: BTreeMap<usize, Hash> = BTreeMap::new();
+        // Later records for the same key replace earlier ones, as in `apply_delta`.
+        let mut last: BTreeMap<u64, &Record> = BTreeMap::new();
+        for rec in &delta.0 {
+            let key = rec.key();
+            let slot = match self.slots.get(&key) {
+                Some(s) => *s,
+                None => {
+                    let next = self.slots.len() as u64 + new_slots.len() as u64;
+                    *new_slots.entry(key).or_insert(next)
+                }
+            };
+            last.insert(slot, rec);
+        }
+        for (slot, rec) in last {
+            leaves.insert(
+                slot as usize,
+                hash::hash(domain::STATE_RECORD, &rec.to_bytes()),
+            );
+        }
+        let new_len = self.slots.len() + new_slots.len();
+        self.tree.root_with(&leaves, new_len)
+    }
+
     /// The state root, flushing pending changes first.
     pub fn root(&mut self) -> Hash {
         if self.dirty.is_empty() {
@@ -862,6 +936,35 @@ mod tests {
         a.seq -= 1;
         s.put(Record::Account(a));
         assert_eq!(s.root(), root);
+    }
+
+    #[test]
+    fn root_after_equals_applying_the_delta() {
+        let admins = AdminSet::new(alloc::vec![pk(1)], 1).unwrap();
+        let vals = ValidatorSet::new(alloc::vec![crate::tx::Validator {
+            key: pk(2),
+            power: 1
+        }])
+        .unwrap();
+        let mut s = State::genesis("t", admins, vals);
+        s.flush();
+        for round in 0..6u8 {
+            let mut recs = alloc::vec::Vec::new();
+            for i in 0..(round * 3 + 1) {
+                let id = 10 + (i * 7 + round) % 40;
+                recs.push(Record::Account(Account {
+                    id: pk(id),
+                    sign_key: pk(id),
+                    seq: u64::from(round) * 100 + u64::from(i),
+                    device: None,
+                }));
+            }
+            let delta = Delta(recs);
+            let predicted = s.root_after(&delta);
+            s.apply_delta(delta);
+            assert_eq!(predicted, s.root(), "round {round}");
+        }
+        assert_eq!(s.root_after(&Delta(alloc::vec::Vec::new())), s.root());
     }
 
     #[test]

@@ -1,0 +1,280 @@
+//! Blocks made, checked and proven: a proposal checks out on another node's copy of the state,
+//! certificates need more than 2/3 of the power, and anchor proofs verify offline from the
+//! genesis alone and fail for any change.
+
+use meshward_core::block::{CertError, CertifiedBlock, CommitCertificate};
+use meshward_core::chain::{apply_certified, check_proposal, make_block, ChainError};
+use meshward_core::codec::{Decode, Encode};
+use meshward_core::genesis::Genesis;
+use meshward_core::hash::Hash;
+use meshward_core::ids::{Keypair, SignKey};
+use meshward_core::light::{AnchorProof, Inclusion, VerifyError};
+use meshward_core::state::{AdminSet, State, StateView};
+use meshward_core::tx::{
+    enroll_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet,
+};
+use rand::rngs::OsRng;
+
+struct Chain {
+    genesis: Genesis,
+    admin: SignKey,
+    vals: Vec<SignKey>,
+    state: State,
+    blocks: Vec<CertifiedBlock>,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        let admin = SignKey::generate(&mut OsRng);
+        let vals: Vec<SignKey> = (0..4).map(|_| SignKey::generate(&mut OsRng)).collect();
+        let genesis = Genesis {
+            chain_id: "proof-chain".into(),
+            genesis_time_ms: 1_700_000_000_000,
+            admins: AdminSet::new(vec![admin.public()], 1).unwrap(),
+            validators: set_of(&vals),
+        };
+        let state = genesis.state();
+        Chain {
+            genesis,
+            admin,
+            vals,
+            state,
+            blocks: vec![],
+        }
+    }
+
+    fn prev_hash(&self) -> Hash {
+        self.blocks
+            .last()
+            .map_or(self.genesis.hash(), |b| b.block.hash())
+    }
+
+    fn push(&mut self, txs: Vec<Tx>) -> &CertifiedBlock {
+        let height = self.blocks.len() as u64 + 1;
+        let signers: Vec<&SignKey> = self.vals.iter().take(3).collect();
+        let prev = self.prev_hash();
+        let (block, _) = make_block(
+            &mut self.state,
+            prev,
+            height,
+            self.genesis.genesis_time_ms + height * 1000,
+            self.vals[0].public(),
+            txs,
+            self.blocks.last().map(|b| b.certificate.clone()),
+            true,
+        )
+        .unwrap();
+        let certificate =
+            CommitCertificate::sign(&self.genesis.chain_id, &block.header, 0, &signers);
+        self.blocks.push(CertifiedBlock { block, certificate });
+        self.blocks.last().unwrap()
+    }
+
+    fn admin_tx(&self, body: TxBody) -> Tx {
+        let seq = self.state.account(&self.admin.public()).unwrap().seq + 1;
+        Tx::sign(
+            &self.genesis.chain_id,
+            self.admin.public(),
+            &self.admin,
+            seq,
+            body,
+        )
+    }
+
+    fn enroll(&mut self, n: usize) -> Vec<Keypair> {
+        let devs: Vec<Keypair> = (0..n).map(|_| Keypair::generate(&mut OsRng)).collect();
+        let mut txs = vec![];
+        let mut seq = self.state.account(&self.admin.public()).unwrap().seq;
+        for d in &devs {
+            seq += 1;
+            let body = enroll_body(
+                &self.genesis.chain_id,
+                d,
+                vec![GroupName::new("fleet").unwrap()],
+                None,
+            );
+            txs.push(Tx::sign(
+                &self.genesis.chain_id,
+                self.admin.public(),
+                &self.admin,
+                seq,
+                body,
+            ));
+        }
+        self.push(txs);
+        devs
+    }
+
+    fn anchor(&self, from: &Keypair, to: &Keypair, c: u8) -> Tx {
+        let seq = self.state.account(&from.id()).unwrap().seq + 1;
+        let body = TxBody::Anchor(Anchor {
+            recipient: Recipient::Device(to.id()),
+            commitment: Hash([c; 32]),
+            count: 1,
+            timestamp_ms: 5,
+            size_bytes: 256,
+        });
+        Tx::sign(&self.genesis.chain_id, from.id(), &from.sign, seq, body)
+    }
+}
+
+fn set_of(keys: &[SignKey]) -> ValidatorSet {
+    ValidatorSet::new(
+        keys.iter()
+            .map(|k| Validator {
+                key: k.public(),
+                power: 1,
+            })
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn proposal_checks_out_on_another_copy_of_the_state() {
+    let mut c = Chain::new();
+    let devs = c.enroll(3);
+    let replica = c.state.clone();
+    let prev = c.prev_hash();
+    let txs = vec![
+        c.anchor(&devs[0], &devs[1], 1),
+        c.anchor(&devs[1], &devs[2], 2),
+    ];
+    let cb = c.push(txs).clone();
+    let delta = check_proposal(&replica, &prev, 2, &cb.block, true).unwrap();
+    let mut replica = replica;
+    replica.apply_delta(delta);
+    assert_eq!(replica.root(), cb.block.header.state_root);
+}
+
+#[test]
+fn proposal_with_wrong_state_root_rejected() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let replica = c.state.clone();
+    let prev = c.prev_hash();
+    let mut cb = c.push(vec![c.anchor(&devs[0], &devs[1], 1)]).clone();
+    cb.block.header.state_root = Hash([9; 32]);
+    assert_eq!(
+        check_proposal(&replica, &prev, 2, &cb.block, true),
+        Err(ChainError::StateRoot)
+    );
+}
+
+#[test]
+fn replaying_certified_blocks_reaches_the_same_state() {
+    let mut c = Chain::new();
+    let devs = c.enroll(4);
+    for i in 0..5u8 {
+        let txs = (0..4)
+            .map(|j| c.anchor(&devs[j], &devs[(j + 1) % 4], i * 4 + j as u8))
+            .collect();
+        c.push(txs);
+    }
+    let mut replica = c.genesis.state();
+    let mut prev = c.genesis.hash();
+    for (i, cb) in c.blocks.iter().enumerate() {
+        let decoded = CertifiedBlock::decode_bytes(&cb.to_bytes()).unwrap();
+        apply_certified(&mut replica, &prev, i as u64 + 1, &decoded, true).unwrap();
+        prev = cb.block.hash();
+    }
+    assert_eq!(replica.root(), c.state.root());
+}
+
+#[test]
+fn certificate_needs_more_than_two_thirds() {
+    let mut c = Chain::new();
+    c.enroll(1);
+    let header = c.blocks[0].block.header.clone();
+    let set = set_of(&c.vals);
+    let two: Vec<&SignKey> = c.vals.iter().take(2).collect();
+    let cert = CommitCertificate::sign(&c.genesis.chain_id, &header, 0, &two);
+    assert_eq!(
+        cert.verify(&header, &set),
+        Err(CertError::InsufficientPower {
+            signed: 2,
+            total: 4
+        })
+    );
+    let outsider = SignKey::generate(&mut OsRng);
+    let mut three: Vec<&SignKey> = c.vals.iter().take(2).collect();
+    three.push(&outsider);
+    let cert = CommitCertificate::sign(&c.genesis.chain_id, &header, 0, &three);
+    assert_eq!(
+        cert.verify(&header, &set),
+        Err(CertError::UnknownValidator(outsider.public()))
+    );
+}
+
+#[test]
+fn anchor_proof_verifies_from_genesis_alone() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let tx = c.anchor(&devs[0], &devs[1], 7);
+    let cb = c
+        .push(vec![c.anchor(&devs[1], &devs[0], 6), tx.clone()])
+        .clone();
+    let proof = AnchorProof::build(&cb, 1, vec![]).unwrap();
+    let proven = AnchorProof::from_bytes(&proof.to_bytes())
+        .unwrap()
+        .verify(&c.genesis)
+        .unwrap();
+    assert_eq!(proven.height, 2);
+    assert_eq!(proven.commitment, Hash([7; 32]));
+    assert_eq!(proven.sender, devs[0].id());
+    assert_eq!(proven.tx_index, 1);
+}
+
+#[test]
+fn anchor_proof_with_any_byte_changed_is_rejected() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 7)]).clone();
+    let bytes = AnchorProof::build(&cb, 0, vec![]).unwrap().to_bytes();
+    for i in 0..bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = bytes.clone();
+            bad[i] ^= bit;
+            let res = AnchorProof::from_bytes(&bad).map(|p| p.verify(&c.genesis));
+            assert!(
+                !matches!(res, Ok(Ok(_))),
+                "byte {i} flipped with {bit:#x} still verified"
+            );
+        }
+    }
+}
+
+#[test]
+fn anchor_proof_for_other_genesis_rejected() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 7)]).clone();
+    let proof = AnchorProof::build(&cb, 0, vec![]).unwrap();
+    let other = Chain::new();
+    let mut g = other.genesis.clone();
+    g.chain_id = c.genesis.chain_id.clone();
+    assert!(matches!(
+        proof.verify(&g),
+        Err(VerifyError::UntrustedValidatorSet { .. })
+    ));
+}
+
+#[test]
+fn anchor_proof_follows_validator_handoffs() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let new_vals: Vec<SignKey> = (0..4).map(|_| SignKey::generate(&mut OsRng)).collect();
+    let change = c.admin_tx(TxBody::ValidatorSetChange(set_of(&new_vals)));
+    let handoff_block = c.push(vec![change]).clone();
+    c.vals = new_vals;
+    let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 3)]).clone();
+    // Without the handoff, the new set is not trusted.
+    let bare = AnchorProof::build(&cb, 0, vec![]).unwrap();
+    assert!(matches!(
+        bare.verify(&c.genesis),
+        Err(VerifyError::UntrustedValidatorSet { height: 3 })
+    ));
+    let handoff = Inclusion::build(&handoff_block, 0).unwrap();
+    let proof = AnchorProof::build(&cb, 0, vec![handoff]).unwrap();
+    assert_eq!(proof.verify(&c.genesis).unwrap().height, 3);
+}
