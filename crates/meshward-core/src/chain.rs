@@ -11,6 +11,7 @@ use crate::block::{
     last_commit_hash, tx_leaves, Block, BlockHeader, BodyError, CertError, CertifiedBlock,
     CommitCertificate,
 };
+use crate::codec::Encode;
 use crate::hash::Hash;
 use crate::ids::PublicKey;
 use crate::ledger::{apply_with, execute_block, preverify_batch, ApplyCtx, BlockReject};
@@ -195,4 +196,82 @@ pub fn check_proposal(
         return Err(ChainError::StateRoot);
     }
     Ok(delta)
+}
+
+/// A block a proposer built, with what executing it changes and what it left out.
+#[derive(Debug, Clone)]
+pub struct Proposal {
+    pub block: Block,
+    /// The state changes to apply once the block is decided.
+    pub delta: Delta,
+    /// Candidates dropped because the ledger rejected them (stale sequence numbers, revoked
+    /// senders, …), with the reason: the mempool should forget them.
+    pub dropped: Vec<(Tx, crate::ledger::Reject)>,
+}
+
+/// Builds a block from candidate transactions without changing `state`: each candidate is
+/// applied on top of the ones kept before it, and dropped if the ledger rejects it. At most
+/// `max_txs` transactions and `max_tx_bytes` encoded bytes are kept.
+#[allow(clippy::too_many_arguments)]
+pub fn build_proposal(
+    state: &State,
+    prev_hash: Hash,
+    height: u64,
+    time_ms: u64,
+    proposer: PublicKey,
+    candidates: Vec<Tx>,
+    last_commit: Option<CommitCertificate>,
+    max_txs: usize,
+    max_tx_bytes: usize,
+) -> Proposal {
+    let ctx = ApplyCtx { height, time_ms };
+    let validator_set_hash = state.validators().hash();
+    let pre = preverify_batch(state, &candidates);
+    let mut overlay = Overlay::new(state);
+    let mut txs = Vec::new();
+    let mut leaves = Vec::new();
+    let mut dropped = Vec::new();
+    let mut bytes = 0usize;
+    for (tx, k) in candidates.into_iter().zip(pre) {
+        if txs.len() >= max_txs {
+            break;
+        }
+        let encoded = tx.to_bytes();
+        if bytes + encoded.len() > max_tx_bytes {
+            // A smaller transaction further on may still fit.
+            continue;
+        }
+        match apply_with(&overlay, &tx, &ctx, k.as_ref()) {
+            Ok(delta) => {
+                overlay.push(delta);
+                bytes += encoded.len();
+                leaves.push(merkle::leaf_hash(&encoded));
+                txs.push(tx);
+            }
+            Err(reason) => dropped.push((tx, reason)),
+        }
+    }
+    let delta = overlay.into_delta();
+    let state_root = state.root_after(&delta);
+    let header = BlockHeader {
+        chain_id: state.chain_id().into(),
+        height,
+        prev_hash,
+        time_ms,
+        proposer,
+        tx_root: merkle::root_of(&leaves),
+        tx_count: txs.len() as u32,
+        state_root,
+        validator_set_hash,
+        last_commit_hash: last_commit_hash(&last_commit),
+    };
+    Proposal {
+        block: Block {
+            header,
+            txs,
+            last_commit,
+        },
+        delta,
+        dropped,
+    }
 }

@@ -278,3 +278,39 @@ fn anchor_proof_follows_validator_handoffs() {
     let proof = AnchorProof::build(&cb, 0, vec![handoff]).unwrap();
     assert_eq!(proof.verify(&c.genesis).unwrap().height, 3);
 }
+
+#[test]
+fn built_proposal_drops_invalid_candidates_and_checks_out() {
+    use meshward_core::chain::build_proposal;
+    let mut c = Chain::new();
+    let devs = c.enroll(3);
+    let good = c.anchor(&devs[0], &devs[1], 1);
+    let replay = good.clone();
+    let next = {
+        // devs[0]'s next anchor after `good`.
+        let body = TxBody::Anchor(Anchor {
+            recipient: Recipient::Device(devs[2].id()),
+            commitment: Hash([2; 32]),
+            count: 1,
+            timestamp_ms: 6,
+            size_bytes: 256,
+        });
+        Tx::sign(&c.genesis.chain_id, devs[0].id(), &devs[0].sign, 2, body)
+    };
+    let prev = c.prev_hash();
+    let p = build_proposal(
+        &c.state,
+        prev,
+        2,
+        c.genesis.genesis_time_ms + 2000,
+        c.vals[0].public(),
+        vec![good, replay, next],
+        c.blocks.last().map(|b| b.certificate.clone()),
+        100,
+        1 << 20,
+    );
+    assert_eq!(p.block.txs.len(), 2);
+    assert_eq!(p.dropped.len(), 1);
+    let delta = check_proposal(&c.state, &prev, 2, &p.block, true).unwrap();
+    assert_eq!(delta, p.delta);
+}

@@ -523,7 +523,7 @@ proptest! {
         let p = pool();
         let mut state = p.state.clone();
         let mut ctx = ApplyCtx { height: 2, time_ms: 2000 };
-        let txs: Vec<Tx> = choices.into_iter().map(|c| pool_tx(&p, c)).chain(arbitrary).collect();
+        let txs: Vec<Tx> = choices.into_iter().map(|c| pool_tx(p, c)).chain(arbitrary).collect();
         for tx in &txs {
             let before_root = state.root();
             let before = state.all_records();
