@@ -43,8 +43,7 @@ pub const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 /// Block header hash -> height.
 pub const BLOCK_HASH: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hash");
 /// Anchor commitment -> (height, transaction index) of its first anchor.
-pub const COMMITMENTS: TableDefinition<&[u8; 32], (u64, u32)> =
-    TableDefinition::new("commitments");
+pub const COMMITMENTS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("commitments");
 /// (height, transaction index) of every `ValidatorSetChange`.
 pub const HANDOFFS: TableDefinition<(u64, u32), ()> = TableDefinition::new("handoffs");
 /// Encoded state records by slot.
@@ -70,8 +69,9 @@ pub const META_MAILBOX_ENVELOPES: &str = "mailbox_envelopes";
 /// `u64` big-endian: envelope bytes waiting, over all recipients.
 pub const META_MAILBOX_BYTES: &str = "mailbox_bytes";
 
-/// Most bytes in one mailbox envelope, by default.
-pub const MAILBOX_MAX_ENVELOPE_BYTES: usize = 64 * 1024;
+/// Most bytes in one mailbox envelope, by default: the largest encoded envelope (a 64 KiB
+/// payload, its 16-byte tag and a header of about 200 bytes) with room to spare.
+pub const MAILBOX_MAX_ENVELOPE_BYTES: usize = meshward_core::envelope::MAX_CIPHERTEXT_BYTES + 1024;
 /// Most envelopes waiting for one recipient, by default.
 pub const MAILBOX_MAX_PER_RECIPIENT: u32 = 1024;
 /// Most envelopes waiting in the whole store, by default.

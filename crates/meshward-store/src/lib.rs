@@ -1,1 +1,66 @@
-//! Storage (in progress).
+//! Meshward's embedded storage: the certified chain, the ledger state after it, hash and anchor
+//! indexes, and mailboxes for offline devices, in one redb file per node.
+//!
+//! Blocks arrive three ways: [`Store::apply_block`] checks and executes a block certified by
+//! others (sync, replay); [`Store::commit_decided`] stores a decided block with the state delta
+//! consensus already computed for it; [`Store::build_block`] makes, certifies and stores a block
+//! in one process (the synthetic fleet, tests). All three share one commit: the block, its index
+//! rows, the state records it changed and the new tip go in one write transaction, so a node
+//! killed at any moment reopens to a consistent chain prefix.
+//! [`Store::open`] checks every block's hash link and body and the state root before it trusts the
+//! file, and [`verify_chain`] replays the whole chain from the genesis. [`synth`] writes a
+//! synthetic fleet's real signed blocks, for benchmarks and crash tests. The format is described
+//! in [`format`](mod@format).
+//!
+//! ```
+//! use meshward_core::TxBody;
+//! use meshward_store::{synth::Synth, verify_chain, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut fleet = Synth::create(dir.path(), 4)?;
+//! fleet.write_blocks(3, 2)?; // block 1 enrolls the 4 devices, blocks 2 and 3 carry 2 anchors each
+//! let store = fleet.store();
+//! assert_eq!(store.tip().map(|(height, _)| height), Some(3));
+//!
+//! // Any anchor can be proven to anyone who holds the genesis.
+//! let block = store.block(3)?.expect("block 3 is stored");
+//! let TxBody::Anchor(anchor) = &block.block.txs[0].body else { unreachable!() };
+//! let proof = store.anchor_proof(&anchor.commitment)?.expect("anchors are indexed");
+//! assert_eq!(proof.verify(store.genesis())?.height, 3);
+//!
+//! // Reopening checks the chain again; verify_chain replays it.
+//! drop(fleet);
+//! let store = Store::open(dir.path().join("meshward.redb"))?;
+//! assert_eq!(store.tip().map(|(height, _)| height), Some(3));
+//! drop(store);
+//! assert_eq!(verify_chain(dir.path().join("meshward.redb"))?.anchors, 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![forbid(unsafe_code)]
+
+/// `From` impls from every redb error type into an internal failure type, through `redb::Error`.
+macro_rules! from_redb_errors {
+    ($target:ty, $variant:path) => {
+        from_redb_errors!(@each $target, $variant, redb::Error, redb::StorageError,
+            redb::TableError, redb::TransactionError, redb::CommitError, redb::DatabaseError);
+    };
+    (@each $target:ty, $variant:path, $($t:ty),*) => {$(
+        impl From<$t> for $target {
+            fn from(e: $t) -> $target {
+                $variant(e.into())
+            }
+        }
+    )*};
+}
+
+mod error;
+pub mod format;
+mod mailbox;
+mod store;
+pub mod synth;
+mod verify;
+
+pub use error::{ApplyError, Corruption, MailboxError, OpenError, ReadError, VerifyError};
+pub use mailbox::{MailboxLimits, MailboxStats};
+pub use store::Store;
+pub use verify::{verify_chain, VerifyReport};

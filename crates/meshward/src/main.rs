@@ -1,1 +1,469 @@
-fn main() {}
+//! `meshward`: the one binary. Each subcommand parses its arguments, calls into the libraries
+//! and prints a human line or, with `--json`, one JSON object. Errors print one line naming the
+//! file or value at fault and exit non-zero.
+
+mod keyfile;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use meshward_core::genesis::{valid_chain_id, Genesis};
+use meshward_core::hash::Hash;
+use meshward_core::light::ProofFile;
+use meshward_core::state::AdminSet;
+use meshward_core::tx::{Recipient, Validator, ValidatorSet};
+use serde_json::json;
+
+use keyfile::KeyKind;
+
+/// The store file inside a node's data directory.
+const STORE_FILE: &str = "meshward.redb";
+const NODE_KEY_FILE: &str = "node.key";
+const TOKEN_FILE: &str = "api.token";
+const CONFIG_FILE: &str = "config.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "meshward",
+    version,
+    about = "Meshward: a self-hosted BFT ledger and encrypted mesh for IoT fleets"
+)]
+struct Cli {
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a node's data directory: node key, API token (both mode 0600) and config.toml.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Admin keys.
+    #[command(subcommand)]
+    Admin(AdminCmd),
+    /// Device keys.
+    #[command(subcommand)]
+    Device(DeviceCmd),
+    /// Genesis files.
+    #[command(subcommand)]
+    Genesis(GenesisCmd),
+    /// Inspect and check a node's store offline.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Check an anchor proof file offline against the genesis.
+    Verify {
+        #[arg(long)]
+        genesis: PathBuf,
+        proof: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Generate an admin key file (mode 0600).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Generate a device's signing and encryption keys into one key file (mode 0600).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum GenesisCmd {
+    /// Write a new genesis file from admin key files and validator data directories.
+    New(GenesisNew),
+}
+
+#[derive(Args)]
+struct GenesisNew {
+    #[arg(long)]
+    chain_id: String,
+    /// Admin key file; repeat for each admin.
+    #[arg(long = "admin", required = true)]
+    admins: Vec<PathBuf>,
+    /// How many admins must sign an admin transaction.
+    #[arg(long, default_value_t = 1)]
+    admin_threshold: u16,
+    /// A validator's data directory (made by `meshward init`); repeat for each validator.
+    #[arg(long = "validator", required = true)]
+    validators: Vec<PathBuf>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Replay the whole chain in a data directory's store and check every block.
+    Verify {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Write a synthetic chain (enrolled devices, anchors, certified blocks) for tests and
+    /// benchmarks; resumes the chain if the directory already holds one.
+    Synth {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        blocks: u64,
+        #[arg(long, default_value_t = 50)]
+        anchors_per_block: usize,
+        #[arg(long, default_value_t = 64)]
+        devices: usize,
+    },
+    /// Extract the proof of an anchor from a store, for `meshward verify`.
+    Proof {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The anchor's commitment, lower-case hex.
+        #[arg(long)]
+        commitment: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(out) => print_output(json, out),
+        Err(e) => {
+            if json {
+                println!("{}", json!({ "error": format!("{e:#}") }));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::exit(1);
+        }
+    }
+}
+
+/// What a command reports: a human line and the same facts as JSON.
+struct Output {
+    text: String,
+    json: serde_json::Value,
+}
+
+fn print_output(json: bool, out: Output) {
+    if json {
+        println!("{}", out.json);
+    } else {
+        println!("{}", out.text);
+    }
+}
+
+fn run(cli: Cli) -> Result<Output> {
+    match cli.cmd {
+        Cmd::Init { dir } => init(&dir),
+        Cmd::Admin(AdminCmd::Keygen { out }) => {
+            let kp = keyfile::generate(&out, KeyKind::Admin)?;
+            Ok(Output {
+                text: format!("admin key {} written to {}", kp.id(), out.display()),
+                json: json!({ "admin_id": kp.id().peer_id(), "file": out }),
+            })
+        }
+        Cmd::Device(DeviceCmd::Keygen { out }) => {
+            let kp = keyfile::generate(&out, KeyKind::Device)?;
+            Ok(Output {
+                text: format!(
+                    "device key written to {}\ndevice_id: {}\nenc_key: {}",
+                    out.display(),
+                    kp.id(),
+                    kp.enc_key()
+                ),
+                json: json!({ "device_id": kp.id().peer_id(), "enc_key": kp.enc_key().to_string() }),
+            })
+        }
+        Cmd::Genesis(GenesisCmd::New(args)) => genesis_new(&args),
+        Cmd::Store(StoreCmd::Verify { dir }) => store_verify(&dir),
+        Cmd::Store(StoreCmd::Synth {
+            dir,
+            blocks,
+            anchors_per_block,
+            devices,
+        }) => store_synth(&dir, blocks, anchors_per_block, devices),
+        Cmd::Store(StoreCmd::Proof {
+            dir,
+            commitment,
+            out,
+        }) => store_proof(&dir, &commitment, &out),
+        Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
+    }
+}
+
+fn init(dir: &Path) -> Result<Output> {
+    if dir.exists() {
+        let empty = fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "{} already exists and is not empty; init never overwrites a data directory",
+                dir.display()
+            );
+        }
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot set permissions on {}", dir.display()))?;
+    }
+    let kp = keyfile::generate(&dir.join(NODE_KEY_FILE), KeyKind::Node)?;
+    let mut token = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
+    let token_path = dir.join(TOKEN_FILE);
+    keyfile::write_secret_file(
+        &token_path,
+        format!("{}\n", meshward_core::hex::encode(&token)).as_bytes(),
+    )?;
+    let config_path = dir.join(CONFIG_FILE);
+    fs::write(
+        &config_path,
+        "# Meshward node configuration, written by `meshward init`.\n\
+         # The HTTP API listens on loopback only unless changed here or with --api.\n\
+         api = \"127.0.0.1:7700\"\n\
+         # libp2p listen address for gateways and devices.\n\
+         p2p = \"/ip4/0.0.0.0/tcp/7800\"\n",
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
+    Ok(Output {
+        text: format!(
+            "initialised {}\npeer_id: {}\napi token: {} (mode 0600)",
+            dir.display(),
+            kp.id(),
+            token_path.display()
+        ),
+        json: json!({
+            "dir": dir,
+            "peer_id": kp.id().peer_id(),
+            "node_key": dir.join(NODE_KEY_FILE),
+            "token_file": token_path,
+            "config": config_path,
+        }),
+    })
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn genesis_new(a: &GenesisNew) -> Result<Output> {
+    if !valid_chain_id(&a.chain_id) {
+        bail!(
+            "invalid --chain-id {:?}: use 1-64 characters of A-Z a-z 0-9 . _ -",
+            a.chain_id
+        );
+    }
+    let mut admin_keys = Vec::new();
+    for f in &a.admins {
+        admin_keys.push(keyfile::load(f, KeyKind::Admin)?.id());
+    }
+    let n = admin_keys.len();
+    let admins = AdminSet::new(admin_keys, a.admin_threshold).with_context(|| {
+        format!(
+            "invalid admin set: {n} admin key(s) (at most 16, no duplicates) with --admin-threshold {} (must be 1..={n})",
+            a.admin_threshold
+        )
+    })?;
+    let mut vals = Vec::new();
+    for d in &a.validators {
+        let kp = keyfile::load(&d.join(NODE_KEY_FILE), KeyKind::Node).with_context(|| {
+            format!(
+                "validator directory {} (create it with meshward init)",
+                d.display()
+            )
+        })?;
+        vals.push(Validator {
+            key: kp.id(),
+            power: 1,
+        });
+    }
+    let validators = ValidatorSet::new(vals)
+        .context("invalid validator set: at most 128 validators, each data directory once")?;
+    let genesis = Genesis {
+        chain_id: a.chain_id.clone(),
+        genesis_time_ms: now_ms(),
+        admins,
+        validators,
+    };
+    if a.out.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite a genesis",
+            a.out.display()
+        );
+    }
+    fs::write(&a.out, genesis.to_json() + "\n")
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    Ok(Output {
+        text: format!(
+            "genesis for chain {} written to {}\ngenesis hash: {}",
+            genesis.chain_id,
+            a.out.display(),
+            genesis.hash()
+        ),
+        json: json!({
+            "chain_id": genesis.chain_id,
+            "file": a.out,
+            "genesis_hash": genesis.hash().to_hex(),
+            "validators": genesis.validators.validators.len(),
+            "admins": genesis.admins.keys.len(),
+            "admin_threshold": genesis.admins.threshold,
+        }),
+    })
+}
+
+fn load_genesis(path: &Path) -> Result<Genesis> {
+    let text = fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read genesis file {} (create one with meshward genesis new)",
+            path.display()
+        )
+    })?;
+    Genesis::from_json(&text).with_context(|| format!("genesis file {}", path.display()))
+}
+
+fn store_verify(dir: &Path) -> Result<Output> {
+    let path = dir.join(STORE_FILE);
+    let r = meshward_store::verify_chain(&path)?;
+    Ok(Output {
+        text: format!(
+            "store {} is valid: {} blocks, {} transactions ({} anchors), tip height {}",
+            path.display(),
+            r.blocks,
+            r.txs,
+            r.anchors,
+            r.tip_height
+        ),
+        json: json!({
+            "ok": true,
+            "blocks": r.blocks,
+            "txs": r.txs,
+            "anchors": r.anchors,
+            "tip_height": r.tip_height,
+        }),
+    })
+}
+
+fn store_synth(
+    dir: &Path,
+    blocks: u64,
+    anchors_per_block: usize,
+    devices: usize,
+) -> Result<Output> {
+    use meshward_store::synth::{Synth, KEYS_FILE_NAME};
+    // The keys file is written first, so its presence means a fleet to resume.
+    let mut synth = if dir.join(KEYS_FILE_NAME).exists() {
+        Synth::open(dir)?
+    } else {
+        Synth::create(dir, devices)?
+    };
+    let start = std::time::Instant::now();
+    synth.write_blocks(blocks, anchors_per_block)?;
+    let secs = start.elapsed().as_secs_f64();
+    let (height, hash) = synth.store().tip().unwrap_or((0, Hash::ZERO));
+    Ok(Output {
+        text: format!("wrote {blocks} blocks in {secs:.2} s; tip height {height} ({hash})"),
+        json: json!({
+            "blocks_written": blocks,
+            "seconds": secs,
+            "tip_height": height,
+            "tip_hash": hash.to_hex(),
+        }),
+    })
+}
+
+fn store_proof(dir: &Path, commitment: &str, out: &Path) -> Result<Output> {
+    let c = Hash::from_hex(commitment)
+        .with_context(|| format!("--commitment {commitment:?} is not 64 lower-case hex digits"))?;
+    let path = dir.join(STORE_FILE);
+    let store = meshward_store::Store::open(&path)?;
+    let proof = store
+        .anchor_proof(&c)?
+        .with_context(|| format!("no anchor with commitment {c} in {}", path.display()))?;
+    let file = ProofFile::new(&store.genesis().chain_id, &proof)
+        .context("the indexed transaction is not an anchor (store index is inconsistent)")?;
+    if out.exists() {
+        bail!("{} already exists; refusing to overwrite", out.display());
+    }
+    fs::write(out, file.to_json() + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(Output {
+        text: format!(
+            "proof of {c} (block {}) written to {}",
+            file.height,
+            out.display()
+        ),
+        json: json!({ "commitment": c.to_hex(), "height": file.height, "file": out }),
+    })
+}
+
+fn verify(genesis_path: &Path, proof_path: &Path) -> Result<Output> {
+    let genesis = load_genesis(genesis_path)?;
+    let text = fs::read_to_string(proof_path)
+        .with_context(|| format!("cannot read proof file {}", proof_path.display()))?;
+    let p = ProofFile::verify_json(&text, &genesis)
+        .with_context(|| format!("proof {} is invalid", proof_path.display()))?;
+    let recipient = match &p.recipient {
+        Recipient::Device(d) => d.peer_id(),
+        Recipient::Group(g) => format!("group:{g}"),
+    };
+    Ok(Output {
+        text: format!(
+            "valid: {} anchored {} (seq {}, {} envelope(s), {} bytes) to {} in block {} ({}) at time {} ms, certified by the validators of chain {}",
+            p.sender,
+            p.commitment,
+            p.seq,
+            p.count,
+            p.size_bytes,
+            recipient,
+            p.height,
+            p.block_hash,
+            p.block_time_ms,
+            genesis.chain_id
+        ),
+        json: json!({
+            "valid": true,
+            "chain_id": genesis.chain_id,
+            "height": p.height,
+            "block_hash": p.block_hash.to_hex(),
+            "block_time_ms": p.block_time_ms,
+            "tx_index": p.tx_index,
+            "sender": p.sender.peer_id(),
+            "seq": p.seq,
+            "recipient": recipient,
+            "commitment": p.commitment.to_hex(),
+            "count": p.count,
+            "size_bytes": p.size_bytes,
+            "timestamp_ms": p.timestamp_ms,
+        }),
+    })
+}

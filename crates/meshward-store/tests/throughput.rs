@@ -1,0 +1,99 @@
+//! Figures for the synthetic writer: blocks per second and bytes on disk per anchor.
+//!
+//! Not a test of speed (performance is measured, never asserted): run it by hand, in release,
+//!
+//! ```text
+//! cargo test --release -p meshward-store --test throughput -- --ignored --nocapture
+//! ```
+//!
+//! `MESHWARD_SYNTH_BLOCKS` (default 2000), `MESHWARD_SYNTH_ANCHORS` (50 a block),
+//! `MESHWARD_SYNTH_DEVICES` (1000) and `MESHWARD_SYNTH_DIR` (default: cargo's `target/tmp`, so
+//! that the figures come from the disk the build is on rather than a tmpfs) change the run.
+
+use std::time::Instant;
+
+use meshward_store::synth::Synth;
+use meshward_store::{format, verify_chain, Store};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+#[ignore = "a measurement, run by hand in release"]
+fn synth_throughput_figures() {
+    let blocks = env("MESHWARD_SYNTH_BLOCKS", 2000);
+    let anchors = env("MESHWARD_SYNTH_ANCHORS", 50) as usize;
+    let devices = env("MESHWARD_SYNTH_DEVICES", 1000) as usize;
+    let base = std::env::var("MESHWARD_SYNTH_DIR")
+        .unwrap_or_else(|_| env!("CARGO_TARGET_TMPDIR").to_string());
+    let dir = tempfile::tempdir_in(base).unwrap();
+    let path = dir.path().join(format::FILE_NAME);
+
+    let mut synth = Synth::create(dir.path(), devices).unwrap();
+    let t = Instant::now();
+    let mut enroll_blocks = 0;
+    while synth.enrolled_devices().len() < devices {
+        synth.write_blocks(1, anchors).unwrap();
+        enroll_blocks += 1;
+    }
+    let enroll_s = t.elapsed().as_secs_f64();
+    let size_enrolled = std::fs::metadata(&path).unwrap().len();
+
+    let t = Instant::now();
+    let report = synth.write_blocks(blocks, anchors).unwrap();
+    let write_s = t.elapsed().as_secs_f64();
+    drop(synth);
+    let size = std::fs::metadata(&path).unwrap().len();
+
+    let t = Instant::now();
+    let store = Store::open(&path).unwrap();
+    let open_s = t.elapsed().as_secs_f64();
+    let tip = store.tip().unwrap().0;
+    assert_eq!(tip, enroll_blocks + blocks);
+
+    // The sync path: the same blocks applied to a second store (certificates and every
+    // transaction signature checked, transactions executed), without the synthetic signing.
+    let chain: Vec<_> = (1..=tip)
+        .map(|h| store.block(h).unwrap().unwrap())
+        .collect();
+    let replica_path = dir.path().join("replica.redb");
+    let mut replica = Store::create(&replica_path, store.genesis()).unwrap();
+    let t = Instant::now();
+    for cb in &chain {
+        replica.apply_block(cb).unwrap();
+    }
+    let apply_s = t.elapsed().as_secs_f64();
+    drop(replica);
+    drop(store);
+    let t = Instant::now();
+    let verified = verify_chain(&path).unwrap();
+    let verify_s = t.elapsed().as_secs_f64();
+
+    println!("devices {devices}: {enroll_blocks} enrollment blocks in {enroll_s:.2} s");
+    println!(
+        "wrote {} blocks x {anchors} anchors = {} anchors in {write_s:.2} s: {:.0} blocks/s, {:.0} anchors/s",
+        report.blocks,
+        report.anchors,
+        report.blocks as f64 / write_s,
+        report.anchors as f64 / write_s
+    );
+    println!(
+        "file {size} bytes ({:.1} MiB); {:.0} bytes per anchor overall, {:.0} bytes per anchor for the anchor blocks",
+        size as f64 / (1024.0 * 1024.0),
+        size as f64 / report.anchors as f64,
+        (size - size_enrolled) as f64 / report.anchors as f64
+    );
+    println!(
+        "apply_block (sync path) {:.0} blocks/s, {:.0} anchors/s",
+        (tip as f64) / apply_s,
+        report.anchors as f64 / apply_s
+    );
+    println!(
+        "open (checks every block) {open_s:.2} s; verify_chain (replays {} txs) {verify_s:.2} s",
+        verified.txs
+    );
+}
