@@ -158,15 +158,20 @@ impl AnchorProof {
     /// Checks the proof against the genesis.
     pub fn verify(&self, genesis: &Genesis) -> Result<ProvenAnchor, VerifyError> {
         let mut trusted = genesis.validators.clone();
-        // A change takes effect at the next height; several in one block apply in order.
+        // A change takes effect at the next height, so several changes in one block are all
+        // certified by the set in force before that block, and the last one wins.
         let mut last = (0u64, 0u64);
+        let mut block_set = trusted.clone();
         for h in &self.handoffs {
             let at = (h.header.height, h.proof.leaf_index);
             if (last != (0, 0) && at <= last) || h.header.height >= self.anchor.header.height {
                 return Err(VerifyError::HandoffOrder);
             }
+            if at.0 != last.0 {
+                block_set = trusted.clone();
+            }
             last = at;
-            h.verify(&genesis.chain_id, &trusted)?;
+            h.verify(&genesis.chain_id, &block_set)?;
             match &h.tx.body {
                 TxBody::ValidatorSetChange(set) => trusted = set.clone(),
                 _ => {

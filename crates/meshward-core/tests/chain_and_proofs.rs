@@ -314,3 +314,29 @@ fn built_proposal_drops_invalid_candidates_and_checks_out() {
     let delta = check_proposal(&c.state, &prev, 2, &p.block, true).unwrap();
     assert_eq!(delta, p.delta);
 }
+
+#[test]
+fn two_handoffs_in_one_block_are_both_certified_by_the_old_set() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let mid: Vec<SignKey> = (0..4).map(|_| SignKey::generate(&mut OsRng)).collect();
+    let last: Vec<SignKey> = (0..4).map(|_| SignKey::generate(&mut OsRng)).collect();
+    let first = c.admin_tx(TxBody::ValidatorSetChange(set_of(&mid)));
+    let seq = first.seq + 1;
+    let second = Tx::sign(
+        &c.genesis.chain_id,
+        c.admin.public(),
+        &c.admin,
+        seq,
+        TxBody::ValidatorSetChange(set_of(&last)),
+    );
+    let handoff_block = c.push(vec![first, second]).clone();
+    c.vals = last;
+    let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 3)]).clone();
+    let handoffs = vec![
+        Inclusion::build(&handoff_block, 0).unwrap(),
+        Inclusion::build(&handoff_block, 1).unwrap(),
+    ];
+    let proof = AnchorProof::build(&cb, 0, handoffs).unwrap();
+    assert_eq!(proof.verify(&c.genesis).unwrap().height, 3);
+}

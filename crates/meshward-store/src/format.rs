@@ -10,6 +10,7 @@
 //! | `block_hash`   | `[u8; 32]` header hash           | `u64` height                            |
 //! | `commitments`  | `[u8; 32]` anchor commitment     | `(u64 height, u32 tx index)`            |
 //! | `handoffs`     | `(u64 height, u32 tx index)`     | `()`: a `ValidatorSetChange` is there   |
+//! | `txs`          | `[u8; 32]` transaction id        | `(u64 height, u32 tx index)`            |
 //! | `state`        | `u64` slot (0, 1, …)             | canonical state `Record` encoding       |
 //! | `meta`         | `&str` name                      | bytes, see the `META_*` constants       |
 //! | `mailbox`      | `([u8; 32] recipient, u64 seq)`  | envelope bytes                          |
@@ -44,6 +45,9 @@ pub const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 pub const BLOCK_HASH: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hash");
 /// Anchor commitment -> (height, transaction index) of its first anchor.
 pub const COMMITMENTS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("commitments");
+/// Transaction id -> (height, transaction index), so a client can ask whether its
+/// transaction is final.
+pub const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
 /// (height, transaction index) of every `ValidatorSetChange`.
 pub const HANDOFFS: TableDefinition<(u64, u32), ()> = TableDefinition::new("handoffs");
 /// Encoded state records by slot.

@@ -20,7 +20,7 @@ use crate::error::{ApplyError, Corruption, OpenError, ReadError};
 use crate::format::{
     self, read_u32, read_u64, u64_bytes, BLOCKS, BLOCK_HASH, COMMITMENTS, FORMAT_VERSION, HANDOFFS,
     MAILBOX, MAILBOX_LOAD, META, META_FORMAT_VERSION, META_GENESIS, META_MAILBOX_BYTES,
-    META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ, META_TIP_HEIGHT, STATE,
+    META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ, META_TIP_HEIGHT, STATE, TXS,
 };
 use crate::mailbox::MailboxLimits;
 
@@ -271,8 +271,10 @@ fn write_block(
         index.insert(hash.as_bytes(), height)?;
         let mut commitments = wtx.open_table(COMMITMENTS)?;
         let mut handoffs = wtx.open_table(HANDOFFS)?;
+        let mut txs = wtx.open_table(TXS)?;
         for (i, tx) in block.txs.iter().enumerate() {
             let i = u32::try_from(i).expect("a block holds at most MAX_BLOCK_TXS transactions");
+            txs.insert(tx.id().as_bytes(), (height, i))?;
             match &tx.body {
                 TxBody::Anchor(a) => {
                     // The first anchor of a commitment keeps the row: put it back if there was one.
@@ -397,6 +399,7 @@ impl Store {
                     wtx.open_table(BLOCK_HASH)?;
                     wtx.open_table(COMMITMENTS)?;
                     wtx.open_table(HANDOFFS)?;
+                    wtx.open_table(TXS)?;
                     wtx.open_table(MAILBOX)?;
                     wtx.open_table(MAILBOX_LOAD)?;
                 }
@@ -751,6 +754,16 @@ impl Store {
             let rtx = self.db.begin_read()?;
             let index = rtx.open_table(BLOCK_HASH)?;
             Ok(index.get(hash.as_bytes())?.map(|g| g.value()))
+        })()
+        .map_err(|f| f.into_read(&self.path))
+    }
+
+    /// Where the transaction with id `id` is: (height, transaction index), once final.
+    pub fn tx_location(&self, id: &Hash) -> Result<Option<(u64, u32)>, ReadError> {
+        (|| -> Result<_, Fault> {
+            let rtx = self.db.begin_read()?;
+            let index = rtx.open_table(TXS)?;
+            Ok(index.get(id.as_bytes())?.map(|g| g.value()))
         })()
         .map_err(|f| f.into_read(&self.path))
     }

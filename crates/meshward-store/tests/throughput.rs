@@ -69,6 +69,38 @@ fn synth_throughput_figures() {
     let apply_s = t.elapsed().as_secs_f64();
     drop(replica);
     drop(store);
+    {
+        use redb::{ReadableDatabase, ReadableTableMetadata};
+        let db = redb::Database::open(&path).unwrap();
+        let rtx = db.begin_read().unwrap();
+        let row = |name: &str, st: redb::TableStats| {
+            println!(
+                "  table {name:<12} stored {:>10} B, metadata {:>9} B, fragmented {:>9} B",
+                st.stored_bytes(),
+                st.metadata_bytes(),
+                st.fragmented_bytes()
+            )
+        };
+        row(
+            "blocks",
+            rtx.open_table(format::BLOCKS).unwrap().stats().unwrap(),
+        );
+        row(
+            "block_hash",
+            rtx.open_table(format::BLOCK_HASH).unwrap().stats().unwrap(),
+        );
+        row(
+            "commitments",
+            rtx.open_table(format::COMMITMENTS)
+                .unwrap()
+                .stats()
+                .unwrap(),
+        );
+        row(
+            "state",
+            rtx.open_table(format::STATE).unwrap().stats().unwrap(),
+        );
+    }
     let t = Instant::now();
     let verified = verify_chain(&path).unwrap();
     let verify_s = t.elapsed().as_secs_f64();
