@@ -2,8 +2,6 @@
 //! and prints a human line or, with `--json`, one JSON object. Errors print one line naming the
 //! file or value at fault and exit non-zero.
 
-mod keyfile;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,15 +13,12 @@ use meshward_core::hash::Hash;
 use meshward_core::light::ProofFile;
 use meshward_core::state::AdminSet;
 use meshward_core::tx::{Recipient, Validator, ValidatorSet};
+use meshward_node::keyfile::{self, KeyKind};
+use meshward_node::{NODE_KEY_FILE, STORE_FILE};
 use serde_json::json;
 
-use keyfile::KeyKind;
-
-/// The store file inside a node's data directory.
-const STORE_FILE: &str = "meshward.redb";
-const NODE_KEY_FILE: &str = "node.key";
-const TOKEN_FILE: &str = "api.token";
-const CONFIG_FILE: &str = "config.toml";
+mod devnet;
+mod http;
 
 #[derive(Parser)]
 #[command(
@@ -64,6 +59,56 @@ enum Cmd {
         genesis: PathBuf,
         proof: PathBuf,
     },
+    /// Run a gateway node.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Show a node's status.
+    Status {
+        /// The node's API, e.g. http://127.0.0.1:7700
+        #[arg(long, default_value = "http://127.0.0.1:7700")]
+        api: String,
+    },
+    /// Start a whole fleet on this machine: validators as separate processes, with a live
+    /// summary. Ctrl-C stops every node.
+    Devnet {
+        /// Where the devnet lives; resumed if it already holds one. Default: a new temp dir.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Node i uses ports P+10i (API), P+10i+1 (mesh) and P+10i+2 (consensus).
+        #[arg(long, default_value_t = 27000)]
+        base_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Run until SIGINT or SIGTERM, then shut down cleanly.
+    Run(NodeRun),
+}
+
+#[derive(Args)]
+struct NodeRun {
+    #[arg(long)]
+    dir: PathBuf,
+    #[arg(long)]
+    genesis: PathBuf,
+    /// Mesh listen address (overrides config.toml), e.g. /ip4/0.0.0.0/tcp/7800
+    #[arg(long)]
+    p2p: Option<String>,
+    /// API listen address (overrides config.toml), e.g. 127.0.0.1:7700
+    #[arg(long)]
+    api: Option<String>,
+    /// Consensus listen address; default: the mesh address's next port.
+    #[arg(long)]
+    consensus: Option<String>,
+    /// Mesh address of another node; repeat for each.
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// Turn off LAN discovery by mDNS.
+    #[arg(long)]
+    no_mdns: bool,
 }
 
 #[derive(Subcommand)]
@@ -145,6 +190,7 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let json = cli.json;
@@ -168,6 +214,9 @@ struct Output {
 }
 
 fn print_output(json: bool, out: Output) {
+    if out.json.is_null() {
+        return;
+    }
     if json {
         println!("{}", out.json);
     } else {
@@ -211,65 +260,132 @@ fn run(cli: Cli) -> Result<Output> {
             out,
         }) => store_proof(&dir, &commitment, &out),
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
+        Cmd::Node(NodeCmd::Run(args)) => node_run(args),
+        Cmd::Status { api } => status(&api),
+        Cmd::Devnet {
+            dir,
+            validators,
+            base_port,
+        } => {
+            devnet::run(
+                devnet::Options {
+                    dir,
+                    validators,
+                    base_port,
+                },
+                cli.json,
+            )?;
+            Ok(Output {
+                text: String::new(),
+                json: serde_json::Value::Null,
+            })
+        }
     }
 }
 
-fn init(dir: &Path) -> Result<Output> {
-    if dir.exists() {
-        let empty = fs::read_dir(dir)
-            .with_context(|| format!("cannot read {}", dir.display()))?
-            .next()
-            .is_none();
-        if !empty {
-            bail!(
-                "{} already exists and is not empty; init never overwrites a data directory",
-                dir.display()
-            );
-        }
+fn node_run(a: NodeRun) -> Result<Output> {
+    let mut config = meshward_node::NodeConfig::load(a.dir.clone(), a.genesis.clone())?;
+    if let Some(p) = &a.p2p {
+        config.p2p = p
+            .parse()
+            .with_context(|| format!("--p2p {p:?} is not a multiaddr"))?;
     }
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if let Some(api) = &a.api {
+        config.api = api
+            .parse()
+            .with_context(|| format!("--api {api:?} is not an ip:port such as 127.0.0.1:7700"))?;
+    }
+    if let Some(c) = &a.consensus {
+        config.consensus = Some(
+            c.parse()
+                .with_context(|| format!("--consensus {c:?} is not a multiaddr"))?,
+        );
+    }
+    for b in &a.bootstrap {
+        config.bootstrap.push(
+            b.parse()
+                .with_context(|| format!("--bootstrap {b:?} is not a multiaddr"))?,
+        );
+    }
+    if a.no_mdns {
+        config.mdns = false;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(meshward_node::run(config, shutdown_signal()))?;
+    Ok(Output {
+        text: "node stopped".into(),
+        json: json!({ "stopped": true }),
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot set permissions on {}", dir.display()))?;
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
     }
-    let kp = keyfile::generate(&dir.join(NODE_KEY_FILE), KeyKind::Node)?;
-    let mut token = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut token);
-    let token_path = dir.join(TOKEN_FILE);
-    keyfile::write_secret_file(
-        &token_path,
-        format!("{}\n", meshward_core::hex::encode(&token)).as_bytes(),
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn status(api: &str) -> Result<Output> {
+    let v = http::get_json(api, "/v1/status", std::time::Duration::from_secs(5))?;
+    Ok(Output {
+        text: format!(
+            "chain {}  height {}  last block {}  peers {}  validators {}  validator: {}  mempool {}",
+            v["chain_id"].as_str().unwrap_or("?"),
+            v["height"],
+            v["last_block_hash"].as_str().unwrap_or("-"),
+            v["peers"],
+            v["validators"],
+            v["is_validator"],
+            v["mempool_size"],
+        ),
+        json: v,
+    })
+}
+
+fn init(dir: &Path) -> Result<Output> {
+    let r = meshward_node::init_data_dir(
+        dir,
+        meshward_node::node::DEFAULT_API,
+        meshward_node::node::DEFAULT_P2P,
+        true,
     )?;
-    let config_path = dir.join(CONFIG_FILE);
-    fs::write(
-        &config_path,
-        "# Meshward node configuration, written by `meshward init`.\n\
-         # The HTTP API listens on loopback only unless changed here or with --api.\n\
-         api = \"127.0.0.1:7700\"\n\
-         # libp2p listen address for gateways and devices.\n\
-         p2p = \"/ip4/0.0.0.0/tcp/7800\"\n",
-    )
-    .with_context(|| format!("cannot write {}", config_path.display()))?;
     Ok(Output {
         text: format!(
             "initialised {}\npeer_id: {}\napi token: {} (mode 0600)",
             dir.display(),
-            kp.id(),
-            token_path.display()
+            r.peer_id,
+            r.token_file.display()
         ),
         json: json!({
             "dir": dir,
-            "peer_id": kp.id().peer_id(),
-            "node_key": dir.join(NODE_KEY_FILE),
-            "token_file": token_path,
-            "config": config_path,
+            "peer_id": r.peer_id,
+            "node_key": r.node_key,
+            "token_file": r.token_file,
+            "config": r.config,
         }),
     })
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -1,0 +1,371 @@
+//! The HTTP API (axum): JSON endpoints, Prometheus metrics, bearer-token auth for mutating
+//! calls, and JSON errors with a stable `code` for every failure, including malformed paths,
+//! oversized bodies and unknown routes.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use meshward_core::codec::Encode;
+use meshward_core::hash::Hash;
+use meshward_core::ledger::ApplyCtx;
+use meshward_core::state::StateView;
+use meshward_core::tx::{Recipient, Tx, TxBody};
+use meshward_core::{hex, CertifiedBlock};
+use serde_json::{json, Value};
+
+use crate::mempool::AdmitError;
+use crate::Shared;
+
+/// Largest request body: a transaction is at most 256 KiB, as hex about twice that.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// An API error: HTTP status, stable machine-readable code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "code": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/tx", post(submit_tx))
+        .route("/v1/tx/{hash}", get(tx_status))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn store_error(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!(error = %e, "store read failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        "the node could not read its store",
+    )
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
+    let store = s.store.read().unwrap_or_else(|e| e.into_inner());
+    let tip = store.tip();
+    let (time, hash) = match tip {
+        Some((h, hash)) => {
+            let b = store.block(h).map_err(store_error)?;
+            (b.map(|b| b.block.header.time_ms), Some(hash.to_hex()))
+        }
+        None => (None, None),
+    };
+    Ok(Json(json!({
+        "chain_id": store.genesis().chain_id,
+        "height": tip.map_or(0, |(h, _)| h),
+        "last_block_hash": hash,
+        "last_block_time": time,
+        "peers": s.peers(),
+        "validators": store.state().validators().validators.len(),
+        "is_validator": store.state().validators().power_of(&s.node_id).is_some(),
+        "mempool_size": s.mempool.len(),
+    })))
+}
+
+async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult {
+    let height: u64 = height.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_height",
+            format!("height {height:?} is not a non-negative integer"),
+        )
+    })?;
+    let cb = {
+        let store = s.store.read().unwrap_or_else(|e| e.into_inner());
+        store.block(height).map_err(store_error)?
+    };
+    let cb = cb.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no_such_block",
+            format!("no block at height {height}"),
+        )
+    })?;
+    Ok(Json(block_json(&cb)))
+}
+
+pub fn block_json(cb: &CertifiedBlock) -> Value {
+    let h = &cb.block.header;
+    json!({
+        "height": h.height,
+        "hash": h.hash().to_hex(),
+        "header": {
+            "chain_id": h.chain_id,
+            "height": h.height,
+            "prev_hash": h.prev_hash.to_hex(),
+            "time_ms": h.time_ms,
+            "proposer": h.proposer.peer_id(),
+            "tx_root": h.tx_root.to_hex(),
+            "tx_count": h.tx_count,
+            "state_root": h.state_root.to_hex(),
+            "validator_set_hash": h.validator_set_hash.to_hex(),
+            "last_commit_hash": h.last_commit_hash.to_hex(),
+        },
+        "txs": cb.block.txs.iter().map(tx_json).collect::<Vec<_>>(),
+        "certificate": {
+            "height": cb.certificate.height,
+            "round": cb.certificate.round,
+            "block_hash": cb.certificate.block_hash.to_hex(),
+            "signatures": cb.certificate.signatures.iter().map(|s| json!({
+                "validator": s.validator.peer_id(),
+                "signature": hex::encode(&s.sig.0),
+            })).collect::<Vec<_>>(),
+        },
+    })
+}
+
+pub fn tx_json(tx: &Tx) -> Value {
+    let mut v = json!({
+        "id": tx.id().to_hex(),
+        "type": tx.body.name(),
+        "signer": tx.signer.peer_id(),
+        "seq": tx.seq,
+    });
+    let extra = match &tx.body {
+        TxBody::Anchor(a) => json!({
+            "recipient": match &a.recipient {
+                Recipient::Device(d) => d.peer_id(),
+                Recipient::Group(g) => format!("group:{g}"),
+            },
+            "commitment": a.commitment.to_hex(),
+            "count": a.count,
+            "timestamp_ms": a.timestamp_ms,
+            "size_bytes": a.size_bytes,
+        }),
+        TxBody::Enroll(e) => json!({
+            "device": e.device.peer_id(),
+            "enc_key": e.enc_key.to_string(),
+            "groups": e.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            "ticket": e.ticket.is_some(),
+        }),
+        TxBody::Revoke { device, reason } => {
+            json!({ "device": device.peer_id(), "reason": reason })
+        }
+        TxBody::Ack { commitment, sender } => {
+            json!({ "commitment": commitment.to_hex(), "sender": sender.peer_id() })
+        }
+        _ => json!({}),
+    };
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    v
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
+fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    given.len() == want.len()
+        && given
+            .iter()
+            .zip(want)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing Authorization: Bearer <token> (the token is in the node's api.token)",
+            )
+        })?;
+    if !token_matches(given.trim().as_bytes(), s.token.as_bytes()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "wrong API token",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a submitted transaction: raw canonical bytes, or JSON `{"tx": "<hex>"}`.
+fn parse_tx_body(headers: &HeaderMap, body: &[u8]) -> Result<Tx, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let raw = if is_json {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TxJson {
+            tx: String,
+        }
+        let j: TxJson = serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_json",
+                format!("body is not {{\"tx\": \"<hex>\"}}: {e}"),
+            )
+        })?;
+        hex::decode(&j.tx).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_hex",
+                "tx is not lower-case hex",
+            )
+        })?
+    } else {
+        body.to_vec()
+    };
+    Tx::decode_bytes(&raw).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_encoding",
+            format!("not a canonical transaction: {e}"),
+        )
+    })
+}
+
+async fn submit_tx(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    check_auth(&s, &headers)?;
+    let body = body.map_err(|e| {
+        let status = e.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, e.body_text())
+    })?;
+    let tx = parse_tx_body(&headers, &body)?;
+    let id = s.submit(tx, true).map_err(|e| admit_error(&e))?;
+    Ok(Json(json!({ "hash": id.to_hex(), "status": "pending" })))
+}
+
+pub fn admit_error(e: &AdmitError) -> ApiError {
+    let (status, code) = match e {
+        AdmitError::Duplicate => (StatusCode::CONFLICT, "duplicate"),
+        AdmitError::Conflict => (StatusCode::CONFLICT, "conflicting_sequence"),
+        AdmitError::Stale { .. } => (StatusCode::CONFLICT, "stale_sequence"),
+        AdmitError::TooFarAhead { .. } => {
+            (StatusCode::UNPROCESSABLE_ENTITY, "sequence_too_far_ahead")
+        }
+        AdmitError::SenderQuota(_) => (StatusCode::TOO_MANY_REQUESTS, "sender_quota"),
+        AdmitError::Full => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
+        AdmitError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+async fn tx_status(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult {
+    let h = Hash::from_hex(&hash).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_hash",
+            format!("{hash:?} is not 64 lower-case hex digits"),
+        )
+    })?;
+    let loc = {
+        let store = s.store.read().unwrap_or_else(|e| e.into_inner());
+        store.tx_location(&h).map_err(store_error)?
+    };
+    if let Some((height, index)) = loc {
+        return Ok(Json(
+            json!({ "hash": hash, "status": "final", "height": height, "index": index }),
+        ));
+    }
+    if s.mempool.contains(&h) {
+        return Ok(Json(json!({ "hash": hash, "status": "pending" })));
+    }
+    if let Some(reason) = s.rejection(&h) {
+        return Ok(Json(
+            json!({ "hash": hash, "status": "rejected", "reason": reason }),
+        ));
+    }
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_tx",
+        format!("transaction {hash} is not known to this node"),
+    ))
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    s.metrics.mempool_txs.set(s.mempool.len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+}
+
+/// The context a transaction entering the mempool is checked in: the next height, now.
+pub fn next_ctx(store: &meshward_store::Store) -> ApplyCtx {
+    ApplyCtx {
+        height: store.next_height(),
+        time_ms: now_ms(),
+    }
+}
+
+/// The bytes that go on the wire for a transaction.
+pub fn wire(tx: &Tx) -> Vec<u8> {
+    tx.to_bytes()
+}

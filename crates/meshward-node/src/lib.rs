@@ -1,0 +1,170 @@
+//! A Meshward gateway node: the store, the mempool, consensus and the mesh wired together,
+//! with the HTTP API and Prometheus metrics.
+//!
+//! The long-lived parts each run as one task: consensus (which alone writes the store), the
+//! mesh swarm, the API server, and the event loop that connects them. They share the store
+//! behind a read-write lock (the API only reads), the mempool behind its own lock, and talk
+//! over bounded channels.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let config = meshward_node::NodeConfig::for_dir("node1".into(), "genesis.json".into());
+//! meshward_node::run(config, std::future::pending()).await
+//! # }
+//! ```
+
+pub mod api;
+pub mod keyfile;
+pub mod mempool;
+pub mod metrics;
+pub mod node;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use meshward_core::hash::Hash;
+use meshward_core::ids::PublicKey;
+use meshward_core::tx::Tx;
+use meshward_store::Store;
+use tokio::sync::mpsc;
+
+use mempool::{AdmitError, Mempool};
+use metrics::Metrics;
+
+pub use node::{
+    consensus_addr_for, init_data_dir, run, InitReport, NodeConfig, CONFIG_FILE, NODE_KEY_FILE,
+    STORE_FILE, TOKEN_FILE,
+};
+
+/// The store, shared: consensus writes, everything else reads.
+pub type SharedStore = Arc<RwLock<Store>>;
+
+/// Most recent rejections remembered for `GET /v1/tx/{hash}`.
+const MAX_REMEMBERED_REJECTIONS: usize = 65_536;
+
+/// State the API and the event loop share.
+pub struct Shared {
+    pub store: SharedStore,
+    pub mempool: Arc<Mempool>,
+    pub metrics: Arc<Metrics>,
+    pub node_id: PublicKey,
+    token: String,
+    peers: AtomicUsize,
+    /// Accepted API transactions, to be gossiped by the mesh task.
+    gossip: mpsc::Sender<Vec<u8>>,
+    rejections: Mutex<Rejections>,
+    /// When each pending transaction arrived here, for the finality latency histogram.
+    arrivals: Mutex<HashMap<Hash, Instant>>,
+}
+
+#[derive(Default)]
+struct Rejections {
+    reasons: HashMap<Hash, String>,
+    order: VecDeque<Hash>,
+}
+
+impl Shared {
+    pub fn new(
+        store: SharedStore,
+        mempool: Arc<Mempool>,
+        metrics: Arc<Metrics>,
+        node_id: PublicKey,
+        token: String,
+        gossip: mpsc::Sender<Vec<u8>>,
+    ) -> Self {
+        Shared {
+            store,
+            mempool,
+            metrics,
+            node_id,
+            token,
+            peers: AtomicUsize::new(0),
+            gossip,
+            rejections: Mutex::new(Rejections::default()),
+            arrivals: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn peers(&self) -> usize {
+        self.peers.load(Ordering::Relaxed)
+    }
+
+    pub fn set_peers(&self, n: usize) {
+        self.peers.store(n, Ordering::Relaxed);
+        self.metrics.peers.set(n as i64);
+    }
+
+    /// Admits a transaction to the mempool; `gossip` sends it on to the mesh (for
+    /// transactions that arrived through the API, not ones the mesh brought).
+    pub fn submit(&self, tx: Tx, gossip: bool) -> Result<Hash, AdmitError> {
+        let bytes = gossip.then(|| meshward_core::codec::Encode::to_bytes(&tx));
+        let result = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            let ctx = api::next_ctx(&store);
+            self.mempool.insert(tx.clone(), store.state(), &ctx)
+        };
+        match &result {
+            Ok(id) => {
+                self.arrivals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(*id, Instant::now());
+                self.metrics.mempool_txs.set(self.mempool.len() as i64);
+                if let Some(b) = bytes {
+                    if self.gossip.try_send(b).is_err() {
+                        tracing::warn!(tx = %id, "gossip queue full; transaction stays local");
+                    }
+                }
+            }
+            Err(AdmitError::Duplicate) => {}
+            Err(e) => {
+                self.metrics.rejected_txs.inc();
+                self.remember_rejection(tx.id(), e.to_string());
+            }
+        }
+        result
+    }
+
+    fn remember_rejection(&self, id: Hash, reason: String) {
+        let mut r = self.rejections.lock().unwrap_or_else(|e| e.into_inner());
+        if r.reasons.insert(id, reason).is_none() {
+            r.order.push_back(id);
+            while r.order.len() > MAX_REMEMBERED_REJECTIONS {
+                if let Some(old) = r.order.pop_front() {
+                    r.reasons.remove(&old);
+                }
+            }
+        }
+    }
+
+    pub fn rejection(&self, id: &Hash) -> Option<String> {
+        self.rejections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reasons
+            .get(id)
+            .cloned()
+    }
+
+    /// Records the finality latency of transactions that arrived here and are now final.
+    pub fn finalised(&self, ids: impl IntoIterator<Item = (Hash, Instant)>) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, _) in ids {
+            if let Some(t) = arrivals.remove(&id) {
+                self.metrics
+                    .finality_latency
+                    .observe(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+
+    /// Forgets arrival times of transactions that were dropped.
+    pub fn dropped(&self, ids: impl IntoIterator<Item = Hash>) {
+        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            arrivals.remove(&id);
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! The mempool: transactions waiting for a block.
+//!
+//! Bounded in count and bytes, deduplicated by transaction id and by `(signer, seq)`, checked
+//! on entry (signature against the signer's current key, sequence number, and the ledger rules
+//! for the signer's next transaction), with a per-sender quota so one flooding sender cannot
+//! crowd out the rest. Transactions included in a decided block, or made stale by it, are
+//! evicted on commit.
+//!
+//! It is shared between the API and gossip (which insert) and consensus (which reaps), so it
+//! sits behind one `Mutex`; every operation holds it briefly and does no I/O.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use meshward_core::codec::Encode;
+use meshward_core::hash::Hash;
+use meshward_core::ids::PublicKey;
+use meshward_core::ledger::{apply, ApplyCtx, Reject};
+use meshward_core::state::{State, StateView};
+use meshward_core::tx::{Enroll, Tx, TxBody};
+use meshward_core::CertifiedBlock;
+
+/// Limits of the mempool.
+#[derive(Debug, Clone, Copy)]
+pub struct MempoolLimits {
+    /// Most transactions held.
+    pub max_txs: usize,
+    /// Most encoded bytes held.
+    pub max_bytes: usize,
+    /// Most transactions held for one signer.
+    pub max_per_sender: usize,
+    /// How far past the signer's next sequence number a transaction may be.
+    pub max_seq_ahead: u64,
+}
+
+impl Default for MempoolLimits {
+    fn default() -> Self {
+        MempoolLimits {
+            max_txs: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+            max_per_sender: 256,
+            max_seq_ahead: 256,
+        }
+    }
+}
+
+/// Why a transaction was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdmitError {
+    #[error("transaction is already pending")]
+    Duplicate,
+    #[error("another transaction with the same signer and sequence number is pending")]
+    Conflict,
+    #[error("sequence number {seq} was already used (next is {next})")]
+    Stale { seq: u64, next: u64 },
+    #[error("sequence number {seq} is too far ahead (next is {next})")]
+    TooFarAhead { seq: u64, next: u64 },
+    #[error("sender has {0} transactions pending, the most allowed")]
+    SenderQuota(usize),
+    #[error("mempool is full")]
+    Full,
+    #[error("rejected by the ledger: {0}")]
+    Rejected(Reject),
+}
+
+struct Entry {
+    tx: Tx,
+    id: Hash,
+    bytes: usize,
+    received: Instant,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Per signer, by sequence number.
+    by_sender: HashMap<PublicKey, BTreeMap<u64, Entry>>,
+    /// Ids of everything held.
+    ids: HashMap<Hash, (PublicKey, u64)>,
+    /// Arrival order, for fair reaping; may hold entries already removed (skipped lazily).
+    arrivals: VecDeque<(PublicKey, u64, Hash)>,
+    bytes: usize,
+    count: usize,
+}
+
+/// The mempool.
+pub struct Mempool {
+    limits: MempoolLimits,
+    inner: Mutex<Inner>,
+}
+
+/// What eviction removed, for the caller's bookkeeping.
+#[derive(Debug, Default)]
+pub struct Evicted {
+    /// Included in the block, with the time each was first received here.
+    pub included: Vec<(Hash, Instant)>,
+    /// Stale or dropped as invalid.
+    pub dropped: Vec<Hash>,
+}
+
+impl Mempool {
+    pub fn new(limits: MempoolLimits) -> Self {
+        Mempool {
+            limits,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn contains(&self, id: &Hash) -> bool {
+        self.lock().ids.contains_key(id)
+    }
+
+    /// Checks a transaction against `state` (the committed state) and admits it.
+    pub fn insert(&self, tx: Tx, state: &State, ctx: &ApplyCtx) -> Result<Hash, AdmitError> {
+        let id = tx.id();
+        let bytes = tx.to_bytes().len();
+        let next = match state.account(&tx.signer) {
+            Some(a) => a.seq + 1,
+            None => match &tx.body {
+                // A ticket enrollment is the device's own first transaction.
+                TxBody::Enroll(Enroll {
+                    ticket: Some(_), ..
+                }) => 1,
+                _ => return Err(AdmitError::Rejected(Reject::UnknownSigner(tx.signer))),
+            },
+        };
+        if tx.seq < next {
+            return Err(AdmitError::Stale { seq: tx.seq, next });
+        }
+        if tx.seq > next + self.limits.max_seq_ahead {
+            return Err(AdmitError::TooFarAhead { seq: tx.seq, next });
+        }
+        {
+            let inner = self.lock();
+            if inner.ids.contains_key(&id) {
+                return Err(AdmitError::Duplicate);
+            }
+            if let Some(q) = inner.by_sender.get(&tx.signer) {
+                if q.contains_key(&tx.seq) {
+                    return Err(AdmitError::Conflict);
+                }
+                if q.len() >= self.limits.max_per_sender {
+                    return Err(AdmitError::SenderQuota(q.len()));
+                }
+            }
+            if inner.count >= self.limits.max_txs || inner.bytes + bytes > self.limits.max_bytes {
+                return Err(AdmitError::Full);
+            }
+        }
+        // The signer's next transaction is checked against every ledger rule now; later ones
+        // depend on the ones before them, so they get the signature check here and the full
+        // check when a proposer builds a block.
+        if tx.seq == next {
+            apply(state, &tx, ctx).map_err(AdmitError::Rejected)?;
+        } else {
+            let key = state.account(&tx.signer).map_or(tx.signer, |a| a.sign_key);
+            key.verify(&tx.signing_bytes(state.chain_id()), &tx.sig)
+                .map_err(|_| AdmitError::Rejected(Reject::BadSignature))?;
+        }
+        let mut inner = self.lock();
+        // Re-check what may have changed while the lock was released for the rule check.
+        if inner.ids.contains_key(&id) {
+            return Err(AdmitError::Duplicate);
+        }
+        let q = inner.by_sender.entry(tx.signer).or_default();
+        if q.contains_key(&tx.seq) {
+            return Err(AdmitError::Conflict);
+        }
+        let signer = tx.signer;
+        let seq = tx.seq;
+        q.insert(
+            seq,
+            Entry {
+                tx,
+                id,
+                bytes,
+                received: Instant::now(),
+            },
+        );
+        inner.ids.insert(id, (signer, seq));
+        inner.arrivals.push_back((signer, seq, id));
+        inner.bytes += bytes;
+        inner.count += 1;
+        Ok(id)
+    }
+
+    /// Candidates for the next block, at most `max_txs` and `max_bytes`: senders take turns in
+    /// order of arrival, each sender's transactions in sequence order.
+    pub fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<Tx> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        // The next sequence number each sender may contribute in this reap.
+        let mut next: HashMap<PublicKey, u64> = HashMap::new();
+        let mut progress = true;
+        while progress && out.len() < max_txs {
+            progress = false;
+            for (signer, seq, id) in &inner.arrivals {
+                if out.len() >= max_txs {
+                    break;
+                }
+                let Some(q) = inner.by_sender.get(signer) else {
+                    continue;
+                };
+                let Some(e) = q.get(seq) else { continue };
+                if e.id != *id {
+                    continue;
+                }
+                let first = q.keys().next().copied().unwrap_or(*seq);
+                let want = *next.get(signer).unwrap_or(&first);
+                if *seq != want || bytes + e.bytes > max_bytes {
+                    continue;
+                }
+                bytes += e.bytes;
+                out.push(e.tx.clone());
+                next.insert(*signer, seq + 1);
+                progress = true;
+            }
+        }
+        out
+    }
+
+    /// Removes what `block` included, and everything its commit made stale (at or below a
+    /// signer's last included sequence number) or `dropped` found invalid.
+    pub fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]) -> Evicted {
+        let mut inner = self.lock();
+        let mut ev = Evicted::default();
+        let mut committed: HashMap<PublicKey, u64> = HashMap::new();
+        for tx in &block.block.txs {
+            let c = committed.entry(tx.signer).or_insert(0);
+            *c = (*c).max(tx.seq);
+            if let Some(e) = remove(&mut inner, &tx.signer, tx.seq) {
+                if e.id == tx.id() {
+                    ev.included.push((e.id, e.received));
+                } else {
+                    ev.dropped.push(e.id);
+                }
+            }
+        }
+        for tx in dropped {
+            if let Some(e) = remove(&mut inner, &tx.signer, tx.seq) {
+                ev.dropped.push(e.id);
+            }
+        }
+        // Sequence numbers are consecutive, so a signer's highest one in the block is its
+        // committed sequence number: anything at or below it can never apply.
+        for (s, seq) in committed {
+            let stale: Vec<u64> = inner
+                .by_sender
+                .get(&s)
+                .map(|q| q.range(..=seq).map(|(k, _)| *k).collect())
+                .unwrap_or_default();
+            for seq in stale {
+                if let Some(e) = remove(&mut inner, &s, seq) {
+                    ev.dropped.push(e.id);
+                }
+            }
+        }
+        // Keep the arrival queue from growing with removed entries.
+        if inner.arrivals.len() > 2 * inner.count + 1024 {
+            let Inner { arrivals, ids, .. } = &mut *inner;
+            arrivals.retain(|(_, _, id)| ids.contains_key(id));
+        }
+        ev
+    }
+}
+
+fn remove(inner: &mut Inner, signer: &PublicKey, seq: u64) -> Option<Entry> {
+    let q = inner.by_sender.get_mut(signer)?;
+    let e = q.remove(&seq)?;
+    if q.is_empty() {
+        inner.by_sender.remove(signer);
+    }
+    inner.ids.remove(&e.id);
+    inner.bytes -= e.bytes;
+    inner.count -= 1;
+    Some(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshward_core::chain::make_block;
+    use meshward_core::ids::{Keypair, SignKey};
+    use meshward_core::state::AdminSet;
+    use meshward_core::tx::{enroll_body, Anchor, GroupName, Recipient, Validator, ValidatorSet};
+    use meshward_core::CommitCertificate;
+    use rand::rngs::OsRng;
+
+    const CHAIN: &str = "mp";
+
+    struct Fx {
+        state: State,
+        val: SignKey,
+        devs: Vec<Keypair>,
+        ctx: ApplyCtx,
+    }
+
+    fn fixture(n: usize) -> Fx {
+        let admin = SignKey::generate(&mut OsRng);
+        let val = SignKey::generate(&mut OsRng);
+        let mut state = State::genesis(
+            CHAIN,
+            AdminSet::new(vec![admin.public()], 1).unwrap(),
+            ValidatorSet::new(vec![Validator {
+                key: val.public(),
+                power: 1,
+            }])
+            .unwrap(),
+        );
+        let ctx = ApplyCtx {
+            height: 1,
+            time_ms: 1,
+        };
+        let devs: Vec<Keypair> = (0..n).map(|_| Keypair::generate(&mut OsRng)).collect();
+        for (i, d) in devs.iter().enumerate() {
+            let body = enroll_body(CHAIN, d, vec![GroupName::new("g").unwrap()], None);
+            let tx = Tx::sign(CHAIN, admin.public(), &admin, i as u64 + 1, body);
+            let delta = apply(&state, &tx, &ctx).unwrap();
+            state.apply_delta(delta);
+        }
+        state.flush();
+        Fx {
+            state,
+            val,
+            devs,
+            ctx,
+        }
+    }
+
+    fn anchor(f: &Fx, from: usize, seq: u64, c: u8) -> Tx {
+        let d = &f.devs[from];
+        let body = TxBody::Anchor(Anchor {
+            recipient: Recipient::Device(f.devs[(from + 1) % f.devs.len()].id()),
+            commitment: Hash([c; 32]),
+            count: 1,
+            timestamp_ms: 1,
+            size_bytes: 1,
+        });
+        Tx::sign(CHAIN, d.id(), &d.sign, seq, body)
+    }
+
+    #[test]
+    fn duplicates_and_conflicts_rejected() {
+        let f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        let tx = anchor(&f, 0, 1, 1);
+        mp.insert(tx.clone(), &f.state, &f.ctx).unwrap();
+        assert_eq!(mp.insert(tx, &f.state, &f.ctx), Err(AdmitError::Duplicate));
+        assert_eq!(
+            mp.insert(anchor(&f, 0, 1, 2), &f.state, &f.ctx),
+            Err(AdmitError::Conflict)
+        );
+        assert_eq!(mp.len(), 1);
+    }
+
+    #[test]
+    fn invalid_transactions_rejected_on_entry() {
+        let f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        let mut bad = anchor(&f, 0, 1, 1);
+        bad.sig.0[0] ^= 1;
+        assert_eq!(
+            mp.insert(bad, &f.state, &f.ctx),
+            Err(AdmitError::Rejected(Reject::BadSignature))
+        );
+        let mut later_bad = anchor(&f, 0, 3, 1);
+        later_bad.sig.0[0] ^= 1;
+        assert_eq!(
+            mp.insert(later_bad, &f.state, &f.ctx),
+            Err(AdmitError::Rejected(Reject::BadSignature))
+        );
+        assert_eq!(
+            mp.insert(anchor(&f, 0, 0, 1), &f.state, &f.ctx),
+            Err(AdmitError::Stale { seq: 0, next: 1 })
+        );
+        assert!(matches!(
+            mp.insert(anchor(&f, 0, 10_000, 1), &f.state, &f.ctx),
+            Err(AdmitError::TooFarAhead { .. })
+        ));
+        let stranger = Keypair::generate(&mut OsRng);
+        let tx = Tx::sign(
+            CHAIN,
+            stranger.id(),
+            &stranger.sign,
+            1,
+            anchor(&f, 0, 1, 1).body,
+        );
+        assert_eq!(
+            mp.insert(tx, &f.state, &f.ctx),
+            Err(AdmitError::Rejected(Reject::UnknownSigner(stranger.id())))
+        );
+        assert!(mp.is_empty());
+    }
+
+    #[test]
+    fn per_sender_quota_protects_other_senders() {
+        let f = fixture(2);
+        let mp = Mempool::new(MempoolLimits {
+            max_txs: 10,
+            max_per_sender: 4,
+            ..MempoolLimits::default()
+        });
+        for seq in 1..=4 {
+            mp.insert(anchor(&f, 0, seq, seq as u8), &f.state, &f.ctx)
+                .unwrap();
+        }
+        assert_eq!(
+            mp.insert(anchor(&f, 0, 5, 5), &f.state, &f.ctx),
+            Err(AdmitError::SenderQuota(4))
+        );
+        mp.insert(anchor(&f, 1, 1, 1), &f.state, &f.ctx).unwrap();
+        // The second sender's transaction is reaped early, not after the flood.
+        let reaped = mp.reap(2, usize::MAX);
+        assert!(reaped.iter().any(|t| t.signer == f.devs[1].id()));
+    }
+
+    #[test]
+    fn bounded_in_count_and_bytes() {
+        let f = fixture(3);
+        let mp = Mempool::new(MempoolLimits {
+            max_txs: 2,
+            ..MempoolLimits::default()
+        });
+        mp.insert(anchor(&f, 0, 1, 1), &f.state, &f.ctx).unwrap();
+        mp.insert(anchor(&f, 1, 1, 1), &f.state, &f.ctx).unwrap();
+        assert_eq!(
+            mp.insert(anchor(&f, 2, 1, 1), &f.state, &f.ctx),
+            Err(AdmitError::Full)
+        );
+        let small = Mempool::new(MempoolLimits {
+            max_bytes: 300,
+            ..MempoolLimits::default()
+        });
+        small.insert(anchor(&f, 0, 1, 1), &f.state, &f.ctx).unwrap();
+        assert_eq!(
+            small.insert(anchor(&f, 1, 1, 1), &f.state, &f.ctx),
+            Err(AdmitError::Full)
+        );
+    }
+
+    #[test]
+    fn reap_respects_sequence_order_and_limits() {
+        let f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        // Arrive out of order.
+        mp.insert(anchor(&f, 0, 2, 2), &f.state, &f.ctx).unwrap();
+        mp.insert(anchor(&f, 0, 1, 1), &f.state, &f.ctx).unwrap();
+        mp.insert(anchor(&f, 1, 1, 1), &f.state, &f.ctx).unwrap();
+        let all = mp.reap(10, usize::MAX);
+        let seqs: Vec<(PublicKey, u64)> = all.iter().map(|t| (t.signer, t.seq)).collect();
+        let pos = |s: (PublicKey, u64)| seqs.iter().position(|x| *x == s).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(pos((f.devs[0].id(), 1)) < pos((f.devs[0].id(), 2)));
+        assert_eq!(mp.reap(1, usize::MAX).len(), 1);
+        let one_bytes = all[0].to_bytes().len();
+        assert_eq!(mp.reap(10, one_bytes).len(), 1);
+    }
+
+    #[test]
+    fn committed_block_evicts_included_and_stale() {
+        let mut f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        let a1 = anchor(&f, 0, 1, 1);
+        mp.insert(a1.clone(), &f.state, &f.ctx).unwrap();
+        mp.insert(anchor(&f, 1, 1, 1), &f.state, &f.ctx).unwrap();
+        // Another node's block includes a different tx with dev 1's seq 1, and a1.
+        let other = anchor(&f, 1, 1, 9);
+        let (block, _) = make_block(
+            &mut f.state,
+            Hash::ZERO,
+            2,
+            2,
+            f.val.public(),
+            vec![a1, other],
+            None,
+            true,
+        )
+        .unwrap();
+        let cert = CommitCertificate::sign(CHAIN, &block.header, 0, &[&f.val]);
+        let ev = mp.on_committed(
+            &CertifiedBlock {
+                block,
+                certificate: cert,
+            },
+            &[],
+        );
+        assert_eq!(ev.included.len(), 1);
+        assert_eq!(ev.dropped.len(), 1);
+        assert!(mp.is_empty());
+    }
+}
