@@ -1,0 +1,434 @@
+//! Meshward's consensus: the Malachite BFT engine (Tendermint, `arc-malachitebft-*` 0.8.2)
+//! behind a small interface of proposals, decided blocks and sync.
+//!
+//! [`start`] runs the engine on its own libp2p network and one application task that answers
+//! it: the task builds proposals from the node's [`Mempool`] with
+//! `meshward_core::chain::build_proposal`, checks every proposal it receives (the proposer's
+//! signature over the streamed block, then every transaction with
+//! `meshward_core::chain::check_proposal`), commits each decided block with its certificate and
+//! state in one store transaction, serves and checks blocks for peers that catch up, and
+//! publishes a [`ConsensusEvent`] for each. The rest of Meshward never sees a Malachite type.
+//! A node whose key is not in the validator set runs as a full node and follows by sync.
+//!
+//! ```no_run
+//! # async fn run(key: meshward_core::ids::Keypair, store: meshward_consensus::SharedStore,
+//! #              mempool: std::sync::Arc<dyn meshward_consensus::Mempool>) -> Result<(), meshward_consensus::StartError> {
+//! use meshward_consensus::{start, ConsensusConfig, ConsensusEvent};
+//!
+//! let mut config = ConsensusConfig::new("/var/lib/meshward", "/ip4/0.0.0.0/tcp/27000");
+//! config.persistent_peers = vec!["/ip4/10.0.0.2/tcp/27000".into()];
+//! let consensus = start(config, key, store, mempool).await?;
+//! let mut events = consensus.events();
+//! while let Ok(ConsensusEvent::Committed { height, txs, .. }) = events.recv().await {
+//!     println!("block {height}: {txs} transactions");
+//! }
+//! consensus.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Proposer skipping
+//! A dead validator must not cost a propose timeout at every height it would propose. Proposer
+//! selection ([`proposer::ProposerHistory`]) reads only committed data every validator agrees
+//! on: each block carries the previous block's commit certificate (its `last_commit`). At round
+//! 0 of height `h` the proposer is chosen round-robin by height among the validators that
+//! signed at least one last commit carried by blocks `h - K ..= h - 1` (K =
+//! [`ConsensusConfig::proposer_history`]); if none did, among all validators. Later rounds use
+//! plain round-robin over all validators, so liveness never depends on the rule. A validator
+//! that stops signing drops out of round 0 after K blocks; once a block carries its signature
+//! again, it is back.
+//!
+//! # Cadence
+//! Under load heights follow back to back. When the mempool is empty the reply to Malachite's
+//! `Finalized` message, which starts the next height, is held until the mempool has a
+//! transaction or [`ConsensusConfig::idle_block_interval_ms`] has passed since the height
+//! started: an idle chain writes one heartbeat block about every second instead of dozens.
+//! Every validator runs the same rule and gossip fills every mempool within milliseconds, so
+//! they start a height nearly together; the propose timeout (500 ms by default) is well above
+//! that skew. Blocks committed through sync are never held.
+//!
+//! # Wire formats
+//! Malachite's messages are encoded with Meshward's canonical encoding ([`codec`]). Consensus
+//! decides on block hashes; a block travels as proposal parts ([`parts`]) and is kept by the
+//! application until its height is committed ([`candidates`]). Votes are signed over
+//! `meshward_core::block::vote_signing_bytes`, so a decided certificate converts
+//! ([`cert::to_core_certificate`]) to a `meshward_core::block::CommitCertificate` that the
+//! core verifies alone.
+#![forbid(unsafe_code)]
+
+mod app;
+pub mod candidates;
+pub mod cert;
+pub mod codec;
+pub mod config;
+pub mod context;
+pub mod parts;
+pub mod proposer;
+pub mod signing;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use malachitebft_app_channel::app::config::{
+    ConsensusConfig as EngineConsensusConfig, DiscoveryConfig, NodeConfig, P2pConfig,
+    PubSubProtocol, ValuePayload, ValueSyncConfig,
+};
+use malachitebft_app_channel::app::types::codec::Codec as _;
+use malachitebft_app_channel::{
+    ConsensusContext, EngineBuilder, EngineHandle, NetworkContext, NetworkIdentity, NetworkRequest,
+    RequestContext, Signer as _, SyncContext, WalContext,
+};
+use malachitebft_network::{Keypair as NetKeypair, Multiaddr};
+use meshward_core::block::CertifiedBlock;
+use meshward_core::hash::Hash;
+use meshward_core::ids::{Keypair, PublicKey};
+use meshward_core::state::StateView;
+use meshward_core::tx::Tx;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn, Instrument};
+
+pub use app::{AppError, EquivocationKind};
+pub use config::{ConsensusConfig, Timeouts};
+
+use crate::codec::MeshwardCodec;
+use crate::context::{Address, MeshwardContext};
+use crate::proposer::ProposerHistory;
+use crate::signing::{MeshwardSigner, MeshwardVerifier};
+
+/// The node's store. Consensus is its only writer; the node's API reads it.
+pub type SharedStore = Arc<RwLock<meshward_store::Store>>;
+
+/// The node's pool of pending transactions, as consensus uses it.
+pub trait Mempool: Send + Sync + 'static {
+    /// Candidates for the next block, oldest first; may include transactions that are no
+    /// longer valid (the proposer drops those).
+    fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<Tx>;
+
+    /// How many transactions are pending.
+    fn len(&self) -> usize;
+
+    /// Whether no transaction is pending.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A block was committed: evict its transactions, and those this node's proposal dropped as
+    /// invalid (`dropped` is empty unless this node proposed the block).
+    fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]);
+}
+
+/// What consensus reports, on a bounded broadcast channel ([`ConsensusHandle::events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConsensusEvent {
+    /// A block was committed to the store.
+    Committed {
+        height: u64,
+        hash: Hash,
+        /// The round its certificate is for.
+        round: u32,
+        txs: usize,
+        time_ms: u64,
+        proposer: PublicKey,
+    },
+    /// `round` of `height` ended without a decision; consensus moved to the next round.
+    RoundTimeout { height: u64, round: u32 },
+    /// A proposal signed by the round's proposer failed the ledger checks.
+    ProposalRejected {
+        height: u64,
+        round: u32,
+        proposer: PublicKey,
+        reason: String,
+    },
+    /// A validator signed two conflicting votes or proposals.
+    Equivocation {
+        height: u64,
+        validator: PublicKey,
+        kind: EquivocationKind,
+    },
+}
+
+/// Why consensus did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error("invalid multiaddr {addr:?} in the consensus config: {reason} (use e.g. /ip4/127.0.0.1/tcp/27000)")]
+    Multiaddr { addr: String, reason: String },
+    #[error("cannot create {}: {source} (check the data dir and its permissions)", path.display())]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store lock is poisoned (a thread panicked while writing it); restart the node")]
+    Poisoned,
+    #[error("cannot prepare the consensus application: {0}")]
+    App(#[from] AppError),
+    #[error("cannot sign the validator proof: {0}")]
+    Proof(String),
+    #[error("cannot start the consensus engine: {0}")]
+    Engine(String),
+}
+
+/// A snapshot of where consensus is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsensusStatus {
+    /// The height consensus works on.
+    pub height: u64,
+    pub round: u32,
+    /// The last committed height (0 before block 1).
+    pub committed_height: u64,
+    pub is_validator: bool,
+}
+
+/// The running consensus service.
+pub struct ConsensusHandle {
+    events: broadcast::Sender<ConsensusEvent>,
+    shared: Arc<app::Shared>,
+    stop: watch::Sender<bool>,
+    app: JoinHandle<()>,
+    engine: EngineHandle,
+    net_requests: mpsc::Sender<NetworkRequest>,
+    address: PublicKey,
+    is_validator: bool,
+}
+
+impl std::fmt::Debug for ConsensusHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsensusHandle")
+            .field("address", &self.address)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Malachite's node configuration.
+#[derive(Clone, Debug)]
+struct EngineConfig {
+    moniker: String,
+    consensus: EngineConsensusConfig,
+    value_sync: ValueSyncConfig,
+}
+
+impl NodeConfig for EngineConfig {
+    fn moniker(&self) -> &str {
+        &self.moniker
+    }
+
+    fn consensus(&self) -> &EngineConsensusConfig {
+        &self.consensus
+    }
+
+    fn consensus_mut(&mut self) -> &mut EngineConsensusConfig {
+        &mut self.consensus
+    }
+
+    fn value_sync(&self) -> &ValueSyncConfig {
+        &self.value_sync
+    }
+
+    fn value_sync_mut(&mut self) -> &mut ValueSyncConfig {
+        &mut self.value_sync
+    }
+}
+
+fn multiaddr(s: &str) -> Result<Multiaddr, StartError> {
+    s.parse::<Multiaddr>().map_err(|e| StartError::Multiaddr {
+        addr: s.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+fn engine_config(config: &ConsensusConfig, moniker: &str) -> Result<EngineConfig, StartError> {
+    let persistent_peers = config
+        .persistent_peers
+        .iter()
+        .map(|p| multiaddr(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let p2p = P2pConfig {
+        listen_addr: multiaddr(&config.listen)?,
+        persistent_peers,
+        discovery: DiscoveryConfig {
+            enabled: false,
+            max_connections_per_ip: config.max_connections_per_ip,
+            ..DiscoveryConfig::default()
+        },
+        protocol: PubSubProtocol::default(),
+        ..P2pConfig::default()
+    };
+    let consensus = EngineConsensusConfig {
+        p2p,
+        value_payload: ValuePayload::ProposalAndParts,
+        ..EngineConsensusConfig::default()
+    };
+    let value_sync = ValueSyncConfig {
+        enabled: true,
+        // A late node learns within a second that it is behind.
+        status_update_interval: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        ..ValueSyncConfig::default()
+    };
+    Ok(EngineConfig {
+        moniker: moniker.to_owned(),
+        consensus,
+        value_sync,
+    })
+}
+
+/// Starts consensus for the node holding `key` (whose `PeerId` is its validator address) on
+/// `store`, taking transactions from `mempool`.
+pub async fn start(
+    config: ConsensusConfig,
+    key: Keypair,
+    store: SharedStore,
+    mempool: Arc<dyn Mempool>,
+) -> Result<ConsensusHandle, StartError> {
+    let me = key.id();
+    let (chain_id, is_validator) = {
+        let s = store.read().map_err(|_| StartError::Poisoned)?;
+        (
+            s.genesis().chain_id.clone(),
+            s.state().validators().power_of(&me).is_some(),
+        )
+    };
+    let moniker = me.peer_id();
+    let span = tracing::info_span!("consensus", node = %moniker);
+    let engine_cfg = engine_config(&config, &moniker)?;
+    let wal_dir = config.wal_dir();
+    std::fs::create_dir_all(&wal_dir).map_err(|source| StartError::DataDir {
+        path: wal_dir.clone(),
+        source,
+    })?;
+
+    let ctx = MeshwardContext::new(&chain_id, ProposerHistory::new(config.proposer_history));
+    let (events, _) = broadcast::channel(config.event_capacity.max(1));
+    let shared = Arc::new(app::Shared::default());
+    let signer = is_validator.then(|| MeshwardSigner::new(key.sign.clone(), &chain_id));
+    // The application is prepared first: it reads the store and the proposals directory.
+    let app = app::App::new(
+        ctx.clone(),
+        config.clone(),
+        store,
+        mempool,
+        signer,
+        Address(me),
+        events.clone(),
+        shared.clone(),
+    )?;
+
+    let mut seed = *key.sign.seed();
+    let net_key = NetKeypair::ed25519_from_bytes(&mut seed)
+        .map_err(|e| StartError::Engine(format!("node key: {e}")))?;
+    let address = Address(me);
+    let identity = if is_validator {
+        let proof_signer = MeshwardSigner::new(key.sign.clone(), &chain_id);
+        let proof = proof_signer
+            .sign_validator_proof(me.0.to_vec(), me.peer_id_bytes().to_vec())
+            .await
+            .map_err(|e| StartError::Proof(e.to_string()))?;
+        let proof_bytes = MeshwardCodec
+            .encode(&proof)
+            .map_err(|e| StartError::Proof(e.to_string()))?;
+        NetworkIdentity::new_validator(moniker.clone(), net_key, moniker.clone(), proof_bytes)
+    } else {
+        NetworkIdentity::new(moniker.clone(), net_key, None)
+    };
+    let verifier = Box::new(MeshwardVerifier::new(&chain_id));
+    let consensus_ctx = if is_validator {
+        ConsensusContext::new_validator(
+            address,
+            verifier,
+            Box::new(MeshwardSigner::new(key.sign.clone(), &chain_id)),
+        )
+    } else {
+        ConsensusContext::new_full_node(address, verifier)
+    };
+    let (channels, engine) = EngineBuilder::new(ctx, engine_cfg)
+        .with_default_wal(WalContext::new(
+            wal_dir.join("consensus.wal"),
+            MeshwardCodec,
+        ))
+        .with_default_network(NetworkContext::new(identity, MeshwardCodec))
+        .with_default_sync(SyncContext::new(MeshwardCodec))
+        .with_default_consensus(consensus_ctx)
+        .with_default_request(RequestContext::new(64))
+        .build()
+        .instrument(span.clone())
+        .await
+        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+    let net_requests = channels.net_requests.clone();
+    let (stop, stop_rx) = watch::channel(false);
+    let app = tokio::spawn(app.run(channels, stop_rx).instrument(span));
+    info!(node = %moniker, validator = is_validator, listen = %config.listen, "consensus started");
+    Ok(ConsensusHandle {
+        events,
+        shared,
+        stop,
+        app,
+        engine,
+        net_requests,
+        address: me,
+        is_validator,
+    })
+}
+
+impl ConsensusHandle {
+    /// A new subscription to consensus events. A subscriber that falls more than
+    /// [`ConsensusConfig::event_capacity`] events behind loses the oldest ones.
+    pub fn events(&self) -> broadcast::Receiver<ConsensusEvent> {
+        self.events.subscribe()
+    }
+
+    /// This node's validator address.
+    pub fn address(&self) -> PublicKey {
+        self.address
+    }
+
+    pub fn status(&self) -> ConsensusStatus {
+        ConsensusStatus {
+            height: self.shared.height.load(Ordering::Relaxed),
+            round: self.shared.round.load(Ordering::Relaxed),
+            committed_height: self.shared.committed.load(Ordering::Relaxed),
+            is_validator: self.is_validator,
+        }
+    }
+
+    /// Peers connected to Malachite's network (0 if the network does not answer).
+    pub async fn peer_count(&self) -> usize {
+        match NetworkRequest::dump_state(&self.net_requests).await {
+            Ok(Some(dump)) => dump.peers.len(),
+            _ => 0,
+        }
+    }
+
+    /// Adds a persistent peer at run time (for example one found by mDNS).
+    pub async fn add_peer(&self, addr: &str) -> Result<(), StartError> {
+        let addr = multiaddr(addr)?;
+        match NetworkRequest::add_persistent_peer(&self.net_requests, addr).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StartError::Engine(format!("{e:?}"))),
+            Err(e) => Err(StartError::Engine(e.to_string())),
+        }
+    }
+
+    /// Stops the application task and the engine (network, WAL, sync), and waits for them.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self
+            .engine
+            .actor
+            .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(5)))
+            .await
+        {
+            warn!(error = %e, "consensus engine did not stop in time; killing it");
+            let _ = self
+                .engine
+                .actor
+                .kill_and_wait(Some(Duration::from_secs(2)))
+                .await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.engine.handle).await;
+        let _ = self.app.await;
+        info!("consensus stopped");
+    }
+}

@@ -1,0 +1,168 @@
+//! The connection gate: refuses connections to and from denied peers.
+//!
+//! The node feeds it from the ledger's revocations. A denied peer is refused when we would dial
+//! it (if its id is known before dialling) and, in any case, as soon as the handshake reveals its
+//! id, inbound or outbound. Closing the connections that already exist is the swarm task's job
+//! (`Swarm::disconnect_peer_id`), done in the same step as [`Gate::deny`].
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use libp2p::core::{transport::PortUse, Endpoint, Multiaddr};
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
+    THandlerOutEvent, ToSwarm,
+};
+use libp2p::PeerId;
+
+/// The cause attached to a [`ConnectionDenied`] by the gate; the swarm task downcasts to it to
+/// tell a refused peer from a connection limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("peer {peer} is denied by the connection gate")]
+pub struct PeerDenied {
+    pub peer: PeerId,
+}
+
+/// A `NetworkBehaviour` holding the set of denied peers.
+///
+/// The set mirrors the ledger's revoked devices, so the ledger bounds its size.
+#[derive(Debug, Default)]
+pub struct Gate {
+    denied: HashSet<PeerId>,
+}
+
+impl Gate {
+    /// Denies `peer` from now on. Returns whether it was newly denied.
+    pub fn deny(&mut self, peer: PeerId) -> bool {
+        self.denied.insert(peer)
+    }
+
+    /// Allows `peer` again. Returns whether it was denied.
+    pub fn allow(&mut self, peer: &PeerId) -> bool {
+        self.denied.remove(peer)
+    }
+
+    pub fn is_denied(&self, peer: &PeerId) -> bool {
+        self.denied.contains(peer)
+    }
+
+    fn check(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        if self.denied.contains(&peer) {
+            Err(ConnectionDenied::new(PeerDenied { peer }))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = Infallible;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        // The remote's id is unknown until the security handshake; it is checked right after.
+        Ok(())
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _local_addr: &Multiaddr,
+        _remote_addr: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        maybe_peer: Option<PeerId>,
+        _addresses: &[Multiaddr],
+        _effective_role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(peer) = maybe_peer {
+            self.check(peer)?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _connection_id: ConnectionId,
+        peer: PeerId,
+        _addr: &Multiaddr,
+        _role_override: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check(peer)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer_id: PeerId,
+        _connection_id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(&mut self, _cx: &mut Context<'_>) -> Poll<ToSwarm<Infallible, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> Multiaddr {
+        "/ip4/127.0.0.1/tcp/1".parse().unwrap()
+    }
+
+    #[test]
+    fn denied_peer_is_refused_in_both_directions_until_allowed() {
+        let mut gate = Gate::default();
+        let bad = PeerId::random();
+        let good = PeerId::random();
+        assert!(gate.deny(bad));
+        assert!(!gate.deny(bad));
+
+        let c = ConnectionId::new_unchecked(1);
+        let Err(err) = gate.handle_established_inbound_connection(c, bad, &addr(), &addr()) else {
+            panic!("denied peer accepted");
+        };
+        assert_eq!(
+            err.downcast_ref::<PeerDenied>(),
+            Some(&PeerDenied { peer: bad })
+        );
+        assert!(gate
+            .handle_established_outbound_connection(c, bad, &addr(), Endpoint::Dialer, PortUse::New)
+            .is_err());
+        assert!(gate
+            .handle_pending_outbound_connection(c, Some(bad), &[], Endpoint::Dialer)
+            .is_err());
+        // An unknown id cannot be checked before the handshake.
+        assert!(gate
+            .handle_pending_outbound_connection(c, None, &[], Endpoint::Dialer)
+            .is_ok());
+        assert!(gate
+            .handle_established_inbound_connection(c, good, &addr(), &addr())
+            .is_ok());
+
+        assert!(gate.allow(&bad));
+        assert!(gate
+            .handle_established_inbound_connection(c, bad, &addr(), &addr())
+            .is_ok());
+    }
+}

@@ -1,0 +1,191 @@
+//! Helpers for multi-node tests: real swarms on 127.0.0.1, mDNS off, conditions polled with
+//! deadlines.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshward_core::ids::Keypair;
+use meshward_net::{Multiaddr, Net, NetConfig, NetError, NetEvent, PeerId, TxVerdict};
+
+/// Generous: two cores, unoptimised code, several tests at once.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(50);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Loopback only, TCP and QUIC on ephemeral ports, mDNS off, no discovery dials.
+pub fn config() -> NetConfig {
+    let mut c = NetConfig::new("test-chain");
+    c.listen = vec![
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap(),
+    ];
+    c.mdns = false;
+    c.target_peers = 0;
+    c
+}
+
+pub struct TestNode {
+    pub key: Keypair,
+    pub net: Net,
+    pub peer: PeerId,
+    /// Every event the node received, in order.
+    pub seen: Arc<Mutex<Vec<NetEvent>>>,
+}
+
+/// A node that accepts every transaction.
+pub async fn node(config: NetConfig) -> TestNode {
+    node_with(config, |_| TxVerdict::Accept).await
+}
+
+/// A node whose "ledger" judges transactions with `verdict`.
+pub async fn node_with(config: NetConfig, verdict: fn(&[u8]) -> TxVerdict) -> TestNode {
+    assert!(!config.mdns, "tests never start mDNS in the root namespace");
+    let key = Keypair::generate(&mut rand::rngs::OsRng);
+    let (net, mut events) = meshward_net::spawn(&key, config).await.expect("spawn");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (pump_net, pump_seen) = (net.clone(), seen.clone());
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let NetEvent::Tx { id, bytes, .. } = &event {
+                pump_net.report_tx(id.clone(), verdict(bytes)).await;
+            }
+            pump_seen.lock().unwrap().push(event);
+        }
+    });
+    let peer = net.local_peer_id();
+    TestNode {
+        key,
+        net,
+        peer,
+        seen,
+    }
+}
+
+impl TestNode {
+    fn addr(&self, addrs: Vec<Multiaddr>, quic: bool) -> Option<Multiaddr> {
+        addrs
+            .into_iter()
+            .find(|a| a.to_string().contains("/quic-v1") == quic)
+            .map(|a| a.with_p2p(self.peer).unwrap())
+    }
+
+    pub async fn tcp_addr(&self) -> Multiaddr {
+        self.addr(self.net.listen_addrs().await, false)
+            .expect("node listens on tcp")
+    }
+
+    pub async fn quic_addr(&self) -> Multiaddr {
+        self.addr(self.net.listen_addrs().await, true)
+            .expect("node listens on quic")
+    }
+
+    pub async fn is_connected_to(&self, other: &TestNode) -> bool {
+        self.net.peers().await.contains(&other.peer)
+    }
+
+    /// How many times the transaction `bytes` was handed to the node, and by whom.
+    pub fn txs(&self, bytes: &[u8]) -> Vec<PeerId> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                NetEvent::Tx { from, bytes: b, .. } if b == bytes => Some(*from),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn events_len(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub fn events_since(&self, index: usize) -> Vec<NetEvent> {
+        self.seen.lock().unwrap()[index..].to_vec()
+    }
+
+    /// How many transactions starting with `prefix` the node was handed.
+    pub fn txs_with_prefix(&self, prefix: &[u8]) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| matches!(e, NetEvent::Tx { bytes, .. } if bytes.starts_with(prefix)))
+            .count()
+    }
+
+    /// Publishes `prefix #0`, `prefix #1`, … until `cond` holds. For a publisher whose peers are
+    /// connected but may not have announced their subscription yet: a publish reaches only the
+    /// peers known to subscribe at that moment.
+    pub async fn publish_until<F>(&self, prefix: &[u8], mut cond: F)
+    where
+        F: FnMut() -> bool,
+    {
+        let start = Instant::now();
+        for n in 0.. {
+            let mut bytes = prefix.to_vec();
+            bytes.extend_from_slice(format!(" #{n}").as_bytes());
+            match self.net.publish_tx(bytes).await {
+                Ok(()) | Err(NetError::NoPeers) => {}
+                Err(e) => panic!("publish failed: {e}"),
+            }
+            for _ in 0..4 {
+                if cond() {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < DEADLINE,
+                    "timed out publishing until delivered"
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
+    /// Publishes once a peer subscribed to the topic is connected.
+    pub async fn publish(&self, bytes: &[u8]) {
+        let start = Instant::now();
+        loop {
+            match self.net.publish_tx(bytes.to_vec()).await {
+                Ok(()) => return,
+                Err(NetError::NoPeers) if start.elapsed() < DEADLINE => {
+                    tokio::time::sleep(POLL).await
+                }
+                Err(e) => panic!("publish failed: {e}"),
+            }
+        }
+    }
+}
+
+/// Polls `cond` until it holds, failing the test at the deadline.
+pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `cond` for `window`, failing the test if it ever holds.
+pub async fn never<F, Fut>(what: &str, window: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < window {
+        assert!(!cond().await, "{what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
