@@ -77,11 +77,13 @@ pub struct TxMessageId {
 impl TxMessageId {
     /// The domain-separated hash of the payload: `Tx::id()` for a canonical transaction.
     pub fn tx_hash(&self) -> meshward_core::Hash {
-        let mut h = [0u8; 32];
-        if self.message_id.0.len() == 32 {
-            h.copy_from_slice(&self.message_id.0);
-        }
-        meshward_core::Hash(h)
+        meshward_core::Hash(
+            self.message_id
+                .0
+                .as_slice()
+                .try_into()
+                .expect("message ids are 32-byte hashes: we compute them, not the sender"),
+        )
     }
 
     /// The neighbour that relayed the message (scored by the verdict).

@@ -162,9 +162,7 @@ async fn denied_peer_is_disconnected_and_refused() {
     let _ = b.net.dial(a.tcp_addr().await).await;
     let _ = b.net.dial(a.quic_addr().await).await;
     wait_for("a to refuse b", || async {
-        a.events_since(mark)
-            .iter()
-            .any(|e| *e == NetEvent::Refused(b.peer))
+        a.events_since(mark).contains(&NetEvent::Refused(b.peer))
     })
     .await;
     wait_for("b to lose the refused connection", || async {
@@ -350,4 +348,44 @@ async fn oversized_tx_is_refused_and_shutdown_closes_handles() {
     a.net.shutdown().await;
     assert_eq!(other.publish_tx(vec![1]).await, Err(NetError::Closed));
     assert!(other.peers().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kademlia_discovers_peers_beyond_bootstrap() {
+    init_tracing();
+    let discovering = || {
+        let mut c = config();
+        c.target_peers = 8;
+        c
+    };
+    let a = node(discovering()).await;
+    let mut cb = discovering();
+    cb.bootstrap = vec![a.tcp_addr().await];
+    let b = node(cb).await;
+    let mut cc = discovering();
+    cc.bootstrap = vec![b.tcp_addr().await];
+    let c = node(cc).await;
+    // c only knows b; b's routing table tells it about a, and c dials it.
+    wait_for("c to discover and connect to a", || async {
+        c.is_connected_to(&a).await
+    })
+    .await;
+    assert!(c
+        .events_since(0)
+        .iter()
+        .any(|e| matches!(e, NetEvent::Discovered(p, addrs) if *p == a.peer && !addrs.is_empty())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_error_is_reported() {
+    init_tracing();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut c = config();
+    c.listen = vec![format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap()];
+    let key = meshward_core::ids::Keypair::generate(&mut rand::rngs::OsRng);
+    match meshward_net::spawn(&key, c).await {
+        Err(NetError::Listen { addr, .. }) => assert!(addr.to_string().contains(&port.to_string())),
+        other => panic!("expected a listen error, got {:?}", other.map(|_| ())),
+    }
 }

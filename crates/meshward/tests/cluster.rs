@@ -1,0 +1,493 @@
+//! Four real `meshward node run` processes on 127.0.0.1 finalising blocks by BFT consensus,
+//! under load, through kills and restarts.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{http, wait_for, Cluster};
+use meshward_core::codec::{Decode, Encode};
+use meshward_core::hash::Hash;
+use meshward_core::ids::Keypair;
+use meshward_core::tx::{enroll_body, Anchor, GroupName, Recipient, Tx, TxBody};
+use meshward_core::CertifiedBlock;
+use rand::rngs::OsRng;
+use rand::Rng;
+
+const MIN: Duration = Duration::from_secs(60);
+
+#[test]
+fn four_validators_finalise_blocks_with_identical_hashes() {
+    let mut c = Cluster::new(4, 50);
+    c.start_all();
+    c.wait_height(&[0, 1, 2, 3], 50, 2 * MIN);
+    for h in 1..=50 {
+        let hashes: Vec<String> = (0..4)
+            .map(|i| {
+                c.block_hash(i, h)
+                    .unwrap_or_else(|| panic!("node{i} has no block {h}"))
+            })
+            .collect();
+        assert!(
+            hashes.iter().all(|x| *x == hashes[0]),
+            "height {h}: {hashes:?}"
+        );
+    }
+    // Every node is connected to the other three.
+    for i in 0..4 {
+        wait_for("peers", MIN, || {
+            (c.status(i)?["peers"].as_u64()? >= 3).then_some(())
+        });
+    }
+}
+
+/// A steady load of anchors from enrolled devices, each device's next transaction sent once
+/// the previous one is final (and re-sent if a node died with it).
+struct Load {
+    stop: Arc<AtomicBool>,
+    finals: Arc<Mutex<HashMap<String, (u64, u64)>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+fn enroll_devices(c: &Cluster, n: usize) -> Vec<Keypair> {
+    let devices: Vec<Keypair> = (0..n).map(|_| Keypair::generate(&mut OsRng)).collect();
+    let chain = c.genesis.chain_id.clone();
+    let mut hashes = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        let body = enroll_body(&chain, d, vec![GroupName::new("fleet").unwrap()], None);
+        let tx = Tx::sign(&chain, c.admin.id(), &c.admin.sign, i as u64 + 1, body);
+        hashes.push(c.submit(0, &tx).expect("enrollment accepted"));
+    }
+    for h in &hashes {
+        wait_for("enrollments to be final", MIN, || {
+            (c.tx_status(0, h)?["status"] == "final").then_some(())
+        });
+    }
+    devices
+}
+
+impl Load {
+    fn start(c: &Cluster, devices: Vec<Keypair>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let finals = Arc::new(Mutex::new(HashMap::new()));
+        let ports: Vec<(u16, String)> = c
+            .nodes
+            .iter()
+            .map(|n| (n.api_port, n.token.clone()))
+            .collect();
+        let chain = c.genesis.chain_id.clone();
+        let (s, f) = (stop.clone(), finals.clone());
+        let handle = std::thread::spawn(move || {
+            let mut rng = rand::thread_rng();
+            let n = devices.len();
+            // Per device: next sequence number and the transaction in flight.
+            let mut seq = vec![1u64; n];
+            let mut inflight: Vec<Option<(Tx, String, Instant)>> = vec![None; n];
+            let submit = |tx: &Tx, rng: &mut rand::rngs::ThreadRng| {
+                let start = rng.gen_range(0..ports.len());
+                for k in 0..ports.len() {
+                    let (port, token) = &ports[(start + k) % ports.len()];
+                    let auth = format!("Bearer {token}");
+                    if let Some(r) = http(
+                        *port,
+                        "POST",
+                        "/v1/tx",
+                        &[("Authorization", &auth)],
+                        &tx.to_bytes(),
+                    ) {
+                        if r.status == 200 || r.status == 409 {
+                            return;
+                        }
+                    }
+                }
+            };
+            let status = |hash: &str| -> Option<serde_json::Value> {
+                ports.iter().find_map(|(port, _)| {
+                    let r = http(*port, "GET", &format!("/v1/tx/{hash}"), &[], b"")?;
+                    (r.status == 200).then(|| r.json())
+                })
+            };
+            let mut d = 0;
+            while !s.load(Ordering::Relaxed) {
+                d = (d + 1) % n;
+                if let Some((tx, hash, sent)) = &inflight[d] {
+                    match status(hash) {
+                        Some(v) if v["status"] == "final" => {
+                            let loc = (v["height"].as_u64().unwrap(), v["index"].as_u64().unwrap());
+                            f.lock().unwrap().insert(hash.clone(), loc);
+                            inflight[d] = None;
+                            seq[d] += 1;
+                        }
+                        _ if sent.elapsed() > Duration::from_secs(3) => {
+                            let tx = tx.clone();
+                            submit(&tx, &mut rng);
+                            inflight[d] = Some((tx, hash.clone(), Instant::now()));
+                        }
+                        _ => {}
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+                let to = &devices[(d + 1) % n];
+                let body = TxBody::Anchor(Anchor {
+                    recipient: Recipient::Device(to.id()),
+                    commitment: Hash(rng.gen()),
+                    count: 1,
+                    timestamp_ms: 0,
+                    size_bytes: 256,
+                });
+                let tx = Tx::sign(&chain, devices[d].id(), &devices[d].sign, seq[d], body);
+                let hash = tx.id().to_hex();
+                submit(&tx, &mut rng);
+                inflight[d] = Some((tx, hash, Instant::now()));
+            }
+        });
+        Load {
+            stop,
+            finals,
+            handle: Some(handle),
+        }
+    }
+
+    fn finals(&self) -> HashMap<String, (u64, u64)> {
+        self.finals.lock().unwrap().clone()
+    }
+
+    fn wait_more_finals(&self, more: usize, timeout: Duration) {
+        let start = self.finals.lock().unwrap().len();
+        wait_for(&format!("{more} more final transactions"), timeout, || {
+            (self.finals.lock().unwrap().len() >= start + more).then_some(())
+        });
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn max_height(c: &Cluster, nodes: &[usize]) -> u64 {
+    nodes.iter().filter_map(|&i| c.height(i)).max().unwrap_or(0)
+}
+
+fn assert_same_hashes(c: &Cluster, nodes: &[usize], upto: u64) {
+    for h in 1..=upto {
+        let hashes: Vec<Option<String>> = nodes.iter().map(|&i| c.block_hash(i, h)).collect();
+        assert!(hashes[0].is_some(), "no block {h}");
+        assert!(
+            hashes.iter().all(|x| *x == hashes[0]),
+            "height {h}: {hashes:?}"
+        );
+    }
+}
+
+#[test]
+fn chain_survives_kills_and_restarts_under_load() {
+    let mut c = Cluster::new(4, 200);
+    c.start_all();
+    c.wait_height(&[0, 1, 2, 3], 2, MIN);
+    let devices = enroll_devices(&c, 24);
+    let load = Load::start(&c, devices);
+    load.wait_more_finals(50, MIN);
+
+    // One validator SIGKILLed: the other three keep finalising transactions.
+    c.kill(3);
+    let h0 = max_height(&c, &[0, 1, 2]);
+    c.wait_height(&[0, 1, 2], h0 + 10, MIN);
+    load.wait_more_finals(50, MIN);
+
+    // Restarted, it catches up to the same hashes.
+    c.start(3);
+    let target = max_height(&c, &[0, 1, 2]);
+    c.wait_height(&[3], target, 2 * MIN);
+    assert_same_hashes(&c, &[0, 1, 2, 3], target);
+    load.wait_more_finals(20, MIN);
+
+    // All four SIGKILLed and restarted: the chain goes on, and nothing reported final is lost.
+    let before = load.finals();
+    assert!(before.len() >= 120, "only {} final", before.len());
+    for i in 0..4 {
+        c.kill(i);
+    }
+    let top = c.nodes.len();
+    c.start_all();
+    c.wait_height(&(0..top).collect::<Vec<_>>(), target + 5, 2 * MIN);
+    load.wait_more_finals(20, MIN);
+    drop(load);
+    for (k, (hash, loc)) in before.iter().enumerate() {
+        let i = k % 4;
+        let v = c.tx_status(i, hash).expect("status answers");
+        assert_eq!(v["status"], "final", "{hash} on node{i}: {v}");
+        assert_eq!(
+            (v["height"].as_u64().unwrap(), v["index"].as_u64().unwrap()),
+            *loc
+        );
+    }
+    let h = max_height(&c, &[0, 1, 2, 3]).min(c.height(0).unwrap());
+    assert_same_hashes(&c, &[0, 1, 2, 3], h.saturating_sub(1));
+}
+
+#[test]
+fn tampered_store_refuses_to_start_naming_the_height() {
+    let mut c = Cluster::new(4, 50);
+    c.start_all();
+    c.wait_height(&[0, 1, 2, 3], 8, MIN);
+    let status = c.stop(0);
+    assert!(status.success(), "clean shutdown on SIGTERM: {status}");
+    {
+        let db = redb::Database::open(c.nodes[0].dir.join("meshward.redb")).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            use redb::ReadableTable;
+            let mut blocks = wtx.open_table(meshward_store::format::BLOCKS).unwrap();
+            let mut bytes = blocks.get(5).unwrap().unwrap().value().to_vec();
+            let cb = CertifiedBlock::from_bytes(&bytes).unwrap();
+            // A byte inside the header's time field.
+            let time_pos = 1 + 1 + 1 + 4 + cb.block.header.chain_id.len() + 8 + 32 + 7;
+            bytes[time_pos] ^= 0x10;
+            assert!(CertifiedBlock::from_bytes(&bytes).is_ok());
+            blocks.insert(5, bytes.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
+    }
+    c.start(0);
+    let mut child = c.nodes[0].child.take().unwrap();
+    let exit = wait_for("node0 to refuse to start", MIN, || {
+        child.try_wait().unwrap()
+    });
+    assert!(!exit.success());
+    let log = c.log(0);
+    assert!(log.contains("height"), "log: {log}");
+    let last = log
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default();
+    assert!(
+        last.contains("height 5") || last.contains("height 6"),
+        "error line: {last}"
+    );
+}
+
+#[test]
+fn bad_input_gets_json_errors_and_node_keeps_finalising() {
+    let mut c = Cluster::new(4, 50);
+    c.start_all();
+    c.wait_height(&[0, 1, 2, 3], 3, MIN);
+    let port = c.nodes[0].api_port;
+    let good = format!("Bearer {}", c.nodes[0].token);
+    let wrong = format!("Bearer {}", "0".repeat(64));
+    let huge = vec![7u8; 2 * 1024 * 1024];
+    let mut garbage = vec![0u8; 300];
+    OsRng.fill(&mut garbage[..]);
+    // A well-formed transaction with a bad signature.
+    let kp = Keypair::generate(&mut OsRng);
+    let mut bad_sig = Tx::sign(
+        &c.genesis.chain_id,
+        c.admin.id(),
+        &c.admin.sign,
+        1,
+        enroll_body(
+            &c.genesis.chain_id,
+            &kp,
+            vec![GroupName::new("fleet").unwrap()],
+            None,
+        ),
+    );
+    bad_sig.sig.0[3] ^= 1;
+    let bad_sig = bad_sig.to_bytes();
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &[u8], u16, &str)> = vec![
+        ("POST", "/v1/tx", vec![], &bad_sig, 401, "unauthorized"),
+        (
+            "POST",
+            "/v1/tx",
+            vec![("Authorization", &wrong)],
+            &bad_sig,
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![("Authorization", "Basic abc")],
+            &bad_sig,
+            401,
+            "unauthorized",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![("Authorization", &good)],
+            &garbage,
+            400,
+            "bad_encoding",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![("Authorization", &good)],
+            b"",
+            400,
+            "bad_encoding",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![
+                ("Authorization", &good),
+                ("Content-Type", "application/json"),
+            ],
+            b"{not json",
+            400,
+            "bad_json",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![
+                ("Authorization", &good),
+                ("Content-Type", "application/json"),
+            ],
+            b"{\"tx\":\"ZZ\"}",
+            400,
+            "bad_hex",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![("Authorization", &good)],
+            &huge,
+            413,
+            "body_too_large",
+        ),
+        (
+            "POST",
+            "/v1/tx",
+            vec![("Authorization", &good)],
+            &bad_sig,
+            422,
+            "rejected",
+        ),
+        ("GET", "/v1/blocks/abc", vec![], b"", 400, "bad_height"),
+        ("GET", "/v1/blocks/-1", vec![], b"", 400, "bad_height"),
+        (
+            "GET",
+            "/v1/blocks/99999999",
+            vec![],
+            b"",
+            404,
+            "no_such_block",
+        ),
+        ("GET", "/v1/tx/xyz", vec![], b"", 400, "bad_hash"),
+        ("GET", "/v1/tx/", vec![], b"", 404, "not_found"),
+        ("GET", "/v1/nothing", vec![], b"", 404, "not_found"),
+        (
+            "DELETE",
+            "/v1/status",
+            vec![],
+            b"",
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "POST",
+            "/v1/status",
+            vec![("Authorization", &good)],
+            &garbage,
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (method, path, headers, body, status, code) in &cases {
+        let r = http(port, method, path, headers, body)
+            .unwrap_or_else(|| panic!("{method} {path}: no answer"));
+        assert_eq!(
+            r.status,
+            *status,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        assert_eq!(v["code"], *code, "{method} {path}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}: {v}"
+        );
+    }
+    let unknown = Hash(OsRng.gen()).to_hex();
+    let r = http(port, "GET", &format!("/v1/tx/{unknown}"), &[], b"").unwrap();
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (404, "unknown_tx".into())
+    );
+    // The rejected transaction is reported as such.
+    let id = Tx::decode_bytes(&bad_sig).unwrap().id().to_hex();
+    let v = c.tx_status(0, &id).unwrap();
+    assert_eq!(v["status"], "rejected", "{v}");
+
+    // Garbage on the mesh and consensus ports.
+    for p in [c.nodes[0].p2p_port, c.nodes[0].p2p_port + 1] {
+        for _ in 0..20 {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", p)) {
+                let mut junk = vec![0u8; OsRng.gen_range(1..4096)];
+                OsRng.fill(&mut junk[..]);
+                let _ = std::io::Write::write_all(&mut s, &junk);
+            }
+        }
+    }
+    // Still running and still finalising.
+    let h = c.height(0).unwrap();
+    c.wait_height(&[0, 1, 2, 3], h + 5, MIN);
+    assert!(c.nodes[0]
+        .child
+        .as_mut()
+        .unwrap()
+        .try_wait()
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn devnet_ctrl_c_leaves_no_process_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_ports(40);
+    let mut devnet = common::meshward()
+        .args(["devnet", "--dir"])
+        .arg(dir.path().join("net"))
+        .args(["--base-port", &base.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let file = dir.path().join("net/devnet.json");
+    let pids: Vec<u32> = wait_for("devnet.json with pids", MIN, || {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        let pids: Vec<u32> = v["nodes"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["pid"].as_u64().map(|p| p as u32))
+            .collect();
+        (pids.len() == 4).then_some(pids)
+    });
+    wait_for("devnet to finalise blocks", MIN, || {
+        let r = http(base, "GET", "/v1/status", &[], b"")?;
+        (r.json()["height"].as_u64()? >= 2).then_some(())
+    });
+    common::unsafe_free::int(devnet.id());
+    let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
+    assert!(status.success(), "devnet exit: {status}");
+    for p in pids {
+        assert!(
+            !common::unsafe_free::alive(p),
+            "node process {p} is still running"
+        );
+    }
+}
