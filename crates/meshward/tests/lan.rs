@@ -1,0 +1,282 @@
+//! LAN tests: gateways in their own network namespaces, joined by veth pairs to a bridge that
+//! lives in a namespace of its own, so nothing touches the host's interfaces. mDNS runs only
+//! inside these namespaces. Needs root and iproute2 (and iptables for the partition); without
+//! them each test says why and skips. CI runs them as root.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use common::{have_tool, is_root, wait_for};
+use meshward_core::genesis::Genesis;
+use meshward_core::state::AdminSet;
+use meshward_core::tx::{Validator, ValidatorSet};
+use meshward_node::keyfile::{self, KeyKind};
+
+const MIN: Duration = Duration::from_secs(60);
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn skip_without(tools: &[&str]) -> bool {
+    if !is_root() {
+        eprintln!("skipping: network-namespace tests need root (CI runs them as root)");
+        return true;
+    }
+    for t in tools {
+        if !have_tool(t) {
+            eprintln!(
+                "skipping: {t} is not installed (apt-get install iproute2 iptables; .ci/run does)"
+            );
+            return true;
+        }
+    }
+    false
+}
+
+fn sh(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .expect("command runs");
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Four namespaces on one bridge, each with a node; everything is removed on drop.
+struct Lan {
+    tag: String,
+    root: tempfile::TempDir,
+    subnet: u8,
+    genesis: PathBuf,
+    nodes: Vec<Child>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Lan {
+    fn ns(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn bridge_ns(&self) -> String {
+        format!("{}br", self.tag)
+    }
+
+    fn new(n: usize) -> Lan {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("mw{}x{k}", std::process::id() % 100_000);
+        let subnet = 100 + (std::process::id() % 100) as u8 + k as u8;
+        let root = tempfile::tempdir().unwrap();
+        let mut lan = Lan {
+            tag,
+            root,
+            subnet,
+            genesis: PathBuf::new(),
+            nodes: Vec::new(),
+            dirs: Vec::new(),
+        };
+        let br = lan.bridge_ns();
+        sh(&["ip", "netns", "add", &br]);
+        sh(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
+        for i in 0..n {
+            let ns = lan.ns(i);
+            let (a, b) = (format!("{}a{i}", lan.tag), format!("{}b{i}", lan.tag));
+            sh(&["ip", "netns", "add", &ns]);
+            sh(&[
+                "ip", "link", "add", &a, "netns", &ns, "type", "veth", "peer", "name", &b, "netns",
+                &br,
+            ]);
+            sh(&["ip", "-n", &ns, "link", "set", &a, "name", "eth0"]);
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.213.{}.{}/24", lan.subnet, 10 + i),
+                "dev",
+                "eth0",
+            ]);
+            sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+            // mDNS sends to 224.0.0.251: route multicast out of eth0.
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                "eth0",
+            ]);
+            sh(&["ip", "-n", &br, "link", "set", &b, "master", "br0"]);
+            sh(&["ip", "-n", &br, "link", "set", &b, "up"]);
+        }
+        // Validators: data dirs with mDNS on and no bootstrap peers.
+        let admin = keyfile::generate(&lan.root.path().join("admin.key"), KeyKind::Admin).unwrap();
+        let mut vals = Vec::new();
+        for i in 0..n {
+            let dir = lan.root.path().join(format!("node{i}"));
+            let r =
+                meshward_node::init_data_dir(&dir, "127.0.0.1:7700", "/ip4/0.0.0.0/tcp/7801", true)
+                    .unwrap();
+            let mut cfg = std::fs::read_to_string(&r.config).unwrap();
+            cfg.push_str("idle_block_interval_ms = 100\n");
+            std::fs::write(&r.config, cfg).unwrap();
+            vals.push(Validator {
+                key: keyfile::load(&r.node_key, KeyKind::Node).unwrap().id(),
+                power: 1,
+            });
+            lan.dirs.push(dir);
+        }
+        let genesis = Genesis {
+            chain_id: "lan".into(),
+            genesis_time_ms: 1_700_000_000_000,
+            admins: AdminSet::new(vec![admin.id()], 1).unwrap(),
+            validators: ValidatorSet::new(vals).unwrap(),
+        };
+        lan.genesis = lan.root.path().join("genesis.json");
+        std::fs::write(&lan.genesis, genesis.to_json()).unwrap();
+        lan
+    }
+
+    fn start(&mut self) {
+        for i in 0..self.dirs.len() {
+            let log = std::fs::File::create(self.dirs[i].join("node.log")).unwrap();
+            let child = Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.ns(i),
+                    env!("CARGO_BIN_EXE_meshward"),
+                    "node",
+                    "run",
+                    "--dir",
+                ])
+                .arg(&self.dirs[i])
+                .arg("--genesis")
+                .arg(&self.genesis)
+                .env("RUST_LOG", "info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            self.nodes.push(child);
+        }
+    }
+
+    fn height(&self, i: usize) -> Option<u64> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(i),
+                env!("CARGO_BIN_EXE_meshward"),
+                "status",
+                "--api",
+                "http://127.0.0.1:7700",
+                "--json",
+            ])
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["height"].as_u64()
+    }
+
+    fn wait_height(&self, nodes: &[usize], h: u64) {
+        wait_for(&format!("nodes {nodes:?} at height {h}"), 2 * MIN, || {
+            nodes
+                .iter()
+                .all(|&i| self.height(i).is_some_and(|x| x >= h))
+                .then_some(())
+        });
+    }
+
+    fn iptables(&self, i: usize, args: &[&str]) {
+        let mut a = vec!["ip", "netns", "exec"];
+        let ns = self.ns(i);
+        a.push(&ns);
+        a.push("iptables");
+        a.extend_from_slice(args);
+        sh(&a);
+    }
+
+    fn logs(&self) -> String {
+        (0..self.dirs.len())
+            .map(|i| {
+                let l = std::fs::read_to_string(self.dirs[i].join("node.log")).unwrap_or_default();
+                let tail: Vec<&str> = l.lines().rev().take(15).collect();
+                format!(
+                    "--- node{i}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for c in &mut self.nodes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for i in 0..self.dirs.len() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(i)])
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.bridge_ns()])
+            .status();
+    }
+}
+
+#[test]
+fn lan_nodes_discover_each_other_by_mdns_and_finalise() {
+    if skip_without(&["ip"]) {
+        return;
+    }
+    let mut lan = Lan::new(4);
+    lan.start();
+    // No --bootstrap anywhere: a quorum can only form if mDNS found the peers.
+    lan.wait_height(&[0, 1, 2, 3], 10);
+}
+
+#[test]
+fn partitioned_validator_catches_up_after_heal() {
+    if skip_without(&["ip", "iptables"]) {
+        return;
+    }
+    let mut lan = Lan::new(4);
+    lan.start();
+    lan.wait_height(&[0, 1, 2, 3], 5);
+    // Cut node 3 off: everything but loopback is dropped, both ways.
+    lan.iptables(3, &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+    lan.iptables(3, &["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"]);
+    lan.iptables(3, &["-A", "INPUT", "-j", "DROP"]);
+    lan.iptables(3, &["-A", "OUTPUT", "-j", "DROP"]);
+    let cut_at = lan.height(3).unwrap();
+    let h = (0..3).filter_map(|i| lan.height(i)).max().unwrap();
+    lan.wait_height(&[0, 1, 2], h + 20);
+    let stalled = lan.height(3).unwrap();
+    assert!(
+        stalled <= cut_at + 1,
+        "node3 advanced while cut off: {cut_at} -> {stalled}"
+    );
+    // Heal: node 3 catches up.
+    lan.iptables(3, &["-F"]);
+    let target = (0..3).filter_map(|i| lan.height(i)).max().unwrap();
+    lan.wait_height(&[3], target);
+}
