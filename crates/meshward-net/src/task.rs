@@ -31,6 +31,11 @@ const BOOTSTRAP_TICK: Duration = Duration::from_millis(250);
 /// A connection with no open stream (not in our gossip mesh, no DHT query) closes after this.
 /// Long, so the mesh does not churn; the connection limits bound how many stay open.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
+/// While below `target_peers`, a Kademlia bootstrap (a lookup of our own id, which finds peers
+/// near us) runs after this delay, doubling up to `DISCOVERY_INTERVAL_MAX`; a newly found peer
+/// resets it. Kademlia's own periodic bootstrap (every 5 minutes) covers the rest.
+const DISCOVERY_INTERVAL_MIN: Duration = Duration::from_secs(1);
+const DISCOVERY_INTERVAL_MAX: Duration = Duration::from_secs(30);
 /// Addresses of one peer taken from its identify report; the rest is ignored.
 const MAX_ADDRS_PER_PEER: usize = 8;
 
@@ -85,6 +90,8 @@ struct Task {
     )>,
     stop: bool,
     target_peers: usize,
+    discovery_interval: Duration,
+    next_discovery: Instant,
     gossip_max_transmit_size: usize,
 }
 
@@ -155,6 +162,8 @@ pub(crate) async fn spawn(
         startup: Some((listeners, ready_tx)),
         stop: false,
         target_peers: config.target_peers as usize,
+        discovery_interval: DISCOVERY_INTERVAL_MIN,
+        next_discovery: Instant::now() + DISCOVERY_INTERVAL_MIN,
         gossip_max_transmit_size: config.gossip_max_transmit_size,
     };
     info!(peer = %local, mdns = config.mdns, "network starting");
@@ -197,7 +206,10 @@ impl Task {
                     }
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
-                _ = tick.tick() => self.redial_bootstrap(),
+                _ = tick.tick() => {
+                    self.redial_bootstrap();
+                    self.discover();
+                }
             }
         }
         let local = *self.swarm.local_peer_id();
@@ -393,6 +405,26 @@ impl Task {
         }
     }
 
+    /// Looks for more peers while we have fewer than `target_peers`.
+    fn discover(&mut self) {
+        let now = Instant::now();
+        if self.target_peers == 0
+            || now < self.next_discovery
+            || self.swarm.connected_peers().count() >= self.target_peers
+        {
+            return;
+        }
+        // No known peer yet is fine: bootstrap peers will add some.
+        if self.swarm.behaviour_mut().kad.bootstrap().is_ok() {
+            debug!(
+                interval_ms = self.discovery_interval.as_millis() as u64,
+                "looking for peers"
+            );
+        }
+        self.next_discovery = now + self.discovery_interval;
+        self.discovery_interval = (self.discovery_interval * 2).min(DISCOVERY_INTERVAL_MAX);
+    }
+
     /// Dials a peer found by discovery while we have fewer than `target_peers`.
     fn dial_discovered(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         let swarm = &self.swarm;
@@ -545,6 +577,7 @@ impl Task {
             }) => {
                 let addrs = addresses.into_vec();
                 debug!(peer = %peer, "peer discovered by kademlia");
+                self.discovery_interval = DISCOVERY_INTERVAL_MIN;
                 self.emit(NetEvent::Discovered(peer, addrs.clone()));
                 self.dial_discovered(peer, addrs);
             }

@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::ledger::ApplyCtx;
 use meshward_core::state::StateView;
@@ -61,6 +60,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/blocks/{height}", get(block))
         .route("/v1/tx", post(submit_tx))
+        .route("/v1/txs", post(submit_txs))
         .route("/v1/tx/{hash}", get(tx_status))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -285,18 +285,63 @@ async fn submit_tx(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     check_auth(&s, &headers)?;
-    let body = body.map_err(|e| {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "body_too_large"
-        } else {
-            "bad_body"
-        };
-        ApiError::new(status, code, e.body_text())
-    })?;
+    let body = body.map_err(body_error)?;
     let tx = parse_tx_body(&headers, &body)?;
     let id = s.submit(tx, true).map_err(|e| admit_error(&e))?;
     Ok(Json(json!({ "hash": id.to_hex(), "status": "pending" })))
+}
+
+/// Most transactions in one `POST /v1/txs`.
+pub const MAX_BATCH_TXS: usize = 4096;
+
+fn body_error(e: BytesRejection) -> ApiError {
+    let status = e.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "body_too_large"
+    } else {
+        "bad_body"
+    };
+    ApiError::new(status, code, e.body_text())
+}
+
+/// Submits many transactions in one request: the body is a canonical list (`u32` count, then
+/// each transaction as `u32` length and bytes). Each is admitted or refused on its own.
+async fn submit_txs(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    check_auth(&s, &headers)?;
+    let body = body.map_err(body_error)?;
+    let mut r = meshward_core::codec::Reader::new(&body);
+    let bad = |e: meshward_core::codec::DecodeError| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_encoding",
+            format!("not a canonical list of transactions: {e}"),
+        )
+    };
+    let n = r.len(MAX_BATCH_TXS, "transactions").map_err(bad)?;
+    let mut txs = Vec::with_capacity(n.min(body.len() / 64));
+    for _ in 0..n {
+        let b = r
+            .bytes(meshward_core::tx::MAX_TX_BYTES, "transaction")
+            .map_err(bad)?;
+        txs.push(Tx::decode_bytes(b).map_err(bad)?);
+    }
+    r.finish().map_err(bad)?;
+    let mut accepted = Vec::new();
+    let mut rejected = Vec::new();
+    for (i, tx) in txs.into_iter().enumerate() {
+        match s.submit(tx, true) {
+            Ok(id) => accepted.push(id.to_hex()),
+            Err(e) => {
+                let err = admit_error(&e);
+                rejected.push(json!({ "index": i, "code": err.code, "message": err.message }));
+            }
+        }
+    }
+    Ok(Json(json!({ "accepted": accepted, "rejected": rejected })))
 }
 
 pub fn admit_error(e: &AdmitError) -> ApiError {
@@ -363,9 +408,4 @@ pub fn next_ctx(store: &meshward_store::Store) -> ApplyCtx {
         height: store.next_height(),
         time_ms: now_ms(),
     }
-}
-
-/// The bytes that go on the wire for a transaction.
-pub fn wire(tx: &Tx) -> Vec<u8> {
-    tx.to_bytes()
 }

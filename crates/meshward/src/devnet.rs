@@ -56,7 +56,7 @@ fn ports(base: u16, i: usize) -> Result<(u16, u16)> {
     Ok((api, p2p))
 }
 
-fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFile> {
+pub(crate) fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFile> {
     if !(1..=64).contains(&validators) {
         bail!("--validators must be between 1 and 64, not {validators}");
     }
@@ -113,7 +113,7 @@ fn write_file(dir: &Path, f: &DevnetFile) -> Result<()> {
     fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn spawn_node(f: &DevnetFile, i: usize) -> Result<Child> {
+pub(crate) fn spawn_node(f: &DevnetFile, i: usize) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the meshward binary")?;
     let n = &f.nodes[i];
     let log_path = n.dir.join("node.log");

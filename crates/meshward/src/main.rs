@@ -17,6 +17,7 @@ use meshward_node::keyfile::{self, KeyKind};
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
 use serde_json::json;
 
+mod bench;
 mod devnet;
 mod http;
 
@@ -62,6 +63,9 @@ enum Cmd {
     /// Run a gateway node.
     #[command(subcommand)]
     Node(NodeCmd),
+    /// Benchmarks on this machine, with real processes on 127.0.0.1.
+    #[command(subcommand)]
+    Bench(BenchCmd),
     /// Show a node's status.
     Status {
         /// The node's API, e.g. http://127.0.0.1:7700
@@ -78,6 +82,22 @@ enum Cmd {
         validators: usize,
         /// Node i uses ports P+10i (API), P+10i+1 (mesh) and P+10i+2 (consensus).
         #[arg(long, default_value_t = 27000)]
+        base_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Four validators as separate processes: peak blocks/s and tx/s, finality latency at half
+    /// load, and both with one validator SIGKILLed.
+    Consensus {
+        /// Write results.json here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Shorter phases (5 s instead of 15 s).
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 29000)]
         base_port: u16,
     },
 }
@@ -262,6 +282,21 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
         Cmd::Node(NodeCmd::Run(args)) => node_run(args),
         Cmd::Status { api } => status(&api),
+        Cmd::Bench(BenchCmd::Consensus {
+            out,
+            quick,
+            base_port,
+        }) => {
+            let v = bench::consensus(bench::Options {
+                out,
+                quick,
+                base_port,
+            })?;
+            Ok(Output {
+                text: serde_json::to_string_pretty(&v)?,
+                json: v,
+            })
+        }
         Cmd::Devnet {
             dir,
             validators,

@@ -303,7 +303,16 @@ fn bad_input_gets_json_errors_and_node_keeps_finalising() {
     );
     bad_sig.sig.0[3] ^= 1;
     let bad_sig = bad_sig.to_bytes();
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &[u8], u16, &str)> = vec![
+    // (method, path, headers, body, expected status, expected code)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a [u8],
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("POST", "/v1/tx", vec![], &bad_sig, 401, "unauthorized"),
         (
             "POST",
@@ -374,6 +383,23 @@ fn bad_input_gets_json_errors_and_node_keeps_finalising() {
             &bad_sig,
             422,
             "rejected",
+        ),
+        ("POST", "/v1/txs", vec![], &garbage, 401, "unauthorized"),
+        (
+            "POST",
+            "/v1/txs",
+            vec![("Authorization", &good)],
+            &garbage,
+            400,
+            "bad_encoding",
+        ),
+        (
+            "POST",
+            "/v1/txs",
+            vec![("Authorization", &good)],
+            &huge,
+            413,
+            "body_too_large",
         ),
         ("GET", "/v1/blocks/abc", vec![], b"", 400, "bad_height"),
         ("GET", "/v1/blocks/-1", vec![], b"", 400, "bad_height"),
