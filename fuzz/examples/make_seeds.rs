@@ -1,0 +1,153 @@
+//! Writes one or more valid inputs per fuzz target into `fuzz/corpus/<target>/`, built with the
+//! core APIs (see `meshward_fuzz::fixture`): `cargo run --example make_seeds` from `fuzz/`.
+//! The corpus directory is git-ignored; rerun this to regenerate the seeds.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use meshward_core::codec::Encode;
+use meshward_core::light::ProofFile;
+use meshward_core::merkle::{leaf_hash, prove};
+use meshward_fuzz::{
+    fixture, join_records, receiver_keypair, sender_keypair, RECEIVER_SECRET, SENDER_SECRET,
+};
+
+fn write(root: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let dir = root.join(target);
+    fs::create_dir_all(&dir).expect("create corpus dir");
+    fs::write(dir.join(format!("seed-{name}")), bytes).expect("write seed");
+}
+
+fn main() {
+    let root: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"));
+    let f = fixture();
+
+    // tx: every transaction of the chain, and the extra ones.
+    let mut n = 0;
+    for tx in f
+        .blocks
+        .iter()
+        .flat_map(|b| &b.block.txs)
+        .chain(&f.extra_txs)
+    {
+        write(
+            &root,
+            "tx",
+            &format!("{n:02}-{}", tx.body.name()),
+            &tx.to_bytes(),
+        );
+        n += 1;
+    }
+
+    // block: blocks, certified blocks, headers and certificates.
+    for (i, cb) in f.blocks.iter().enumerate() {
+        let h = i + 1;
+        write(&root, "block", &format!("block-{h}"), &cb.block.to_bytes());
+        write(&root, "block", &format!("certified-{h}"), &cb.to_bytes());
+        write(
+            &root,
+            "block",
+            &format!("header-{h}"),
+            &cb.block.header.to_bytes(),
+        );
+        write(
+            &root,
+            "block",
+            &format!("certificate-{h}"),
+            &cb.certificate.to_bytes(),
+        );
+    }
+
+    // genesis: binary and JSON.
+    write(&root, "genesis", "binary", &f.genesis.to_bytes());
+    write(&root, "genesis", "json", f.genesis.to_json().as_bytes());
+
+    // state_record: each record alone, and the whole state in the split format.
+    let records = f.state.all_records();
+    for (slot, bytes) in &records {
+        write(&root, "state_record", &format!("record-{slot:02}"), bytes);
+    }
+    write(&root, "state_record", "state", &join_records(&records));
+    write(
+        &root,
+        "state_record",
+        "genesis-state",
+        &join_records(&f.genesis.state().all_records()),
+    );
+
+    // anchor_proof: binary proofs and proof files.
+    for (i, p) in f.anchor_proofs.iter().enumerate() {
+        assert!(p.verify(&f.genesis).is_ok(), "fixture proof {i} verifies");
+        write(&root, "anchor_proof", &format!("proof-{i}"), &p.to_bytes());
+        let file = ProofFile::new(&f.genesis.chain_id, p).expect("anchor proof");
+        write(
+            &root,
+            "anchor_proof",
+            &format!("file-{i}"),
+            file.to_json().as_bytes(),
+        );
+    }
+
+    // merkle_proof: `tree_size u64 BE || proof` for a few trees of fixed leaves (the target's
+    // leaves are `leaf_hash(i as u64 BE)`).
+    for (size, index) in [
+        (1usize, 0usize),
+        (2, 1),
+        (7, 3),
+        (13, 12),
+        (64, 31),
+        (299, 150),
+    ] {
+        let leaves: Vec<_> = (0..size as u64)
+            .map(|i| leaf_hash(&i.to_be_bytes()))
+            .collect();
+        let proof = prove(&leaves, index).expect("index in range");
+        let mut input = (size as u64 - 1).to_be_bytes().to_vec(); // 1 + (size-1) % 300 == size
+        input.extend_from_slice(&proof.to_bytes());
+        write(&root, "merkle_proof", &format!("{size}-{index}"), &input);
+    }
+
+    // envelope: one-shot, session open, session (sender -> receiver, the target's fixed keys).
+    let (rx, tx) = (receiver_keypair(), sender_keypair());
+    for (i, env) in f.envelopes.iter().enumerate() {
+        assert_eq!(env.recipient, rx.id());
+        assert_eq!(env.sender, tx.id());
+        write(&root, "envelope", &format!("{i}"), &env.to_bytes());
+    }
+
+    // keypair: key files and peer ids.
+    write(&root, "keypair", "receiver-key", &RECEIVER_SECRET);
+    write(&root, "keypair", "sender-key", &SENDER_SECRET);
+    write(
+        &root,
+        "keypair",
+        "receiver-peer-id",
+        rx.id().peer_id().as_bytes(),
+    );
+    write(
+        &root,
+        "keypair",
+        "validator-peer-id",
+        f.genesis.validators.validators[0].key.peer_id().as_bytes(),
+    );
+
+    // store_file: a fresh store for the fixture genesis (larger than -max_len=4096, so its
+    // first 4 KiB is what the fuzzer mutates: the redb header).
+    let dir = std::env::temp_dir().join(format!("meshward-fuzz-seed-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("meshward.redb");
+    drop(meshward_store::Store::create(&path, &f.genesis).expect("create a store"));
+    write(
+        &root,
+        "store_file",
+        "fresh",
+        &fs::read(&path).expect("read the store"),
+    );
+    let _ = fs::remove_dir_all(&dir);
+
+    println!("seeds written under {}", root.display());
+}
