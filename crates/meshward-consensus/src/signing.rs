@@ -23,11 +23,11 @@ use meshward_core::ids::{PublicKey, SignKey};
 use crate::context::{Address, MeshwardContext, Proposal, Sig, Vote};
 
 /// Domain of proposal message signatures.
-pub const PROPOSAL_DOMAIN: &[u8] = b"meshward/proposal/v1";
+pub const PROPOSAL_DOMAIN: &[u8] = meshward_core::hash::domain::PROPOSAL;
 /// Domain of the proposer's signature in the `Fin` proposal part.
-pub const PARTS_DOMAIN: &[u8] = b"meshward/proposal-parts/v1";
+pub const PARTS_DOMAIN: &[u8] = meshward_core::hash::domain::PROPOSAL_PARTS;
 /// Domain of the validator proof (consensus key to libp2p peer id).
-pub const VALIDATOR_PROOF_DOMAIN: &[u8] = b"meshward/validator-proof/v1";
+pub const VALIDATOR_PROOF_DOMAIN: &[u8] = meshward_core::hash::domain::VALIDATOR_PROOF;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

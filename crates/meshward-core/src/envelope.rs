@@ -132,7 +132,7 @@ const SESSION_INFO: &[u8] = b"meshward/session/v1";
 /// HPKE exporter context for the session key and base nonce.
 const SESSION_EXPORT: &[u8] = b"meshward/session-keys/v1";
 /// Hash domain deriving a session id from its encapsulated key.
-const SESSION_ID: &[u8] = b"meshward/session-id/v1";
+const SESSION_ID: &[u8] = crate::hash::domain::SESSION_ID;
 
 const KIND_ONESHOT: u8 = 1;
 const KIND_SESSION_OPEN: u8 = 2;

@@ -103,4 +103,11 @@ pub mod domain {
     pub const POP_ENC: &[u8] = b"meshward/pop-enc/v1";
     pub const TICKET: &[u8] = b"meshward/ticket/v1";
     pub const LAST_COMMIT: &[u8] = b"meshward/last-commit/v1";
+    pub const SESSION_ID: &[u8] = b"meshward/session-id/v1";
+    /// A proposer's signature over a proposal (consensus).
+    pub const PROPOSAL: &[u8] = b"meshward/proposal/v1";
+    /// A proposer's signature over a streamed block, carried in its last part (consensus).
+    pub const PROPOSAL_PARTS: &[u8] = b"meshward/proposal-parts/v1";
+    /// A validator's proof that it holds its key, for the consensus network (consensus).
+    pub const VALIDATOR_PROOF: &[u8] = b"meshward/validator-proof/v1";
 }
