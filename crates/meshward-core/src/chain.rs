@@ -14,7 +14,9 @@ use crate::block::{
 use crate::codec::Encode;
 use crate::hash::Hash;
 use crate::ids::PublicKey;
-use crate::ledger::{apply_with, execute_block, preverify_batch, ApplyCtx, BlockReject};
+use crate::ledger::{
+    apply_with, execute_block, execute_txs, preverify_batch, ApplyCtx, BlockReject,
+};
 use crate::merkle;
 use crate::state::{Delta, Flushed, Overlay, State, StateView};
 use crate::tx::Tx;
@@ -82,19 +84,14 @@ pub enum ChainError {
     StateRoot,
 }
 
-/// Checks a certified block against the chain so far and applies it to `state`.
-///
-/// On any error before the transactions run, the state is unchanged. A state-root mismatch is
-/// reported after the transactions were applied: the caller must discard `state` (a store
-/// reopens from disk), since validators certified a block that this node computes differently.
-pub fn apply_certified(
-    state: &mut State,
+/// Checks that a header extends the chain in `state`: chain id, height, link to the previous
+/// block, and the validator set in force.
+fn check_header(
+    state: &State,
     prev_hash: &Hash,
     height: u64,
-    cb: &CertifiedBlock,
-    batch: bool,
-) -> Result<Flushed, ChainError> {
-    let h = &cb.block.header;
+    h: &BlockHeader,
+) -> Result<(), ChainError> {
     if h.chain_id != state.chain_id() {
         return Err(ChainError::WrongChain {
             expected: state.chain_id().into(),
@@ -113,6 +110,23 @@ pub fn apply_certified(
     if h.validator_set_hash != state.validators().hash() {
         return Err(ChainError::WrongValidatorSet);
     }
+    Ok(())
+}
+
+/// Checks a certified block against the chain so far and applies it to `state`.
+///
+/// On any error before the transactions run, the state is unchanged. A state-root mismatch is
+/// reported after the transactions were applied: the caller must discard `state` (a store
+/// reopens from disk), since validators certified a block that this node computes differently.
+pub fn apply_certified(
+    state: &mut State,
+    prev_hash: &Hash,
+    height: u64,
+    cb: &CertifiedBlock,
+    batch: bool,
+) -> Result<Flushed, ChainError> {
+    let h = &cb.block.header;
+    check_header(state, prev_hash, height, h)?;
     cb.certificate.verify(h, state.validators())?;
     cb.block.check_body()?;
     execute_block(
@@ -140,18 +154,7 @@ pub fn execute_speculative(
     ctx: &ApplyCtx,
     batch: bool,
 ) -> Result<(Delta, Hash), BlockReject> {
-    let pre = if batch {
-        preverify_batch(state, txs)
-    } else {
-        alloc::vec![None; txs.len()]
-    };
-    let mut overlay = Overlay::new(state);
-    for (index, (tx, k)) in txs.iter().zip(&pre).enumerate() {
-        let delta = apply_with(&overlay, tx, ctx, k.as_ref())
-            .map_err(|reason| BlockReject { index, reason })?;
-        overlay.push(delta);
-    }
-    let delta = overlay.into_delta();
+    let delta = execute_txs(state, txs, ctx, batch)?;
     let root = state.root_after(&delta);
     Ok((delta, root))
 }
@@ -168,24 +171,7 @@ pub fn check_proposal(
     batch: bool,
 ) -> Result<Delta, ChainError> {
     let h = &block.header;
-    if h.chain_id != state.chain_id() {
-        return Err(ChainError::WrongChain {
-            expected: state.chain_id().into(),
-            found: h.chain_id.clone(),
-        });
-    }
-    if h.height != height {
-        return Err(ChainError::WrongHeight {
-            expected: height,
-            found: h.height,
-        });
-    }
-    if h.prev_hash != *prev_hash {
-        return Err(ChainError::BrokenLink);
-    }
-    if h.validator_set_hash != state.validators().hash() {
-        return Err(ChainError::WrongValidatorSet);
-    }
+    check_header(state, prev_hash, height, h)?;
     block.check_body()?;
     let ctx = ApplyCtx {
         height,

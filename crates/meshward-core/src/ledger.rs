@@ -589,18 +589,16 @@ pub struct BlockReject {
     pub reason: Reject,
 }
 
-/// Applies every transaction of a block to `state`, or none of them.
-///
-/// With `batch`, signatures are first verified in one Ed25519 batch. Returns the number of
-/// transactions applied.
-pub fn execute_block(
-    state: &mut State,
+/// Applies a block's transactions in order on top of `state` without changing it, returning
+/// all their changes. With `batch`, signatures are first verified in one Ed25519 batch.
+pub fn execute_txs(
+    state: &State,
     txs: &[Tx],
     ctx: &ApplyCtx,
     batch: bool,
-) -> Result<usize, BlockReject> {
+) -> Result<Delta, BlockReject> {
     let pre = if batch {
-        preverify_batch(&*state, txs)
+        preverify_batch(state, txs)
     } else {
         alloc::vec![None; txs.len()]
     };
@@ -610,7 +608,18 @@ pub fn execute_block(
             .map_err(|reason| BlockReject { index, reason })?;
         overlay.push(delta);
     }
-    let delta = overlay.into_delta();
+    Ok(overlay.into_delta())
+}
+
+/// Applies every transaction of a block to `state`, or none of them. Returns the number of
+/// transactions applied.
+pub fn execute_block(
+    state: &mut State,
+    txs: &[Tx],
+    ctx: &ApplyCtx,
+    batch: bool,
+) -> Result<usize, BlockReject> {
+    let delta = execute_txs(state, txs, ctx, batch)?;
     state.apply_delta(delta);
     Ok(txs.len())
 }
