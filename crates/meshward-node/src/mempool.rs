@@ -198,36 +198,38 @@ impl Mempool {
         Ok(id)
     }
 
-    /// Candidates for the next block, at most `max_txs` and `max_bytes`: senders take turns in
-    /// order of arrival, each sender's transactions in sequence order.
+    /// Candidates for the next block, at most `max_txs` and `max_bytes`: senders take turns,
+    /// one transaction each per turn, in order of their earliest arrival, each sender's
+    /// transactions in sequence order. A flooding sender therefore gets one slot per turn like
+    /// everyone else.
     pub fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<Tx> {
         let inner = self.lock();
+        let mut order: Vec<PublicKey> = Vec::with_capacity(inner.by_sender.len());
+        let mut seen: HashMap<PublicKey, ()> = HashMap::with_capacity(inner.by_sender.len());
+        for (signer, _, id) in &inner.arrivals {
+            if inner.ids.contains_key(id) && seen.insert(*signer, ()).is_none() {
+                order.push(*signer);
+            }
+        }
+        // Each sender's transactions, in sequence order.
+        let mut queues: Vec<_> = order
+            .iter()
+            .filter_map(|s| inner.by_sender.get(s).map(|q| q.values().peekable()))
+            .collect();
         let mut out = Vec::new();
         let mut bytes = 0;
-        // The next sequence number each sender may contribute in this reap.
-        let mut next: HashMap<PublicKey, u64> = HashMap::new();
         let mut progress = true;
         while progress && out.len() < max_txs {
             progress = false;
-            for (signer, seq, id) in &inner.arrivals {
+            for q in queues.iter_mut() {
                 if out.len() >= max_txs {
                     break;
                 }
-                let Some(q) = inner.by_sender.get(signer) else {
+                let Some(e) = q.next_if(|e| bytes + e.bytes <= max_bytes) else {
                     continue;
                 };
-                let Some(e) = q.get(seq) else { continue };
-                if e.id != *id {
-                    continue;
-                }
-                let first = q.keys().next().copied().unwrap_or(*seq);
-                let want = *next.get(signer).unwrap_or(&first);
-                if *seq != want || bytes + e.bytes > max_bytes {
-                    continue;
-                }
                 bytes += e.bytes;
                 out.push(e.tx.clone());
-                next.insert(*signer, seq + 1);
                 progress = true;
             }
         }
