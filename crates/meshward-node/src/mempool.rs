@@ -9,7 +9,7 @@
 //! It is shared between the API and gossip (which insert) and consensus (which reaps), so it
 //! sits behind one `Mutex`; every operation holds it briefly and does no I/O.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -236,15 +236,14 @@ impl Mempool {
         out
     }
 
-    /// Removes what `block` included, and everything its commit made stale (at or below a
-    /// signer's last included sequence number) or `dropped` found invalid.
-    pub fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]) -> Evicted {
+    /// Removes what `block` included and everything its commit made stale (at or below a
+    /// signer's committed sequence number in `state`, the state after the block). Of the
+    /// transactions the proposer `dropped`, only those that can never apply are removed: one
+    /// whose predecessor has not arrived here yet stays, or a gap in gossip would lose it.
+    pub fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx], state: &State) -> Evicted {
         let mut inner = self.lock();
         let mut ev = Evicted::default();
-        let mut committed: HashMap<PublicKey, u64> = HashMap::new();
         for tx in &block.block.txs {
-            let c = committed.entry(tx.signer).or_insert(0);
-            *c = (*c).max(tx.seq);
             if let Some(e) = remove(&mut inner, &tx.signer, tx.seq) {
                 if e.id == tx.id() {
                     ev.included.push((e.id, e.received));
@@ -253,18 +252,22 @@ impl Mempool {
                 }
             }
         }
+        let committed = |s: &PublicKey| state.account(s).map_or(0, |a| a.seq);
         for tx in dropped {
-            if let Some(e) = remove(&mut inner, &tx.signer, tx.seq) {
-                ev.dropped.push(e.id);
+            // The next transaction of its signer, and still refused: invalid by the rules.
+            if tx.seq <= committed(&tx.signer) + 1 {
+                if let Some(e) = remove(&mut inner, &tx.signer, tx.seq) {
+                    ev.dropped.push(e.id);
+                }
             }
         }
-        // Sequence numbers are consecutive, so a signer's highest one in the block is its
-        // committed sequence number: anything at or below it can never apply.
-        for (s, seq) in committed {
+        let signers: HashSet<PublicKey> = block.block.txs.iter().map(|t| t.signer).collect();
+        for s in signers {
+            let c = committed(&s);
             let stale: Vec<u64> = inner
                 .by_sender
                 .get(&s)
-                .map(|q| q.range(..=seq).map(|(k, _)| *k).collect())
+                .map(|q| q.range(..=c).map(|(k, _)| *k).collect())
                 .unwrap_or_default();
             for seq in stale {
                 if let Some(e) = remove(&mut inner, &s, seq) {
@@ -474,6 +477,56 @@ mod tests {
     }
 
     #[test]
+    fn dropped_future_transaction_waits_for_its_predecessor() {
+        let mut f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        // Seq 2 arrived here before seq 1: a proposer dropped it, but it must stay.
+        let later = anchor(&f, 0, 2, 2);
+        mp.insert(later.clone(), &f.state, &f.ctx).unwrap();
+        let (block, _) = make_block(
+            &mut f.state,
+            Hash::ZERO,
+            2,
+            2,
+            f.val.public(),
+            vec![],
+            None,
+            true,
+        )
+        .unwrap();
+        let cert = CommitCertificate::sign(CHAIN, &block.header, 0, &[&f.val]);
+        let cb = CertifiedBlock {
+            block,
+            certificate: cert,
+        };
+        mp.on_committed(&cb, &[later.clone()], &f.state);
+        assert_eq!(mp.len(), 1);
+        // Once seq 1 is committed elsewhere, seq 2 is the next one and is reaped.
+        let first = anchor(&f, 0, 1, 1);
+        let (block, _) = make_block(
+            &mut f.state,
+            Hash::ZERO,
+            3,
+            3,
+            f.val.public(),
+            vec![first],
+            None,
+            true,
+        )
+        .unwrap();
+        let cert = CommitCertificate::sign(CHAIN, &block.header, 0, &[&f.val]);
+        mp.on_committed(
+            &CertifiedBlock {
+                block,
+                certificate: cert,
+            },
+            &[],
+            &f.state,
+        );
+        assert_eq!(mp.reap(10, usize::MAX), vec![later]);
+    }
+
+    #[test]
     fn committed_block_evicts_included_and_stale() {
         let mut f = fixture(2);
         let mp = Mempool::new(MempoolLimits::default());
@@ -500,6 +553,7 @@ mod tests {
                 certificate: cert,
             },
             &[],
+            &f.state,
         );
         assert_eq!(ev.included.len(), 1);
         assert_eq!(ev.dropped.len(), 1);

@@ -187,7 +187,11 @@ impl meshward_consensus::Mempool for PoolAdapter {
     }
 
     fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]) {
-        let ev = self.0.mempool.on_committed(block, dropped);
+        // Consensus has released the store's write lock before it calls this.
+        let ev = {
+            let store = self.0.store.read().unwrap_or_else(|e| e.into_inner());
+            self.0.mempool.on_committed(block, dropped, store.state())
+        };
         self.0.finalised(ev.included);
         self.0.dropped(ev.dropped);
         self.0.metrics.mempool_txs.set(self.0.mempool.len() as i64);

@@ -266,6 +266,7 @@ fn run_phase(
     let mut d = 0usize;
     let mut n_sent = 0u64;
     let mut k = 0usize;
+    let mut refused: HashMap<String, u64> = HashMap::new();
     while Instant::now() < end {
         if let Some(r) = rate {
             // Pace: send the next batch when it is due.
@@ -309,6 +310,11 @@ fn run_phase(
         // Refused transactions (a full mempool) leave gaps in their senders' sequences; roll
         // those senders back so later transactions stay valid.
         if let Some(rej) = v["rejected"].as_array() {
+            for r in rej {
+                *refused
+                    .entry(r["code"].as_str().unwrap_or("?").to_string())
+                    .or_insert(0u64) += 1;
+            }
             if !rej.is_empty() {
                 let mut first_bad: HashMap<usize, u64> = HashMap::new();
                 for r in rej {
@@ -332,6 +338,9 @@ fn run_phase(
             sent.insert(h, t0);
         }
         n_sent += batch as u64;
+    }
+    if !refused.is_empty() {
+        eprintln!("  refused by the nodes: {refused:?}");
     }
     // Let what was accepted drain, then stop watching.
     std::thread::sleep(Duration::from_secs(2));
@@ -358,6 +367,8 @@ pub fn consensus(opts: Options) -> Result<Value> {
         .prefix("meshward-bench-")
         .tempdir()
         .context("cannot create a temp dir")?;
+    // MESHWARD_BENCH_KEEP=1 keeps the nodes' data dirs and logs for inspection.
+    let kept = std::env::var_os("MESHWARD_BENCH_KEEP").map(|_| dir.path().to_path_buf());
     let secs = if opts.quick { 5.0 } else { 15.0 };
     eprintln!(
         "bench consensus: starting 4 validators in {}",
@@ -389,6 +400,10 @@ pub fn consensus(opts: Options) -> Result<Value> {
     let down_half = (down.txs_per_s * 0.5).max(1.0);
     let down_lat = run_phase(&c, &devices, &mut seqs, secs, Some(down_half))?;
     drop(c);
+    if let Some(k) = kept {
+        let _ = dir.keep();
+        eprintln!("bench consensus: kept {}", k.display());
+    }
     let fmt_lat = |p: &Phase| match p.latency_ms {
         Some((a, b)) => json!({"p50": a, "p99": b}),
         None => Value::Null,
