@@ -499,7 +499,7 @@ mod tests {
             block,
             certificate: cert,
         };
-        mp.on_committed(&cb, &[later.clone()], &f.state);
+        mp.on_committed(&cb, std::slice::from_ref(&later), &f.state);
         assert_eq!(mp.len(), 1);
         // Once seq 1 is committed elsewhere, seq 2 is the next one and is reaped.
         let first = anchor(&f, 0, 1, 1);

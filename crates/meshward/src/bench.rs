@@ -231,6 +231,27 @@ struct Phase {
     latency_ms: Option<(f64, f64)>,
 }
 
+/// Waits (up to a minute) until every live node's mempool is empty, so that a phase measures
+/// its own load and not the backlog of the phase before it.
+fn drain(c: &Cluster) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let pending: u64 = c
+            .alive()
+            .iter()
+            .filter_map(|&i| {
+                http::get_json(c.api(i), "/v1/status", Duration::from_secs(1)).ok()?["mempool_size"]
+                    .as_u64()
+            })
+            .sum();
+        if pending == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("  (mempools did not drain within 60 s)");
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -384,12 +405,14 @@ pub fn consensus(opts: Options) -> Result<Value> {
         "  healthy peak: {:.1} blocks/s, {:.0} tx/s",
         peak.blocks_per_s, peak.txs_per_s
     );
+    drain(&c);
     let half = (peak.txs_per_s * 0.5).max(1.0);
     let lat = run_phase(&c, &devices, &mut seqs, secs, Some(half))?;
     eprintln!(
         "  healthy at {half:.0} tx/s: latency p50/p99 {:?} ms",
         lat.latency_ms
     );
+    drain(&c);
     c.kill(3);
     eprintln!("bench consensus: validator 3 SIGKILLed");
     let down = run_phase(&c, &devices, &mut seqs, secs, None)?;
@@ -397,6 +420,7 @@ pub fn consensus(opts: Options) -> Result<Value> {
         "  one down peak: {:.1} blocks/s, {:.0} tx/s",
         down.blocks_per_s, down.txs_per_s
     );
+    drain(&c);
     let down_half = (down.txs_per_s * 0.5).max(1.0);
     let down_lat = run_phase(&c, &devices, &mut seqs, secs, Some(down_half))?;
     drop(c);
