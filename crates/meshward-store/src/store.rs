@@ -225,17 +225,26 @@ fn check_chain(rtx: &ReadTransaction, genesis_hash: Hash, tip: u64) -> Result<Op
         });
         expected += 1;
     }
+    check_chain_end(expected, tip, index.len()?)?;
+    Ok(last)
+}
+
+/// After walking the blocks: the walk reached the tip (`expected` is the height after the last
+/// block seen), and the hash index has exactly one row per block.
+pub(crate) fn check_chain_end(expected: u64, tip: u64, hash_index_rows: u64) -> Result<(), Fault> {
     if expected - 1 != tip {
         return Err(Fault::corrupt(expected, Corruption::Missing));
     }
-    let rows = index.len()?;
-    if rows != tip {
+    if hash_index_rows != tip {
         return Err(Fault::corrupt(
             tip,
-            Corruption::HashIndexRows { rows, blocks: tip },
+            Corruption::HashIndexRows {
+                rows: hash_index_rows,
+                blocks: tip,
+            },
         ));
     }
-    Ok(last)
+    Ok(())
 }
 
 /// The tip recorded on disk, without checking the chain (for reloads after a failed write).

@@ -11,7 +11,7 @@ use tracing::{debug, info};
 
 use crate::error::{Corruption, OpenError, VerifyError};
 use crate::format::{BLOCKS, BLOCK_HASH, COMMITMENTS, HANDOFFS};
-use crate::store::{builder, read_meta, read_state_records, Fault};
+use crate::store::{builder, check_chain_end, read_meta, read_state_records, Fault};
 
 /// What [`verify_chain`] checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,16 +189,7 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         prev = hash;
         expected += 1;
     }
-    if expected - 1 != tip {
-        return Err(Fault::corrupt(expected, Corruption::Missing));
-    }
-    let rows = hash_index.len()?;
-    if rows != tip {
-        return Err(Fault::corrupt(
-            tip,
-            Corruption::HashIndexRows { rows, blocks: tip },
-        ));
-    }
+    check_chain_end(expected, tip, hash_index.len()?)?;
     let rows = commitments.len()?;
     if rows != first_anchors {
         return Err(Fault::corrupt(
