@@ -361,13 +361,7 @@ impl Task {
             let _ = reply.send(fail(addr, "too many dials in progress"));
             return;
         }
-        let opts = match peer {
-            Some(peer) => DialOpts::peer_id(peer)
-                .addresses(vec![without_p2p(addr.clone())])
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build(),
-            None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-        };
+        let opts = dial_opts(peer, &addr);
         let connection = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
@@ -387,13 +381,7 @@ impl Task {
             |p| swarm.behaviour().gate.is_denied(p),
         );
         for (index, peer, addr) in due {
-            let opts = match peer {
-                Some(peer) => DialOpts::peer_id(peer)
-                    .addresses(vec![without_p2p(addr.clone())])
-                    .condition(PeerCondition::DisconnectedAndNotDialing)
-                    .build(),
-                None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
-            };
+            let opts = dial_opts(peer, &addr);
             let connection = opts.connection_id();
             match self.swarm.dial(opts) {
                 Ok(()) => {
@@ -638,5 +626,17 @@ impl Task {
                 .gossipsub
                 .report_message_validation_result(&id.message_id, &id.via, acceptance);
         }
+    }
+}
+
+/// How to dial `addr`: by peer id when it is known (never twice at once, never when already
+/// connected), else to whoever answers there.
+fn dial_opts(peer: Option<PeerId>, addr: &Multiaddr) -> DialOpts {
+    match peer {
+        Some(peer) => DialOpts::peer_id(peer)
+            .addresses(vec![without_p2p(addr.clone())])
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build(),
+        None => DialOpts::unknown_peer_id().address(addr.clone()).build(),
     }
 }

@@ -55,8 +55,6 @@ pub struct Shared {
     /// Accepted API transactions, to be gossiped by the mesh task.
     gossip: mpsc::Sender<Vec<u8>>,
     rejections: Mutex<Rejections>,
-    /// When each pending transaction arrived here, for the finality latency histogram.
-    arrivals: Mutex<HashMap<Hash, Instant>>,
 }
 
 #[derive(Default)]
@@ -83,7 +81,6 @@ impl Shared {
             peers: AtomicUsize::new(0),
             gossip,
             rejections: Mutex::new(Rejections::default()),
-            arrivals: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,10 +104,6 @@ impl Shared {
         };
         match &result {
             Ok(id) => {
-                self.arrivals
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(*id, Instant::now());
                 self.metrics.mempool_txs.set(self.mempool.len() as i64);
                 if let Some(b) = bytes {
                     if self.gossip.try_send(b).is_err() {
@@ -148,23 +141,13 @@ impl Shared {
             .cloned()
     }
 
-    /// Records the finality latency of transactions that arrived here and are now final.
-    pub fn finalised(&self, ids: impl IntoIterator<Item = (Hash, Instant)>) {
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        for (id, _) in ids {
-            if let Some(t) = arrivals.remove(&id) {
-                self.metrics
-                    .finality_latency
-                    .observe(t.elapsed().as_secs_f64());
-            }
-        }
-    }
-
-    /// Forgets arrival times of transactions that were dropped.
-    pub fn dropped(&self, ids: impl IntoIterator<Item = Hash>) {
-        let mut arrivals = self.arrivals.lock().unwrap_or_else(|e| e.into_inner());
-        for id in ids {
-            arrivals.remove(&id);
+    /// Records the finality latency of transactions that were in this node's mempool (with the
+    /// time each arrived there) and are now final.
+    pub fn finalised(&self, included: impl IntoIterator<Item = (Hash, Instant)>) {
+        for (_, received) in included {
+            self.metrics
+                .finality_latency
+                .observe(received.elapsed().as_secs_f64());
         }
     }
 }

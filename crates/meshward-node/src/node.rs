@@ -193,7 +193,6 @@ impl meshward_consensus::Mempool for PoolAdapter {
             self.0.mempool.on_committed(block, dropped, store.state())
         };
         self.0.finalised(ev.included);
-        self.0.dropped(ev.dropped);
         self.0.metrics.mempool_txs.set(self.0.mempool.len() as i64);
     }
 }
