@@ -20,6 +20,7 @@
 
 extern crate alloc;
 
+pub mod auth;
 pub mod block;
 pub mod chain;
 pub mod codec;
@@ -31,6 +32,7 @@ pub mod ids;
 pub mod ledger;
 pub mod light;
 pub mod merkle;
+pub mod rpc;
 pub mod state;
 pub mod tx;
 

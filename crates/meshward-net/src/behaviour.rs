@@ -1,4 +1,4 @@
-//! The composed `NetworkBehaviour`: gate, limits, identify, Kademlia, gossipsub and mDNS.
+//! The composed `NetworkBehaviour`: gate, limits, identify, Kademlia, gossipsub, rpc and mDNS.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -9,10 +9,11 @@ use libp2p::gossipsub::{
 };
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
-use libp2p::{connection_limits, identify, identity, mdns, StreamProtocol};
+use libp2p::{connection_limits, identify, identity, mdns, request_response, StreamProtocol};
 use meshward_core::hash::{domain, hash};
 
 use crate::gate::Gate;
+use crate::rpc::{RpcCodec, RPC_MAX_CONCURRENT_STREAMS, RPC_PROTOCOL};
 use crate::{NetConfig, NetError};
 
 /// Kademlia's protocol name: a private DHT of Meshward nodes, apart from the public IPFS one.
@@ -34,6 +35,7 @@ pub struct MeshBehaviour {
     pub identify: identify::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
+    pub rpc: request_response::Behaviour<RpcCodec>,
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
@@ -112,6 +114,9 @@ pub struct Parts {
     score: (PeerScoreParams, PeerScoreThresholds),
     limits: connection_limits::ConnectionLimits,
     mdns: bool,
+    subscribe_tx: bool,
+    rpc_codec: RpcCodec,
+    rpc_timeout: Duration,
     pub topic: gossipsub::IdentTopic,
 }
 
@@ -136,6 +141,12 @@ impl Parts {
             score: (params, thresholds),
             limits,
             mdns: config.mdns,
+            subscribe_tx: config.subscribe_tx,
+            rpc_codec: RpcCodec {
+                max_request_bytes: config.rpc_max_request_bytes,
+                max_response_bytes: config.rpc_max_response_bytes,
+            },
+            rpc_timeout: Duration::from_millis(config.rpc_timeout_ms),
             topic,
         })
     }
@@ -162,7 +173,18 @@ impl Parts {
             gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), self.gossipsub)?;
         let (params, thresholds) = self.score;
         gossipsub.with_peer_score(params, thresholds)?;
-        gossipsub.subscribe(&self.topic)?;
+        // A node off the topic still publishes to subscribed peers (gossipsub's fanout).
+        if self.subscribe_tx {
+            gossipsub.subscribe(&self.topic)?;
+        }
+
+        let rpc = request_response::Behaviour::with_codec(
+            self.rpc_codec,
+            [(RPC_PROTOCOL, request_response::ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(self.rpc_timeout)
+                .with_max_concurrent_streams(RPC_MAX_CONCURRENT_STREAMS),
+        );
 
         // Constructed only when enabled: a disabled mDNS opens no socket and sends nothing.
         let mdns = if self.mdns {
@@ -177,6 +199,7 @@ impl Parts {
             identify,
             kad,
             gossipsub,
+            rpc,
             mdns: Toggle::from(mdns),
         })
     }
@@ -192,6 +215,14 @@ mod tests {
         let key = identity::Keypair::generate_ed25519();
         let b = parts.build(&key).unwrap();
         assert!(!b.mdns.is_enabled());
+        assert_eq!(b.gossipsub.topics().count(), 1);
+    }
+
+    #[test]
+    fn a_device_stays_off_the_tx_topic() {
+        let parts = Parts::new(&NetConfig::device("fleet-1")).unwrap();
+        let b = parts.build(&identity::Keypair::generate_ed25519()).unwrap();
+        assert_eq!(b.gossipsub.topics().count(), 0);
     }
 
     #[test]

@@ -12,10 +12,25 @@ pub const DEFAULT_PORT: u16 = 7800;
 /// ledger's own limit is far lower.
 pub const MAX_GOSSIP_TRANSMIT_SIZE: usize = 16 * 1024 * 1024;
 
+/// The largest rpc frame (request or response) the configuration accepts (64 MiB): a sanity
+/// bound on `rpc_max_request_bytes` and `rpc_max_response_bytes`.
+pub const MAX_RPC_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Default `rpc_max_request_bytes`: 160 KiB, room for a transaction and its envelope.
+pub const DEFAULT_RPC_MAX_REQUEST_BYTES: usize = 160 * 1024;
+/// Default `rpc_max_response_bytes`: 8 MiB, room for a block with its proofs.
+pub const DEFAULT_RPC_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+/// Default `rpc_timeout_ms`.
+pub const DEFAULT_RPC_TIMEOUT_MS: u64 = 10_000;
+/// Default `rpc_max_pending_inbound`.
+pub const DEFAULT_RPC_MAX_PENDING_INBOUND: usize = 256;
+/// Default `rpc_max_pending_outbound`.
+pub const DEFAULT_RPC_MAX_PENDING_OUTBOUND: usize = 256;
+
 /// How the mesh listens, whom it dials and how much it holds.
 ///
 /// Every queue and limit here is a bound on memory or sockets that a hostile peer could otherwise
-/// grow. [`NetConfig::new`] gives defaults suitable for a gateway.
+/// grow. [`NetConfig::new`] gives defaults suitable for a gateway, [`NetConfig::device`] for a
+/// device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
     /// The chain id. It names the gossip topic (`meshward/<chain id>/tx/1`), so nodes of
@@ -45,6 +60,23 @@ pub struct NetConfig {
     /// Capacity of the event channel from the swarm task to the node. When it is full, events are
     /// dropped (and received transactions are neither forwarded nor penalised).
     pub event_queue: usize,
+    /// Whether to join the transaction gossip topic. Devices set it false: they still run
+    /// gossipsub and can publish (to subscribed peers), but never receive gossiped txs.
+    pub subscribe_tx: bool,
+    /// The largest rpc request, in bytes, sent or accepted; a larger inbound frame fails the
+    /// stream before it is read.
+    pub rpc_max_request_bytes: usize,
+    /// The largest rpc response, in bytes, sent or accepted.
+    pub rpc_max_response_bytes: usize,
+    /// How long an rpc stream may take, from opening it to the response: the requester's wait
+    /// for a response, and the responder's time to answer an inbound request. Dialling a peer
+    /// that is not connected comes on top.
+    pub rpc_timeout_ms: u64,
+    /// Inbound requests handed to the node and not answered yet; further ones are refused (the
+    /// requester sees an error) until some are answered or time out.
+    pub rpc_max_pending_inbound: usize,
+    /// Our own requests awaiting a response; [`crate::Net::request`] fails beyond this.
+    pub rpc_max_pending_outbound: usize,
 }
 
 impl NetConfig {
@@ -70,6 +102,27 @@ impl NetConfig {
             gossip_max_transmit_size: MAX_TX_BYTES,
             command_queue: 256,
             event_queue: 1024,
+            subscribe_tx: true,
+            rpc_max_request_bytes: DEFAULT_RPC_MAX_REQUEST_BYTES,
+            rpc_max_response_bytes: DEFAULT_RPC_MAX_RESPONSE_BYTES,
+            rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
+            rpc_max_pending_inbound: DEFAULT_RPC_MAX_PENDING_INBOUND,
+            rpc_max_pending_outbound: DEFAULT_RPC_MAX_PENDING_OUTBOUND,
+        }
+    }
+
+    /// Device defaults: listen on `/ip4/127.0.0.1/tcp/0` (TCP only, an ephemeral port), not
+    /// subscribed to transaction gossip, mDNS off, up to 16 peers dialled from discovery.
+    /// A device talks to gateways by rpc and publishes its own transactions.
+    pub fn device(chain_id: impl Into<String>) -> Self {
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .expect("a literal tcp multiaddr parses")],
+            subscribe_tx: false,
+            target_peers: 16,
+            mdns: false,
+            ..NetConfig::new(chain_id)
         }
     }
 
@@ -100,6 +153,22 @@ impl NetConfig {
         if self.command_queue == 0 || self.event_queue == 0 {
             return invalid("command_queue and event_queue must be at least 1");
         }
+        for (name, value) in [
+            ("rpc_max_request_bytes", self.rpc_max_request_bytes),
+            ("rpc_max_response_bytes", self.rpc_max_response_bytes),
+        ] {
+            if value == 0 || value > MAX_RPC_FRAME_BYTES {
+                return invalid(&format!("{name} must be between 1 byte and 64 MiB"));
+            }
+        }
+        if self.rpc_timeout_ms == 0 {
+            return invalid("rpc_timeout_ms must be at least 1");
+        }
+        if self.rpc_max_pending_inbound == 0 || self.rpc_max_pending_outbound == 0 {
+            return invalid(
+                "rpc_max_pending_inbound and rpc_max_pending_outbound must be at least 1",
+            );
+        }
         Ok(())
     }
 }
@@ -115,6 +184,21 @@ mod tests {
         assert!(!c.mdns);
         assert_eq!(c.max_connections_per_peer, 1);
         assert_eq!(c.tx_topic(), "meshward/fleet-1/tx/1");
+        assert!(c.subscribe_tx);
+        assert_eq!(c.rpc_max_request_bytes, 160 * 1024);
+        assert_eq!(c.rpc_max_response_bytes, 8 * 1024 * 1024);
+        assert_eq!(c.rpc_timeout_ms, 10_000);
+        assert_eq!(c.rpc_max_pending_inbound, 256);
+    }
+
+    #[test]
+    fn device_defaults_do_not_subscribe_to_tx_gossip() {
+        let c = NetConfig::device("fleet-1");
+        assert_eq!(c.validate(), Ok(()));
+        assert!(!c.subscribe_tx && !c.mdns);
+        assert_eq!(c.target_peers, 16);
+        assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
+        assert_eq!(c.chain_id, "fleet-1");
     }
 
     #[test]
@@ -127,6 +211,11 @@ mod tests {
             |c| c.max_pending = 0,
             |c| c.gossip_max_transmit_size = 0,
             |c| c.chain_id = String::new(),
+            |c| c.rpc_max_request_bytes = 0,
+            |c| c.rpc_max_response_bytes = MAX_RPC_FRAME_BYTES + 1,
+            |c| c.rpc_timeout_ms = 0,
+            |c| c.rpc_max_pending_inbound = 0,
+            |c| c.rpc_max_pending_outbound = 0,
         ] {
             let mut c = NetConfig::new("fleet-1");
             edit(&mut c);

@@ -7,6 +7,12 @@
 //! cloneable [`Net`] handle talks to it over a bounded channel and gets replies on oneshots, and
 //! the node reads [`NetEvent`]s from a bounded channel.
 //!
+//! Peers also exchange opaque bytes by request-response on [`RPC_PROTOCOL`]
+//! (`/meshward/rpc/1.0.0`, one `u32` big-endian length-prefixed frame each way, bounded by
+//! `rpc_max_request_bytes` and `rpc_max_response_bytes`): [`Net::request`] sends one and awaits
+//! the answer, the other side gets a [`NetEvent::Request`] and answers with [`Net::respond`].
+//! The message types live with their users; this crate only moves bytes.
+//!
 //! The libp2p identity is the node's Ed25519 key, so a node's `PeerId` is its ledger identity.
 //!
 //! ```no_run
@@ -19,11 +25,15 @@
 //! config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")];
 //! let (net, mut events) = meshward_net::spawn(&key, config).await?;
 //! while let Some(event) = events.recv().await {
-//!     if let NetEvent::Tx { from, id, bytes } = event {
-//!         // Check the transaction, then tell gossipsub whether to forward it.
-//!         let verdict = if bytes.is_empty() { TxVerdict::Reject } else { TxVerdict::Accept };
-//!         net.report_tx(id, verdict).await;
-//!         let _ = from;
+//!     match event {
+//!         NetEvent::Tx { id, bytes, .. } => {
+//!             // Check the transaction, then tell gossipsub whether to forward it.
+//!             let verdict = if bytes.is_empty() { TxVerdict::Reject } else { TxVerdict::Accept };
+//!             net.report_tx(id, verdict).await;
+//!         }
+//!         // Answer requests; a peer's own requests are `net.request(peer, bytes).await`.
+//!         NetEvent::Request { id, bytes, .. } => net.respond(id, bytes).await,
+//!         _ => {}
 //!     }
 //! }
 //! # Ok(()) }
@@ -34,14 +44,21 @@ mod behaviour;
 mod bootstrap;
 mod config;
 mod gate;
+mod rpc;
 mod task;
 
 use libp2p::gossipsub::MessageId;
 use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
-pub use config::{NetConfig, DEFAULT_PORT, MAX_GOSSIP_TRANSMIT_SIZE};
+pub use config::{
+    NetConfig, DEFAULT_PORT, DEFAULT_RPC_MAX_PENDING_INBOUND, DEFAULT_RPC_MAX_PENDING_OUTBOUND,
+    DEFAULT_RPC_MAX_REQUEST_BYTES, DEFAULT_RPC_MAX_RESPONSE_BYTES, DEFAULT_RPC_TIMEOUT_MS,
+    MAX_GOSSIP_TRANSMIT_SIZE, MAX_RPC_FRAME_BYTES,
+};
+pub use libp2p::multiaddr;
 pub use libp2p::{Multiaddr, PeerId};
+pub use rpc::{RPC_MAX_CONCURRENT_STREAMS, RPC_PROTOCOL};
 
 /// What the mesh tells the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +82,24 @@ pub enum NetEvent {
     Discovered(PeerId, Vec<Multiaddr>),
     /// A connection with a denied peer was refused by the gate (inbound or outbound).
     Refused(PeerId),
+    /// An rpc request. Answer it with [`Net::respond`] within `rpc_timeout_ms`; until then it
+    /// counts against `rpc_max_pending_inbound`.
+    Request {
+        from: PeerId,
+        id: RequestId,
+        bytes: Vec<u8>,
+    },
+    /// A connected peer reported (or changed) the addresses it listens on, through identify. At
+    /// most 16; also available from [`Net::peer_addrs`] while the peer is connected.
+    Identified {
+        peer: PeerId,
+        listen_addrs: Vec<Multiaddr>,
+    },
 }
+
+/// Identifies an inbound rpc request, for [`Net::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(u64);
 
 /// Identifies one received gossip message: its id and the peer that relayed it to us.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -126,6 +160,37 @@ pub enum NetError {
     Publish(String),
     #[error("the network task has stopped")]
     Closed,
+    #[error("rpc request of {len} bytes exceeds the limit of {max} bytes")]
+    RequestTooLarge { len: usize, max: usize },
+    #[error("rpc request to {peer} failed: {reason}")]
+    Rpc { peer: PeerId, reason: RpcFailure },
+    #[error("peer {0} is denied by the connection gate (allow it again to talk to it)")]
+    Denied(PeerId),
+}
+
+/// Why an rpc request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcFailure {
+    /// No connection could be made (no known address, unreachable, refused, limits).
+    #[error("cannot connect: {0}")]
+    Dial(String),
+    /// No response within `rpc_timeout_ms`. The peer may or may not have handled the request.
+    #[error("no response in time")]
+    Timeout,
+    /// The connection closed before the response arrived (e.g. the peer denies us).
+    #[error("connection closed before the response")]
+    ConnectionClosed,
+    /// The peer does not speak [`RPC_PROTOCOL`].
+    #[error("the peer does not support {RPC_PROTOCOL}")]
+    UnsupportedProtocol,
+    /// The stream failed: the peer refused the request (too large, too many pending) or sent
+    /// a response over `rpc_max_response_bytes`.
+    #[error("stream error: {0}")]
+    Stream(String),
+    /// `rpc_max_pending_outbound` requests are already awaiting a response.
+    #[error("too many requests in flight (retry later)")]
+    Busy,
 }
 
 /// A cloneable handle to the swarm task.
@@ -134,6 +199,7 @@ pub struct Net {
     commands: mpsc::Sender<task::Command>,
     local_peer_id: PeerId,
     gossip_max_transmit_size: usize,
+    rpc_max_request_bytes: usize,
 }
 
 /// The libp2p identity of a node key: the same Ed25519 key, so the same `PeerId`.
@@ -174,7 +240,7 @@ impl Net {
         self.local_peer_id
     }
 
-    async fn request<T>(
+    async fn command<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> task::Command,
     ) -> Result<T, NetError> {
@@ -194,7 +260,7 @@ impl Net {
                 max: self.gossip_max_transmit_size,
             });
         }
-        self.request(|reply| task::Command::PublishTx { bytes, reply })
+        self.command(|reply| task::Command::PublishTx { bytes, reply })
             .await?
     }
 
@@ -211,27 +277,27 @@ impl Net {
     /// outbound; gossip it authored is dropped.
     pub async fn deny(&self, peer: PeerId) {
         let _ = self
-            .request(|reply| task::Command::Deny { peer, reply })
+            .command(|reply| task::Command::Deny { peer, reply })
             .await;
     }
 
     /// Allows a previously denied peer again.
     pub async fn allow(&self, peer: PeerId) {
         let _ = self
-            .request(|reply| task::Command::Allow { peer, reply })
+            .command(|reply| task::Command::Allow { peer, reply })
             .await;
     }
 
     /// The addresses we listen on (with the real ports of `/tcp/0` and `/udp/0`).
     pub async fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.request(|reply| task::Command::ListenAddrs { reply })
+        self.command(|reply| task::Command::ListenAddrs { reply })
             .await
             .unwrap_or_default()
     }
 
     /// Connected peers.
     pub async fn peers(&self) -> Vec<PeerId> {
-        self.request(|reply| task::Command::Peers { reply })
+        self.command(|reply| task::Command::Peers { reply })
             .await
             .unwrap_or_default()
     }
@@ -240,14 +306,64 @@ impl Net {
     /// Returns the peer's id, at once if that peer is already connected. A peer that refuses us
     /// after the handshake may still show up as a brief connection.
     pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, NetError> {
-        self.request(|reply| task::Command::Dial { addr, reply })
+        self.command(|reply| task::Command::Dial { addr, reply })
             .await?
+    }
+
+    /// Sends an rpc request to `peer` and waits for its response, dialling the peer first if it
+    /// is not connected (at the addresses the swarm knows: explicit ones from
+    /// [`Net::add_addresses`], identify, Kademlia, mDNS). Waits at most `rpc_timeout_ms` once
+    /// connected, plus the dial.
+    pub async fn request(&self, peer: PeerId, bytes: Vec<u8>) -> Result<Vec<u8>, NetError> {
+        if bytes.len() > self.rpc_max_request_bytes {
+            return Err(NetError::RequestTooLarge {
+                len: bytes.len(),
+                max: self.rpc_max_request_bytes,
+            });
+        }
+        self.command(|reply| task::Command::Request { peer, bytes, reply })
+            .await?
+    }
+
+    /// Answers an inbound request. An unknown id, or one that expired (timed out, connection
+    /// closed), is silently ignored.
+    pub async fn respond(&self, id: RequestId, bytes: Vec<u8>) {
+        // A stopped task has no one left to answer: ignoring the error is correct.
+        let _ = self
+            .commands
+            .send(task::Command::Respond { id, bytes })
+            .await;
+    }
+
+    /// Tells the swarm where `peer` listens, for later dials (e.g. by [`Net::request`]). At most
+    /// 16 addresses are taken; the swarm keeps them in a bounded cache.
+    pub async fn add_addresses(&self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        let _ = self
+            .command(|reply| task::Command::AddAddresses { peer, addrs, reply })
+            .await;
+    }
+
+    /// Dials `peer` at `addrs` (or, if empty, at the addresses the swarm knows) and waits for
+    /// the handshake. Returns at once if it is already connected; joins a dial already under
+    /// way rather than dialling the peer twice.
+    pub async fn dial_peer(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetError> {
+        self.command(|reply| task::Command::DialPeer { peer, addrs, reply })
+            .await?
+            .map(|_| ())
+    }
+
+    /// The listen addresses a connected peer last reported through identify (empty once it
+    /// disconnects, or before it reported).
+    pub async fn peer_addrs(&self, peer: PeerId) -> Vec<Multiaddr> {
+        self.command(|reply| task::Command::PeerAddrs { peer, reply })
+            .await
+            .unwrap_or_default()
     }
 
     /// Stops the swarm task and closes every connection. Other handles get [`NetError::Closed`].
     pub async fn shutdown(self) {
         let _ = self
-            .request(|reply| task::Command::Shutdown { reply })
+            .command(|reply| task::Command::Shutdown { reply })
             .await;
     }
 }

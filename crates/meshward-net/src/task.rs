@@ -5,6 +5,11 @@
 //! waits on the node: when the event channel is full, events are dropped (a received transaction
 //! is then reported `Ignore`, so it is neither forwarded nor penalised), because blocking here
 //! would stall every connection and could deadlock a node that is waiting on a command reply.
+//!
+//! Rpc: each inbound request handed to the node gets a [`RequestId`] mapped to libp2p's response
+//! channel until the node answers or the request expires; each of our requests has a oneshot
+//! reply, answered by libp2p's response or failure event (it reports every request exactly once,
+//! at the latest after the dial timeout plus `rpc_timeout_ms`).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -12,6 +17,9 @@ use std::time::{Duration, Instant};
 use libp2p::futures::StreamExt;
 use libp2p::gossipsub::{self, MessageAcceptance, PublishError};
 use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundFailure, OutboundRequestId, ResponseChannel,
+};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{ConnectionDenied, ConnectionId, DialError, ListenError, SwarmEvent};
 use libp2p::{identify, identity, kad, mdns, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
@@ -22,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent, Parts, IDENTIFY_PROTOCOL_VERSION};
 use crate::bootstrap::{peer_of, Bootstrap};
 use crate::gate::PeerDenied;
-use crate::{Net, NetConfig, NetError, NetEvent, TxMessageId, TxVerdict};
+use crate::{Net, NetConfig, NetError, NetEvent, RequestId, RpcFailure, TxMessageId, TxVerdict};
 
 /// How long `spawn` waits for every listener to report its address.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -36,8 +44,11 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// resets it. Kademlia's own periodic bootstrap (every 5 minutes) covers the rest.
 const DISCOVERY_INTERVAL_MIN: Duration = Duration::from_secs(1);
 const DISCOVERY_INTERVAL_MAX: Duration = Duration::from_secs(30);
-/// Addresses of one peer taken from its identify report; the rest is ignored.
+/// Addresses of one peer taken from discovery (mDNS, identify into Kademlia); the rest is ignored.
 const MAX_ADDRS_PER_PEER: usize = 8;
+/// Listen addresses of one peer kept from its identify report (for `NetEvent::Identified` and
+/// `Net::peer_addrs`), and taken from one `Net::add_addresses` call.
+const MAX_LISTEN_ADDRS_PER_PEER: usize = 16;
 
 pub(crate) enum Command {
     PublishTx {
@@ -64,7 +75,30 @@ pub(crate) enum Command {
     },
     Dial {
         addr: Multiaddr,
-        reply: oneshot::Sender<Result<PeerId, NetError>>,
+        reply: DialReply,
+    },
+    DialPeer {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: DialReply,
+    },
+    AddAddresses {
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        reply: oneshot::Sender<()>,
+    },
+    PeerAddrs {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Request {
+        peer: PeerId,
+        bytes: Vec<u8>,
+        reply: RpcReply,
+    },
+    Respond {
+        id: RequestId,
+        bytes: Vec<u8>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -72,6 +106,15 @@ pub(crate) enum Command {
 }
 
 type StartupReply = oneshot::Sender<Result<(), NetError>>;
+type DialReply = oneshot::Sender<Result<PeerId, NetError>>;
+type RpcReply = oneshot::Sender<Result<Vec<u8>, NetError>>;
+
+/// An inbound rpc request handed to the node, awaiting its answer.
+struct InboundRequest {
+    peer: PeerId,
+    request_id: InboundRequestId,
+    channel: ResponseChannel<Vec<u8>>,
+}
 
 struct Task {
     swarm: Swarm<MeshBehaviour>,
@@ -80,9 +123,28 @@ struct Task {
     /// Events dropped since the event channel was last found with room.
     events_dropped: u64,
     bootstrap: Bootstrap,
-    /// Dials started by `Net::dial`, awaiting their outcome. At most `max_dials`.
-    dials: HashMap<ConnectionId, (Multiaddr, oneshot::Sender<Result<PeerId, NetError>>)>,
+    /// Dials started by `Net::dial` and `Net::dial_peer`, awaiting their outcome.
+    dials: HashMap<ConnectionId, (Multiaddr, DialReply)>,
+    /// Callers of a dial by peer id that found a dial to that peer already under way (we dial
+    /// each peer once); answered when it connects or its dial fails.
+    dial_waiters: HashMap<PeerId, Vec<(Multiaddr, DialReply)>>,
+    /// Bounds `dials` and `dial_waiters` together.
     max_dials: usize,
+    /// Inbound rpc requests handed to the node and not answered yet, by our id. At most
+    /// `rpc_max_pending_inbound`.
+    inbound: HashMap<u64, InboundRequest>,
+    /// The same requests by libp2p's id, to forget those that expire.
+    inbound_ids: HashMap<InboundRequestId, u64>,
+    next_request_id: u64,
+    rpc_max_pending_inbound: usize,
+    /// Our rpc requests awaiting a response. At most `rpc_max_pending_outbound`.
+    outbound: HashMap<OutboundRequestId, (PeerId, RpcReply)>,
+    rpc_max_pending_outbound: usize,
+    /// The last dial error of a peer that requests in `outbound` wait on, to say why it failed.
+    dial_errors: HashMap<PeerId, String>,
+    /// Listen addresses from identify, per connected peer: at most `max_connections` entries of
+    /// `MAX_LISTEN_ADDRS_PER_PEER` addresses, removed on disconnect.
+    peer_addrs: HashMap<PeerId, Vec<Multiaddr>>,
     /// Listeners that have not reported an address yet, and whom to tell when all have.
     startup: Option<(
         HashMap<libp2p::core::transport::ListenerId, Multiaddr>,
@@ -158,7 +220,16 @@ pub(crate) async fn spawn(
         events_dropped: 0,
         bootstrap,
         dials: HashMap::new(),
+        dial_waiters: HashMap::new(),
         max_dials: config.max_pending as usize,
+        inbound: HashMap::new(),
+        inbound_ids: HashMap::new(),
+        next_request_id: 0,
+        rpc_max_pending_inbound: config.rpc_max_pending_inbound,
+        outbound: HashMap::new(),
+        rpc_max_pending_outbound: config.rpc_max_pending_outbound,
+        dial_errors: HashMap::new(),
+        peer_addrs: HashMap::new(),
         startup: Some((listeners, ready_tx)),
         stop: false,
         target_peers: config.target_peers as usize,
@@ -166,13 +237,14 @@ pub(crate) async fn spawn(
         next_discovery: Instant::now() + DISCOVERY_INTERVAL_MIN,
         gossip_max_transmit_size: config.gossip_max_transmit_size,
     };
-    info!(peer = %local, mdns = config.mdns, "network starting");
+    info!(peer = %local, mdns = config.mdns, subscribe_tx = config.subscribe_tx, "network starting");
     tokio::spawn(task.run(commands_rx));
 
     let net = Net {
         commands: commands_tx,
         local_peer_id: local,
         gossip_max_transmit_size: config.gossip_max_transmit_size,
+        rpc_max_request_bytes: config.rpc_max_request_bytes,
     };
     match tokio::time::timeout(LISTEN_TIMEOUT, ready_rx).await {
         Ok(Ok(Ok(()))) => Ok((net, events_rx)),
@@ -317,6 +389,7 @@ impl Task {
                 }
                 // Not connected is fine: there is nothing to close.
                 let _ = self.swarm.disconnect_peer_id(peer);
+                self.forget_requests_of(peer);
                 let _ = reply.send(());
             }
             Command::Allow { peer, reply } => {
@@ -334,19 +407,83 @@ impl Task {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
             Command::Dial { addr, reply } => self.dial(addr, reply),
+            Command::DialPeer { peer, addrs, reply } => self.dial_peer(peer, addrs, reply),
+            Command::AddAddresses { peer, addrs, reply } => {
+                if peer != *self.swarm.local_peer_id() {
+                    for addr in addrs.into_iter().take(MAX_LISTEN_ADDRS_PER_PEER) {
+                        self.swarm.add_peer_address(peer, without_p2p(addr));
+                    }
+                }
+                let _ = reply.send(());
+            }
+            Command::PeerAddrs { peer, reply } => {
+                let _ = reply.send(self.peer_addrs.get(&peer).cloned().unwrap_or_default());
+            }
+            Command::Request { peer, bytes, reply } => self.request(peer, bytes, reply),
+            Command::Respond { id, bytes } => {
+                let Some(request) = self.inbound.remove(&id.0) else {
+                    debug!(
+                        request = id.0,
+                        "rpc response to an unknown or expired request dropped"
+                    );
+                    return None;
+                };
+                self.inbound_ids.remove(&request.request_id);
+                if self
+                    .swarm
+                    .behaviour_mut()
+                    .rpc
+                    .send_response(request.channel, bytes)
+                    .is_err()
+                {
+                    debug!(peer = %request.peer, "rpc response came too late: request expired");
+                }
+            }
             Command::Shutdown { reply } => return Some(reply),
         }
         None
     }
 
-    fn dial(&mut self, addr: Multiaddr, reply: oneshot::Sender<Result<PeerId, NetError>>) {
+    fn dial(&mut self, addr: Multiaddr, reply: DialReply) {
+        let peer = peer_of(&addr);
+        let opts = dial_opts(peer, &addr);
+        self.start_dial(peer, opts, addr, reply);
+    }
+
+    fn dial_peer(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, reply: DialReply) {
+        if self.swarm.behaviour().gate.is_denied(&peer) {
+            let _ = reply.send(Err(NetError::Denied(peer)));
+            return;
+        }
+        let condition = PeerCondition::DisconnectedAndNotDialing;
+        let opts = if addrs.is_empty() {
+            // The addresses the behaviours know (explicit, identify, Kademlia, mDNS).
+            DialOpts::peer_id(peer).condition(condition).build()
+        } else {
+            let addrs = addrs.into_iter().take(MAX_LISTEN_ADDRS_PER_PEER);
+            DialOpts::peer_id(peer)
+                .addresses(addrs.map(without_p2p).collect())
+                .condition(condition)
+                .build()
+        };
+        let addr = Multiaddr::empty().with(Protocol::P2p(peer));
+        self.start_dial(Some(peer), opts, addr, reply);
+    }
+
+    /// Starts a dial (`addr` names it in errors) and answers `reply` once it connects or fails.
+    fn start_dial(
+        &mut self,
+        peer: Option<PeerId>,
+        opts: DialOpts,
+        addr: Multiaddr,
+        reply: DialReply,
+    ) {
         let fail = |addr: Multiaddr, reason: &str| {
             Err(NetError::Dial {
                 addr,
                 reason: reason.to_owned(),
             })
         };
-        let peer = peer_of(&addr);
         if let Some(peer) = peer {
             if peer == *self.swarm.local_peer_id() {
                 let _ = reply.send(fail(addr, "that is our own peer id"));
@@ -357,19 +494,199 @@ impl Task {
                 return;
             }
         }
-        if self.dials.len() >= self.max_dials {
+        let waiting: usize = self.dial_waiters.values().map(Vec::len).sum();
+        if self.dials.len() + waiting >= self.max_dials {
             let _ = reply.send(fail(addr, "too many dials in progress"));
             return;
         }
-        let opts = dial_opts(peer, &addr);
         let connection = opts.connection_id();
-        match self.swarm.dial(opts) {
-            Ok(()) => {
+        match (self.swarm.dial(opts), peer) {
+            (Ok(()), _) => {
                 self.dials.insert(connection, (addr, reply));
             }
-            Err(e) => {
+            // Not connected (checked above), so a dial to the peer is under way: join it.
+            (Err(DialError::DialPeerConditionFalse(_)), Some(peer)) => {
+                self.dial_waiters
+                    .entry(peer)
+                    .or_default()
+                    .push((addr, reply));
+            }
+            (Err(e), _) => {
                 let _ = reply.send(fail(addr, &e.to_string()));
             }
+        }
+    }
+
+    /// Sends an rpc request, dialling the peer first if needed.
+    fn request(&mut self, peer: PeerId, bytes: Vec<u8>, reply: RpcReply) {
+        let fail = |reason| Err(NetError::Rpc { peer, reason });
+        if peer == *self.swarm.local_peer_id() {
+            let _ = reply.send(fail(RpcFailure::Dial("that is our own peer id".to_owned())));
+            return;
+        }
+        if self.swarm.behaviour().gate.is_denied(&peer) {
+            let _ = reply.send(Err(NetError::Denied(peer)));
+            return;
+        }
+        if self.outbound.len() >= self.rpc_max_pending_outbound {
+            let _ = reply.send(fail(RpcFailure::Busy));
+            return;
+        }
+        if !self.swarm.is_connected(&peer) {
+            // We dial rather than leave it to request-response, which reports a failed dial
+            // without its cause. A dial under way is joined: request-response sends the request
+            // once that one connects, or fails it if it does not.
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            match self.swarm.dial(opts) {
+                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) => {
+                    let _ = reply.send(fail(RpcFailure::Dial(e.to_string())));
+                    return;
+                }
+            }
+        }
+        let id = self.swarm.behaviour_mut().rpc.send_request(&peer, bytes);
+        self.outbound.insert(id, (peer, reply));
+    }
+
+    /// Drops the unanswered requests of a peer (their channels close: the peer sees an error).
+    fn forget_requests_of(&mut self, peer: PeerId) {
+        let ids: Vec<u64> = self
+            .inbound
+            .iter()
+            .filter(|(_, r)| r.peer == peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(r) = self.inbound.remove(&id) {
+                self.inbound_ids.remove(&r.request_id);
+            }
+        }
+    }
+
+    fn forget_request(&mut self, request_id: InboundRequestId) {
+        if let Some(id) = self.inbound_ids.remove(&request_id) {
+            self.inbound.remove(&id);
+        }
+    }
+
+    fn on_rpc_event(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        use request_response::{Event, Message};
+        match event {
+            Event::Message {
+                peer,
+                message:
+                    Message::Request {
+                        request_id,
+                        request,
+                        channel,
+                    },
+                ..
+            } => self.on_request(peer, request_id, request, channel),
+            Event::Message {
+                peer,
+                message:
+                    Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some((_, reply)) = self.outbound.remove(&request_id) {
+                    // Denied while the request was in flight: the peer is no longer trusted.
+                    let result = if self.swarm.behaviour().gate.is_denied(&peer) {
+                        Err(NetError::Denied(peer))
+                    } else {
+                        Ok(response)
+                    };
+                    let _ = reply.send(result);
+                }
+                self.forget_dial_error(peer);
+            }
+            Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(peer = %peer, error = %error, "rpc request failed");
+                let reason = match error {
+                    OutboundFailure::DialFailure => RpcFailure::Dial(
+                        self.dial_errors
+                            .get(&peer)
+                            .cloned()
+                            .unwrap_or_else(|| "dial failed".to_owned()),
+                    ),
+                    OutboundFailure::Timeout => RpcFailure::Timeout,
+                    OutboundFailure::ConnectionClosed => RpcFailure::ConnectionClosed,
+                    OutboundFailure::UnsupportedProtocols => RpcFailure::UnsupportedProtocol,
+                    OutboundFailure::Io(e) => RpcFailure::Stream(e.to_string()),
+                };
+                if let Some((_, reply)) = self.outbound.remove(&request_id) {
+                    let _ = reply.send(Err(NetError::Rpc { peer, reason }));
+                }
+                self.forget_dial_error(peer);
+            }
+            Event::InboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                debug!(peer = %peer, error = %error, "inbound rpc request failed");
+                self.forget_request(request_id);
+            }
+            Event::ResponseSent { request_id, .. } => self.forget_request(request_id),
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        request_id: InboundRequestId,
+        bytes: Vec<u8>,
+        channel: ResponseChannel<Vec<u8>>,
+    ) {
+        // Returning drops `channel`: the stream closes and the requester sees an error.
+        if self.swarm.behaviour().gate.is_denied(&peer) {
+            // Its connection is closing: requests already on the way end here.
+            debug!(peer = %peer, "rpc request of denied peer dropped");
+            return;
+        }
+        if self.inbound.len() >= self.rpc_max_pending_inbound {
+            debug!(
+                peer = %peer,
+                pending = self.inbound.len(),
+                "rpc request dropped: too many unanswered requests"
+            );
+            return;
+        }
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        let event = NetEvent::Request {
+            from: peer,
+            id: RequestId(id),
+            bytes,
+        };
+        if self.emit(event) {
+            self.inbound.insert(
+                id,
+                InboundRequest {
+                    peer,
+                    request_id,
+                    channel,
+                },
+            );
+            self.inbound_ids.insert(request_id, id);
+        }
+    }
+
+    /// Forgets why dials to `peer` failed once no request waits on it.
+    fn forget_dial_error(&mut self, peer: PeerId) {
+        if !self.outbound.values().any(|(p, _)| *p == peer) {
+            self.dial_errors.remove(&peer);
         }
     }
 
@@ -474,6 +791,10 @@ impl Task {
                 if let Some((_, reply)) = self.dials.remove(&connection_id) {
                     let _ = reply.send(Ok(peer_id));
                 }
+                for (_, reply) in self.dial_waiters.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(peer_id));
+                }
+                self.dial_errors.remove(&peer_id);
                 debug!(peer = %peer_id, address = %endpoint.get_remote_address(), "connection established");
                 if num_established.get() == 1 {
                     self.emit(NetEvent::PeerConnected(peer_id));
@@ -487,6 +808,7 @@ impl Task {
             } => {
                 debug!(peer = %peer_id, cause = ?cause, "connection closed");
                 if num_established == 0 {
+                    self.peer_addrs.remove(&peer_id);
                     self.bootstrap.disconnected(peer_id, Instant::now());
                     self.emit(NetEvent::PeerDisconnected(peer_id));
                 }
@@ -507,6 +829,17 @@ impl Task {
                         addr,
                         reason: error.to_string(),
                     }));
+                }
+                if let Some(peer) = peer_id.filter(|p| !self.swarm.is_connected(p)) {
+                    for (addr, reply) in self.dial_waiters.remove(&peer).unwrap_or_default() {
+                        let _ = reply.send(Err(NetError::Dial {
+                            addr,
+                            reason: error.to_string(),
+                        }));
+                    }
+                    if self.outbound.values().any(|(p, _)| *p == peer) {
+                        self.dial_errors.insert(peer, error.to_string());
+                    }
                 }
                 if let Some(peer) = refused {
                     self.emit(NetEvent::Refused(peer));
@@ -549,11 +882,24 @@ impl Task {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                     return;
                 }
+                let mut listen_addrs = info.listen_addrs;
+                listen_addrs.truncate(MAX_LISTEN_ADDRS_PER_PEER);
                 if info.protocols.contains(&crate::KAD_PROTOCOL) {
                     let kad = &mut self.swarm.behaviour_mut().kad;
-                    for addr in info.listen_addrs.into_iter().take(MAX_ADDRS_PER_PEER) {
-                        kad.add_address(&peer_id, addr);
+                    for addr in listen_addrs.iter().take(MAX_ADDRS_PER_PEER) {
+                        kad.add_address(&peer_id, addr.clone());
                     }
+                }
+                // Only for connected peers, so that disconnecting removes the entry for good.
+                if self.swarm.is_connected(&peer_id)
+                    && !self.swarm.behaviour().gate.is_denied(&peer_id)
+                    && self.peer_addrs.get(&peer_id) != Some(&listen_addrs)
+                {
+                    self.peer_addrs.insert(peer_id, listen_addrs.clone());
+                    self.emit(NetEvent::Identified {
+                        peer: peer_id,
+                        listen_addrs,
+                    });
                 }
             }
             MeshBehaviourEvent::Identify(_) => {}
@@ -570,6 +916,7 @@ impl Task {
                 self.dial_discovered(peer, addrs);
             }
             MeshBehaviourEvent::Kad(_) => {}
+            MeshBehaviourEvent::Rpc(event) => self.on_rpc_event(event),
             MeshBehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
                 for (peer, addr) in found {

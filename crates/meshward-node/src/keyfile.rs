@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use meshward_core::hex;
-use meshward_core::ids::Keypair;
+use meshward_core::ids::{Keypair, PublicKey};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -46,6 +46,9 @@ struct KeyFileJson {
     id: String,
     enc_key: String,
     secret: String,
+    /// A device's ledger id when it differs from `id` (after a key rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
 }
 
 /// Writes `bytes` to a new file with mode 0600; refuses to overwrite.
@@ -71,6 +74,12 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Generates a key pair and writes it as a key file of `kind`.
 pub fn generate(path: &Path, kind: KeyKind) -> Result<Keypair> {
     let kp = Keypair::generate(&mut rand::rngs::OsRng);
+    write(path, kind, &kp, None)?;
+    Ok(kp)
+}
+
+/// Writes `kp` as a new key file of `kind`; `account` is a rotated device's ledger id.
+pub fn write(path: &Path, kind: KeyKind, kp: &Keypair, account: Option<&PublicKey>) -> Result<()> {
     let secret = kp.to_secret_bytes();
     let json = KeyFileJson {
         version: KEYFILE_VERSION,
@@ -78,14 +87,25 @@ pub fn generate(path: &Path, kind: KeyKind) -> Result<Keypair> {
         id: kp.id().peer_id(),
         enc_key: kp.enc_key().to_string(),
         secret: hex::encode(&secret),
+        account: account.filter(|a| **a != kp.id()).map(|a| a.peer_id()),
     };
     let text = Zeroizing::new(serde_json::to_string_pretty(&json)? + "\n");
-    write_secret_file(path, text.as_bytes())?;
-    Ok(kp)
+    write_secret_file(path, text.as_bytes())
+}
+
+/// Reads a device key file: the device's ledger id (its enrolled key, even after a rotation)
+/// and its current keys.
+pub fn load_device(path: &Path) -> Result<(PublicKey, Keypair)> {
+    let (kp, account) = load_with_account(path, KeyKind::Device)?;
+    Ok((account.unwrap_or_else(|| kp.id()), kp))
 }
 
 /// Reads a key file, checking its kind and that its public fields match its secret.
 pub fn load(path: &Path, kind: KeyKind) -> Result<Keypair> {
+    Ok(load_with_account(path, kind)?.0)
+}
+
+fn load_with_account(path: &Path, kind: KeyKind) -> Result<(Keypair, Option<PublicKey>)> {
     let text = Zeroizing::new(
         fs::read_to_string(path)
             .with_context(|| format!("cannot read key file {}", path.display()))?,
@@ -119,8 +139,14 @@ pub fn load(path: &Path, kind: KeyKind) -> Result<Keypair> {
             path.display()
         );
     }
+    let account = match &j.account {
+        Some(a) => Some(PublicKey::from_peer_id(a).map_err(|e| {
+            anyhow::anyhow!("key file {}: account is not a peer id: {e}", path.display())
+        })?),
+        None => None,
+    };
     warn_if_readable_by_others(path);
-    Ok(kp)
+    Ok((kp, account))
 }
 
 #[cfg(unix)]

@@ -14,10 +14,13 @@
 //! ```
 
 pub mod api;
+pub mod events;
+pub mod evidence;
 pub mod keyfile;
 pub mod mempool;
 pub mod metrics;
 pub mod node;
+pub mod rpc;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +29,7 @@ use std::time::Instant;
 
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
+use meshward_core::state::StateView;
 use meshward_core::tx::Tx;
 use meshward_store::Store;
 use tokio::sync::mpsc;
@@ -55,6 +59,16 @@ pub struct Shared {
     /// Accepted API transactions, to be gossiped by the mesh task.
     gossip: mpsc::Sender<Vec<u8>>,
     rejections: Mutex<Rejections>,
+    /// Live ledger events for `GET /v1/events`, bounded at [`events::EVENT_QUEUE`] per
+    /// subscriber; see [`Shared::publish_block`].
+    pub events: tokio::sync::broadcast::Sender<events::Event>,
+    /// The mesh's listen addresses, shown by `/v1/status`; set by the node once the mesh
+    /// listens (empty until then).
+    pub mesh_addrs: RwLock<Vec<String>>,
+    /// Outstanding device-auth nonces (`POST /v1/challenge`), bounded and single-use.
+    pub challenges: api::auth::Challenges,
+    /// The node's key, once set: it signs the evidence this node submits.
+    evidence_key: std::sync::OnceLock<meshward_core::ids::Keypair>,
 }
 
 #[derive(Default)]
@@ -81,6 +95,10 @@ impl Shared {
             peers: AtomicUsize::new(0),
             gossip,
             rejections: Mutex::new(Rejections::default()),
+            events: tokio::sync::broadcast::channel(events::EVENT_QUEUE).0,
+            mesh_addrs: RwLock::new(Vec::new()),
+            challenges: api::auth::Challenges::new(),
+            evidence_key: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,12 +130,54 @@ impl Shared {
                 }
             }
             Err(AdmitError::Duplicate) => {}
+            Err(AdmitError::Conflict) => {
+                let existing = self.mempool.pending_at(&tx.signer, tx.seq);
+                self.report(|st| evidence::equivocation(st, existing.as_ref()?, &tx));
+            }
+            Err(AdmitError::Rejected(meshward_core::Reject::PolicyForbids { .. })) => {
+                self.report(|st| evidence::policy_violation(st, &tx));
+            }
             Err(e) => {
                 self.metrics.rejected_txs.inc();
                 self.remember_rejection(tx.id(), e.to_string());
             }
         }
         result
+    }
+
+    /// Lets this node sign and submit evidence of misbehaviour it sees.
+    pub fn set_evidence_key(&self, key: meshward_core::ids::Keypair) {
+        let _ = self.evidence_key.set(key);
+    }
+
+    /// Submits evidence, signed by this node, if `find` sees misbehaviour in the committed
+    /// state: once it commits, the device is revoked.
+    fn report(&self, find: impl FnOnce(&meshward_core::State) -> Option<meshward_core::tx::Evidence>) {
+        let Some(key) = self.evidence_key.get() else {
+            return;
+        };
+        let evidence = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            let st = store.state();
+            let Some(seq) = st.account(&key.id()).map(|a| a.seq) else {
+                return;
+            };
+            let Some(ev) = find(st) else {
+                return;
+            };
+            let next = seq + 1 + self.mempool.pending_from(&key.id()) as u64;
+            Tx::sign(
+                st.chain_id(),
+                key.id(),
+                &key.sign,
+                next,
+                meshward_core::tx::TxBody::Evidence(ev),
+            )
+        };
+        tracing::warn!(evidence = %evidence.id(), "misbehaving device seen; submitting evidence");
+        if let Err(e) = self.submit(evidence, true) {
+            tracing::debug!(error = %e, "evidence not admitted");
+        }
     }
 
     fn remember_rejection(&self, id: Hash, reason: String) {

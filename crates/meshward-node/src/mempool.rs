@@ -124,6 +124,20 @@ impl Mempool {
         self.lock().ids.contains_key(id)
     }
 
+    /// The pending transaction of `signer` with sequence number `seq`, if any.
+    pub fn pending_at(&self, signer: &PublicKey, seq: u64) -> Option<Tx> {
+        self.lock()
+            .by_sender
+            .get(signer)
+            .and_then(|q| q.get(&seq))
+            .map(|e| e.tx.clone())
+    }
+
+    /// How many transactions of `signer` are pending.
+    pub fn pending_from(&self, signer: &PublicKey) -> usize {
+        self.lock().by_sender.get(signer).map_or(0, |q| q.len())
+    }
+
     /// Checks a transaction against `state` (the committed state) and admits it.
     pub fn insert(&self, tx: Tx, state: &State, ctx: &ApplyCtx) -> Result<Hash, AdmitError> {
         let id = tx.id();

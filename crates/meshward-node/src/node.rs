@@ -10,7 +10,11 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use meshward_consensus::{ConsensusConfig, ConsensusEvent, ConsensusHandle};
 use meshward_core::genesis::Genesis;
-use meshward_core::tx::Tx;
+use meshward_core::codec::Encode;
+use meshward_core::ids::PublicKey;
+use meshward_core::rpc::Response;
+use meshward_core::state::StateView;
+use meshward_core::tx::{Evidence, Tx, TxBody};
 use meshward_core::CertifiedBlock;
 use meshward_net::{Multiaddr, Net, NetConfig, NetEvent, TxVerdict};
 use meshward_store::Store;
@@ -21,6 +25,7 @@ use tracing::{debug, info, warn};
 use crate::keyfile::{self, KeyKind};
 use crate::mempool::{AdmitError, Mempool, MempoolLimits};
 use crate::metrics::Metrics;
+use crate::rpc::RpcHandler;
 use crate::Shared;
 
 pub const STORE_FILE: &str = "meshward.redb";
@@ -32,6 +37,9 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const DEFAULT_API: &str = "127.0.0.1:7700";
 /// Default mesh address.
 pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/tcp/7800";
+
+/// Most mesh requests answered at once.
+const MAX_RPC_TASKS: usize = 64;
 
 /// Most API transactions waiting to be gossiped.
 const GOSSIP_QUEUE: usize = 4096;
@@ -247,6 +255,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .context("cannot start the mesh")?;
     let mesh_addrs = net.listen_addrs().await;
     info!(addrs = ?mesh_addrs, "mesh listening");
+    *shared.mesh_addrs.write().unwrap_or_else(|e| e.into_inner()) = mesh_addrs
+        .iter()
+        .map(|a| format!("{a}/p2p/{}", net.local_peer_id()))
+        .collect();
+    shared.set_evidence_key(key.clone());
+    // Devices revoked before this start are refused from the first connection.
+    enforce_revocations(&shared, &net, None).await;
+    let rpc = RpcHandler::new(shared.clone(), net.clone());
+    let rpc_slots = Arc::new(tokio::sync::Semaphore::new(MAX_RPC_TASKS));
 
     // Consensus.
     let consensus_listen = match &config.consensus {
@@ -295,11 +312,35 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         tokio::select! {
             _ = &mut shutdown => break,
             ev = net_events.recv() => match ev {
+                Some(NetEvent::Request { from, id, bytes }) => {
+                    // Each request runs as its own task (a deposit waits on other gateways),
+                    // at most MAX_RPC_TASKS at once; beyond that the request is refused.
+                    match rpc_slots.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let (rpc, net) = (rpc.clone(), net.clone());
+                            tokio::spawn(async move {
+                                let resp = rpc.handle(from, &bytes).await;
+                                crate::rpc::log_refusal(&from, &resp);
+                                net.respond(id, resp.to_bytes()).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            let resp = Response::error("busy", "too many requests in progress; retry");
+                            net.respond(id, resp.to_bytes()).await;
+                        }
+                    }
+                }
                 Some(ev) => on_net_event(&shared, &net, &consensus, ev).await,
                 None => { warn!("mesh stopped"); break; }
             },
             ev = consensus_events.recv() => match ev {
-                Ok(ev) => on_consensus_event(&shared, ev),
+                Ok(ev) => {
+                    if let ConsensusEvent::Committed { height, .. } = &ev {
+                        on_committed(&shared, &net, *height).await;
+                    }
+                    on_consensus_event(&shared, ev)
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => debug!(missed = n, "consensus events lagged"),
                 Err(broadcast::error::RecvError::Closed) => { warn!("consensus stopped"); break; }
             },
@@ -350,6 +391,73 @@ async fn on_net_event(shared: &Shared, net: &Net, consensus: &ConsensusHandle, e
             }
         }
         _ => {}
+    }
+}
+
+/// Publishes a committed block's events and applies its revocations to the mesh: a revoked
+/// device's peer ids (its enrolled key and its current key) are refused by the gate and
+/// disconnected, at the height the `Revoke` or `Evidence` commits.
+async fn on_committed(shared: &Shared, net: &Net, height: u64) {
+    let block = {
+        let store = shared.store.read().unwrap_or_else(|e| e.into_inner());
+        match store.block(height) {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(height, error = %e, "committed block unreadable");
+                return;
+            }
+        }
+    };
+    shared.publish_block(&block);
+    let touched: Vec<PublicKey> = block
+        .block
+        .txs
+        .iter()
+        .filter_map(|tx| match &tx.body {
+            TxBody::Revoke { device, .. } => Some(*device),
+            TxBody::Evidence(Evidence::Equivocation { a, .. }) => Some(a.signer),
+            TxBody::Evidence(Evidence::PolicyViolation { anchor }) => Some(anchor.signer),
+            TxBody::RotateKeys { .. } => Some(tx.signer),
+            _ => None,
+        })
+        .collect();
+    if !touched.is_empty() {
+        enforce_revocations(shared, net, Some(&touched)).await;
+    }
+}
+
+/// Denies the peer ids of revoked devices (all of them, or those among `only`), and the
+/// enrolled key of a device that rotated to another, so an old key cannot connect.
+async fn enforce_revocations(shared: &Shared, net: &Net, only: Option<&[PublicKey]>) {
+    let deny: Vec<(PublicKey, bool)> = {
+        let store = shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let st = store.state();
+        let pick = |a: &meshward_core::state::Account| -> Vec<(PublicKey, bool)> {
+            let Some(d) = &a.device else { return Vec::new() };
+            if !d.is_active() {
+                vec![(a.id, true), (a.sign_key, true)]
+            } else if a.sign_key != a.id {
+                vec![(a.id, false)]
+            } else {
+                Vec::new()
+            }
+        };
+        match only {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| st.account(id))
+                .flat_map(pick)
+                .collect(),
+            None => st.accounts().flat_map(pick).collect(),
+        }
+    };
+    for (key, revoked) in deny {
+        let peer = meshward_net::peer_id_of(&key);
+        if revoked {
+            info!(device = %key, %peer, "device revoked: refusing its connections");
+        }
+        net.deny(peer).await;
     }
 }
 

@@ -137,3 +137,42 @@ pub fn get_json(url: &str, path: &str, timeout: Duration) -> Result<serde_json::
     }
     Ok(v)
 }
+
+fn check(url: &str, path: &str, r: &Response) -> Result<()> {
+    if !(200..300).contains(&r.status) {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        bail!(
+            "{url}{path}: {} ({})",
+            v["message"].as_str().unwrap_or("error"),
+            v["code"].as_str().unwrap_or("unknown")
+        );
+    }
+    Ok(())
+}
+
+/// POST a JSON body and read a JSON answer; a non-2xx answer becomes an error.
+pub fn post_json(
+    url: &str,
+    path: &str,
+    body: &serde_json::Value,
+    timeout: Duration,
+) -> Result<serde_json::Value> {
+    let bytes = serde_json::to_vec(body)?;
+    let r = request(
+        "POST",
+        url,
+        path,
+        None,
+        Some(("application/json", &bytes)),
+        timeout,
+    )?;
+    check(url, path, &r)?;
+    r.json()
+}
+
+/// GET a document as text; a non-2xx answer becomes an error.
+pub fn get_text(url: &str, path: &str, timeout: Duration) -> Result<String> {
+    let r = request("GET", url, path, None, None, timeout)?;
+    check(url, path, &r)?;
+    String::from_utf8(r.body).context("the node answered with text that is not UTF-8")
+}

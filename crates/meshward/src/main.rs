@@ -19,6 +19,7 @@ use serde_json::json;
 
 mod bench;
 mod devnet;
+mod fleet;
 mod http;
 
 #[derive(Parser)]
@@ -45,9 +46,60 @@ enum Cmd {
     /// Admin keys.
     #[command(subcommand)]
     Admin(AdminCmd),
-    /// Device keys.
+    /// Devices: keys, enrollment, the device agent, revocation, key rotation.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// One-time enrollment tickets.
+    #[command(subcommand)]
+    Ticket(TicketCmd),
+    /// Which groups may send to which.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Seal a message to a device, anchor it, and deliver it directly or through mailboxes.
+    Send {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// The sender's device key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The device's state directory (default: <key>.d).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The recipient's device id (or group:NAME).
+        #[arg(long)]
+        to: String,
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        message: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Seal with an HPKE session (for streams) rather than one-shot.
+        #[arg(long)]
+        session: bool,
+        /// Wait until the anchor is final and print its height.
+        #[arg(long)]
+        wait_final: bool,
+        /// How long --wait-final (and an offline anchor) may wait, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Fetch the device's mailbox from a gateway, open it locally and acknowledge it.
+    Inbox {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Fetch the proof of an anchored message from a gateway, for `meshward verify`.
+    Proof {
+        #[arg(long)]
+        api: String,
+        /// The anchor's commitment (an envelope's, or a batch root), hex.
+        commitment: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Genesis files.
     #[command(subcommand)]
     Genesis(GenesisCmd),
@@ -63,8 +115,8 @@ enum Cmd {
     /// Run a gateway node.
     #[command(subcommand)]
     Node(NodeCmd),
-    /// Benchmarks on this machine, with real processes on 127.0.0.1.
-    #[command(subcommand)]
+    /// Benchmarks on this machine, with real processes on 127.0.0.1: writes results.json and
+    /// report.html to --out and prints each figure beside its target.
     Bench(BenchCmd),
     /// Show a node's status.
     Status {
@@ -86,20 +138,25 @@ enum Cmd {
     },
 }
 
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Four validators as separate processes: peak blocks/s and tx/s, finality latency at half
-    /// load, and both with one validator SIGKILLed.
-    Consensus {
-        /// Write results.json here.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Shorter phases (5 s instead of 15 s).
-        #[arg(long)]
-        quick: bool,
-        #[arg(long, default_value_t = 29000)]
-        base_port: u16,
-    },
+#[derive(Args)]
+struct BenchCmd {
+    /// Which part to run: crypto (signature and HPKE ceiling), consensus (4 validators under
+    /// load, one killed), direct (device to device), mqtt (Mosquitto baseline), scale (4/7/10
+    /// validators, 1k/10k/100k devices), or all.
+    #[arg(value_enum, default_value_t = bench::Part::All)]
+    part: bench::Part,
+    /// Where results.json and report.html go.
+    #[arg(long, default_value = "bench-out")]
+    out: PathBuf,
+    /// Short phases and small fleets (under 3 minutes for everything), for CI's smoke test.
+    #[arg(long)]
+    quick: bool,
+    /// First port of the validators' range (each part uses its own range above it).
+    #[arg(long, default_value_t = 29000)]
+    base_port: u16,
+    /// Internal: the load generator's spec file (`bench client`).
+    #[arg(long, hide = true)]
+    spec: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -146,6 +203,131 @@ enum DeviceCmd {
     Keygen {
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Write a device's public enrollment data (ids and proofs of possession) for an admin.
+    Export {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        chain_id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Enroll a device with admin signatures (k-of-n).
+    Enroll {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        /// Admin key file; repeat until the fleet's threshold is met.
+        #[arg(long = "admin-key", required = true)]
+        admin_keys: Vec<PathBuf>,
+        /// The device's public file from `meshward device export`.
+        #[arg(long, conflicts_with = "device_key", required_unless_present = "device_key")]
+        device_pub: Option<PathBuf>,
+        /// The device's key file (when the admin holds it).
+        #[arg(long)]
+        device_key: Option<PathBuf>,
+        /// Group to put the device in; repeat for several (default: "default").
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
+    /// Enroll this device with a one-time ticket.
+    Join {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long)]
+        ticket: String,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Run the device agent: print each received message as a JSON line.
+    Run {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long)]
+        key: PathBuf,
+        /// State directory (default: <key>.d).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Where to listen for direct envelopes (default /ip4/127.0.0.1/tcp/0).
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Find peers on the LAN by multicast DNS.
+        #[arg(long)]
+        mdns: bool,
+        /// How often to poll gateway mailboxes, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+    },
+    /// Revoke a device: every node refuses it from the next block.
+    Revoke {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long = "admin-key", required = true)]
+        admin_keys: Vec<PathBuf>,
+        device_id: String,
+        #[arg(long, default_value = "revoked by admin")]
+        reason: String,
+    },
+    /// Replace this device's keys (the device id stays).
+    Rotate {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// List enrolled devices.
+    List {
+        #[arg(long)]
+        api: String,
+    },
+}
+
+/// How a command finds gateways.
+#[derive(Args)]
+struct GatewayArgs {
+    /// A gateway's HTTP API, e.g. http://127.0.0.1:7700 (its mesh addresses are read from it).
+    #[arg(long)]
+    api: Option<String>,
+    /// A gateway's mesh address; repeat for several.
+    #[arg(long)]
+    bootstrap: Vec<String>,
+}
+
+impl GatewayArgs {
+    fn into_gateways(self) -> fleet::Gateways {
+        fleet::Gateways {
+            api: self.api,
+            bootstrap: self.bootstrap,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum TicketCmd {
+    /// Create a one-time enrollment ticket on the ledger and print it.
+    New {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long = "admin-key", required = true)]
+        admin_keys: Vec<PathBuf>,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// How long the ticket is valid: e.g. 30m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Replace the policy: members of GROUP_A may send to members of GROUP_B.
+    Set {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long = "admin-key", required = true)]
+        admin_keys: Vec<PathBuf>,
+        #[arg(long, required = true)]
+        allow: Vec<String>,
     },
 }
 
@@ -266,6 +448,94 @@ fn run(cli: Cli) -> Result<Output> {
                 json: json!({ "device_id": kp.id().peer_id(), "enc_key": kp.enc_key().to_string() }),
             })
         }
+        Cmd::Device(DeviceCmd::Export { key, chain_id, out }) => {
+            fleet::device_export(&key, &chain_id, &out)
+        }
+        Cmd::Device(DeviceCmd::Enroll {
+            gw,
+            admin_keys,
+            device_pub,
+            device_key,
+            groups,
+        }) => fleet::device_enroll(fleet::EnrollArgs {
+            gw: gw.into_gateways(),
+            admin_keys,
+            device_pub,
+            device_key,
+            groups,
+        }),
+        Cmd::Device(DeviceCmd::Join { gw, ticket, key }) => {
+            fleet::device_join(gw.into_gateways(), &ticket, &key)
+        }
+        Cmd::Device(DeviceCmd::Run {
+            gw,
+            key,
+            dir,
+            listen,
+            mdns,
+            poll_ms,
+        }) => fleet::device_run(fleet::RunArgs {
+            gw: gw.into_gateways(),
+            key,
+            dir,
+            listen,
+            mdns,
+            poll_ms,
+        }),
+        Cmd::Device(DeviceCmd::Revoke {
+            gw,
+            admin_keys,
+            device_id,
+            reason,
+        }) => fleet::device_revoke(gw.into_gateways(), &admin_keys, &device_id, &reason),
+        Cmd::Device(DeviceCmd::Rotate { gw, key }) => fleet::device_rotate(gw.into_gateways(), &key),
+        Cmd::Device(DeviceCmd::List { api }) => fleet::device_list(&api),
+        Cmd::Ticket(TicketCmd::New {
+            gw,
+            admin_keys,
+            groups,
+            ttl,
+        }) => fleet::ticket_new(gw.into_gateways(), &admin_keys, &groups, &ttl),
+        Cmd::Policy(PolicyCmd::Set {
+            gw,
+            admin_keys,
+            allow,
+        }) => fleet::policy_set(gw.into_gateways(), &admin_keys, &allow),
+        Cmd::Send {
+            gw,
+            key,
+            dir,
+            to,
+            message,
+            file,
+            session,
+            wait_final,
+            timeout,
+        } => {
+            let payload = match (message, file) {
+                (Some(m), _) => m.into_bytes(),
+                (None, Some(f)) => {
+                    fs::read(&f).with_context(|| format!("cannot read {}", f.display()))?
+                }
+                (None, None) => bail!("give --message TEXT or --file F"),
+            };
+            fleet::send(fleet::SendArgs {
+                gw: gw.into_gateways(),
+                key,
+                dir,
+                to,
+                payload,
+                session,
+                wait_final,
+                timeout_s: timeout,
+            })
+        }
+        Cmd::Inbox { key, api, dir } => fleet::inbox(&api, &key, dir.as_deref()),
+        Cmd::Proof {
+            api,
+            commitment,
+            out,
+        } => fleet::proof(&api, &commitment, &out),
         Cmd::Genesis(GenesisCmd::New(args)) => genesis_new(&args),
         Cmd::Store(StoreCmd::Verify { dir }) => store_verify(&dir),
         Cmd::Store(StoreCmd::Synth {
@@ -282,19 +552,32 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
         Cmd::Node(NodeCmd::Run(args)) => node_run(args),
         Cmd::Status { api } => status(&api),
-        Cmd::Bench(BenchCmd::Consensus {
-            out,
-            quick,
-            base_port,
-        }) => {
-            let v = bench::consensus(bench::Options {
-                out,
-                quick,
-                base_port,
-            })?;
+        Cmd::Bench(b) if b.part == bench::Part::Client => {
+            let spec = b
+                .spec
+                .context("bench client needs --spec (it is started by meshward bench)")?;
+            let r = bench::client::run(&spec)?;
+            println!("{}", serde_json::to_string(&r)?);
             Ok(Output {
-                text: serde_json::to_string_pretty(&v)?,
-                json: v,
+                text: String::new(),
+                json: serde_json::Value::Null,
+            })
+        }
+        Cmd::Bench(b) => {
+            let r = bench::run(&bench::Options {
+                part: b.part,
+                out: b.out,
+                quick: b.quick,
+                base_port: b.base_port,
+                json: cli.json,
+            })?;
+            if !r.any_ok {
+                eprintln!("{}", r.summary);
+                bail!("every benchmark part that ran failed (reasons above, and in results.json)");
+            }
+            Ok(Output {
+                text: r.summary,
+                json: r.results,
             })
         }
         Cmd::Devnet {

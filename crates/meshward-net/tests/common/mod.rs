@@ -1,12 +1,14 @@
 //! Helpers for multi-node tests: real swarms on 127.0.0.1, mDNS off, conditions polled with
 //! deadlines.
+// Each test binary uses its own subset of these helpers.
+#![allow(dead_code)]
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshward_core::ids::Keypair;
-use meshward_net::{Multiaddr, Net, NetConfig, NetError, NetEvent, PeerId, TxVerdict};
+use meshward_net::{Multiaddr, Net, NetConfig, NetError, NetEvent, PeerId, RequestId, TxVerdict};
 
 /// Generous: two cores, unoptimised code, several tests at once.
 pub const DEADLINE: Duration = Duration::from_secs(30);
@@ -44,8 +46,22 @@ pub async fn node(config: NetConfig) -> TestNode {
     node_with(config, |_| TxVerdict::Accept).await
 }
 
-/// A node whose "ledger" judges transactions with `verdict`.
+/// A node whose "ledger" judges transactions with `verdict`. It never answers rpc requests.
 pub async fn node_with(config: NetConfig, verdict: fn(&[u8]) -> TxVerdict) -> TestNode {
+    start(config, verdict, |_| None).await
+}
+
+/// A node that accepts every transaction and answers rpc requests with `respond` (`None`: no
+/// answer, the request is left pending).
+pub async fn serving_node(config: NetConfig, respond: fn(&[u8]) -> Option<Vec<u8>>) -> TestNode {
+    start(config, |_| TxVerdict::Accept, respond).await
+}
+
+async fn start(
+    config: NetConfig,
+    verdict: fn(&[u8]) -> TxVerdict,
+    respond: fn(&[u8]) -> Option<Vec<u8>>,
+) -> TestNode {
     assert!(!config.mdns, "tests never start mDNS in the root namespace");
     let key = Keypair::generate(&mut rand::rngs::OsRng);
     let (net, mut events) = meshward_net::spawn(&key, config).await.expect("spawn");
@@ -53,8 +69,16 @@ pub async fn node_with(config: NetConfig, verdict: fn(&[u8]) -> TxVerdict) -> Te
     let (pump_net, pump_seen) = (net.clone(), seen.clone());
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
-            if let NetEvent::Tx { id, bytes, .. } = &event {
-                pump_net.report_tx(id.clone(), verdict(bytes)).await;
+            match &event {
+                NetEvent::Tx { id, bytes, .. } => {
+                    pump_net.report_tx(id.clone(), verdict(bytes)).await;
+                }
+                NetEvent::Request { id, bytes, .. } => {
+                    if let Some(response) = respond(bytes) {
+                        pump_net.respond(*id, response).await;
+                    }
+                }
+                _ => {}
             }
             pump_seen.lock().unwrap().push(event);
         }
@@ -98,6 +122,19 @@ impl TestNode {
             .iter()
             .filter_map(|e| match e {
                 NetEvent::Tx { from, bytes: b, .. } if b == bytes => Some(*from),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The rpc requests the node was handed: who sent them, their ids and bytes.
+    pub fn requests(&self) -> Vec<(PeerId, RequestId, Vec<u8>)> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|e| match e {
+                NetEvent::Request { from, id, bytes } => Some((*from, *id, bytes.clone())),
                 _ => None,
             })
             .collect()

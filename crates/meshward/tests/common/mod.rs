@@ -372,3 +372,4 @@ pub fn have_tool(name: &str) -> bool {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+pub mod fleet;

@@ -1,16 +1,33 @@
-//! The HTTP API (axum): JSON endpoints, Prometheus metrics, bearer-token auth for mutating
-//! calls, and JSON errors with a stable `code` for every failure, including malformed paths,
+//! The HTTP API (axum): JSON endpoints, Prometheus metrics, live events (SSE), an OpenAPI
+//! document, and JSON errors with a stable `code` for every failure, including malformed paths,
 //! oversized bodies and unknown routes.
+//!
+//! Two kinds of caller authenticate:
+//! - the operator, with the bearer token `meshward init` wrote, for calls that submit
+//!   transactions;
+//! - a device, by signing a single-use nonce from `POST /v1/challenge` with its account's
+//!   current key ([`auth`], [`meshward_core::auth`]), for its own mailbox.
+//!
+//! Everything else only reads the ledger and needs no credential. [`ROUTES`] lists every route;
+//! the router is built from it, and `GET /v1/openapi.json` documents each one.
+//!
+//! ```
+//! assert!(meshward_node::api::ROUTES.contains(&("POST", "/v1/mailbox/fetch")));
+//! ```
+
+pub mod auth;
+mod device;
+mod stream;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use meshward_core::hash::Hash;
 use meshward_core::ledger::ApplyCtx;
@@ -55,15 +72,68 @@ impl IntoResponse for ApiError {
 
 type ApiResult = Result<Json<Value>, ApiError>;
 
+/// Every route the API serves, as (method, path template). The router is built from this
+/// list, and the OpenAPI document must describe each entry (a test checks both).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/status"),
+    ("GET", "/v1/blocks/{height}"),
+    ("POST", "/v1/tx"),
+    ("POST", "/v1/txs"),
+    ("GET", "/v1/tx/{hash}"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("GET", "/v1/events"),
+    ("POST", "/v1/challenge"),
+    ("POST", "/v1/mailbox/fetch"),
+    ("POST", "/v1/mailbox/ack"),
+    ("GET", "/v1/devices"),
+    ("GET", "/v1/devices/{id}"),
+    ("GET", "/v1/groups/{name}"),
+    ("GET", "/v1/anchors/{commitment}"),
+    ("GET", "/v1/anchors/{commitment}/proof"),
+];
+
+/// The OpenAPI 3.0 document served at `GET /v1/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+
+/// The handler of one [`ROUTES`] entry.
+fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Shared>>> {
+    Some(match (method, path) {
+        ("GET", "/v1/status") => get(status),
+        ("GET", "/v1/blocks/{height}") => get(block),
+        ("POST", "/v1/tx") => post(submit_tx),
+        ("POST", "/v1/txs") => post(submit_txs),
+        ("GET", "/v1/tx/{hash}") => get(tx_status),
+        ("GET", "/metrics") => get(metrics),
+        ("GET", "/v1/openapi.json") => get(openapi),
+        ("GET", "/v1/events") => get(stream::events),
+        ("POST", "/v1/challenge") => post(device::challenge),
+        ("POST", "/v1/mailbox/fetch") => {
+            post(device::mailbox_fetch).layer(DefaultBodyLimit::max(MAX_DEVICE_BODY_BYTES))
+        }
+        ("POST", "/v1/mailbox/ack") => {
+            post(device::mailbox_ack).layer(DefaultBodyLimit::max(MAX_DEVICE_BODY_BYTES))
+        }
+        ("GET", "/v1/devices") => get(device::list_devices),
+        ("GET", "/v1/devices/{id}") => get(device::get_device),
+        ("GET", "/v1/groups/{name}") => get(device::get_group),
+        ("GET", "/v1/anchors/{commitment}") => get(device::anchor_location),
+        ("GET", "/v1/anchors/{commitment}/proof") => get(device::anchor_proof),
+        _ => return None,
+    })
+}
+
+/// Largest device-authenticated request body: a few short fields.
+pub const MAX_DEVICE_BODY_BYTES: usize = 16 * 1024;
+
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/blocks/{height}", get(block))
-        .route("/v1/tx", post(submit_tx))
-        .route("/v1/txs", post(submit_txs))
-        .route("/v1/tx/{hash}", get(tx_status))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
+    let mut r = Router::new();
+    for &(method, path) in ROUTES {
+        let h = handler(method, path)
+            .unwrap_or_else(|| panic!("ROUTES lists {method} {path}, which has no handler"));
+        r = r.route(path, h);
+    }
+    r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
@@ -97,6 +167,37 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
+/// A path parameter, or a JSON 400 when it is not valid percent-encoded UTF-8.
+fn path_param(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))
+}
+
+/// Query parameters, or a JSON 400 when they do not parse.
+fn query_params<T>(q: Result<axum::extract::Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    q.map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", e.body_text()))
+}
+
+/// Parses a JSON request body into `T`; any failure is a 4xx JSON error.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    shape: &str,
+) -> Result<T, ApiError> {
+    let body = body.map_err(body_error)?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_json",
+            format!("body is not {shape}: {e}"),
+        )
+    })
+}
+
 async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
     let store = s.store.read().unwrap_or_else(|e| e.into_inner());
     let tip = store.tip();
@@ -116,10 +217,16 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
         "validators": store.state().validators().validators.len(),
         "is_validator": store.state().validators().power_of(&s.node_id).is_some(),
         "mempool_size": s.mempool.len(),
+        "peer_id": s.node_id.peer_id(),
+        "mesh_addrs": s.mesh_addrs.read().unwrap_or_else(|e| e.into_inner()).clone(),
     })))
 }
 
-async fn block(State(s): State<Arc<Shared>>, Path(height): Path<String>) -> ApiResult {
+async fn block(
+    State(s): State<Arc<Shared>>,
+    height: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let height = path_param(height)?;
     let height: u64 = height.parse().map_err(|_| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -359,7 +466,11 @@ pub fn admit_error(e: &AdmitError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-async fn tx_status(State(s): State<Arc<Shared>>, Path(hash): Path<String>) -> ApiResult {
+async fn tx_status(
+    State(s): State<Arc<Shared>>,
+    hash: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let hash = path_param(hash)?;
     let h = Hash::from_hex(&hash).ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -1,0 +1,348 @@
+//! Endpoints for devices and for anyone reading the fleet: challenges, mailboxes, the device
+//! list, groups and anchor proofs.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use meshward_core::hash::Hash;
+use meshward_core::hex;
+use meshward_core::ids::PublicKey;
+use meshward_core::light::ProofFile;
+use meshward_core::state::{Account, DeviceStatus, StateView};
+use meshward_core::tx::GroupName;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::{authenticate, DeviceCredential};
+use super::{json_body, now_ms, path_param, query_params, store_error, ApiError, ApiResult};
+use crate::Shared;
+
+/// Most envelopes one `POST /v1/mailbox/fetch` returns.
+pub const MAX_FETCH_ENVELOPES: u64 = 256;
+/// Envelope bytes after which a fetch stops adding envelopes (it always returns at least one
+/// waiting envelope); the device fetches again after the last `seq` it got.
+pub const MAX_FETCH_BYTES: usize = 4 * 1024 * 1024;
+/// Devices one `GET /v1/devices` returns by default, and at most.
+pub const DEFAULT_DEVICE_PAGE: usize = 1000;
+pub const MAX_DEVICE_PAGE: usize = 10_000;
+
+/// The action names signed for each device endpoint.
+pub const ACTION_MAILBOX_FETCH: &str = "mailbox/fetch";
+pub const ACTION_MAILBOX_ACK: &str = "mailbox/ack";
+
+fn lock_store(s: &Shared) -> std::sync::RwLockReadGuard<'_, meshward_store::Store> {
+    s.store.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn mailbox_error(e: meshward_store::MailboxError) -> ApiError {
+    tracing::error!(error = %e, "mailbox operation failed");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage",
+        "the node could not read or write its mailboxes",
+    )
+}
+
+/// `POST /v1/challenge`: a fresh single-use nonce. No credential, no body needed.
+pub(super) async fn challenge(State(s): State<Arc<Shared>>) -> ApiResult {
+    let (nonce, ttl) = s.challenges.issue().map_err(|e| {
+        tracing::error!(error = %e, "no randomness for a challenge nonce");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_randomness",
+            "the node could not draw a random nonce; try again",
+        )
+    })?;
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    Ok(Json(json!({
+        "nonce": hex::encode(&nonce),
+        "expires_ms": now_ms().saturating_add(ttl_ms),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FetchRequest {
+    device: String,
+    nonce: String,
+    signature: String,
+    #[serde(default)]
+    after: u64,
+    max: Option<u64>,
+}
+
+/// `POST /v1/mailbox/fetch`: envelopes waiting for the device, after `after`, in order.
+pub(super) async fn mailbox_fetch(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: FetchRequest = json_body(
+        body,
+        r#"{"device": "<peer id>", "nonce": "<hex>", "signature": "<hex>", "after": u64, "max": u64}"#,
+    )?;
+    let max = req.max.unwrap_or(MAX_FETCH_ENVELOPES);
+    if max > MAX_FETCH_ENVELOPES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_max",
+            format!("max is {max}, at most {MAX_FETCH_ENVELOPES}"),
+        ));
+    }
+    let store = lock_store(&s);
+    let device = authenticate(
+        &s.challenges,
+        &store,
+        &DeviceCredential {
+            device: &req.device,
+            nonce: &req.nonce,
+            signature: &req.signature,
+        },
+        ACTION_MAILBOX_FETCH,
+    )?;
+    let rows = store
+        .mailbox_list(&device, req.after, max as usize)
+        .map_err(mailbox_error)?;
+    drop(store);
+    let mut bytes = 0usize;
+    let mut envelopes = Vec::with_capacity(rows.len());
+    for (seq, env) in rows {
+        if !envelopes.is_empty() && bytes + env.len() > MAX_FETCH_BYTES {
+            break;
+        }
+        bytes += env.len();
+        envelopes.push(json!({ "seq": seq, "envelope": hex::encode(&env) }));
+    }
+    Ok(Json(json!({ "envelopes": envelopes })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AckRequest {
+    device: String,
+    nonce: String,
+    signature: String,
+    up_to: u64,
+}
+
+/// `POST /v1/mailbox/ack`: removes the device's envelopes up to `up_to`.
+pub(super) async fn mailbox_ack(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let req: AckRequest = json_body(
+        body,
+        r#"{"device": "<peer id>", "nonce": "<hex>", "signature": "<hex>", "up_to": u64}"#,
+    )?;
+    let store = lock_store(&s);
+    let device = authenticate(
+        &s.challenges,
+        &store,
+        &DeviceCredential {
+            device: &req.device,
+            nonce: &req.nonce,
+            signature: &req.signature,
+        },
+        ACTION_MAILBOX_ACK,
+    )?;
+    let removed = store
+        .mailbox_ack(&device, req.up_to)
+        .map_err(mailbox_error)?;
+    Ok(Json(json!({ "removed": removed })))
+}
+
+/// A device as the API shows it.
+fn device_json(a: &Account) -> Option<Value> {
+    let d = a.device.as_ref()?;
+    let mut v = json!({
+        "id": a.id.peer_id(),
+        "enc_key": d.enc_key.to_string(),
+        "sign_key": a.sign_key.peer_id(),
+        "groups": d.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+        "enrolled_height": d.enrolled_height,
+        "seq": a.seq,
+    });
+    let extra = match &d.status {
+        DeviceStatus::Active => json!({ "status": "active" }),
+        DeviceStatus::Revoked { reason, height } => json!({
+            "status": "revoked",
+            "revoked_reason": reason,
+            "revoked_height": height,
+        }),
+    };
+    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
+        m.extend(e);
+    }
+    Some(v)
+}
+
+fn parse_device_id(s: &str) -> Result<PublicKey, ApiError> {
+    PublicKey::from_peer_id(s).map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_device_id",
+            format!("{s:?} is not an Ed25519 peer id"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+pub(super) struct DevicesQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// `GET /v1/devices?limit=&after=`: enrolled devices (active and revoked), ordered by account
+/// key; `next_after` is set when more follow.
+pub(super) async fn list_devices(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<DevicesQuery>, QueryRejection>,
+) -> ApiResult {
+    let q = query_params(q)?;
+    let limit = q.limit.unwrap_or(DEFAULT_DEVICE_PAGE);
+    if limit == 0 || limit > MAX_DEVICE_PAGE {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_limit",
+            format!("limit is {limit}, it must be 1 to {MAX_DEVICE_PAGE}"),
+        ));
+    }
+    let after = q.after.as_deref().map(parse_device_id).transpose()?;
+    let store = lock_store(&s);
+    let state = store.state();
+    let mut page = state
+        .accounts()
+        .filter(|a| a.device.is_some())
+        .filter(|a| after.is_none_or(|k| a.id > k));
+    let devices: Vec<Value> = page.by_ref().take(limit).filter_map(device_json).collect();
+    let more = page.next().is_some();
+    let mut out = json!({ "devices": devices });
+    if more {
+        if let Some(last) = devices.last() {
+            out["next_after"] = last["id"].clone();
+        }
+    }
+    Ok(Json(out))
+}
+
+/// `GET /v1/devices/{id}`.
+pub(super) async fn get_device(
+    State(s): State<Arc<Shared>>,
+    id: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let id = path_param(id)?;
+    let key = parse_device_id(&id)?;
+    let store = lock_store(&s);
+    let state = store.state();
+    state
+        .account(&key)
+        .and_then(device_json)
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_device",
+                format!("{id} is not an enrolled device"),
+            )
+        })
+}
+
+/// `GET /v1/groups/{name}`: members with their encryption keys, for rekeying.
+pub(super) async fn get_group(
+    State(s): State<Arc<Shared>>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let name = path_param(name)?;
+    let group = GroupName::new(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_group_name",
+            format!("{name:?} is not a group name (1 to 64 of a-z 0-9 . _ -)"),
+        )
+    })?;
+    let store = lock_store(&s);
+    let state = store.state();
+    let g = state.group(&group).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_group",
+            format!("no group {name:?} on the ledger"),
+        )
+    })?;
+    let members: Vec<Value> = g
+        .members
+        .iter()
+        .map(|m| {
+            // Members are enrolled, active devices, so each has an encryption key.
+            let enc = state
+                .account(m)
+                .and_then(|a| a.device.as_ref())
+                .map(|d| d.enc_key.to_string());
+            json!({ "id": m.peer_id(), "enc_key": enc })
+        })
+        .collect();
+    Ok(Json(json!({
+        "name": group.as_str(),
+        "members": members,
+        "epoch": g.epoch,
+        "needs_rekey": g.needs_rekey,
+    })))
+}
+
+fn parse_commitment(s: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(s).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_commitment",
+            format!("{s:?} is not 64 lower-case hex digits"),
+        )
+    })
+}
+
+fn unknown_anchor(c: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_anchor",
+        format!("commitment {c} is not anchored in a final block on this node (yet)"),
+    )
+}
+
+/// `GET /v1/anchors/{commitment}`: where it was anchored.
+pub(super) async fn anchor_location(
+    State(s): State<Arc<Shared>>,
+    c: Result<Path<String>, PathRejection>,
+) -> ApiResult {
+    let c = path_param(c)?;
+    let h = parse_commitment(&c)?;
+    let loc = lock_store(&s).anchor_location(&h).map_err(store_error)?;
+    let (height, index) = loc.ok_or_else(|| unknown_anchor(&c))?;
+    Ok(Json(
+        json!({ "commitment": c, "height": height, "index": index }),
+    ))
+}
+
+/// `GET /v1/anchors/{commitment}/proof`: the proof file (the same bytes `meshward store
+/// proof` writes, without the final newline), which `meshward verify` checks offline.
+pub(super) async fn anchor_proof(
+    State(s): State<Arc<Shared>>,
+    c: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let c = path_param(c)?;
+    let h = parse_commitment(&c)?;
+    let file = {
+        let store = lock_store(&s);
+        let proof = store
+            .anchor_proof(&h)
+            .map_err(store_error)?
+            .ok_or_else(|| unknown_anchor(&c))?;
+        ProofFile::new(&store.genesis().chain_id, &proof).ok_or_else(|| {
+            store_error("the commitment index points at a transaction that is not an anchor")
+        })?
+    };
+    // The file's own compact JSON: re-serialising it would change bytes the verifier checks.
+    Ok(([(header::CONTENT_TYPE, "application/json")], file.to_json()).into_response())
+}

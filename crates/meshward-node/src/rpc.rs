@@ -1,0 +1,399 @@
+//! The gateway's side of the mesh's request-response protocol ([`meshward_core::rpc`]):
+//! mailboxes (with replication to other gateways), transaction submission, and ledger lookups
+//! for devices.
+//!
+//! Every envelope is checked before it is stored or forwarded: the sender is an active device
+//! and signed it with its current key, the recipient is an active device, the policy allows the
+//! pair, and this gateway has not taken the same envelope before. A requesting peer is known by
+//! its `PeerId` (Noise-authenticated), which is a device's current signing key, so a device can
+//! only fetch and acknowledge its own mailbox.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshward_core::codec::{Decode, Encode};
+use meshward_core::envelope::Envelope;
+use meshward_core::hash::Hash;
+use meshward_core::ids::PublicKey;
+use meshward_core::rpc::{
+    DeviceInfo, GroupInfo, Request, Response, TxState, MAX_ADDRS, MAX_ADDR_LEN, MAX_FETCH,
+    MAX_FETCH_BYTES,
+};
+use meshward_core::state::{Account, State, StateView};
+use meshward_core::tx::Tx;
+use meshward_core::Reject;
+use meshward_net::{Net, PeerId};
+use tracing::{debug, info};
+
+use crate::mempool::AdmitError;
+use crate::Shared;
+
+/// How long a gateway waits for other gateways to take a replica.
+pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Envelope commitments remembered to refuse a replayed deposit.
+pub const SEEN_ENVELOPES: usize = 65_536;
+
+/// The gateway's request handler: cheap to clone, one per request task.
+#[derive(Clone)]
+pub struct RpcHandler {
+    shared: Arc<Shared>,
+    net: Net,
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[derive(Default)]
+struct Seen {
+    set: HashSet<Hash>,
+    order: VecDeque<Hash>,
+}
+
+impl Seen {
+    /// Records `h`; false if it was already there.
+    fn insert(&mut self, h: Hash) -> bool {
+        if !self.set.insert(h) {
+            return false;
+        }
+        self.order.push_back(h);
+        while self.order.len() > SEEN_ENVELOPES {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn forget(&mut self, h: &Hash) {
+        self.set.remove(h);
+    }
+}
+
+/// The account a peer's key signs for now: a device that never rotated signs with its id, one
+/// that rotated with a key the state maps back to its account.
+pub fn account_of<'a>(state: &'a State, key: &PublicKey) -> Option<&'a Account> {
+    match state.account(key) {
+        Some(a) if a.sign_key == *key => Some(a),
+        _ => state.key_owner(key).and_then(|id| state.account(&id)),
+    }
+}
+
+/// The stable code of a refused transaction.
+pub fn admit_code(e: &AdmitError) -> &'static str {
+    match e {
+        AdmitError::Duplicate => "duplicate",
+        AdmitError::Conflict => "conflicting_sequence",
+        AdmitError::Stale { .. } => "stale_sequence",
+        AdmitError::TooFarAhead { .. } => "sequence_gap",
+        AdmitError::SenderQuota(_) | AdmitError::Full => "busy",
+        AdmitError::Rejected(r) => match r {
+            Reject::DeviceRevoked(_) => "device_revoked",
+            Reject::RecipientRevoked(_) => "recipient_revoked",
+            Reject::PolicyForbids { .. } => "policy_forbids",
+            Reject::BadSignature => "bad_signature",
+            Reject::UnknownSigner(_) | Reject::NotEnrolled(_) => "unknown_device",
+            _ => "rejected",
+        },
+    }
+}
+
+fn refuse(code: &str, message: impl std::fmt::Display) -> Response {
+    Response::error(code, &message.to_string())
+}
+
+impl RpcHandler {
+    pub fn new(shared: Arc<Shared>, net: Net) -> Self {
+        RpcHandler {
+            shared,
+            net,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Answers one request from `from`.
+    pub async fn handle(&self, from: PeerId, bytes: &[u8]) -> Response {
+        let req = match Request::from_bytes(bytes) {
+            Ok(r) => r,
+            Err(e) => return refuse("bad_request", e),
+        };
+        match req {
+            Request::Deliver(_) => refuse("unsupported", "gateways do not take direct envelopes"),
+            Request::Deposit(env) => self.deposit(env).await,
+            Request::Replicate(env) => self.replicate(from, env),
+            Request::Fetch { after, max } => self.fetch(from, after, max),
+            Request::AckMailbox { up_to } => self.ack_mailbox(from, up_to),
+            Request::SubmitTx(tx) => self.submit(tx),
+            Request::Lookup(key) => self.lookup(&key).await,
+            Request::Group(g) => {
+                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                let st = store.state();
+                Response::Group(st.group(&g).map(|grp| GroupInfo {
+                    name: g.clone(),
+                    members: grp
+                        .members
+                        .iter()
+                        .filter_map(|m| {
+                            let d = st.account(m)?.device.as_ref()?;
+                            Some((*m, d.enc_key))
+                        })
+                        .collect(),
+                    epoch: grp.epoch,
+                    needs_rekey: grp.needs_rekey,
+                }))
+            }
+            Request::Policy => {
+                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                Response::Policy(store.state().policy().allow.clone())
+            }
+            Request::TxStatus(id) => self.tx_status(&id),
+            Request::NextSeq(k) => {
+                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                Response::NextSeq(
+                    store
+                        .state()
+                        .account(&k)
+                        .map(|a| a.seq + 1 + self.shared.mempool.pending_from(&k) as u64),
+                )
+            }
+            Request::Info => {
+                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                Response::Info {
+                    chain_id: store.genesis().chain_id.clone(),
+                    height: store.tip().map_or(0, |(h, _)| h),
+                }
+            }
+        }
+    }
+
+    /// Checks an envelope against the ledger; returns the recipient's account id.
+    fn check_envelope(&self, env: &Envelope) -> Result<PublicKey, Response> {
+        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let st = store.state();
+        let sender = account_of(st, &env.sender)
+            .ok_or_else(|| refuse("unknown_sender", "the sender is not an enrolled device"))?;
+        let sdev = sender
+            .device
+            .as_ref()
+            .ok_or_else(|| refuse("unknown_sender", "the sender is not a device"))?;
+        if !sdev.is_active() {
+            return Err(refuse("sender_revoked", "the sender is revoked"));
+        }
+        let vk = sender
+            .sign_key
+            .verifying_key()
+            .map_err(|_| refuse("bad_signature", "the sender's key is unusable"))?;
+        env.verify_sender(&vk)
+            .map_err(|_| refuse("bad_signature", "the envelope's signature does not verify"))?;
+        let recipient = account_of(st, &env.recipient)
+            .ok_or_else(|| refuse("unknown_recipient", "the recipient is not an enrolled device"))?;
+        let rdev = recipient
+            .device
+            .as_ref()
+            .ok_or_else(|| refuse("unknown_recipient", "the recipient is not a device"))?;
+        if !rdev.is_active() {
+            return Err(refuse("recipient_revoked", "the recipient is revoked"));
+        }
+        if !st.policy().allows(&sdev.groups, &rdev.groups) {
+            return Err(refuse(
+                "policy_forbids",
+                "the policy forbids the sender's groups to send to the recipient's",
+            ));
+        }
+        Ok(recipient.id)
+    }
+
+    /// Checks and stores an envelope once; the error response otherwise.
+    fn store_envelope(&self, env: &Envelope) -> Result<(), Response> {
+        let recipient = self.check_envelope(env)?;
+        let c = env.commitment();
+        if !self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(c) {
+            return Err(refuse("replay", "this envelope was already deposited here"));
+        }
+        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        match store.mailbox_put(&recipient, &env.to_bytes()) {
+            Ok(n) => {
+                debug!(recipient = %recipient, commitment = %c, mailbox_seq = n, "envelope stored");
+                Ok(())
+            }
+            Err(e) => {
+                self.seen.lock().unwrap_or_else(|e| e.into_inner()).forget(&c);
+                Err(refuse("mailbox_full", e))
+            }
+        }
+    }
+
+    async fn deposit(&self, env: Envelope) -> Response {
+        if let Err(r) = self.store_envelope(&env) {
+            return r;
+        }
+        // Copy it to the other gateways so the mailbox survives this one.
+        let others: Vec<PeerId> = {
+            let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+            store
+                .state()
+                .validators()
+                .validators
+                .iter()
+                .map(|v| meshward_net::peer_id_of(&v.key))
+                .filter(|p| *p != self.net.local_peer_id())
+                .collect()
+        };
+        let req = Request::Replicate(env).to_bytes();
+        let calls = others.into_iter().map(|p| {
+            let net = self.net.clone();
+            let req = req.clone();
+            async move {
+                match tokio::time::timeout(REPLICATE_TIMEOUT, net.request(p, req)).await {
+                    Ok(Ok(bytes)) => {
+                        matches!(Response::from_bytes(&bytes), Ok(Response::Stored { .. }))
+                    }
+                    _ => false,
+                }
+            }
+        });
+        let copies = futures_util::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count() as u32;
+        Response::Stored {
+            replicas: 1 + copies,
+        }
+    }
+
+    fn replicate(&self, from: PeerId, env: Envelope) -> Response {
+        let is_validator = {
+            let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+            meshward_net::public_key_of(&from)
+                .is_some_and(|k| store.state().validators().power_of(&k).is_some())
+        };
+        if !is_validator {
+            return refuse("not_a_gateway", "only gateways replicate mailboxes");
+        }
+        match self.store_envelope(&env) {
+            Ok(()) => Response::Stored { replicas: 1 },
+            Err(r) => r,
+        }
+    }
+
+    /// The account of the requesting device, which must be active.
+    fn requester(&self, from: &PeerId) -> Result<PublicKey, Response> {
+        let key = meshward_net::public_key_of(from)
+            .ok_or_else(|| refuse("unknown_device", "the peer id is not an Ed25519 key"))?;
+        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let acc = account_of(store.state(), &key)
+            .filter(|a| a.device.is_some())
+            .ok_or_else(|| refuse("unknown_device", "the peer is not an enrolled device"))?;
+        if !acc.device.as_ref().is_some_and(|d| d.is_active()) {
+            return Err(refuse("device_revoked", "the device is revoked"));
+        }
+        Ok(acc.id)
+    }
+
+    fn fetch(&self, from: PeerId, after: u64, max: u32) -> Response {
+        let me = match self.requester(&from) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let list = match store.mailbox_list(&me, after, max.min(MAX_FETCH) as usize) {
+            Ok(l) => l,
+            Err(e) => return refuse("storage", e),
+        };
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (n, raw) in list {
+            bytes += raw.len();
+            if bytes > MAX_FETCH_BYTES && !out.is_empty() {
+                break;
+            }
+            match Envelope::from_bytes(&raw) {
+                Ok(e) => out.push((n, e)),
+                Err(e) => debug!(mailbox_seq = n, error = %e, "stored envelope unreadable; skipped"),
+            }
+        }
+        Response::Envelopes(out)
+    }
+
+    fn ack_mailbox(&self, from: PeerId, up_to: u64) -> Response {
+        let me = match self.requester(&from) {
+            Ok(a) => a,
+            Err(r) => return r,
+        };
+        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        match store.mailbox_ack(&me, up_to) {
+            Ok(n) => Response::Acked { removed: n as u64 },
+            Err(e) => refuse("storage", e),
+        }
+    }
+
+    fn submit(&self, tx: Tx) -> Response {
+        match self.shared.submit(tx.clone(), true) {
+            Ok(id) => Response::TxAccepted(id),
+            Err(AdmitError::Duplicate) => Response::TxAccepted(tx.id()),
+            Err(e) => refuse(admit_code(&e), e),
+        }
+    }
+
+    async fn lookup(&self, key: &PublicKey) -> Response {
+        let info = {
+            let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+            let st = store.state();
+            let acc = st.account(key).or_else(|| account_of(st, key));
+            acc.and_then(|a| {
+                let d = a.device.as_ref()?;
+                Some(DeviceInfo {
+                    id: a.id,
+                    sign_key: a.sign_key,
+                    enc_key: d.enc_key,
+                    groups: d.groups.clone(),
+                    active: d.is_active(),
+                    seq: a.seq,
+                    addrs: Vec::new(),
+                })
+            })
+        };
+        let Some(mut info) = info else {
+            return Response::Device(None);
+        };
+        if info.active {
+            let peer = meshward_net::peer_id_of(&info.sign_key);
+            info.addrs = self
+                .net
+                .peer_addrs(peer)
+                .await
+                .into_iter()
+                .map(|a| a.to_string())
+                .filter(|a| a.len() <= MAX_ADDR_LEN)
+                .take(MAX_ADDRS)
+                .collect();
+        }
+        Response::Device(Some(info))
+    }
+
+    fn tx_status(&self, id: &Hash) -> Response {
+        if self.shared.mempool.contains(id) {
+            return Response::TxStatus(TxState::Pending);
+        }
+        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        match store.tx_location(id) {
+            Ok(Some((height, _))) => Response::TxStatus(TxState::Committed { height }),
+            Ok(None) => match self.shared.rejection(id) {
+                Some(reason) => Response::TxStatus(TxState::Rejected { reason }),
+                None => Response::TxStatus(TxState::Unknown),
+            },
+            Err(e) => refuse("storage", e),
+        }
+    }
+}
+
+/// Logs what a refused request was, at debug level (info for refusals that suggest an attack).
+pub fn log_refusal(from: &PeerId, resp: &Response) {
+    if let Response::Error { code, message } = resp {
+        match code.as_str() {
+            "bad_signature" | "replay" | "not_a_gateway" => {
+                info!(peer = %from, code = %code, %message, "request refused")
+            }
+            _ => debug!(peer = %from, code = %code, %message, "request refused"),
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The device's side of the mesh: talking to gateways and to other devices.
+//!
+//! A [`Client`] runs a libp2p node with the device's current signing key as its identity. It
+//! keeps a connection to every gateway it was given and uses whichever answers: each request
+//! goes to the gateway that answered last, and on a transport failure to the next one, so a dead
+//! gateway costs one timeout and no reconfiguration. Requests other devices send to this one
+//! (direct envelopes) come out of [`Client::take_requests`], for the [`crate::agent`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use meshward_core::codec::{Decode, Encode};
+use meshward_core::envelope::{Envelope, EnvelopeError};
+use meshward_core::hash::Hash;
+use meshward_core::ids::{Keypair, PublicKey};
+use meshward_core::rpc::{DeviceInfo, GroupInfo, Request, Response, TxState};
+use meshward_core::tx::{GroupName, Tx};
+use meshward_net::{Multiaddr, Net, NetConfig, NetError, NetEvent, PeerId, RequestId};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// A device's ledger identity and its current keys. `account` is the id the device was enrolled
+/// with; after a key rotation `keys` holds the new keys while `account` stays the same.
+#[derive(Clone)]
+pub struct DeviceIdentity {
+    pub account: PublicKey,
+    pub keys: Keypair,
+}
+
+impl DeviceIdentity {
+    /// A device that never rotated: its id is its signing key.
+    pub fn new(keys: Keypair) -> Self {
+        DeviceIdentity {
+            account: keys.id(),
+            keys,
+        }
+    }
+}
+
+/// How a [`Client`] joins the mesh.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The fleet's chain id; `None` asks the first gateway that answers.
+    pub chain_id: Option<String>,
+    /// Gateway addresses, ideally with `/p2p/<peer id>`; re-dialled whenever disconnected.
+    pub gateways: Vec<Multiaddr>,
+    /// Where this device listens for direct envelopes. Default `/ip4/127.0.0.1/tcp/0`.
+    pub listen: Vec<Multiaddr>,
+    /// Find peers on the LAN by multicast DNS.
+    pub mdns: bool,
+    /// How long one request may take before the next gateway is tried.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(chain_id: Option<String>, gateways: Vec<Multiaddr>) -> Self {
+        ClientConfig {
+            chain_id,
+            gateways,
+            listen: vec!["/ip4/127.0.0.1/tcp/0"
+                .parse()
+                .expect("a literal multiaddr parses")],
+            mdns: false,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors of the device client. `code()` gives the stable code a gateway or peer answered with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    #[error("no gateway answered ({tried} tried; last error: {last})")]
+    NoGateway { tried: usize, last: String },
+    #[error("refused by {by}: {code}: {message}")]
+    Refused {
+        by: String,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from {0}")]
+    Unexpected(String),
+    #[error("device {0} is not enrolled")]
+    UnknownDevice(String),
+    #[error("recipient {0} is revoked")]
+    RecipientRevoked(String),
+    #[error("this device is revoked: it can no longer send")]
+    SelfRevoked,
+    #[error("policy forbids sending from groups {from:?} to {to}")]
+    PolicyForbids { from: Vec<String>, to: String },
+    #[error("cannot seal the envelope: {0}")]
+    Envelope(#[from] EnvelopeError),
+    #[error("the recipient could not be reached directly and no gateway took the envelope")]
+    Undeliverable,
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("mesh: {0}")]
+    Net(#[from] NetError),
+    #[error("device state: {0}")]
+    State(String),
+}
+
+impl ClientError {
+    /// A stable machine-readable code for scripts.
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::NoGateway { .. } => "no_gateway",
+            ClientError::Refused { code, .. } => code,
+            ClientError::Unexpected(_) => "unexpected_response",
+            ClientError::UnknownDevice(_) => "unknown_device",
+            ClientError::RecipientRevoked(_) => "recipient_revoked",
+            ClientError::SelfRevoked => "device_revoked",
+            ClientError::PolicyForbids { .. } => "policy_forbids",
+            ClientError::Envelope(_) => "envelope",
+            ClientError::Undeliverable => "undeliverable",
+            ClientError::Timeout(_) => "timeout",
+            ClientError::Net(_) => "net",
+            ClientError::State(_) => "state",
+        }
+    }
+}
+
+/// A request another device sent us.
+#[derive(Debug)]
+pub struct Incoming {
+    pub from: PeerId,
+    pub id: RequestId,
+    pub request: Request,
+}
+
+/// Capacity of the queue of incoming requests; beyond it requests are dropped and their senders
+/// time out.
+pub const INCOMING_QUEUE: usize = 256;
+
+/// Most addresses remembered per peer from discovery.
+const MAX_ADDRS_PER_PEER: usize = 8;
+/// Most peers remembered from discovery.
+const MAX_DISCOVERED: usize = 4096;
+
+/// The device's mesh client.
+pub struct Client {
+    net: Net,
+    chain_id: String,
+    identity: DeviceIdentity,
+    gateways: Vec<PeerId>,
+    /// Index into `gateways` of the one that answered last.
+    preferred: AtomicUsize,
+    request_timeout: Duration,
+    discovered: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
+    incoming: Mutex<Option<mpsc::Receiver<Incoming>>>,
+}
+
+/// The peer id in a multiaddr's `/p2p/` part, if any.
+fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        meshward_net::multiaddr::Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+impl Client {
+    /// Starts the device's libp2p node and dials every gateway. Gateways that are down now are
+    /// re-dialled in the background; the client works with whichever answer.
+    pub async fn start(identity: DeviceIdentity, config: ClientConfig) -> Result<Client, ClientError> {
+        // Devices do not join the transaction topic, so the name only matters to gateways.
+        let topic_chain = config.chain_id.clone().unwrap_or_else(|| "unknown".into());
+        let mut nc = NetConfig::device(topic_chain);
+        nc.listen = config.listen.clone();
+        nc.bootstrap = config.gateways.clone();
+        nc.mdns = config.mdns;
+        let (net, mut events) = meshward_net::spawn(&identity.keys, nc).await?;
+        let mut gateways: Vec<PeerId> = Vec::new();
+        for addr in &config.gateways {
+            let peer = match peer_in(addr) {
+                Some(p) => Some(p),
+                None => net.dial(addr.clone()).await.ok(),
+            };
+            if let Some(p) = peer {
+                if !gateways.contains(&p) {
+                    gateways.push(p);
+                }
+            }
+        }
+        let discovered: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>> = Arc::default();
+        let (in_tx, in_rx) = mpsc::channel(INCOMING_QUEUE);
+        let disc = discovered.clone();
+        let responder = net.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                match ev {
+                    NetEvent::Request { from, id, bytes } => {
+                        let request = match Request::from_bytes(&bytes) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let resp = Response::error("bad_request", &e.to_string());
+                                responder.respond(id, resp.to_bytes()).await;
+                                continue;
+                            }
+                        };
+                        if in_tx.try_send(Incoming { from, id, request }).is_err() {
+                            debug!(peer = %from, "incoming queue full; request dropped");
+                        }
+                    }
+                    NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, listen_addrs: addrs } => {
+                        let mut d = disc.lock().unwrap_or_else(|e| e.into_inner());
+                        if d.len() < MAX_DISCOVERED || d.contains_key(&peer) {
+                            let mut addrs = addrs;
+                            addrs.truncate(MAX_ADDRS_PER_PEER);
+                            d.insert(peer, addrs);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let mut client = Client {
+            net,
+            chain_id: config.chain_id.clone().unwrap_or_default(),
+            identity,
+            gateways,
+            preferred: AtomicUsize::new(0),
+            request_timeout: config.request_timeout,
+            discovered,
+            incoming: Mutex::new(Some(in_rx)),
+        };
+        if config.chain_id.is_none() {
+            match client.call(&Request::Info).await? {
+                Response::Info { chain_id, .. } => client.chain_id = chain_id,
+                _ => return Err(ClientError::Unexpected("info".into())),
+            }
+        }
+        Ok(client)
+    }
+
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+
+    pub fn identity(&self) -> &DeviceIdentity {
+        &self.identity
+    }
+
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// The gateways this client knows, by peer id.
+    pub fn gateways(&self) -> &[PeerId] {
+        &self.gateways
+    }
+
+    /// The queue of requests other devices send to this one; can be taken once.
+    pub fn take_requests(&self) -> Option<mpsc::Receiver<Incoming>> {
+        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// Answers an incoming request.
+    pub async fn respond(&self, id: RequestId, response: &Response) {
+        self.net.respond(id, response.to_bytes()).await;
+    }
+
+    /// Sends one request to one peer and decodes the answer.
+    pub async fn request_peer(&self, peer: PeerId, req: &Request) -> Result<Response, ClientError> {
+        let bytes = tokio::time::timeout(self.request_timeout, self.net.request(peer, req.to_bytes()))
+            .await
+            .map_err(|_| ClientError::Timeout("a peer's answer"))??;
+        Response::from_bytes(&bytes).map_err(|e| ClientError::Unexpected(format!("{peer}: {e}")))
+    }
+
+    /// Sends a request to a gateway: the one that answered last, then the others in turn.
+    /// A gateway's `Error` answer is returned as [`ClientError::Refused`] without trying others.
+    pub async fn call(&self, req: &Request) -> Result<Response, ClientError> {
+        let (_, r) = self.call_from(req).await?;
+        Ok(r)
+    }
+
+    async fn call_from(&self, req: &Request) -> Result<(PeerId, Response), ClientError> {
+        let n = self.gateways.len();
+        let start = self.preferred.load(Ordering::Relaxed);
+        let mut last = String::from("no gateway known");
+        for k in 0..n {
+            let i = (start + k) % n;
+            let gw = self.gateways[i];
+            match self.request_peer(gw, req).await {
+                Ok(Response::Error { code, message }) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Err(ClientError::Refused {
+                        by: gw.to_string(),
+                        code,
+                        message,
+                    });
+                }
+                Ok(r) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok((gw, r));
+                }
+                Err(e) => {
+                    debug!(gateway = %gw, error = %e, "gateway did not answer; trying the next");
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(ClientError::NoGateway { tried: n, last })
+    }
+
+    /// What the ledger says of a device (by its ledger id or its current signing key), with the
+    /// addresses gateways know for it. Asks gateways in turn until one knows where it listens.
+    pub async fn lookup(&self, id: &PublicKey) -> Result<Option<DeviceInfo>, ClientError> {
+        let (_, first) = self.call_from(&Request::Lookup(*id)).await?;
+        let Response::Device(mut info) = first else {
+            return Err(ClientError::Unexpected("lookup".into()));
+        };
+        if let Some(d) = info.as_mut() {
+            if d.addrs.is_empty() {
+                for gw in &self.gateways {
+                    if let Ok(Response::Device(Some(other))) =
+                        self.request_peer(*gw, &Request::Lookup(*id)).await
+                    {
+                        if !other.addrs.is_empty() {
+                            d.addrs = other.addrs;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    /// The sequence number the account's next transaction should carry.
+    pub async fn next_seq(&self, account: &PublicKey) -> Result<u64, ClientError> {
+        match self.call(&Request::NextSeq(*account)).await? {
+            Response::NextSeq(Some(n)) => Ok(n),
+            Response::NextSeq(None) => Err(ClientError::UnknownDevice(account.peer_id())),
+            _ => Err(ClientError::Unexpected("next seq".into())),
+        }
+    }
+
+    pub async fn group(&self, g: &GroupName) -> Result<Option<GroupInfo>, ClientError> {
+        match self.call(&Request::Group(g.clone())).await? {
+            Response::Group(info) => Ok(info),
+            _ => Err(ClientError::Unexpected("group".into())),
+        }
+    }
+
+    pub async fn policy(&self) -> Result<Vec<(GroupName, GroupName)>, ClientError> {
+        match self.call(&Request::Policy).await? {
+            Response::Policy(p) => Ok(p),
+            _ => Err(ClientError::Unexpected("policy".into())),
+        }
+    }
+
+    /// Submits a signed transaction to a gateway's mempool.
+    pub async fn submit(&self, tx: &Tx) -> Result<Hash, ClientError> {
+        match self.call(&Request::SubmitTx(tx.clone())).await? {
+            Response::TxAccepted(h) => Ok(h),
+            _ => Err(ClientError::Unexpected("submit".into())),
+        }
+    }
+
+    pub async fn tx_status(&self, id: &Hash) -> Result<TxState, ClientError> {
+        match self.call(&Request::TxStatus(*id)).await? {
+            Response::TxStatus(s) => Ok(s),
+            _ => Err(ClientError::Unexpected("tx status".into())),
+        }
+    }
+
+    /// Polls until the transaction is committed (its height) or rejected, or `deadline` passes.
+    pub async fn wait_final(&self, id: &Hash, deadline: Instant) -> Result<u64, ClientError> {
+        loop {
+            match self.tx_status(id).await {
+                Ok(TxState::Committed { height }) => return Ok(height),
+                Ok(TxState::Rejected { reason }) => {
+                    return Err(ClientError::Refused {
+                        by: "ledger".into(),
+                        code: "tx_rejected".into(),
+                        message: reason,
+                    })
+                }
+                Ok(_) | Err(ClientError::NoGateway { .. }) | Err(ClientError::Timeout(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Timeout("finality"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Hands an envelope to gateways' mailboxes until at least `min_replicas` gateways hold it.
+    /// Returns how many hold it.
+    pub async fn deposit(&self, env: &Envelope, min_replicas: u32) -> Result<u32, ClientError> {
+        let req = Request::Deposit(env.clone());
+        let mut held = 0u32;
+        let mut last = String::from("no gateway known");
+        for gw in &self.gateways {
+            match self.request_peer(*gw, &req).await {
+                Ok(Response::Stored { replicas }) => {
+                    held = held.max(replicas);
+                    if held >= min_replicas {
+                        break;
+                    }
+                }
+                Ok(Response::Error { code, message }) => {
+                    return Err(ClientError::Refused {
+                        by: gw.to_string(),
+                        code,
+                        message,
+                    })
+                }
+                Ok(_) => last = format!("{gw}: unexpected answer"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        if held == 0 {
+            return Err(ClientError::NoGateway {
+                tried: self.gateways.len(),
+                last,
+            });
+        }
+        Ok(held)
+    }
+
+    /// Where a peer listens, as far as discovery (mDNS, identify) told us.
+    pub fn discovered_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(peer)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Delivers an envelope directly to the device whose current signing key is `peer_key`,
+    /// at `addrs` or wherever discovery found it.
+    pub async fn deliver_direct(
+        &self,
+        peer_key: &PublicKey,
+        addrs: &[String],
+        env: &Envelope,
+    ) -> Result<(), ClientError> {
+        let peer = meshward_net::peer_id_of(peer_key);
+        let mut known: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        known.extend(self.discovered_addrs(&peer));
+        if known.is_empty() {
+            return Err(ClientError::Undeliverable);
+        }
+        self.net.dial_peer(peer, known).await?;
+        match self.request_peer(peer, &Request::Deliver(env.clone())).await? {
+            Response::Delivered => Ok(()),
+            Response::Error { code, message } => Err(ClientError::Refused {
+                by: peer.to_string(),
+                code,
+                message,
+            }),
+            _ => Err(ClientError::Unexpected("deliver".into())),
+        }
+    }
+
+    /// Stops the mesh node.
+    pub async fn shutdown(self) {
+        self.net.shutdown().await;
+    }
+}

@@ -1,0 +1,626 @@
+//! A device: its identity, mesh client and state directory, with the operations a fleet device
+//! performs: send (sealed, anchored, delivered directly or through mailboxes), receive (direct
+//! and from mailboxes, authenticated, replay-checked, acknowledged), and group rekeying.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meshward_core::envelope::{seal_oneshot, Envelope, EnvelopeError, Receiver, SendSession};
+use meshward_core::hash::Hash;
+use meshward_core::ids::PublicKey;
+use meshward_core::rpc::{DeviceInfo, Request, Response, TxState};
+use meshward_core::state::Policy;
+use meshward_core::tx::{GroupName, Recipient, Tx, TxBody};
+use tracing::{debug, info, warn};
+
+use crate::anchor::{ack_tx, anchor_tx, MAX_SDK_BATCH};
+use crate::client::{Client, ClientConfig, ClientError, DeviceIdentity, Incoming};
+use crate::dirstate::StateDir;
+use crate::group::{seal_for_members, GroupSecret};
+
+/// Gateways a mailbox envelope must be held by before a send counts as delivered.
+pub const MIN_MAILBOX_REPLICAS: u32 = 2;
+/// How long a looked-up sender record is trusted when checking incoming envelopes.
+const SENDER_CACHE_TTL: Duration = Duration::from_secs(2);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// How an envelope reached its recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Direct,
+    Mailbox,
+}
+
+impl Delivery {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Delivery::Direct => "direct",
+            Delivery::Mailbox => "mailbox",
+        }
+    }
+}
+
+/// What a send did.
+#[derive(Debug, Clone)]
+pub struct SendReport {
+    pub commitment: Hash,
+    pub delivery: Delivery,
+    /// The anchor transaction's id.
+    pub anchor_tx: Hash,
+    /// The height the anchor was finalised at, when the caller waited for it.
+    pub height: Option<u64>,
+    /// Mailbox copies, for mailbox delivery.
+    pub replicas: u32,
+}
+
+/// A message this device received and opened.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The sender's ledger id.
+    pub from: PublicKey,
+    pub commitment: Hash,
+    pub payload: Vec<u8>,
+    pub delivery: Delivery,
+}
+
+/// A device on the mesh.
+pub struct Device {
+    client: Client,
+    state: StateDir,
+    receiver: Mutex<Receiver>,
+    senders: Mutex<HashMap<PublicKey, (Instant, DeviceInfo)>>,
+}
+
+impl Device {
+    pub async fn start(
+        identity: DeviceIdentity,
+        config: ClientConfig,
+        state: StateDir,
+    ) -> Result<Device, ClientError> {
+        let receiver = Receiver::new(&identity.keys);
+        let client = Client::start(identity, config).await?;
+        Ok(Device {
+            client,
+            state,
+            receiver: Mutex::new(receiver),
+            senders: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    fn account(&self) -> PublicKey {
+        self.client.identity().account
+    }
+
+    /// A device record: from a gateway (and then cached in the state directory), or from the
+    /// cache when no gateway answers.
+    pub async fn resolve(&self, id: &PublicKey) -> Result<DeviceInfo, ClientError> {
+        match self.client.lookup(id).await {
+            Ok(Some(info)) => {
+                if let Err(e) = self.state.remember(&info) {
+                    warn!(error = %e, "device record not cached");
+                }
+                Ok(info)
+            }
+            Ok(None) => Err(ClientError::UnknownDevice(id.peer_id())),
+            Err(e @ ClientError::NoGateway { .. }) => match self.state.known(id)? {
+                Some(info) => {
+                    debug!(device = %id.peer_id(), "no gateway reachable; using the cached record");
+                    Ok(info)
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The next transaction sequence number: one past the ledger's, unless this device has a
+    /// later transaction still pending.
+    pub async fn next_tx_seq(&self) -> Result<u64, ClientError> {
+        let me = self.account();
+        let ledger = match self.client.lookup(&me).await? {
+            Some(info) if !info.active => return Err(ClientError::SelfRevoked),
+            Some(info) => info.seq,
+            None => return Err(ClientError::UnknownDevice(me.peer_id())),
+        };
+        let st = self.state.load()?;
+        if st.last_tx_seq > ledger {
+            let pending = match st.last_tx_id.as_deref().and_then(|h| Hash::from_hex(h)) {
+                Some(id) => matches!(
+                    self.client.tx_status(&id).await,
+                    Ok(TxState::Pending) | Ok(TxState::Committed { .. })
+                ),
+                None => false,
+            };
+            if pending {
+                return Ok(st.last_tx_seq + 1);
+            }
+        }
+        Ok(ledger + 1)
+    }
+
+    /// Signs a transaction body with the next sequence number, submits it and records it.
+    pub async fn submit_body(&self, body: TxBody) -> Result<Hash, ClientError> {
+        let seq = self.next_tx_seq().await?;
+        let id = self.client.identity();
+        let tx = Tx::sign(self.client.chain_id(), id.account, &id.keys.sign, seq, body);
+        let h = self.client.submit(&tx).await?;
+        self.state.set_last_tx(seq, &h)?;
+        Ok(h)
+    }
+
+    fn check_policy(
+        policy: &[(GroupName, GroupName)],
+        from: &DeviceInfo,
+        to_groups: &[GroupName],
+        to: String,
+    ) -> Result<(), ClientError> {
+        let p = Policy {
+            allow: policy.to_vec(),
+            changed_ms: 0,
+        };
+        if p.allows(&from.groups, to_groups) {
+            Ok(())
+        } else {
+            Err(ClientError::PolicyForbids {
+                from: from.groups.iter().map(|g| g.as_str().to_string()).collect(),
+                to,
+            })
+        }
+    }
+
+    /// Seals `payloads` to device `to`, anchors them (one anchor, a batch root when several),
+    /// and delivers them: directly if the recipient is reachable, otherwise into the mailboxes
+    /// of at least [`MIN_MAILBOX_REPLICAS`] gateways. With `session`, the envelopes use one HPKE
+    /// session. With `wait`, waits until the anchor is final.
+    pub async fn send(
+        &self,
+        to: &PublicKey,
+        payloads: &[&[u8]],
+        session: bool,
+        wait: Option<Duration>,
+    ) -> Result<SendReport, ClientError> {
+        if payloads.is_empty() || payloads.len() > MAX_SDK_BATCH {
+            return Err(ClientError::State(format!(
+                "a send carries 1 to {MAX_SDK_BATCH} payloads"
+            )));
+        }
+        let recipient = self.resolve(to).await?;
+        if !recipient.active {
+            return Err(ClientError::RecipientRevoked(to.peer_id()));
+        }
+        let me = self.account();
+        // The policy check needs a gateway; offline, the ledger checks the anchor later.
+        if let (Ok(mine), Ok(policy)) = (self.resolve(&me).await, self.client.policy().await) {
+            if !mine.active {
+                return Err(ClientError::SelfRevoked);
+            }
+            Self::check_policy(&policy, &mine, &recipient.groups, to.peer_id())?;
+        }
+        let keys = &self.client.identity().keys;
+        let first =
+            self.state
+                .reserve_envelope_seqs(&recipient.sign_key, payloads.len() as u64, now_us())?;
+        let ts = now_ms();
+        let mut envs = Vec::with_capacity(payloads.len());
+        let mut rng = rand::rngs::OsRng;
+        if session {
+            let mut s = SendSession::new(&mut rng, keys, recipient.sign_key, &recipient.enc_key)?;
+            for (i, p) in payloads.iter().enumerate() {
+                envs.push(s.seal(first + i as u64, ts, p)?);
+            }
+        } else {
+            for (i, p) in payloads.iter().enumerate() {
+                envs.push(seal_oneshot(
+                    &mut rng,
+                    keys,
+                    recipient.sign_key,
+                    &recipient.enc_key,
+                    first + i as u64,
+                    ts,
+                    p,
+                )?);
+            }
+        }
+        self.deliver_and_anchor(Recipient::Device(*to), &recipient, envs, wait)
+            .await
+    }
+
+    async fn deliver_and_anchor(
+        &self,
+        anchor_to: Recipient,
+        recipient: &DeviceInfo,
+        envs: Vec<Envelope>,
+        wait: Option<Duration>,
+    ) -> Result<SendReport, ClientError> {
+        let refs: Vec<&Envelope> = envs.iter().collect();
+        let id = self.client.identity();
+        // Anchor first: the gateway's admission check (revoked sender or recipient, policy)
+        // refuses a send before anything is delivered or stored. With no gateway reachable the
+        // envelopes still go directly, and the anchor is submitted once one answers.
+        let mut anchor: Option<(Tx, Hash)> = None;
+        let mut offline = false;
+        match self.next_tx_seq().await {
+            Ok(seq) => {
+                let tx = anchor_tx(
+                    self.client.chain_id(),
+                    id.account,
+                    &id.keys.sign,
+                    seq,
+                    anchor_to.clone(),
+                    &refs,
+                    now_ms(),
+                )
+                .ok_or_else(|| ClientError::State("cannot build the anchor".into()))?;
+                match self.client.submit(&tx).await {
+                    Ok(h) => {
+                        self.state.set_last_tx(seq, &h)?;
+                        anchor = Some((tx, h));
+                    }
+                    Err(e @ ClientError::NoGateway { .. }) => {
+                        debug!(error = %e, "no gateway for the anchor yet");
+                        offline = true;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ClientError::NoGateway { .. }) => offline = true,
+            Err(e) => return Err(e),
+        }
+        let commitment = crate::anchor::commitment_of(&refs).expect("1..=64 envelopes");
+
+        // Deliver: directly if we can, else into mailboxes.
+        let mut delivery = Delivery::Direct;
+        let mut replicas = 0;
+        let mut direct_err = None;
+        for env in &envs {
+            if let Err(e) = self
+                .client
+                .deliver_direct(&recipient.sign_key, &recipient.addrs, env)
+                .await
+            {
+                direct_err = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = direct_err {
+            if let ClientError::Refused { code, .. } = &e {
+                // The recipient itself said no (tampered, replayed, revoked sender): final.
+                if code != "busy" {
+                    return Err(e);
+                }
+            }
+            debug!(error = %e, "direct delivery failed; using mailboxes");
+            delivery = Delivery::Mailbox;
+            for env in &envs {
+                replicas = self.client.deposit(env, MIN_MAILBOX_REPLICAS).await?;
+            }
+        }
+
+        // The anchor, if it could not be submitted before.
+        let deadline = wait.map(|w| Instant::now() + w);
+        if anchor.is_none() && offline {
+            let until = deadline.unwrap_or_else(Instant::now);
+            loop {
+                match self.next_tx_seq().await {
+                    Ok(seq) => {
+                        let tx = anchor_tx(
+                            self.client.chain_id(),
+                            id.account,
+                            &id.keys.sign,
+                            seq,
+                            anchor_to.clone(),
+                            &refs,
+                            now_ms(),
+                        )
+                        .ok_or_else(|| ClientError::State("cannot build the anchor".into()))?;
+                        let h = self.client.submit(&tx).await?;
+                        self.state.set_last_tx(seq, &h)?;
+                        anchor = Some((tx, h));
+                        break;
+                    }
+                    Err(e @ ClientError::NoGateway { .. }) => {
+                        if Instant::now() >= until {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let (_, anchor_id) = anchor.expect("submitted above or returned an error");
+        let height = match deadline {
+            Some(d) => Some(self.client.wait_final(&anchor_id, d).await?),
+            None => None,
+        };
+        Ok(SendReport {
+            commitment,
+            delivery,
+            anchor_tx: anchor_id,
+            height,
+            replicas,
+        })
+    }
+
+    /// The sender's record for an incoming envelope, cached for a moment.
+    async fn sender_info(&self, key: &PublicKey) -> Result<DeviceInfo, ClientError> {
+        if let Some((at, info)) = self
+            .senders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            if at.elapsed() < SENDER_CACHE_TTL {
+                return Ok(info.clone());
+            }
+        }
+        let info = self.resolve(key).await?;
+        let mut s = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() > 4096 {
+            s.clear();
+        }
+        s.insert(*key, (Instant::now(), info.clone()));
+        Ok(info)
+    }
+
+    /// Authenticates and opens an envelope addressed to this device.
+    pub async fn open(&self, env: &Envelope) -> Result<(DeviceInfo, Vec<u8>, Hash), OpenError> {
+        let sender = self
+            .sender_info(&env.sender)
+            .await
+            .map_err(OpenError::Sender)?;
+        if !sender.active {
+            return Err(OpenError::SenderRevoked);
+        }
+        if sender.sign_key != env.sender {
+            return Err(OpenError::Envelope(EnvelopeError::BadSignature));
+        }
+        let vk = sender
+            .sign_key
+            .verifying_key()
+            .map_err(|_| OpenError::Envelope(EnvelopeError::BadSignature))?;
+        let opened = self
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .open(env, &vk)
+            .map_err(OpenError::Envelope)?;
+        Ok((sender, opened.payload, opened.commitment))
+    }
+
+    async fn ack(&self, commitment: Hash, sender: PublicKey) {
+        let result = async {
+            let seq = self.next_tx_seq().await?;
+            let id = self.client.identity();
+            let tx = ack_tx(
+                self.client.chain_id(),
+                id.account,
+                &id.keys.sign,
+                seq,
+                commitment,
+                sender,
+            );
+            let h = self.client.submit(&tx).await?;
+            self.state.set_last_tx(seq, &h)
+        }
+        .await;
+        if let Err(e) = result {
+            debug!(error = %e, commitment = %commitment, "ack not submitted");
+        }
+    }
+
+    /// Answers one direct delivery.
+    async fn on_incoming(&self, inc: Incoming) -> Option<Received> {
+        let Request::Deliver(env) = inc.request else {
+            self.client
+                .respond(
+                    inc.id,
+                    &Response::error("unsupported", "a device only accepts Deliver"),
+                )
+                .await;
+            return None;
+        };
+        match self.open(&env).await {
+            Ok((sender, payload, commitment)) => {
+                self.client.respond(inc.id, &Response::Delivered).await;
+                Some(Received {
+                    from: sender.id,
+                    commitment,
+                    payload,
+                    delivery: Delivery::Direct,
+                })
+            }
+            Err(e) => {
+                info!(peer = %inc.from, error = %e, "direct envelope refused");
+                self.client
+                    .respond(inc.id, &Response::error(e.code(), &e.to_string()))
+                    .await;
+                None
+            }
+        }
+    }
+
+    /// Fetches and opens what waits in every reachable gateway's mailbox, then acknowledges it
+    /// there. Copies of one envelope held by several gateways are delivered once: the replay
+    /// check drops the later copies.
+    pub async fn poll_mailboxes(&self, after: &mut HashMap<String, u64>) -> Vec<Received> {
+        let mut out = Vec::new();
+        for gw in self.client.gateways().to_vec() {
+            let key = gw.to_string();
+            let from = *after.get(&key).unwrap_or(&0);
+            let resp = self
+                .client
+                .request_peer(
+                    gw,
+                    &Request::Fetch {
+                        after: from,
+                        max: 64,
+                    },
+                )
+                .await;
+            let list = match resp {
+                Ok(Response::Envelopes(list)) => list,
+                Ok(other) => {
+                    debug!(gateway = %gw, answer = ?other, "mailbox fetch refused");
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let Some(last) = list.last().map(|(n, _)| *n) else {
+                continue;
+            };
+            for (_, env) in list {
+                match self.open(&env).await {
+                    Ok((sender, payload, commitment)) => out.push(Received {
+                        from: sender.id,
+                        commitment,
+                        payload,
+                        delivery: Delivery::Mailbox,
+                    }),
+                    Err(OpenError::Envelope(EnvelopeError::Replay { .. })) => {}
+                    Err(e) => info!(gateway = %gw, error = %e, "mailbox envelope dropped"),
+                }
+            }
+            after.insert(key, last);
+            if let Err(e) = self
+                .client
+                .request_peer(gw, &Request::AckMailbox { up_to: last })
+                .await
+            {
+                debug!(gateway = %gw, error = %e, "mailbox ack failed; will refetch");
+            }
+        }
+        out
+    }
+
+    /// Rekeys each group this device belongs to that the ledger marks as needing it, if this
+    /// device is the group's lowest-id active member (so exactly one member does it).
+    pub async fn rekey_groups(&self) -> Vec<(GroupName, u64)> {
+        let me = self.account();
+        let Ok(Some(mine)) = self.client.lookup(&me).await else {
+            return Vec::new();
+        };
+        let mut done = Vec::new();
+        for g in &mine.groups {
+            let Ok(Some(info)) = self.client.group(g).await else {
+                continue;
+            };
+            if !info.needs_rekey || info.members.first().map(|m| m.0) != Some(me) {
+                continue;
+            }
+            let epoch = info.epoch + 1;
+            let secret = GroupSecret::generate(&mut rand::rngs::OsRng);
+            let Some(sealed) =
+                seal_for_members(&mut rand::rngs::OsRng, g, epoch, &secret, &info.members)
+            else {
+                warn!(group = %g, "a member's encryption key is unusable; group not rekeyed");
+                continue;
+            };
+            let body = TxBody::GroupKey {
+                group: g.clone(),
+                epoch,
+                sealed,
+            };
+            match self.submit_body(body).await {
+                Ok(_) => {
+                    let hex = meshward_core::hex::encode(secret.as_bytes());
+                    let _ = self.state.update(|s| {
+                        s.groups.insert(g.as_str().to_string(), (epoch, hex));
+                    });
+                    info!(group = %g, epoch, "group rekeyed");
+                    done.push((g.clone(), epoch));
+                }
+                Err(e) => debug!(group = %g, error = %e, "rekey not submitted"),
+            }
+        }
+        done
+    }
+
+    /// Runs the device agent until `stop` completes: answers direct deliveries, polls the
+    /// mailboxes every `poll`, acknowledges what it receives on the ledger, and rekeys groups.
+    /// Each message received goes to `out`.
+    pub async fn run_agent(
+        &self,
+        poll: Duration,
+        out: tokio::sync::mpsc::Sender<Received>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ClientError> {
+        let mut requests = self
+            .client
+            .take_requests()
+            .ok_or_else(|| ClientError::State("the agent is already running".into()))?;
+        let mut after: HashMap<String, u64> = HashMap::new();
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rekey_tick = tokio::time::interval(Duration::from_secs(1));
+        tokio::pin!(stop);
+        loop {
+            let received: Vec<Received> = tokio::select! {
+                _ = &mut stop => return Ok(()),
+                inc = requests.recv() => match inc {
+                    Some(inc) => self.on_incoming(inc).await.into_iter().collect(),
+                    None => return Ok(()),
+                },
+                _ = tick.tick() => self.poll_mailboxes(&mut after).await,
+                _ = rekey_tick.tick() => { self.rekey_groups().await; Vec::new() }
+            };
+            for r in received {
+                self.ack(r.commitment, r.from).await;
+                if out.send(r).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    pub async fn shutdown(self) {
+        self.client.shutdown().await;
+    }
+}
+
+/// Why an incoming envelope was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("sender unknown: {0}")]
+    Sender(ClientError),
+    #[error("sender is revoked")]
+    SenderRevoked,
+    #[error("{0}")]
+    Envelope(EnvelopeError),
+}
+
+impl OpenError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpenError::Sender(_) => "unknown_sender",
+            OpenError::SenderRevoked => "sender_revoked",
+            OpenError::Envelope(EnvelopeError::Replay { .. }) => "replay",
+            OpenError::Envelope(EnvelopeError::BadSignature) => "bad_signature",
+            OpenError::Envelope(EnvelopeError::Decrypt) => "decrypt_failed",
+            OpenError::Envelope(EnvelopeError::WrongRecipient { .. }) => "wrong_recipient",
+            OpenError::Envelope(_) => "bad_envelope",
+        }
+    }
+}

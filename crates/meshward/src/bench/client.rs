@@ -1,0 +1,208 @@
+//! `meshward bench client --spec FILE`: the load generator, run as its own process so that
+//! signing and sending are not charged to the process that measures.
+//!
+//! The spec (JSON, written by the bench) names the nodes' APIs and tokens, the devices with
+//! their next sequence numbers, how long to run and at what rate. The client signs `Anchor`
+//! transactions (each one the root of a batch of `count` envelopes), posts them in batches to
+//! `POST /v1/txs`, taking the nodes in turn, and prints a [`ClientReport`] as one JSON line on
+//! stdout: what was accepted and when it was sent (wall-clock microseconds, the clock the bench
+//! shares), what was refused, and each device's next sequence number.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use meshward_core::codec::{Encode, Writer};
+use meshward_core::hash::Hash;
+use meshward_core::hex;
+use meshward_core::ids::Keypair;
+use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
+use serde::{Deserialize, Serialize};
+
+use crate::http;
+
+#[derive(Serialize, Deserialize)]
+pub struct ClientSpec {
+    pub chain_id: String,
+    /// Node API URLs, with the bearer token of each at the same index.
+    pub apis: Vec<String>,
+    pub tokens: Vec<String>,
+    pub devices: Vec<ClientDevice>,
+    pub secs: f64,
+    /// Transactions per second; `None` sends batches back to back.
+    pub rate: Option<f64>,
+    /// Transactions per POST.
+    pub batch: usize,
+    /// Envelopes each anchor stands for.
+    pub count: u32,
+    /// Report each accepted transaction's id and send time (for latency).
+    pub record: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct ClientDevice {
+    /// `Keypair::to_secret_bytes`, hex.
+    pub secret: String,
+    pub seq: u64,
+}
+
+impl ClientDevice {
+    pub fn new(kp: &Keypair, seq: u64) -> ClientDevice {
+        ClientDevice {
+            secret: hex::encode(&kp.to_secret_bytes()),
+            seq,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct ClientReport {
+    pub sent: u64,
+    pub accepted: u64,
+    /// Refusals by the node's error code; `http_error` counts failed requests.
+    pub refused: BTreeMap<String, u64>,
+    /// Each device's next sequence number, in spec order.
+    pub next_seqs: Vec<u64>,
+    /// `(transaction id hex, send time in µs since the epoch)` when `record` was set.
+    pub ids: Vec<(String, u64)>,
+}
+
+fn batch_body(txs: &[Tx]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.len(txs.len());
+    for t in txs {
+        w.bytes(&t.to_bytes());
+    }
+    w.into_bytes()
+}
+
+/// Codes after which the refused transaction left a gap: its sender must resend from there.
+fn leaves_gap(code: &str) -> bool {
+    matches!(
+        code,
+        "mempool_full" | "sender_quota" | "sequence_too_far_ahead"
+    )
+}
+
+/// Runs the load described in `spec_path` and returns the report.
+pub fn run(spec_path: &Path) -> Result<ClientReport> {
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read the client spec {}", spec_path.display()))?;
+    let spec: ClientSpec = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench client spec", spec_path.display()))?;
+    let devices: Vec<Keypair> = spec
+        .devices
+        .iter()
+        .map(|d| {
+            let b = hex::decode(&d.secret).context("device secret is not hex")?;
+            Keypair::from_secret_bytes(&b).context("device secret is malformed")
+        })
+        .collect::<Result<_>>()?;
+    anyhow::ensure!(devices.len() >= 2, "the client needs at least 2 devices");
+    anyhow::ensure!(!spec.apis.is_empty(), "the client needs at least one API");
+    let ids: Vec<_> = devices.iter().map(|d| d.id()).collect();
+    let mut seqs: Vec<u64> = spec.devices.iter().map(|d| d.seq).collect();
+    // Nodes still answering; one that refuses a connection is dropped (a killed validator).
+    let mut live: Vec<usize> = (0..spec.apis.len()).collect();
+    let mut report = ClientReport::default();
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(spec.secs);
+    let batch = spec.batch.max(1);
+    let mut d = 0usize;
+    let mut k = 0usize;
+    while Instant::now() < end && !live.is_empty() {
+        if let Some(r) = spec.rate {
+            let due = start + Duration::from_secs_f64(report.sent as f64 / r.max(0.001));
+            if due >= end {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut txs = Vec::with_capacity(batch);
+        let mut who = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            d = (d + 1) % devices.len();
+            let to = (d + 1) % devices.len();
+            let body = TxBody::Anchor(Anchor {
+                recipient: Recipient::Device(ids[to]),
+                commitment: Hash(rand::random()),
+                count: spec.count,
+                timestamp_ms: crate::now_ms(),
+                size_bytes: 256 * u64::from(spec.count),
+            });
+            txs.push(Tx::sign(
+                &spec.chain_id,
+                ids[d],
+                &devices[d].sign,
+                seqs[d],
+                body,
+            ));
+            who.push(d);
+            seqs[d] += 1;
+        }
+        let node = live[k % live.len()];
+        k += 1;
+        let sent_us = super::now_us();
+        let r = http::request(
+            "POST",
+            &spec.apis[node],
+            "/v1/txs",
+            Some(&spec.tokens[node]),
+            Some(("application/octet-stream", &batch_body(&txs))),
+            Duration::from_secs(10),
+        )
+        .and_then(|r| r.json());
+        report.sent += txs.len() as u64;
+        let v = match r {
+            Ok(v) => v,
+            Err(e) => {
+                *report.refused.entry("http_error".into()).or_insert(0) += txs.len() as u64;
+                // Nothing was admitted that we know of: resend from each sender's first seq.
+                let mut first: BTreeMap<usize, u64> = BTreeMap::new();
+                for (tx, &di) in txs.iter().zip(&who) {
+                    first.entry(di).or_insert(tx.seq);
+                }
+                for (di, s) in first {
+                    seqs[di] = s;
+                }
+                if format!("{e:#}").contains("cannot connect") {
+                    live.retain(|&n| n != node);
+                }
+                continue;
+            }
+        };
+        if let Some(acc) = v["accepted"].as_array() {
+            report.accepted += acc.len() as u64;
+            if spec.record {
+                report.ids.extend(
+                    acc.iter()
+                        .filter_map(|h| h.as_str())
+                        .map(|h| (h.to_string(), sent_us)),
+                );
+            }
+        }
+        if let Some(rej) = v["rejected"].as_array().filter(|r| !r.is_empty()) {
+            let mut first_bad: BTreeMap<usize, u64> = BTreeMap::new();
+            for r in rej {
+                let code = r["code"].as_str().unwrap_or("?");
+                *report.refused.entry(code.to_string()).or_insert(0) += 1;
+                if let Some(i) = r["index"].as_u64().map(|i| i as usize) {
+                    if leaves_gap(code) && i < txs.len() {
+                        let e = first_bad.entry(who[i]).or_insert(txs[i].seq);
+                        *e = (*e).min(txs[i].seq);
+                    }
+                }
+            }
+            for (di, s) in first_bad {
+                seqs[di] = s;
+            }
+            // The nodes are full: give them a moment rather than spinning on refusals.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    report.next_seqs = seqs;
+    Ok(report)
+}

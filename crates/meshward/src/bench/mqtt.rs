@@ -1,0 +1,245 @@
+//! `mqtt` part: the baseline that direct delivery is compared with. Debian's Mosquitto broker,
+//! started by the bench on 127.0.0.1 on a free port with a minimal config, one rumqttc
+//! publisher and one rumqttc subscriber (each its own connection), [`PAYLOAD_BYTES`]-byte
+//! payloads at QoS 1.
+//!
+//! - Latency: one message in flight; publish, wait until the subscriber has it, repeat.
+//! - Throughput: the publisher sends as fast as the client lets it for a fixed time; only
+//!   messages the subscriber actually received within that time are counted.
+//!
+//! The broker is stopped by its PID: SIGTERM, then SIGKILL after a deadline.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use serde_json::json;
+
+use super::{percentile, Outcome, Progress};
+use crate::devnet;
+
+const PAYLOAD_BYTES: usize = 256;
+const TOPIC: &str = "meshward/bench";
+/// How to get the broker when it is missing.
+pub const INSTALL_HINT: &str = "mosquitto is not installed; install it with `apt-get install -y mosquitto` (Debian/Ubuntu), then run `meshward bench mqtt` again";
+
+/// Finds the `mosquitto` binary: on PATH, or where Debian puts it (`/usr/sbin`, often not on a
+/// user's PATH).
+pub fn find_mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+/// A running broker; stopped (SIGTERM, then SIGKILL) on drop.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            devnet::stop_children(&mut [c], Duration::from_secs(3));
+        }
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
+    Ok(l.local_addr()?.port())
+}
+
+fn start_broker(bin: &Path, dir: &Path) -> Result<Broker> {
+    let port = free_port()?;
+    let conf = dir.join("mosquitto.conf");
+    let mut f = std::fs::File::create(&conf)
+        .with_context(|| format!("cannot write {}", conf.display()))?;
+    write!(
+        f,
+        "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+    )?;
+    drop(f);
+    let log_path = dir.join("mosquitto.log");
+    let log = std::fs::File::create(&log_path)?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let mut b = Broker {
+        child: Some(child),
+        port,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(b);
+        }
+        if let Some(Ok(Some(status))) = b.child.as_mut().map(|c| c.try_wait()) {
+            b.child = None;
+            bail!(
+                "mosquitto exited at start ({status}): {}",
+                std::fs::read_to_string(&log_path)
+                    .unwrap_or_default()
+                    .trim()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("mosquitto did not listen on 127.0.0.1:{port} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn options(id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o
+}
+
+/// Starts the subscriber; returns its client and a channel of (arrival, sequence number).
+fn subscriber(port: u16) -> Result<(Client, mpsc::Receiver<(Instant, u64)>)> {
+    let (client, mut conn) = Client::new(options("meshward-bench-sub", port), 1000);
+    client
+        .subscribe(TOPIC, QoS::AtLeastOnce)
+        .context("subscribing")?;
+    let (tx, rx) = mpsc::channel();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let now = Instant::now();
+                    let seq = p
+                        .payload
+                        .get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map_or(u64::MAX, u64::from_be_bytes);
+                    if tx.send((now, seq)).is_err() {
+                        break;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(_) => {}
+                // The broker stopped or the client disconnected.
+                Err(_) => break,
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .context("the subscriber got no SUBACK from mosquitto within 10 s")?;
+    Ok((client, rx))
+}
+
+/// Starts the publisher and the thread that drives its connection.
+fn publisher(port: u16) -> Client {
+    let (client, mut conn) = Client::new(options("meshward-bench-pub", port), 100);
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            if ev.is_err() {
+                break;
+            }
+        }
+    });
+    client
+}
+
+fn payload(seq: u64) -> Vec<u8> {
+    let mut p = vec![0u8; PAYLOAD_BYTES];
+    p[..8].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
+    let Some(bin) = find_mosquitto() else {
+        p.note(INSTALL_HINT);
+        return Ok(Outcome::Skipped(INSTALL_HINT.into()));
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("meshward-bench-mqtt-")
+        .tempdir()
+        .context("cannot create a temp dir")?;
+    p.step(format!("starting {}", bin.display()));
+    let broker = start_broker(&bin, dir.path())?;
+    let (sub, rx) = subscriber(broker.port)?;
+    let publ = publisher(broker.port);
+
+    let (warmup, rounds, secs) = if quick { (50, 500, 2.0) } else { (200, 3000, 5.0) };
+    p.step(format!(
+        "latency: {rounds} round trips, one message in flight"
+    ));
+    let mut lat_us = Vec::with_capacity(rounds);
+    for i in 0..(warmup + rounds) as u64 {
+        let t = Instant::now();
+        publ.publish(TOPIC, QoS::AtLeastOnce, false, payload(i))
+            .context("publishing")?;
+        loop {
+            let (at, seq) = rx
+                .recv_timeout(Duration::from_secs(5))
+                .context("the subscriber did not receive a message within 5 s")?;
+            if seq == i {
+                if i >= warmup as u64 {
+                    lat_us.push(at.duration_since(t).as_secs_f64() * 1e6);
+                }
+                break;
+            }
+        }
+    }
+    lat_us.sort_by(|a, b| a.total_cmp(b));
+    let (p50, p99) = (percentile(&lat_us, 0.5), percentile(&lat_us, 0.99));
+    p.note(format!("QoS 1 latency p50/p99: {p50:.0}/{p99:.0} µs"));
+
+    p.step(format!("throughput: publishing for {secs} s"));
+    let base = 1u64 << 40;
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let mut published = 0u64;
+    while Instant::now() < end {
+        publ.publish(TOPIC, QoS::AtLeastOnce, false, payload(base + published))
+            .context("publishing")?;
+        published += 1;
+    }
+    // Count what arrived within the window; wait a little for messages already on the wire,
+    // but only those that arrived before `end` count.
+    let mut received = 0u64;
+    let drain_until = end + Duration::from_millis(500);
+    while let Ok((at, seq)) = rx.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
+    {
+        if seq >= base && at < end {
+            received += 1;
+        }
+    }
+    let msgs_per_s = received as f64 / secs;
+    p.note(format!(
+        "QoS 1 throughput: {msgs_per_s:.0} msgs/s received ({published} published)"
+    ));
+    let _ = publ.disconnect();
+    let _ = sub.disconnect();
+    drop(broker);
+    Ok(Outcome::Done(json!({
+        "broker": bin,
+        "payload_bytes": PAYLOAD_BYTES,
+        "qos1": {
+            "msgs_per_s": msgs_per_s,
+            "published": published,
+            "received": received,
+            "seconds": secs,
+            "latency_us": {"p50": p50, "p99": p99},
+            "latency_round_trips": rounds,
+        },
+    })))
+}

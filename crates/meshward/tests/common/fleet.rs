@@ -1,0 +1,228 @@
+//! Devices on top of a [`Cluster`]: key files, enrollment through the CLI, device agents as
+//! real processes whose JSON lines are collected, and an SDK client for low-level checks.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use meshward_core::ids::{Keypair, PublicKey};
+use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
+use serde_json::Value;
+
+use super::{meshward, wait_for, Cluster};
+
+pub const MIN: Duration = Duration::from_secs(60);
+
+pub struct Fleet {
+    pub c: Cluster,
+    pub rt: tokio::runtime::Runtime,
+}
+
+pub struct Dev {
+    pub key: PathBuf,
+    pub id: String,
+    pub pk: PublicKey,
+    pub kp: Keypair,
+}
+
+pub struct Agent {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<Value>>>,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn wait_line(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        wait_for(what, MIN, || self.lines().into_iter().find(|l| f(l)))
+    }
+
+    pub fn stop(mut self) {
+        super::unsafe_free::term(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the CLI; Ok(stdout JSON) on success, Err(stdout + stderr) on failure.
+pub fn cli(args: &[String]) -> Result<Value, String> {
+    let out = meshward()
+        .arg("--json")
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        Ok(serde_json::from_str(stdout.trim()).unwrap_or(Value::Null))
+    } else {
+        Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+pub fn s(x: impl AsRef<str>) -> String {
+    x.as_ref().to_string()
+}
+
+impl Fleet {
+    /// Four validators, started, past height 1.
+    pub fn start() -> Fleet {
+        let mut c = Cluster::new(4, 100);
+        c.start_all();
+        c.wait_height(&[0, 1, 2, 3], 1, 2 * MIN);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Fleet { c, rt }
+    }
+
+    pub fn api(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.c.nodes[i].api_port)
+    }
+
+    pub fn mesh(&self, i: usize) -> String {
+        format!(
+            "/ip4/127.0.0.1/tcp/{}/p2p/{}",
+            self.c.nodes[i].p2p_port, self.c.nodes[i].peer_id
+        )
+    }
+
+    /// `--bootstrap` arguments for the given gateways, in order.
+    pub fn gw(&self, nodes: &[usize]) -> Vec<String> {
+        nodes
+            .iter()
+            .flat_map(|&i| [s("--bootstrap"), self.mesh(i)])
+            .collect()
+    }
+
+    pub fn admin_key(&self) -> String {
+        self.c
+            .root
+            .path()
+            .join("admin.key")
+            .to_string_lossy()
+            .to_string()
+    }
+
+    /// Generates a device key and enrolls it through gateway 0 with the admin key.
+    pub fn device(&self, name: &str, groups: &[&str]) -> Dev {
+        let key = self.c.root.path().join(format!("{name}.key"));
+        let out = cli(&[s("device"), s("keygen"), s("--out"), key.to_string_lossy().to_string()])
+            .unwrap();
+        let id = out["device_id"].as_str().unwrap().to_string();
+        let mut args = vec![
+            s("device"),
+            s("enroll"),
+            s("--api"),
+            self.api(0),
+            s("--admin-key"),
+            self.admin_key(),
+            s("--device-key"),
+            key.to_string_lossy().to_string(),
+        ];
+        for g in groups {
+            args.push(s("--group"));
+            args.push(s(g));
+        }
+        let r = cli(&args).unwrap_or_else(|e| panic!("enroll {name}: {e}"));
+        assert!(r["height"].as_u64().unwrap() > 0);
+        let kp = meshward_node::keyfile::load(&key, meshward_node::keyfile::KeyKind::Device)
+            .unwrap();
+        Dev {
+            key,
+            pk: PublicKey::from_peer_id(&id).unwrap(),
+            id,
+            kp,
+        }
+    }
+
+    /// Starts `meshward device run` for `dev` with the given gateways.
+    pub fn agent(&self, dev: &Dev, nodes: &[usize]) -> Agent {
+        let log = self.c.root.path().join(format!("{}.agent.log", dev.id));
+        let mut cmd = meshward();
+        cmd.args(["device", "run", "--key"])
+            .arg(&dev.key)
+            .args(self.gw(nodes))
+            .args(["--poll-ms", "200"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let l2 = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str(&line) {
+                    l2.lock().unwrap().push(v);
+                }
+            }
+        });
+        Agent { child, lines, log }
+    }
+
+    /// An SDK client with a throwaway identity (or `kp`), connected to the given gateways.
+    pub fn client(&self, kp: Option<Keypair>, nodes: &[usize]) -> Client {
+        let kp = kp.unwrap_or_else(|| Keypair::generate(&mut rand::rngs::OsRng));
+        let addrs = nodes.iter().map(|&i| self.mesh(i).parse().unwrap()).collect();
+        let cfg = ClientConfig::new(Some(self.c.genesis.chain_id.clone()), addrs);
+        self.rt
+            .block_on(Client::start(DeviceIdentity::new(kp), cfg))
+            .unwrap()
+    }
+
+    /// Waits until some gateway knows where `dev` listens (its agent is connected).
+    pub fn wait_online(&self, dev: &Dev, nodes: &[usize]) {
+        let client = self.client(None, nodes);
+        let deadline = std::time::Instant::now() + MIN;
+        wait_for("the device to be reachable", MIN + Duration::from_secs(1), || {
+            if std::time::Instant::now() > deadline {
+                let log = self.c.root.path().join(format!("{}.agent.log", dev.id));
+                eprintln!("agent log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+                eprintln!("node0 log:\n{}", self.c.log(0));
+                panic!("device {} never became reachable", dev.id);
+            }
+            let info = self.rt.block_on(client.lookup(&dev.pk)).ok()??;
+            (!info.addrs.is_empty()).then_some(())
+        });
+        self.rt.block_on(client.shutdown());
+    }
+
+    /// `meshward send` from `from` to `to` through `nodes`.
+    pub fn send(&self, from: &Dev, to: &str, msg: &str, nodes: &[usize]) -> Result<Value, String> {
+        let mut args = vec![
+            s("send"),
+            s("--key"),
+            from.key.to_string_lossy().to_string(),
+            s("--to"),
+            s(to),
+            s("--message"),
+            s(msg),
+            s("--wait-final"),
+            s("--timeout"),
+            s("60"),
+        ];
+        args.extend(self.gw(nodes));
+        cli(&args)
+    }
+
+    pub fn device_json(&self, i: usize, id: &str) -> Option<Value> {
+        let r = super::http(self.c.nodes[i].api_port, "GET", &format!("/v1/devices/{id}"), &[], b"")?;
+        (r.status == 200).then(|| r.json())
+    }
+}

@@ -1,0 +1,404 @@
+//! Devices as real processes on a real 4-validator cluster: direct delivery with anchors and
+//! offline proofs, replicated mailboxes, gateway failover, revocation and quarantine, typed
+//! rejections, key rotation and policy changes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fleet::{cli, s, Fleet, MIN};
+use common::wait_for;
+use meshward_core::codec::Decode;
+use meshward_core::envelope::seal_oneshot;
+use meshward_core::rpc::{Request, Response};
+use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
+use rand::rngs::OsRng;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn direct_message_is_anchored_and_its_proof_verifies_offline() {
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let b = f.device("b", &["fleet"]);
+    let agent = f.agent(&b, &[0, 1, 2, 3]);
+    f.wait_online(&b, &[0, 1, 2, 3]);
+
+    let sent = f.send(&a, &b.id, "hello b", &[1, 2, 3, 0]).unwrap();
+    assert_eq!(sent["delivery"], "direct", "{sent}");
+    let commitment = sent["commitment"].as_str().unwrap().to_string();
+    assert!(sent["height"].as_u64().unwrap() > 0, "{sent}");
+    let line = agent.wait_line("b prints the message", |l| l["commitment"] == commitment.as_str());
+    assert_eq!(line["text"], "hello b");
+    assert_eq!(line["delivery"], "direct");
+    assert_eq!(line["from"], a.id.as_str());
+
+    // The proof, fetched from another gateway, verifies offline against the genesis alone.
+    let dir = f.c.root.path();
+    let proof = dir.join("proof.json");
+    cli(&[
+        s("proof"),
+        s("--api"),
+        f.api(2),
+        commitment.clone(),
+        s("--out"),
+        proof.to_string_lossy().to_string(),
+    ])
+    .unwrap();
+    let genesis = f.c.genesis_path.to_string_lossy().to_string();
+    let ok = cli(&[s("verify"), s("--genesis"), genesis.clone(), proof.to_string_lossy().to_string()])
+        .unwrap();
+    assert_eq!(ok["commitment"], commitment.as_str(), "{ok}");
+
+    // Any byte changed in the proof file is rejected with a reason. (Change a hex digit in
+    // each field in turn; a change that breaks the JSON is also a rejection.)
+    let text = std::fs::read_to_string(&proof).unwrap();
+    let positions: Vec<usize> = text
+        .char_indices()
+        .filter(|(_, c)| c.is_ascii_hexdigit())
+        .map(|(i, _)| i)
+        .step_by(97)
+        .collect();
+    assert!(positions.len() > 5);
+    for p in positions {
+        let mut bytes = text.clone().into_bytes();
+        bytes[p] = if bytes[p] == b'0' { b'1' } else { b'0' };
+        let bad = dir.join("bad.json");
+        std::fs::write(&bad, &bytes).unwrap();
+        let err = cli(&[s("verify"), s("--genesis"), genesis.clone(), bad.to_string_lossy().to_string()])
+            .expect_err("a changed proof must not verify");
+        assert!(err.contains("error"), "no reason given: {err}");
+    }
+    agent.stop();
+}
+
+#[test]
+fn offline_recipient_gets_its_message_from_another_gateways_mailbox_exactly_once() {
+    let mut f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let b = f.device("b", &["fleet"]);
+
+    // B is offline: the envelope goes to gateway 0's mailbox, which copies it to the others.
+    let sent = f.send(&a, &b.id, "while you were away", &[0]).unwrap();
+    assert_eq!(sent["delivery"], "mailbox", "{sent}");
+    assert!(sent["replicas"].as_u64().unwrap() >= 2, "{sent}");
+    let commitment = sent["commitment"].as_str().unwrap().to_string();
+
+    // Gateway 0 dies; B comes online through the gateways it can reach.
+    f.c.kill(0);
+    let agent = f.agent(&b, &[0, 1, 2, 3]);
+    let line = agent.wait_line("b gets the mailbox message", |l| {
+        l["commitment"] == commitment.as_str()
+    });
+    assert_eq!(line["text"], "while you were away");
+    assert_eq!(line["delivery"], "mailbox");
+
+    // Gateway failover: A's next send, with the same gateway list (dead gateway 0 first),
+    // goes through another gateway.
+    f.wait_online(&b, &[1, 2, 3]);
+    let again = f.send(&a, &b.id, "second", &[0, 1, 2, 3]).unwrap();
+    assert_eq!(again["delivery"], "direct", "{again}");
+    agent.wait_line("b gets the second message", |l| l["text"] == "second");
+
+    // Exactly once: wait until every live gateway's mailbox for B is empty (B fetched and
+    // acknowledged the copies), then count.
+    let client = f.client(Some(b.kp.clone()), &[1, 2, 3]);
+    for gw in client.gateways().to_vec() {
+        wait_for("b's mailbox copies to be acknowledged", MIN, || {
+            match f.rt.block_on(client.request_peer(gw, &Request::Fetch { after: 0, max: 16 })) {
+                Ok(Response::Envelopes(l)) if l.is_empty() => Some(()),
+                _ => None,
+            }
+        });
+    }
+    let copies = agent
+        .lines()
+        .iter()
+        .filter(|l| l["commitment"] == commitment.as_str())
+        .count();
+    assert_eq!(copies, 1, "{:?}", agent.lines());
+    f.rt.block_on(client.shutdown());
+    agent.stop();
+}
+
+#[test]
+fn revoked_device_is_refused_everywhere_and_its_group_is_rekeyed() {
+    let f = Fleet::start();
+    let a = f.device("a", &["ops"]);
+    let b = f.device("b", &["ops"]);
+    let c = f.device("c", &["ops"]);
+    let agents: Vec<_> = [&a, &b, &c].iter().map(|d| f.agent(d, &[0, 1, 2, 3])).collect();
+    let group = |i: usize| {
+        let r = common::http(f.c.nodes[i].api_port, "GET", "/v1/groups/ops", &[], b"")?;
+        (r.status == 200).then(|| r.json())
+    };
+    // The members' agents give the group its first key.
+    wait_for("the group's first key", MIN, || {
+        let g = group(1)?;
+        (g["epoch"].as_u64()? >= 1 && g["needs_rekey"] == false).then_some(())
+    });
+    let epoch = group(1).unwrap()["epoch"].as_u64().unwrap();
+
+    let r = cli(&[
+        s("device"),
+        s("revoke"),
+        s("--api"),
+        f.api(0),
+        s("--admin-key"),
+        f.admin_key(),
+        c.id.clone(),
+        s("--reason"),
+        s("stolen"),
+    ])
+    .unwrap();
+    let revoked_at = r["height"].as_u64().unwrap();
+    for i in 0..4 {
+        wait_for("every node to list c as revoked", MIN, || {
+            (f.device_json(i, &c.id)?["status"] == "revoked").then_some(())
+        });
+    }
+
+    // Its sends fail with a clear error.
+    let err = f.send(&c, &a.id, "let me in", &[0, 1, 2, 3]).unwrap_err();
+    assert!(err.contains("revoked") || err.contains("refused"), "{err}");
+
+    // Every node refuses its connections.
+    let client_rt = &f.rt;
+    for i in 0..4 {
+        let addr: meshward_net::Multiaddr = f.mesh(i).parse().unwrap();
+        let cfg = meshward_sdk::client::ClientConfig::new(Some(f.c.genesis.chain_id.clone()), vec![]);
+        let cl = client_rt
+            .block_on(meshward_sdk::client::Client::start(
+                meshward_sdk::client::DeviceIdentity::new(c.kp.clone()),
+                cfg,
+            ))
+            .unwrap();
+        let res = client_rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), cl.net().dial(addr.clone())).await
+        });
+        match res {
+            Ok(Ok(_)) => {
+                // A connection that opens is closed by the gate before any request is served.
+                let peer = meshward_net::PeerId::from_bytes(
+                    &bs58_peer(&f.c.nodes[i].peer_id),
+                )
+                .unwrap();
+                let answer = client_rt.block_on(cl.request_peer(peer, &Request::Info));
+                assert!(answer.is_err(), "node{i} served a revoked device: {answer:?}");
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
+        client_rt.block_on(cl.shutdown());
+    }
+
+    // Its group gets a new key, sealed only to the remaining members.
+    wait_for("the group to be rekeyed", MIN, || {
+        let g = group(2)?;
+        (g["epoch"].as_u64()? > epoch && g["needs_rekey"] == false).then_some(())
+    });
+    let g = group(2).unwrap();
+    let members: Vec<&str> = g["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(!members.contains(&c.id.as_str()), "{g}");
+    // Find the GroupKey transaction of the new epoch and check c cannot open it.
+    let new_epoch = g["epoch"].as_u64().unwrap();
+    let tip = f.c.height(2).unwrap();
+    let mut found = false;
+    for h in revoked_at..=tip {
+        let r = common::http(f.c.nodes[2].api_port, "GET", &format!("/v1/blocks/{h}"), &[], b"").unwrap();
+        let v = r.json();
+        for t in v["txs"].as_array().into_iter().flatten() {
+            let Some(hex) = t["tx"].as_str().or(t.as_str()) else { continue };
+            let tx = Tx::decode_bytes(&meshward_core::hex::decode(hex).unwrap()).unwrap();
+            if let TxBody::GroupKey { group, epoch, sealed } = &tx.body {
+                if *epoch != new_epoch {
+                    continue;
+                }
+                found = true;
+                let err = meshward_sdk::group::open_for_member(group, *epoch, sealed, &c.pk, &c.kp);
+                assert!(err.is_err(), "the revoked device opened the new group key");
+                for m in [&a, &b] {
+                    meshward_sdk::group::open_for_member(group, *epoch, sealed, &m.pk, &m.kp)
+                        .expect("a remaining member opens the new key");
+                }
+            }
+        }
+    }
+    assert!(found, "no GroupKey transaction for epoch {new_epoch} in blocks {revoked_at}..={tip}");
+    for ag in agents {
+        ag.stop();
+    }
+}
+
+fn bs58_peer(id: &str) -> Vec<u8> {
+    meshward_core::ids::PublicKey::from_peer_id(id)
+        .unwrap()
+        .peer_id_bytes()
+        .to_vec()
+}
+
+#[test]
+fn equivocating_device_is_quarantined_without_an_admin() {
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let b = f.device("b", &["fleet"]);
+    let client = f.client(Some(a.kp.clone()), &[0]);
+    let chain = f.c.genesis.chain_id.clone();
+    let anchor = |n: u8| {
+        Tx::sign(
+            &chain,
+            a.pk,
+            &a.kp.sign,
+            1,
+            TxBody::Anchor(Anchor {
+                recipient: Recipient::Device(b.pk),
+                commitment: meshward_core::hash::Hash([n; 32]),
+                count: 1,
+                timestamp_ms: now_ms(),
+                size_bytes: 64,
+            }),
+        )
+    };
+    let start = f.c.height(0).unwrap();
+    // Two different anchors, one sequence number.
+    f.rt.block_on(client.submit(&anchor(1))).unwrap();
+    let second = f.rt.block_on(client.submit(&anchor(2)));
+    assert!(second.is_err(), "the conflicting anchor was admitted");
+    let revoked_at = wait_for("a to be revoked by evidence", MIN, || {
+        let d = f.device_json(1, &a.id)?;
+        (d["status"] == "revoked").then(|| d["revoked_height"].as_u64())?
+    });
+    assert!(
+        revoked_at <= start + 3 + 1,
+        "revoked at {revoked_at}, equivocation seen at about {start}"
+    );
+    let d = f.device_json(3, &a.id).unwrap();
+    assert!(
+        d["revoked_reason"].as_str().unwrap_or("").contains("equivocation"),
+        "{d}"
+    );
+    f.rt.block_on(client.shutdown());
+}
+
+#[test]
+fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
+    let f = Fleet::start();
+    let a = f.device("a", &["g1"]);
+    let b = f.device("b", &["g1"]);
+    let d = f.device("d", &["g2"]);
+    let client = f.client(Some(a.kp.clone()), &[0]);
+    let rt = &f.rt;
+
+    // Mailbox: the same envelope twice, then a tampered one.
+    let env = seal_oneshot(&mut OsRng, &a.kp, b.pk, &b.kp.enc_key(), 1, now_ms(), b"x").unwrap();
+    let gw = client.gateways()[0];
+    let first = rt.block_on(client.request_peer(gw, &Request::Deposit(env.clone()))).unwrap();
+    assert!(matches!(first, Response::Stored { .. }), "{first:?}");
+    let again = rt.block_on(client.request_peer(gw, &Request::Deposit(env.clone()))).unwrap();
+    assert!(matches!(&again, Response::Error { code, .. } if code == "replay"), "{again:?}");
+    let mut tampered = env.clone();
+    tampered.ciphertext[0] ^= 1;
+    let t = rt.block_on(client.request_peer(gw, &Request::Deposit(tampered.clone()))).unwrap();
+    assert!(matches!(&t, Response::Error { code, .. } if code == "bad_signature"), "{t:?}");
+    // Only the first copy is in b's mailbox.
+    let bclient = f.client(Some(b.kp.clone()), &[0]);
+    let list = rt
+        .block_on(bclient.request_peer(bclient.gateways()[0], &Request::Fetch { after: 0, max: 16 }))
+        .unwrap();
+    match list {
+        Response::Envelopes(l) => {
+            assert_eq!(l.len(), 1);
+            assert_eq!(l[0].1, env);
+        }
+        other => panic!("{other:?}"),
+    }
+    rt.block_on(bclient.shutdown());
+
+    // Direct: b's agent refuses a replay and a tampered envelope with typed errors.
+    let agent = f.agent(&b, &[0, 1, 2, 3]);
+    f.wait_online(&b, &[0, 1, 2, 3]);
+    let info = rt.block_on(client.lookup(&b.pk)).unwrap().unwrap();
+    let direct = seal_oneshot(&mut OsRng, &a.kp, b.pk, &b.kp.enc_key(), 2, now_ms(), b"y").unwrap();
+    rt.block_on(client.deliver_direct(&b.pk, &info.addrs, &direct)).unwrap();
+    let replay = rt.block_on(client.deliver_direct(&b.pk, &info.addrs, &direct)).unwrap_err();
+    assert_eq!(replay.code(), "replay", "{replay}");
+    let mut bad = seal_oneshot(&mut OsRng, &a.kp, b.pk, &b.kp.enc_key(), 3, now_ms(), b"z").unwrap();
+    bad.ciphertext[0] ^= 1;
+    let e = rt.block_on(client.deliver_direct(&b.pk, &info.addrs, &bad)).unwrap_err();
+    assert_eq!(e.code(), "bad_signature", "{e}");
+    agent.wait_line("the good direct envelope", |l| l["text"] == "y");
+    assert_eq!(agent.lines().len(), 1, "{:?}", agent.lines());
+
+    // Policy: g1 may not send to g2, so the send fails before anything is stored or anchored.
+    let err = f.send(&a, &d.id, "forbidden", &[0]).unwrap_err();
+    assert!(err.contains("policy_forbids"), "{err}");
+    let dclient = f.client(Some(d.kp.clone()), &[0]);
+    let list = rt
+        .block_on(dclient.request_peer(dclient.gateways()[0], &Request::Fetch { after: 0, max: 16 }))
+        .unwrap();
+    assert!(matches!(list, Response::Envelopes(ref l) if l.is_empty()), "{list:?}");
+    // The gateway refuses a forbidden envelope too.
+    let fenv = seal_oneshot(&mut OsRng, &a.kp, d.pk, &d.kp.enc_key(), 1, now_ms(), b"f").unwrap();
+    let r = rt.block_on(client.request_peer(gw, &Request::Deposit(fenv))).unwrap();
+    assert!(matches!(&r, Response::Error { code, .. } if code == "policy_forbids"), "{r:?}");
+
+    // A policy change takes effect at the next block, with nothing restarted.
+    cli(&[
+        s("policy"),
+        s("set"),
+        s("--api"),
+        f.api(0),
+        s("--admin-key"),
+        f.admin_key(),
+        s("--allow"),
+        s("g1:g2"),
+    ])
+    .unwrap();
+    let ok = f.send(&a, &d.id, "now allowed", &[1]).unwrap();
+    assert_eq!(ok["delivery"], "mailbox", "{ok}");
+
+    // A key rotation takes effect at the next block: the old key can no longer sign.
+    let rot = cli(&[
+        s("device"),
+        s("rotate"),
+        s("--api"),
+        f.api(0),
+        s("--key"),
+        a.key.to_string_lossy().to_string(),
+    ])
+    .unwrap();
+    assert!(rot["height"].as_u64().unwrap() > 0);
+    let seq = rt.block_on(client.next_seq(&a.pk)).unwrap();
+    let old_signed = Tx::sign(
+        &f.c.genesis.chain_id,
+        a.pk,
+        &a.kp.sign,
+        seq,
+        TxBody::Anchor(Anchor {
+            recipient: Recipient::Device(b.pk),
+            commitment: meshward_core::hash::Hash([9; 32]),
+            count: 1,
+            timestamp_ms: now_ms(),
+            size_bytes: 1,
+        }),
+    );
+    let e = rt.block_on(client.submit(&old_signed)).unwrap_err();
+    assert_eq!(e.code(), "bad_signature", "{e}");
+    // The rotated key file sends.
+    let after = f.send(&a, &b.id, "new keys", &[2, 3]).unwrap();
+    assert!(after["height"].as_u64().is_some(), "{after}");
+    agent.wait_line("b gets the message signed with a's new key", |l| l["text"] == "new keys");
+    let _ = Tx::decode_bytes;
+    rt.block_on(client.shutdown());
+    rt.block_on(dclient.shutdown());
+    agent.stop();
+}
