@@ -12,6 +12,7 @@
 //! at the latest after the dial timeout plus `rpc_timeout_ms`).
 
 use std::collections::HashMap;
+use std::num::NonZeroU8;
 use std::time::{Duration, Instant};
 
 use libp2p::futures::StreamExt;
@@ -44,6 +45,11 @@ const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(600);
 /// resets it. Kademlia's own periodic bootstrap (every 5 minutes) covers the rest.
 const DISCOVERY_INTERVAL_MIN: Duration = Duration::from_secs(1);
 const DISCOVERY_INTERVAL_MAX: Duration = Duration::from_secs(30);
+/// Addresses of one peer dialled at once. One: with `max_connections_per_peer = 1`, dialling a
+/// peer's TCP and QUIC addresses together can leave the dialer keeping one connection while the
+/// listener kept the other and refused the first, closing both. Each address gets the
+/// transport's connection timeout in turn.
+const DIAL_CONCURRENCY: NonZeroU8 = NonZeroU8::MIN;
 /// Addresses of one peer taken from discovery (mDNS, identify into Kademlia); the rest is ignored.
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Listen addresses of one peer kept from its identify report (for `NetEvent::Identified` and
@@ -188,7 +194,10 @@ pub(crate) async fn spawn(
         .with_quic()
         .with_behaviour(|key| parts.build(key))
         .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                .with_dial_concurrency_factor(DIAL_CONCURRENCY)
+        })
         .build();
 
     let mut listeners = HashMap::new();

@@ -236,6 +236,11 @@ async fn denied_peer_requests_never_reach_the_node() {
         Err(NetError::Denied(b.peer))
     );
     // b re-dials to send its request; a refuses the connection.
+    wait_for("b to see the connection closed", || async {
+        !b.is_connected_to(&a).await
+    })
+    .await;
+    let mark = a.events_len();
     b.net.add_addresses(a.peer, listen_addrs(&a).await).await;
     match b.net.request(a.peer, b"after".to_vec()).await {
         Err(NetError::Rpc { peer, .. }) => assert_eq!(peer, a.peer),
@@ -252,6 +257,7 @@ async fn denied_peer_requests_never_reach_the_node() {
     )
     .await;
     assert_eq!(a.requests().len(), 1);
+    assert!(a.events_since(mark).contains(&NetEvent::Refused(b.peer)));
 
     // Allowed again, b is served again.
     a.net.allow(b.peer).await;

@@ -250,6 +250,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     net_config.listen = vec![config.p2p.clone()];
     net_config.bootstrap = config.bootstrap.clone();
     net_config.mdns = config.mdns;
+    // A device may hold a few connections at once (its agent and a CLI send, say); gateways
+    // still dial each other once.
+    net_config.max_connections_per_peer = 4;
     let (net, mut net_events) = meshward_net::spawn(&key, net_config)
         .await
         .context("cannot start the mesh")?;

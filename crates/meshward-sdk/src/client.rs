@@ -74,6 +74,8 @@ impl ClientConfig {
 pub enum ClientError {
     #[error("no gateway answered ({tried} tried; last error: {last})")]
     NoGateway { tried: usize, last: String },
+    #[error("every gateway refused this device's connection ({0} tried): the device is probably revoked (check with meshward device list)")]
+    ConnectionsRefused(usize),
     #[error("refused by {by}: {code}: {message}")]
     Refused {
         by: String,
@@ -107,6 +109,7 @@ impl ClientError {
     pub fn code(&self) -> &str {
         match self {
             ClientError::NoGateway { .. } => "no_gateway",
+            ClientError::ConnectionsRefused(_) => "connections_refused",
             ClientError::Refused { code, .. } => code,
             ClientError::Unexpected(_) => "unexpected_response",
             ClientError::UnknownDevice(_) => "unknown_device",
@@ -280,6 +283,7 @@ impl Client {
         let n = self.gateways.len();
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last = String::from("no gateway known");
+        let mut closed = 0;
         for k in 0..n {
             let i = (start + k) % n;
             let gw = self.gateways[i];
@@ -298,9 +302,21 @@ impl Client {
                 }
                 Err(e) => {
                     debug!(gateway = %gw, error = %e, "gateway did not answer; trying the next");
+                    if matches!(
+                        e,
+                        ClientError::Net(NetError::Rpc {
+                            reason: meshward_net::RpcFailure::ConnectionClosed,
+                            ..
+                        }) | ClientError::Net(NetError::Denied(_))
+                    ) {
+                        closed += 1;
+                    }
                     last = e.to_string();
                 }
             }
+        }
+        if n > 0 && closed == n {
+            return Err(ClientError::ConnectionsRefused(n));
         }
         Err(ClientError::NoGateway { tried: n, last })
     }

@@ -21,6 +21,8 @@ use crate::group::{seal_for_members, GroupSecret};
 
 /// Gateways a mailbox envelope must be held by before a send counts as delivered.
 pub const MIN_MAILBOX_REPLICAS: u32 = 2;
+/// Receipts waiting to be anchored by the agent.
+const ACK_QUEUE: usize = 1024;
 /// How long a looked-up sender record is trusted when checking incoming envelopes.
 const SENDER_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -560,7 +562,8 @@ impl Device {
 
     /// Runs the device agent until `stop` completes: answers direct deliveries, polls the
     /// mailboxes every `poll`, acknowledges what it receives on the ledger, and rekeys groups.
-    /// Each message received goes to `out`.
+    /// Each message received goes to `out`. Direct deliveries are answered on their own path,
+    /// so a slow or dead gateway never delays them.
     pub async fn run_agent(
         &self,
         poll: Duration,
@@ -571,28 +574,49 @@ impl Device {
             .client
             .take_requests()
             .ok_or_else(|| ClientError::State("the agent is already running".into()))?;
-        let mut after: HashMap<String, u64> = HashMap::new();
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut rekey_tick = tokio::time::interval(Duration::from_secs(1));
-        tokio::pin!(stop);
-        loop {
-            let received: Vec<Received> = tokio::select! {
-                _ = &mut stop => return Ok(()),
-                inc = requests.recv() => match inc {
-                    Some(inc) => self.on_incoming(inc).await.into_iter().collect(),
-                    None => return Ok(()),
-                },
-                _ = tick.tick() => self.poll_mailboxes(&mut after).await,
-                _ = rekey_tick.tick() => { self.rekey_groups().await; Vec::new() }
-            };
-            for r in received {
-                self.ack(r.commitment, r.from).await;
-                if out.send(r).await.is_err() {
-                    return Ok(());
+        // Acknowledgements wait here for the background path; beyond the bound they are
+        // skipped (the message was delivered; only its ledger receipt is missing).
+        let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<(Hash, PublicKey)>(ACK_QUEUE);
+        let direct = async {
+            while let Some(inc) = requests.recv().await {
+                if let Some(r) = self.on_incoming(inc).await {
+                    if ack_tx.try_send((r.commitment, r.from)).is_err() {
+                        debug!("ack queue full; receipt not anchored");
+                    }
+                    if out.send(r).await.is_err() {
+                        return;
+                    }
                 }
             }
+        };
+        let background = async {
+            let mut after: HashMap<String, u64> = HashMap::new();
+            let mut tick = tokio::time::interval(poll);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut rekey_tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        for r in self.poll_mailboxes(&mut after).await {
+                            if ack_tx.try_send((r.commitment, r.from)).is_err() {
+                                debug!("ack queue full; receipt not anchored");
+                            }
+                            if out.send(r).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    _ = rekey_tick.tick() => { self.rekey_groups().await; }
+                    Some((c, from)) = ack_rx.recv() => self.ack(c, from).await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = stop => {}
+            _ = direct => {}
+            _ = background => {}
         }
+        Ok(())
     }
 
     pub async fn shutdown(self) {

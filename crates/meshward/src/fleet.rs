@@ -655,6 +655,14 @@ pub fn device_rotate(gw: Gateways, key: &Path) -> Result<Output> {
         let body = meshward_core::tx::rotate_body(&chain, &account, seq, &new);
         let tx = Tx::sign(&chain, account, &old.sign, seq, body);
         let id = client.submit(&tx).await?;
+        client.shutdown().await;
+        // Once the rotation commits, gateways refuse the old key: wait as the new one.
+        let client = gw
+            .client(DeviceIdentity {
+                account,
+                keys: new.clone(),
+            })
+            .await?;
         let h = client
             .wait_final(&id, std::time::Instant::now() + Duration::from_secs(60))
             .await?;

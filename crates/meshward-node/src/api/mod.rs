@@ -284,6 +284,8 @@ pub fn tx_json(tx: &Tx) -> Value {
         "type": tx.body.name(),
         "signer": tx.signer.peer_id(),
         "seq": tx.seq,
+        // The canonical encoding, so a client can check signatures itself.
+        "raw": hex::encode(&meshward_core::codec::Encode::to_bytes(tx)),
     });
     let extra = match &tx.body {
         TxBody::Anchor(a) => json!({

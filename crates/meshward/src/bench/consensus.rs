@@ -109,7 +109,10 @@ impl Cluster {
             for (i, c) in self.children.iter_mut().enumerate() {
                 if let Some(Ok(Some(status))) = c.as_mut().map(|c| c.try_wait()) {
                     let log = self.file.nodes[i].dir.join("node.log");
-                    bail!("bench validator {i} exited ({status}); see {}", log.display());
+                    bail!(
+                        "bench validator {i} exited ({status}); see {}",
+                        log.display()
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -231,7 +234,11 @@ pub fn enroll(
         let last = chunk.last().context("chunks are not empty")?.id().to_hex();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let v = http::get_json(c.api(node), &format!("/v1/tx/{last}"), Duration::from_secs(2));
+            let v = http::get_json(
+                c.api(node),
+                &format!("/v1/tx/{last}"),
+                Duration::from_secs(2),
+            );
             if v.as_ref().is_ok_and(|v| v["status"] == "final") {
                 break;
             }
@@ -467,8 +474,7 @@ pub fn run_phase(
 
     // Skip the first second (or fifth) while clients start and the pipeline fills.
     let warm = (load.secs * 0.2).min(1.0);
-    let (txs_per_s, msgs_per_s, blocks_per_s) =
-        rate_in(&blocks, t0 + (warm * 1e6) as u64, t_end);
+    let (txs_per_s, msgs_per_s, blocks_per_s) = rate_in(&blocks, t0 + (warm * 1e6) as u64, t_end);
     let (before, after) = match kill_at_us {
         Some(k) => (
             Some(rate_in(&blocks, t0 + (warm * 1e6) as u64, k).0),
@@ -582,7 +588,9 @@ pub fn run(quick: bool, base_port: u16, p: &Progress) -> Result<Outcome> {
         }
     };
 
-    p.step(format!("peak load for {secs} s ({PEAK_CLIENTS} client processes)"));
+    p.step(format!(
+        "peak load for {secs} s ({PEAK_CLIENTS} client processes)"
+    ));
     let peak = run_phase(
         &mut c,
         &mut fleet,
@@ -700,7 +708,7 @@ pub fn run(quick: bool, base_port: u16, p: &Progress) -> Result<Outcome> {
 
 /// One point of the validator-count curve: peak throughput and latency at half of it.
 pub fn validators_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<Value> {
-    let secs = if quick { 3.0 } else { 10.0 };
+    let secs = if quick { 4.0 } else { 10.0 };
     let (dir, mut c, mut fleet) = devnet_with_fleet(n, base_port, 256, p)?;
     p.step(format!("{n} validators: peak load for {secs} s"));
     let peak = run_phase(
@@ -710,40 +718,55 @@ pub fn validators_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> 
             secs,
             rate: None,
             clients: PEAK_CLIENTS,
-            record: false,
-            kill: None,
-        },
-        p,
-    )?;
-    c.drain(p);
-    let rate = (peak.txs_per_s * 0.5).max(1.0);
-    p.step(format!("{n} validators: 50% load ({rate:.0} tx/s)"));
-    let half = run_phase(
-        &mut c,
-        &mut fleet,
-        &Load {
-            secs,
-            rate: Some(rate),
-            clients: 1,
             record: true,
             kill: None,
         },
         p,
     )?;
+    c.drain(p);
+    // Nothing final during the peak window: there is no 50% to offer.
+    let half = if peak.txs_per_s > 0.0 {
+        let rate = peak.txs_per_s * 0.5;
+        p.step(format!("{n} validators: 50% load ({rate:.0} tx/s)"));
+        Some((
+            rate,
+            run_phase(
+                &mut c,
+                &mut fleet,
+                &Load {
+                    secs,
+                    rate: Some(rate),
+                    clients: 1,
+                    record: true,
+                    kill: None,
+                },
+                p,
+            )?,
+        ))
+    } else {
+        p.note(format!(
+            "{n} validators: no block was final within the {secs} s peak window"
+        ));
+        None
+    };
     drop(c);
     keep(dir, p);
     p.note(format!(
         "{n} validators: {:.0} tx/s peak, p50/p99 {} at 50%",
         peak.txs_per_s,
-        half.latency_ms
+        half.as_ref()
+            .and_then(|h| h.1.latency_ms)
             .map_or("n/a".into(), |(a, b)| format!("{a:.0}/{b:.0} ms"))
     ));
     Ok(json!({
         "validators": n,
         "peak_anchor_tx_per_s": peak.txs_per_s,
         "peak_blocks_per_s": peak.blocks_per_s,
-        "finality_ms": lat_json(&half),
-        "finality_load_tx_per_s": rate,
+        "peak_accepted": peak.accepted,
+        "peak_unconfirmed_after_tail": peak.unconfirmed,
+        "peak_series": peak.series.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
+        "finality_ms": half.as_ref().map_or(Value::Null, |h| lat_json(&h.1)),
+        "finality_load_tx_per_s": half.as_ref().map_or(Value::Null, |h| json!(h.0)),
         "phase_seconds": secs,
     }))
 }
@@ -759,7 +782,12 @@ mod tests {
             txs,
             msgs: txs * 64,
         };
-        let blocks = [b(500_000, 10), b(1_000_000, 100), b(1_500_000, 100), b(2_000_000, 7)];
+        let blocks = [
+            b(500_000, 10),
+            b(1_000_000, 100),
+            b(1_500_000, 100),
+            b(2_000_000, 7),
+        ];
         let (tx, msgs, bps) = rate_in(&blocks, 1_000_000, 2_000_000);
         assert_eq!(tx, 200.0);
         assert_eq!(msgs, 200.0 * 64.0);

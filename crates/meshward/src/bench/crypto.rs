@@ -133,7 +133,17 @@ fn hpke_rates(r: &Rounds) -> Result<serde_json::Value> {
         1
     });
     let envs: Vec<Envelope> = (1..=BATCH as u64)
-        .map(|seq| seal_oneshot(&mut OsRng, &alice, bob.id(), &bob.enc_key(), seq, 0, &payload))
+        .map(|seq| {
+            seal_oneshot(
+                &mut OsRng,
+                &alice,
+                bob.id(),
+                &bob.enc_key(),
+                seq,
+                0,
+                &payload,
+            )
+        })
         .collect::<Result<_, _>>()
         .context("sealing one-shot envelopes")?;
     // A fresh receiver per batch, so the replay guard accepts every envelope.
@@ -186,7 +196,10 @@ pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
             round: Duration::from_secs(1),
         }
     };
-    p.step(format!("Ed25519 batch verify, 1 core ({} rounds)", r.rounds));
+    p.step(format!(
+        "Ed25519 batch verify, 1 core ({} rounds)",
+        r.rounds
+    ));
     let one = verify_rate(1, &r)?;
     p.step(format!("Ed25519 batch verify, {cores} cores"));
     let all = verify_rate(cores, &r)?;

@@ -60,8 +60,8 @@ fn free_port() -> Result<u16> {
 fn start_broker(bin: &Path, dir: &Path) -> Result<Broker> {
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
-    let mut f = std::fs::File::create(&conf)
-        .with_context(|| format!("cannot write {}", conf.display()))?;
+    let mut f =
+        std::fs::File::create(&conf).with_context(|| format!("cannot write {}", conf.display()))?;
     write!(
         f,
         "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
@@ -178,7 +178,11 @@ pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let (sub, rx) = subscriber(broker.port)?;
     let publ = publisher(broker.port);
 
-    let (warmup, rounds, secs) = if quick { (50, 500, 2.0) } else { (200, 3000, 5.0) };
+    let (warmup, rounds, secs) = if quick {
+        (50, 500, 2.0)
+    } else {
+        (200, 3000, 5.0)
+    };
     p.step(format!(
         "latency: {rounds} round trips, one message in flight"
     ));

@@ -33,7 +33,9 @@ pub fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn f(v: &Value, path: &str) -> Option<f64> {
-    get(v, path).and_then(Value::as_f64).filter(|x| x.is_finite())
+    get(v, path)
+        .and_then(Value::as_f64)
+        .filter(|x| x.is_finite())
 }
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
@@ -56,15 +58,60 @@ pub fn ratios(r: &Value) -> Value {
 
 /// (key, label, op, target)
 const TARGETS: [(&str, &str, &str, f64); 9] = [
-    ("ratios.anchor_tx_vs_ceiling", "anchor tx/s ÷ ceiling", ">=", 0.5),
-    ("ratios.messages_vs_ceiling", "messages/s ÷ ceiling", ">=", 2.0),
-    ("consensus.finality_ms.p50", "finality p50 at 50% load (ms)", "<=", 50.0),
-    ("consensus.finality_ms.p99", "finality p99 at 50% load (ms)", "<=", 250.0),
-    ("consensus.one_down_ratio", "throughput with 1 of 4 down ÷ healthy", ">=", 0.7),
-    ("ratios.direct_vs_mqtt_throughput", "direct ÷ MQTT throughput", ">=", 1.0),
-    ("ratios.direct_vs_mqtt_latency_p50", "direct ÷ MQTT latency p50", "<=", 3.0),
-    ("scale.rss_mb_100k_devices", "validator RSS, 100k devices (MiB)", "<=", 200.0),
-    ("scale.disk_bytes_per_anchor", "disk bytes per anchor", "<=", 200.0),
+    (
+        "ratios.anchor_tx_vs_ceiling",
+        "anchor tx/s ÷ ceiling",
+        ">=",
+        0.5,
+    ),
+    (
+        "ratios.messages_vs_ceiling",
+        "messages/s ÷ ceiling",
+        ">=",
+        2.0,
+    ),
+    (
+        "consensus.finality_ms.p50",
+        "finality p50 at 50% load (ms)",
+        "<=",
+        50.0,
+    ),
+    (
+        "consensus.finality_ms.p99",
+        "finality p99 at 50% load (ms)",
+        "<=",
+        250.0,
+    ),
+    (
+        "consensus.one_down_ratio",
+        "throughput with 1 of 4 down ÷ healthy",
+        ">=",
+        0.7,
+    ),
+    (
+        "ratios.direct_vs_mqtt_throughput",
+        "direct ÷ MQTT throughput",
+        ">=",
+        1.0,
+    ),
+    (
+        "ratios.direct_vs_mqtt_latency_p50",
+        "direct ÷ MQTT latency p50",
+        "<=",
+        3.0,
+    ),
+    (
+        "scale.rss_mb_100k_devices",
+        "validator RSS, 100k devices (MiB)",
+        "<=",
+        200.0,
+    ),
+    (
+        "scale.disk_bytes_per_anchor",
+        "disk bytes per anchor",
+        "<=",
+        200.0,
+    ),
 ];
 
 /// Each target with its figure and whether it was met (null: not measured).
@@ -95,7 +142,7 @@ pub fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
     let mut out = String::new();
     let quick = if r["quick"] == true { " (quick)" } else { "" };
     out.push_str(&format!(
-        "meshward bench{quick}: {} cores, {:.0} s\n\n",
+        "meshward bench{quick}: {} cores, {:.0} s\n",
         r["machine"]["cores"],
         r["seconds"].as_f64().unwrap_or(0.0)
     ));

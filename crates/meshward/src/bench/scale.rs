@@ -78,6 +78,18 @@ fn file_len(p: &Path) -> Result<u64> {
         .len())
 }
 
+/// Bytes of the store's pages in use (allocated pages × page size). The file's own length
+/// moves in large steps as redb grows it, and freed pages are reused, so a file-size delta
+/// over a few thousand anchors can read 0 or several times the real cost.
+fn allocated_bytes(p: &Path) -> Result<u64> {
+    let db = redb::Database::open(p).with_context(|| format!("cannot open {}", p.display()))?;
+    let tx = db.begin_write()?;
+    let s = tx.stats()?;
+    let bytes = s.allocated_pages() * s.page_size() as u64;
+    tx.abort()?;
+    Ok(bytes)
+}
+
 /// Writes a node key file holding the synthetic validator key `sign` (with a fresh X25519 key).
 fn write_node_key(path: &Path, sign: &SignKey) -> Result<()> {
     let kp = Keypair {
@@ -94,7 +106,10 @@ fn write_node_key(path: &Path, sign: &SignKey) -> Result<()> {
     if path.exists() {
         fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
     }
-    keyfile::write_secret_file(path, (serde_json::to_string_pretty(&json)? + "\n").as_bytes())
+    keyfile::write_secret_file(
+        path,
+        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+    )
 }
 
 /// One point of the device curve.
@@ -123,10 +138,13 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     ])?;
     let enroll_s = v["seconds"].as_f64().unwrap_or(f64::NAN);
     let size_enrolled = file_len(&synth_store)?;
+    let used_enrolled = allocated_bytes(&synth_store)?;
 
     let anchor_blocks: usize = if quick { 10 } else { 40 };
     let anchors = anchor_blocks * ANCHORS_PER_BLOCK;
-    p.step(format!("{n} devices: synthetic chain with {anchors} anchors"));
+    p.step(format!(
+        "{n} devices: synthetic chain with {anchors} anchors"
+    ));
     let v = run_cli(&[
         "store",
         "synth",
@@ -139,7 +157,8 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     ])?;
     let anchor_write_s = v["seconds"].as_f64().unwrap_or(f64::NAN);
     let size_anchored = file_len(&synth_store)?;
-    let disk_per_anchor = size_anchored.saturating_sub(size_enrolled) as f64 / anchors as f64;
+    let used_anchored = allocated_bytes(&synth_store)?;
+    let disk_per_anchor = used_anchored.saturating_sub(used_enrolled) as f64 / anchors as f64;
 
     // Everything the live network needs from the synthetic fleet.
     let synth = Synth::open(&synth_dir)?;
@@ -203,9 +222,7 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     };
     let mut c = Cluster::launch(file, &net)?;
     c.wait_height(tip + 2, Duration::from_secs(180))?;
-    let rss_idle: Vec<f64> = (0..4)
-        .filter_map(|i| c.pid(i).and_then(rss_mb))
-        .collect();
+    let rss_idle: Vec<f64> = (0..4).filter_map(|i| c.pid(i).and_then(rss_mb)).collect();
 
     let secs = if quick { 3.0 } else { 8.0 };
     p.step(format!("{n} devices: anchor load for {secs} s"));
@@ -228,9 +245,7 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     c.drain(p);
     p.step(format!("{n} devices: enrolling {EXTRA_ENROLLS} more"));
     let (_, enroll_live_s) = consensus::enroll(&c, &admin, admin_seq, EXTRA_ENROLLS, "fleet")?;
-    let rss: Vec<f64> = (0..4)
-        .filter_map(|i| c.pid(i).and_then(rss_mb))
-        .collect();
+    let rss: Vec<f64> = (0..4).filter_map(|i| c.pid(i).and_then(rss_mb)).collect();
     drop(c);
     if std::env::var_os("MESHWARD_BENCH_KEEP").is_some() {
         p.note(format!("kept {}", dir.keep().display()));
@@ -244,8 +259,10 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
         "devices": n,
         "synth_enroll_seconds": num(enroll_s),
         "synth_anchor_seconds": num(anchor_write_s),
-        "store_bytes_enrolled": size_enrolled,
-        "store_bytes_anchored": size_anchored,
+        "store_file_bytes_enrolled": size_enrolled,
+        "store_file_bytes_anchored": size_anchored,
+        "store_used_bytes_enrolled": used_enrolled,
+        "store_used_bytes_anchored": used_anchored,
         "anchors_written": anchors,
         "disk_bytes_per_anchor": disk_per_anchor,
         "proof_bytes": proof_bytes,

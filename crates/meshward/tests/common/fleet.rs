@@ -226,3 +226,35 @@ impl Fleet {
         (r.status == 200).then(|| r.json())
     }
 }
+
+impl Fleet {
+    /// How many envelopes wait for `dev` in gateway `i`'s mailbox, read over the HTTP API with
+    /// a signed challenge (so the device's own agent keeps its mesh identity to itself).
+    pub fn mailbox_len(&self, i: usize, dev: &Dev) -> Option<usize> {
+        let port = self.c.nodes[i].api_port;
+        let ch = super::http(port, "POST", "/v1/challenge", &[("Content-Type", "application/json")], b"{}")?;
+        let nonce_hex = ch.json()["nonce"].as_str()?.to_string();
+        let nonce: [u8; 32] = meshward_core::hex::decode(&nonce_hex)?.try_into().ok()?;
+        let sig = meshward_core::auth::sign_challenge(
+            &dev.kp.sign,
+            &self.c.genesis.chain_id,
+            &dev.pk,
+            &nonce,
+            "mailbox/fetch",
+        );
+        let body = serde_json::json!({
+            "device": dev.id,
+            "nonce": nonce_hex,
+            "signature": meshward_core::hex::encode(&sig.0),
+        })
+        .to_string();
+        let r = super::http(
+            port,
+            "POST",
+            "/v1/mailbox/fetch",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )?;
+        (r.status == 200).then(|| r.json()["envelopes"].as_array().map(|a| a.len()))?
+    }
+}
