@@ -109,21 +109,31 @@ pub enum TxState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     Delivered,
-    Stored { replicas: u32 },
+    Stored {
+        replicas: u32,
+    },
     /// `(mailbox number, envelope)`, in increasing number order.
     Envelopes(Vec<(u64, Envelope)>),
-    Acked { removed: u64 },
+    Acked {
+        removed: u64,
+    },
     TxAccepted(Hash),
     Device(Option<DeviceInfo>),
     Group(Option<GroupInfo>),
     Policy(Vec<(GroupName, GroupName)>),
     TxStatus(TxState),
-    Info { chain_id: String, height: u64 },
+    Info {
+        chain_id: String,
+        height: u64,
+    },
     /// `None`: no such account.
     NextSeq(Option<u64>),
     /// The request was refused. `code` is stable and machine-readable (see
     /// `docs/FORMATS.md`), `message` says why for a person.
-    Error { code: String, message: String },
+    Error {
+        code: String,
+        message: String,
+    },
 }
 
 impl Response {
@@ -448,7 +458,10 @@ mod tests {
         assert_eq!(back.to_bytes(), bytes);
         // Every strict prefix fails to decode, and so do trailing bytes.
         for cut in 0..bytes.len() {
-            assert!(T::from_bytes(&bytes[..cut]).is_err(), "prefix {cut} decoded");
+            assert!(
+                T::from_bytes(&bytes[..cut]).is_err(),
+                "prefix {cut} decoded"
+            );
         }
         let mut longer = bytes.clone();
         longer.push(0);

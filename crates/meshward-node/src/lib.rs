@@ -152,7 +152,10 @@ impl Shared {
 
     /// Submits evidence, signed by this node, if `find` sees misbehaviour in the committed
     /// state: once it commits, the device is revoked.
-    fn report(&self, find: impl FnOnce(&meshward_core::State) -> Option<meshward_core::tx::Evidence>) {
+    fn report(
+        &self,
+        find: impl FnOnce(&meshward_core::State) -> Option<meshward_core::tx::Evidence>,
+    ) {
         let Some(key) = self.evidence_key.get() else {
             return;
         };

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use meshward_consensus::{ConsensusConfig, ConsensusEvent, ConsensusHandle};
-use meshward_core::genesis::Genesis;
 use meshward_core::codec::Encode;
+use meshward_core::genesis::Genesis;
 use meshward_core::ids::PublicKey;
 use meshward_core::rpc::Response;
 use meshward_core::state::StateView;
@@ -437,7 +437,9 @@ async fn enforce_revocations(shared: &Shared, net: &Net, only: Option<&[PublicKe
         let store = shared.store.read().unwrap_or_else(|e| e.into_inner());
         let st = store.state();
         let pick = |a: &meshward_core::state::Account| -> Vec<(PublicKey, bool)> {
-            let Some(d) = &a.device else { return Vec::new() };
+            let Some(d) = &a.device else {
+                return Vec::new();
+            };
             if !d.is_active() {
                 vec![(a.id, true), (a.sign_key, true)]
             } else if a.sign_key != a.id {

@@ -100,6 +100,27 @@ fn refuse(code: &str, message: impl std::fmt::Display) -> Response {
     Response::error(code, &message.to_string())
 }
 
+/// A refusal inside the handler, small enough to return by value; it becomes an `Error`
+/// response at the edge.
+#[derive(Debug)]
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refusal(code: &'static str, message: impl std::fmt::Display) -> Refusal {
+    Refusal {
+        code,
+        message: message.to_string(),
+    }
+}
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Response {
+        Response::error(r.code, &r.message)
+    }
+}
+
 impl RpcHandler {
     pub fn new(shared: Arc<Shared>, net: Net) -> Self {
         RpcHandler {
@@ -126,18 +147,20 @@ impl RpcHandler {
             Request::Group(g) => {
                 let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
                 let st = store.state();
-                Response::Group(st.group(&g).map(|grp| GroupInfo {
-                    name: g.clone(),
-                    members: grp
-                        .members
-                        .iter()
-                        .filter_map(|m| {
-                            let d = st.account(m)?.device.as_ref()?;
-                            Some((*m, d.enc_key))
-                        })
-                        .collect(),
-                    epoch: grp.epoch,
-                    needs_rekey: grp.needs_rekey,
+                Response::Group(st.group(&g).map(|grp| {
+                    GroupInfo {
+                        name: g.clone(),
+                        members: grp
+                            .members
+                            .iter()
+                            .filter_map(|m| {
+                                let d = st.account(m)?.device.as_ref()?;
+                                Some((*m, d.enc_key))
+                            })
+                            .collect(),
+                        epoch: grp.epoch,
+                        needs_rekey: grp.needs_rekey,
+                    }
                 }))
             }
             Request::Policy => {
@@ -165,35 +188,39 @@ impl RpcHandler {
     }
 
     /// Checks an envelope against the ledger; returns the recipient's account id.
-    fn check_envelope(&self, env: &Envelope) -> Result<PublicKey, Response> {
+    fn check_envelope(&self, env: &Envelope) -> Result<PublicKey, Refusal> {
         let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
         let st = store.state();
         let sender = account_of(st, &env.sender)
-            .ok_or_else(|| refuse("unknown_sender", "the sender is not an enrolled device"))?;
+            .ok_or_else(|| refusal("unknown_sender", "the sender is not an enrolled device"))?;
         let sdev = sender
             .device
             .as_ref()
-            .ok_or_else(|| refuse("unknown_sender", "the sender is not a device"))?;
+            .ok_or_else(|| refusal("unknown_sender", "the sender is not a device"))?;
         if !sdev.is_active() {
-            return Err(refuse("sender_revoked", "the sender is revoked"));
+            return Err(refusal("sender_revoked", "the sender is revoked"));
         }
         let vk = sender
             .sign_key
             .verifying_key()
-            .map_err(|_| refuse("bad_signature", "the sender's key is unusable"))?;
+            .map_err(|_| refusal("bad_signature", "the sender's key is unusable"))?;
         env.verify_sender(&vk)
-            .map_err(|_| refuse("bad_signature", "the envelope's signature does not verify"))?;
-        let recipient = account_of(st, &env.recipient)
-            .ok_or_else(|| refuse("unknown_recipient", "the recipient is not an enrolled device"))?;
+            .map_err(|_| refusal("bad_signature", "the envelope's signature does not verify"))?;
+        let recipient = account_of(st, &env.recipient).ok_or_else(|| {
+            refusal(
+                "unknown_recipient",
+                "the recipient is not an enrolled device",
+            )
+        })?;
         let rdev = recipient
             .device
             .as_ref()
-            .ok_or_else(|| refuse("unknown_recipient", "the recipient is not a device"))?;
+            .ok_or_else(|| refusal("unknown_recipient", "the recipient is not a device"))?;
         if !rdev.is_active() {
-            return Err(refuse("recipient_revoked", "the recipient is revoked"));
+            return Err(refusal("recipient_revoked", "the recipient is revoked"));
         }
         if !st.policy().allows(&sdev.groups, &rdev.groups) {
-            return Err(refuse(
+            return Err(refusal(
                 "policy_forbids",
                 "the policy forbids the sender's groups to send to the recipient's",
             ));
@@ -202,11 +229,19 @@ impl RpcHandler {
     }
 
     /// Checks and stores an envelope once; the error response otherwise.
-    fn store_envelope(&self, env: &Envelope) -> Result<(), Response> {
+    fn store_envelope(&self, env: &Envelope) -> Result<(), Refusal> {
         let recipient = self.check_envelope(env)?;
         let c = env.commitment();
-        if !self.seen.lock().unwrap_or_else(|e| e.into_inner()).insert(c) {
-            return Err(refuse("replay", "this envelope was already deposited here"));
+        if !self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c)
+        {
+            return Err(refusal(
+                "replay",
+                "this envelope was already deposited here",
+            ));
         }
         let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
         match store.mailbox_put(&recipient, &env.to_bytes()) {
@@ -215,15 +250,18 @@ impl RpcHandler {
                 Ok(())
             }
             Err(e) => {
-                self.seen.lock().unwrap_or_else(|e| e.into_inner()).forget(&c);
-                Err(refuse("mailbox_full", e))
+                self.seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget(&c);
+                Err(refusal("mailbox_full", e))
             }
         }
     }
 
     async fn deposit(&self, env: Envelope) -> Response {
         if let Err(r) = self.store_envelope(&env) {
-            return r;
+            return r.into();
         }
         // Copy it to the other gateways so the mailbox survives this one.
         let others: Vec<PeerId> = {
@@ -271,20 +309,20 @@ impl RpcHandler {
         }
         match self.store_envelope(&env) {
             Ok(()) => Response::Stored { replicas: 1 },
-            Err(r) => r,
+            Err(r) => r.into(),
         }
     }
 
     /// The account of the requesting device, which must be active.
-    fn requester(&self, from: &PeerId) -> Result<PublicKey, Response> {
+    fn requester(&self, from: &PeerId) -> Result<PublicKey, Refusal> {
         let key = meshward_net::public_key_of(from)
-            .ok_or_else(|| refuse("unknown_device", "the peer id is not an Ed25519 key"))?;
+            .ok_or_else(|| refusal("unknown_device", "the peer id is not an Ed25519 key"))?;
         let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
         let acc = account_of(store.state(), &key)
             .filter(|a| a.device.is_some())
-            .ok_or_else(|| refuse("unknown_device", "the peer is not an enrolled device"))?;
+            .ok_or_else(|| refusal("unknown_device", "the peer is not an enrolled device"))?;
         if !acc.device.as_ref().is_some_and(|d| d.is_active()) {
-            return Err(refuse("device_revoked", "the device is revoked"));
+            return Err(refusal("device_revoked", "the device is revoked"));
         }
         Ok(acc.id)
     }
@@ -292,7 +330,7 @@ impl RpcHandler {
     fn fetch(&self, from: PeerId, after: u64, max: u32) -> Response {
         let me = match self.requester(&from) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return r.into(),
         };
         let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
         let list = match store.mailbox_list(&me, after, max.min(MAX_FETCH) as usize) {
@@ -308,7 +346,9 @@ impl RpcHandler {
             }
             match Envelope::from_bytes(&raw) {
                 Ok(e) => out.push((n, e)),
-                Err(e) => debug!(mailbox_seq = n, error = %e, "stored envelope unreadable; skipped"),
+                Err(e) => {
+                    debug!(mailbox_seq = n, error = %e, "stored envelope unreadable; skipped")
+                }
             }
         }
         Response::Envelopes(out)
@@ -317,7 +357,7 @@ impl RpcHandler {
     fn ack_mailbox(&self, from: PeerId, up_to: u64) -> Response {
         let me = match self.requester(&from) {
             Ok(a) => a,
-            Err(r) => return r,
+            Err(r) => return r.into(),
         };
         let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
         match store.mailbox_ack(&me, up_to) {

@@ -88,8 +88,16 @@ mod tests {
         assert_eq!(commitment_of(&[]), None);
         let many: Vec<&Envelope> = core::iter::repeat(&e1).take(MAX_SDK_BATCH + 1).collect();
         assert_eq!(commitment_of(&many), None);
-        let tx = anchor_tx("c", a.id(), &a.sign, 1, Recipient::Device(b.id()), &[&e1, &e2], 9)
-            .unwrap();
+        let tx = anchor_tx(
+            "c",
+            a.id(),
+            &a.sign,
+            1,
+            Recipient::Device(b.id()),
+            &[&e1, &e2],
+            9,
+        )
+        .unwrap();
         match tx.body {
             TxBody::Anchor(an) => {
                 assert_eq!(an.count, 2);

@@ -166,7 +166,10 @@ fn peer_in(addr: &Multiaddr) -> Option<PeerId> {
 impl Client {
     /// Starts the device's libp2p node and dials every gateway. Gateways that are down now are
     /// re-dialled in the background; the client works with whichever answer.
-    pub async fn start(identity: DeviceIdentity, config: ClientConfig) -> Result<Client, ClientError> {
+    pub async fn start(
+        identity: DeviceIdentity,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
         // Devices do not join the transaction topic, so the name only matters to gateways.
         let topic_chain = config.chain_id.clone().unwrap_or_else(|| "unknown".into());
         let mut nc = NetConfig::device(topic_chain);
@@ -206,7 +209,11 @@ impl Client {
                             debug!(peer = %from, "incoming queue full; request dropped");
                         }
                     }
-                    NetEvent::Discovered(peer, addrs) | NetEvent::Identified { peer, listen_addrs: addrs } => {
+                    NetEvent::Discovered(peer, addrs)
+                    | NetEvent::Identified {
+                        peer,
+                        listen_addrs: addrs,
+                    } => {
                         let mut d = disc.lock().unwrap_or_else(|e| e.into_inner());
                         if d.len() < MAX_DISCOVERED || d.contains_key(&peer) {
                             let mut addrs = addrs;
@@ -256,7 +263,10 @@ impl Client {
 
     /// The queue of requests other devices send to this one; can be taken once.
     pub fn take_requests(&self) -> Option<mpsc::Receiver<Incoming>> {
-        self.incoming.lock().unwrap_or_else(|e| e.into_inner()).take()
+        self.incoming
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Answers an incoming request.
@@ -266,9 +276,10 @@ impl Client {
 
     /// Sends one request to one peer and decodes the answer.
     pub async fn request_peer(&self, peer: PeerId, req: &Request) -> Result<Response, ClientError> {
-        let bytes = tokio::time::timeout(self.request_timeout, self.net.request(peer, req.to_bytes()))
-            .await
-            .map_err(|_| ClientError::Timeout("a peer's answer"))??;
+        let bytes =
+            tokio::time::timeout(self.request_timeout, self.net.request(peer, req.to_bytes()))
+                .await
+                .map_err(|_| ClientError::Timeout("a peer's answer"))??;
         Response::from_bytes(&bytes).map_err(|e| ClientError::Unexpected(format!("{peer}: {e}")))
     }
 
@@ -464,7 +475,10 @@ impl Client {
             return Err(ClientError::Undeliverable);
         }
         self.net.dial_peer(peer, known).await?;
-        match self.request_peer(peer, &Request::Deliver(env.clone())).await? {
+        match self
+            .request_peer(peer, &Request::Deliver(env.clone()))
+            .await?
+        {
             Response::Delivered => Ok(()),
             Response::Error { code, message } => Err(ClientError::Refused {
                 by: peer.to_string(),

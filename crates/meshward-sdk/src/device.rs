@@ -148,7 +148,7 @@ impl Device {
         };
         let st = self.state.load()?;
         if st.last_tx_seq > ledger {
-            let pending = match st.last_tx_id.as_deref().and_then(|h| Hash::from_hex(h)) {
+            let pending = match st.last_tx_id.as_deref().and_then(Hash::from_hex) {
                 Some(id) => matches!(
                     self.client.tx_status(&id).await,
                     Ok(TxState::Pending) | Ok(TxState::Committed { .. })
@@ -221,9 +221,11 @@ impl Device {
             Self::check_policy(&policy, &mine, &recipient.groups, to.peer_id())?;
         }
         let keys = &self.client.identity().keys;
-        let first =
-            self.state
-                .reserve_envelope_seqs(&recipient.sign_key, payloads.len() as u64, now_us())?;
+        let first = self.state.reserve_envelope_seqs(
+            &recipient.sign_key,
+            payloads.len() as u64,
+            now_us(),
+        )?;
         let ts = now_ms();
         let mut envs = Vec::with_capacity(payloads.len());
         let mut rng = rand::rngs::OsRng;

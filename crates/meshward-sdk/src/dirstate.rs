@@ -166,10 +166,7 @@ impl StateDir {
     }
 
     /// Reads, changes and writes the state under the lock.
-    pub fn update<T>(
-        &self,
-        f: impl FnOnce(&mut DeviceState) -> T,
-    ) -> Result<T, ClientError> {
+    pub fn update<T>(&self, f: impl FnOnce(&mut DeviceState) -> T) -> Result<T, ClientError> {
         let _lock = self.lock()?;
         let mut s = self.read()?;
         let out = f(&mut s);
@@ -185,7 +182,11 @@ impl StateDir {
 
     /// The next envelope sequence number towards `recipient`: above every one used before, and
     /// at least the current time in microseconds, so a lost state file never repeats one.
-    pub fn next_envelope_seq(&self, recipient: &PublicKey, now_us: u64) -> Result<u64, ClientError> {
+    pub fn next_envelope_seq(
+        &self,
+        recipient: &PublicKey,
+        now_us: u64,
+    ) -> Result<u64, ClientError> {
         self.update(|s| {
             let e = s.envelope_seq.entry(recipient.peer_id()).or_insert(0);
             *e = (*e + 1).max(now_us);
@@ -211,7 +212,8 @@ impl StateDir {
     pub fn remember(&self, info: &DeviceInfo) -> Result<(), ClientError> {
         self.update(|s| {
             if s.known.len() < MAX_KNOWN || s.known.contains_key(&info.id.peer_id()) {
-                s.known.insert(info.id.peer_id(), KnownDevice::from_info(info));
+                s.known
+                    .insert(info.id.peer_id(), KnownDevice::from_info(info));
             }
         })
     }

@@ -77,7 +77,10 @@ impl GroupSecret {
 
 fn info(group: &GroupName, epoch: u64, member: &PublicKey) -> Vec<u8> {
     let mut w = Writer::with_capacity(128);
-    w.raw(GROUP_KEY_INFO).str(group.as_str()).u64(epoch).put(member);
+    w.raw(GROUP_KEY_INFO)
+        .str(group.as_str())
+        .u64(epoch)
+        .put(member);
     w.into_bytes()
 }
 
@@ -197,8 +200,16 @@ mod tests {
 
         // A group message opens with the identity derived from the secret.
         let ident = secret.identity();
-        let env =
-            seal_oneshot(&mut OsRng, &m1, ident.id(), &ident.enc_key(), 1, 0, b"to all").unwrap();
+        let env = seal_oneshot(
+            &mut OsRng,
+            &m1,
+            ident.id(),
+            &ident.enc_key(),
+            1,
+            0,
+            b"to all",
+        )
+        .unwrap();
         let mut rx = Receiver::new(&ident);
         let opened = rx.open(&env, &m1.sign.verifying_key()).unwrap();
         assert_eq!(opened.payload, b"to all");

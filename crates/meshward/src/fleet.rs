@@ -124,10 +124,7 @@ async fn admin_tx(client: &Client, admins: &[Keypair], body: TxBody) -> Result<(
     }
     let id = client.submit(&tx).await?;
     let height = client
-        .wait_final(
-            &id,
-            std::time::Instant::now() + Duration::from_secs(60),
-        )
+        .wait_final(&id, std::time::Instant::now() + Duration::from_secs(60))
         .await?;
     Ok((id, height))
 }
@@ -155,14 +152,18 @@ pub fn device_export(key: &Path, chain_id: &str, out: &Path) -> Result<Output> {
     std::fs::write(out, serde_json::to_string_pretty(&p)? + "\n")
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Output {
-        text: format!("public enrollment data of {} written to {}", p.device_id, out.display()),
+        text: format!(
+            "public enrollment data of {} written to {}",
+            p.device_id,
+            out.display()
+        ),
         json: json!({ "device_id": p.device_id, "file": out }),
     })
 }
 
 fn read_pub(path: &Path, chain_id: &str, groups: Vec<GroupName>) -> Result<TxBody> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let p: DevicePub = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a device public file", path.display()))?;
     if p.chain_id != chain_id {
@@ -245,7 +246,8 @@ fn parse_ttl(s: &str) -> Result<u64> {
         "d" => 86_400_000,
         _ => bail!("--ttl {s}: unit must be s, m, h or d"),
     };
-    n.checked_mul(ms).ok_or_else(|| anyhow!("--ttl {s} is too long"))
+    n.checked_mul(ms)
+        .ok_or_else(|| anyhow!("--ttl {s} is too long"))
 }
 
 /// A ticket's text form: `mwt1:<chain id>:<secret hex>:<group,group>`.
@@ -273,7 +275,12 @@ fn parse_ticket(t: &str) -> Result<(String, [u8; 32], Vec<GroupName>)> {
     Ok((chain.to_string(), secret, parse_groups(&groups)?))
 }
 
-pub fn ticket_new(gw: Gateways, admin_keys: &[PathBuf], groups: &[String], ttl: &str) -> Result<Output> {
+pub fn ticket_new(
+    gw: Gateways,
+    admin_keys: &[PathBuf],
+    groups: &[String],
+    ttl: &str,
+) -> Result<Output> {
     let admins = load_admins(admin_keys)?;
     let ttl_ms = parse_ttl(ttl)?;
     let mut groups = parse_groups(groups)?;
@@ -305,7 +312,10 @@ pub fn device_join(gw: Gateways, ticket: &str, key: &Path) -> Result<Output> {
     let (chain, secret, groups) = parse_ticket(ticket)?;
     let (account, kp) = keyfile::load_device(key)?;
     if account != kp.id() {
-        bail!("{} belongs to an enrolled device that rotated its keys", key.display());
+        bail!(
+            "{} belongs to an enrolled device that rotated its keys",
+            key.display()
+        );
     }
     runtime()?.block_on(async {
         let client = gw.client(DeviceIdentity::new(kp.clone())).await?;
@@ -329,7 +339,12 @@ pub fn device_join(gw: Gateways, ticket: &str, key: &Path) -> Result<Output> {
     })
 }
 
-pub fn device_revoke(gw: Gateways, admin_keys: &[PathBuf], device: &str, reason: &str) -> Result<Output> {
+pub fn device_revoke(
+    gw: Gateways,
+    admin_keys: &[PathBuf],
+    device: &str,
+    reason: &str,
+) -> Result<Output> {
     let admins = load_admins(admin_keys)?;
     let dev = parse_device(device)?;
     runtime()?.block_on(async {
@@ -384,7 +399,11 @@ pub fn device_list(api: &str) -> Result<Output> {
             d["status"].as_str().unwrap_or("?"),
             d["groups"]
                 .as_array()
-                .map(|g| g.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .map(|g| g
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","))
                 .unwrap_or_default()
         ));
     }
@@ -424,7 +443,10 @@ async fn start_device(
     if !listen.is_empty() {
         cfg.listen = listen
             .iter()
-            .map(|l| l.parse().with_context(|| format!("--listen {l} is not a multiaddr")))
+            .map(|l| {
+                l.parse()
+                    .with_context(|| format!("--listen {l} is not a multiaddr"))
+            })
             .collect::<Result<_>>()?;
     }
     cfg.mdns = mdns;
@@ -450,7 +472,9 @@ fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         for i in 0..4 {
             if i <= c.len() {
                 out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
@@ -495,14 +519,16 @@ pub fn device_run(a: RunArgs) -> Result<Output> {
             }
         });
         let stop = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing a SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
         };
-        dev.run_agent(Duration::from_millis(a.poll_ms), tx, stop).await?;
+        dev.run_agent(Duration::from_millis(a.poll_ms), tx, stop)
+            .await?;
         let _ = printer.await;
         dev.shutdown().await;
         Ok(Output {
@@ -550,7 +576,9 @@ pub fn send(a: SendArgs) -> Result<Output> {
                 "sent {} ({}{})",
                 r.commitment,
                 r.delivery.as_str(),
-                r.height.map(|h| format!(", final at height {h}")).unwrap_or_default()
+                r.height
+                    .map(|h| format!(", final at height {h}"))
+                    .unwrap_or_default()
             ),
             json: j,
         })
@@ -628,7 +656,11 @@ pub fn inbox(api: &str, key: &Path, dir: Option<&Path>) -> Result<Output> {
         .collect::<Vec<_>>()
         .join("\n");
     Ok(Output {
-        text: if text.is_empty() { "inbox is empty".into() } else { text },
+        text: if text.is_empty() {
+            "inbox is empty".into()
+        } else {
+            text
+        },
         json: json!({ "messages": messages }),
     })
 }
@@ -673,7 +705,12 @@ pub fn device_rotate(gw: Gateways, key: &Path) -> Result<Output> {
     old_path.push(".old");
     std::fs::rename(key, &old_path)
         .and_then(|_| std::fs::rename(&pending, key))
-        .with_context(|| format!("rotation is final, but cannot move the new key into {}", key.display()))?;
+        .with_context(|| {
+            format!(
+                "rotation is final, but cannot move the new key into {}",
+                key.display()
+            )
+        })?;
     Ok(Output {
         text: format!(
             "rotated keys of {account} at height {height}; new signing key {}",
@@ -684,8 +721,13 @@ pub fn device_rotate(gw: Gateways, key: &Path) -> Result<Output> {
 }
 
 pub fn proof(api: &str, commitment: &str, out: &Path) -> Result<Output> {
-    let c = Hash::from_hex(commitment).ok_or_else(|| anyhow!("{commitment} is not a 32-byte hex commitment"))?;
-    let text = http::get_text(api, &format!("/v1/anchors/{}/proof", c.to_hex()), HTTP_TIMEOUT)?;
+    let c = Hash::from_hex(commitment)
+        .ok_or_else(|| anyhow!("{commitment} is not a 32-byte hex commitment"))?;
+    let text = http::get_text(
+        api,
+        &format!("/v1/anchors/{}/proof", c.to_hex()),
+        HTTP_TIMEOUT,
+    )?;
     std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Output {
         text: format!("proof of {c} written to {}", out.display()),

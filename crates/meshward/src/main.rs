@@ -221,7 +221,11 @@ enum DeviceCmd {
         #[arg(long = "admin-key", required = true)]
         admin_keys: Vec<PathBuf>,
         /// The device's public file from `meshward device export`.
-        #[arg(long, conflicts_with = "device_key", required_unless_present = "device_key")]
+        #[arg(
+            long,
+            conflicts_with = "device_key",
+            required_unless_present = "device_key"
+        )]
         device_pub: Option<PathBuf>,
         /// The device's key file (when the admin holds it).
         #[arg(long)]
@@ -488,7 +492,9 @@ fn run(cli: Cli) -> Result<Output> {
             device_id,
             reason,
         }) => fleet::device_revoke(gw.into_gateways(), &admin_keys, &device_id, &reason),
-        Cmd::Device(DeviceCmd::Rotate { gw, key }) => fleet::device_rotate(gw.into_gateways(), &key),
+        Cmd::Device(DeviceCmd::Rotate { gw, key }) => {
+            fleet::device_rotate(gw.into_gateways(), &key)
+        }
         Cmd::Device(DeviceCmd::List { api }) => fleet::device_list(&api),
         Cmd::Ticket(TicketCmd::New {
             gw,

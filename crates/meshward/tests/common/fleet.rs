@@ -121,8 +121,13 @@ impl Fleet {
     /// Generates a device key and enrolls it through gateway 0 with the admin key.
     pub fn device(&self, name: &str, groups: &[&str]) -> Dev {
         let key = self.c.root.path().join(format!("{name}.key"));
-        let out = cli(&[s("device"), s("keygen"), s("--out"), key.to_string_lossy().to_string()])
-            .unwrap();
+        let out = cli(&[
+            s("device"),
+            s("keygen"),
+            s("--out"),
+            key.to_string_lossy().to_string(),
+        ])
+        .unwrap();
         let id = out["device_id"].as_str().unwrap().to_string();
         let mut args = vec![
             s("device"),
@@ -140,8 +145,8 @@ impl Fleet {
         }
         let r = cli(&args).unwrap_or_else(|e| panic!("enroll {name}: {e}"));
         assert!(r["height"].as_u64().unwrap() > 0);
-        let kp = meshward_node::keyfile::load(&key, meshward_node::keyfile::KeyKind::Device)
-            .unwrap();
+        let kp =
+            meshward_node::keyfile::load(&key, meshward_node::keyfile::KeyKind::Device).unwrap();
         Dev {
             key,
             pk: PublicKey::from_peer_id(&id).unwrap(),
@@ -179,7 +184,10 @@ impl Fleet {
     /// An SDK client with a throwaway identity (or `kp`), connected to the given gateways.
     pub fn client(&self, kp: Option<Keypair>, nodes: &[usize]) -> Client {
         let kp = kp.unwrap_or_else(|| Keypair::generate(&mut rand::rngs::OsRng));
-        let addrs = nodes.iter().map(|&i| self.mesh(i).parse().unwrap()).collect();
+        let addrs = nodes
+            .iter()
+            .map(|&i| self.mesh(i).parse().unwrap())
+            .collect();
         let cfg = ClientConfig::new(Some(self.c.genesis.chain_id.clone()), addrs);
         self.rt
             .block_on(Client::start(DeviceIdentity::new(kp), cfg))
@@ -190,16 +198,23 @@ impl Fleet {
     pub fn wait_online(&self, dev: &Dev, nodes: &[usize]) {
         let client = self.client(None, nodes);
         let deadline = std::time::Instant::now() + MIN;
-        wait_for("the device to be reachable", MIN + Duration::from_secs(1), || {
-            if std::time::Instant::now() > deadline {
-                let log = self.c.root.path().join(format!("{}.agent.log", dev.id));
-                eprintln!("agent log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
-                eprintln!("node0 log:\n{}", self.c.log(0));
-                panic!("device {} never became reachable", dev.id);
-            }
-            let info = self.rt.block_on(client.lookup(&dev.pk)).ok()??;
-            (!info.addrs.is_empty()).then_some(())
-        });
+        wait_for(
+            "the device to be reachable",
+            MIN + Duration::from_secs(1),
+            || {
+                if std::time::Instant::now() > deadline {
+                    let log = self.c.root.path().join(format!("{}.agent.log", dev.id));
+                    eprintln!(
+                        "agent log:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                    eprintln!("node0 log:\n{}", self.c.log(0));
+                    panic!("device {} never became reachable", dev.id);
+                }
+                let info = self.rt.block_on(client.lookup(&dev.pk)).ok()??;
+                (!info.addrs.is_empty()).then_some(())
+            },
+        );
         self.rt.block_on(client.shutdown());
     }
 
@@ -222,7 +237,13 @@ impl Fleet {
     }
 
     pub fn device_json(&self, i: usize, id: &str) -> Option<Value> {
-        let r = super::http(self.c.nodes[i].api_port, "GET", &format!("/v1/devices/{id}"), &[], b"")?;
+        let r = super::http(
+            self.c.nodes[i].api_port,
+            "GET",
+            &format!("/v1/devices/{id}"),
+            &[],
+            b"",
+        )?;
         (r.status == 200).then(|| r.json())
     }
 }
@@ -232,7 +253,13 @@ impl Fleet {
     /// a signed challenge (so the device's own agent keeps its mesh identity to itself).
     pub fn mailbox_len(&self, i: usize, dev: &Dev) -> Option<usize> {
         let port = self.c.nodes[i].api_port;
-        let ch = super::http(port, "POST", "/v1/challenge", &[("Content-Type", "application/json")], b"{}")?;
+        let ch = super::http(
+            port,
+            "POST",
+            "/v1/challenge",
+            &[("Content-Type", "application/json")],
+            b"{}",
+        )?;
         let nonce_hex = ch.json()["nonce"].as_str()?.to_string();
         let nonce: [u8; 32] = meshward_core::hex::decode(&nonce_hex)?.try_into().ok()?;
         let sig = meshward_core::auth::sign_challenge(
