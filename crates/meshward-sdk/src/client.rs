@@ -44,6 +44,9 @@ impl DeviceIdentity {
 pub struct ClientConfig {
     /// The fleet's chain id; `None` asks the first gateway that answers.
     pub chain_id: Option<String>,
+    /// The chain id to use when `chain_id` is `None` and no gateway answers (a device's
+    /// remembered one), so a device works on a LAN whose gateways are all unreachable.
+    pub fallback_chain_id: Option<String>,
     /// Gateway addresses, ideally with `/p2p/<peer id>`; re-dialled whenever disconnected.
     pub gateways: Vec<Multiaddr>,
     /// Where this device listens for direct envelopes. Default `/ip4/127.0.0.1/tcp/0`.
@@ -58,6 +61,7 @@ impl ClientConfig {
     pub fn new(chain_id: Option<String>, gateways: Vec<Multiaddr>) -> Self {
         ClientConfig {
             chain_id,
+            fallback_chain_id: None,
             gateways,
             listen: vec!["/ip4/127.0.0.1/tcp/0"
                 .parse()
@@ -137,6 +141,9 @@ pub struct Incoming {
 /// time out.
 pub const INCOMING_QUEUE: usize = 256;
 
+/// How long a gateway that failed is skipped.
+pub const GATEWAY_RETRY: Duration = Duration::from_secs(3);
+
 /// Most addresses remembered per peer from discovery.
 const MAX_ADDRS_PER_PEER: usize = 8;
 /// Most peers remembered from discovery.
@@ -150,6 +157,9 @@ pub struct Client {
     gateways: Vec<PeerId>,
     /// Index into `gateways` of the one that answered last.
     preferred: AtomicUsize,
+    /// Gateways that failed recently, skipped until the instant given, so an unreachable
+    /// gateway costs one timeout rather than one per request.
+    down: Mutex<HashMap<PeerId, Instant>>,
     request_timeout: Duration,
     discovered: Arc<Mutex<HashMap<PeerId, Vec<Multiaddr>>>>,
     incoming: Mutex<Option<mpsc::Receiver<Incoming>>>,
@@ -231,14 +241,20 @@ impl Client {
             identity,
             gateways,
             preferred: AtomicUsize::new(0),
+            down: Mutex::new(HashMap::new()),
             request_timeout: config.request_timeout,
             discovered,
             incoming: Mutex::new(Some(in_rx)),
         };
         if config.chain_id.is_none() {
-            match client.call(&Request::Info).await? {
-                Response::Info { chain_id, .. } => client.chain_id = chain_id,
-                _ => return Err(ClientError::Unexpected("info".into())),
+            match (client.call(&Request::Info).await, &config.fallback_chain_id) {
+                (Ok(Response::Info { chain_id, .. }), _) => client.chain_id = chain_id,
+                (Ok(_), _) => return Err(ClientError::Unexpected("info".into())),
+                (Err(ClientError::NoGateway { .. }), Some(known)) => {
+                    debug!(chain_id = %known, "no gateway answers; using the remembered chain id");
+                    client.chain_id = known.clone();
+                }
+                (Err(e), _) => return Err(e),
             }
         }
         Ok(client)
@@ -295,9 +311,14 @@ impl Client {
         let start = self.preferred.load(Ordering::Relaxed);
         let mut last = String::from("no gateway known");
         let mut closed = 0;
+        let mut tried = 0;
         for k in 0..n {
             let i = (start + k) % n;
             let gw = self.gateways[i];
+            if self.is_down(&gw) {
+                continue;
+            }
+            tried += 1;
             match self.request_peer(gw, req).await {
                 Ok(Response::Error { code, message }) => {
                     self.preferred.store(i, Ordering::Relaxed);
@@ -313,6 +334,7 @@ impl Client {
                 }
                 Err(e) => {
                     debug!(gateway = %gw, error = %e, "gateway did not answer; trying the next");
+                    self.mark_down(gw);
                     if matches!(
                         e,
                         ClientError::Net(NetError::Rpc {
@@ -326,10 +348,32 @@ impl Client {
                 }
             }
         }
-        if n > 0 && closed == n {
-            return Err(ClientError::ConnectionsRefused(n));
+        if tried > 0 && closed == tried {
+            return Err(ClientError::ConnectionsRefused(tried));
         }
-        Err(ClientError::NoGateway { tried: n, last })
+        if tried == 0 && n > 0 {
+            last = String::from("every gateway failed within the last few seconds");
+        }
+        Err(ClientError::NoGateway { tried, last })
+    }
+
+    fn is_down(&self, gw: &PeerId) -> bool {
+        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        match down.get(gw) {
+            Some(until) if Instant::now() < *until => true,
+            Some(_) => {
+                down.remove(gw);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn mark_down(&self, gw: PeerId) {
+        self.down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(gw, Instant::now() + GATEWAY_RETRY);
     }
 
     /// What the ledger says of a device (by its ledger id or its current signing key), with the

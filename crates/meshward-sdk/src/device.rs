@@ -21,6 +21,9 @@ use crate::group::{seal_for_members, GroupSecret};
 
 /// Gateways a mailbox envelope must be held by before a send counts as delivered.
 pub const MIN_MAILBOX_REPLICAS: u32 = 2;
+/// How long a device-record lookup may take before the cached record is used instead: a
+/// receiver must not keep a direct sender waiting while its gateways are unreachable.
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
 /// Receipts waiting to be anchored by the agent.
 const ACK_QUEUE: usize = 1024;
 /// How long a looked-up sender record is trusted when checking incoming envelopes.
@@ -94,7 +97,13 @@ impl Device {
         state: StateDir,
     ) -> Result<Device, ClientError> {
         let receiver = Receiver::new(&identity.keys);
+        let mut config = config;
+        if config.fallback_chain_id.is_none() {
+            config.fallback_chain_id = state.load()?.chain_id;
+        }
         let client = Client::start(identity, config).await?;
+        let chain = client.chain_id().to_string();
+        state.update(|s| s.chain_id = Some(chain))?;
         Ok(Device {
             client,
             state,
@@ -118,7 +127,15 @@ impl Device {
     /// A device record: from a gateway (and then cached in the state directory), or from the
     /// cache when no gateway answers.
     pub async fn resolve(&self, id: &PublicKey) -> Result<DeviceInfo, ClientError> {
-        match self.client.lookup(id).await {
+        let answer = tokio::time::timeout(RESOLVE_DEADLINE, self.client.lookup(id))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::NoGateway {
+                    tried: self.client.gateways().len(),
+                    last: "no answer within the lookup deadline".into(),
+                })
+            });
+        match answer {
             Ok(Some(info)) => {
                 if let Err(e) = self.state.remember(&info) {
                     warn!(error = %e, "device record not cached");

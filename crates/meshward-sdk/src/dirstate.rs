@@ -28,6 +28,9 @@ pub const MAX_KNOWN: usize = 4096;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DeviceState {
+    /// The fleet's chain id, once learned from a gateway.
+    #[serde(default)]
+    pub chain_id: Option<String>,
     /// The last transaction sequence number handed out, and that transaction's id.
     #[serde(default)]
     pub last_tx_seq: u64,

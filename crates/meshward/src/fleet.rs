@@ -540,6 +540,7 @@ pub fn device_run(a: RunArgs) -> Result<Output> {
 
 pub struct SendArgs {
     pub gw: Gateways,
+    pub mdns: bool,
     pub key: PathBuf,
     pub dir: Option<PathBuf>,
     pub to: String,
@@ -555,7 +556,12 @@ pub fn send(a: SendArgs) -> Result<Output> {
     }
     let to = parse_device(&a.to)?;
     runtime()?.block_on(async {
-        let dev = start_device(&a.gw, &a.key, a.dir.as_deref(), &[], false).await?;
+        let listen: Vec<String> = if a.mdns {
+            vec!["/ip4/0.0.0.0/tcp/0".into()]
+        } else {
+            Vec::new()
+        };
+        let dev = start_device(&a.gw, &a.key, a.dir.as_deref(), &listen, a.mdns).await?;
         let wait = a.wait_final.then(|| Duration::from_secs(a.timeout_s));
         let result = dev.send(&to, &[&a.payload], a.session, wait).await;
         dev.shutdown().await;

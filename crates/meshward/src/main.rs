@@ -81,6 +81,9 @@ enum Cmd {
         /// How long --wait-final (and an offline anchor) may wait, in seconds.
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// Also find the recipient on the LAN by multicast DNS.
+        #[arg(long)]
+        mdns: bool,
     },
     /// Fetch the device's mailbox from a gateway, open it locally and acknowledge it.
     Inbox {
@@ -517,6 +520,7 @@ fn run(cli: Cli) -> Result<Output> {
             session,
             wait_final,
             timeout,
+            mdns,
         } => {
             let payload = match (message, file) {
                 (Some(m), _) => m.into_bytes(),
@@ -527,6 +531,7 @@ fn run(cli: Cli) -> Result<Output> {
             };
             fleet::send(fleet::SendArgs {
                 gw: gw.into_gateways(),
+                mdns,
                 key,
                 dir,
                 to,

@@ -55,6 +55,9 @@ struct Lan {
     genesis: PathBuf,
     nodes: Vec<Child>,
     dirs: Vec<PathBuf>,
+    peer_ids: Vec<String>,
+    /// Namespaces on the bridge beyond the nodes', for devices.
+    extra: usize,
 }
 
 impl Lan {
@@ -67,6 +70,11 @@ impl Lan {
     }
 
     fn new(n: usize) -> Lan {
+        Lan::with_devices(n, 0)
+    }
+
+    /// `n` node namespaces plus `extra` namespaces (numbered after them) for devices.
+    fn with_devices(n: usize, extra: usize) -> Lan {
         let k = NEXT.fetch_add(1, Ordering::Relaxed);
         let tag = format!("mw{}x{k}", std::process::id() % 100_000);
         let subnet = 100 + (std::process::id() % 100) as u8 + k as u8;
@@ -78,12 +86,14 @@ impl Lan {
             genesis: PathBuf::new(),
             nodes: Vec::new(),
             dirs: Vec::new(),
+            peer_ids: Vec::new(),
+            extra,
         };
         let br = lan.bridge_ns();
         sh(&["ip", "netns", "add", &br]);
         sh(&["ip", "-n", &br, "link", "add", "br0", "type", "bridge"]);
         sh(&["ip", "-n", &br, "link", "set", "br0", "up"]);
-        for i in 0..n {
+        for i in 0..n + extra {
             let ns = lan.ns(i);
             let (a, b) = (format!("{}a{i}", lan.tag), format!("{}b{i}", lan.tag));
             sh(&["ip", "netns", "add", &ns]);
@@ -133,6 +143,7 @@ impl Lan {
                 key: keyfile::load(&r.node_key, KeyKind::Node).unwrap().id(),
                 power: 1,
             });
+            lan.peer_ids.push(r.peer_id);
             lan.dirs.push(dir);
         }
         let genesis = Genesis {
@@ -232,7 +243,7 @@ impl Drop for Lan {
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
         }
-        for i in 0..self.dirs.len() {
+        for i in 0..self.dirs.len() + self.extra {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(i)])
                 .status();
@@ -279,4 +290,205 @@ fn partitioned_validator_catches_up_after_heal() {
     lan.iptables(3, &["-F"]);
     let target = (0..3).filter_map(|i| lan.height(i)).max().unwrap();
     lan.wait_height(&[3], target);
+}
+
+impl Lan {
+    /// Gateway `i`'s mesh address on the bridge.
+    fn mesh(&self, i: usize) -> String {
+        format!(
+            "/ip4/10.213.{}.{}/tcp/7801/p2p/{}",
+            self.subnet,
+            10 + i,
+            self.peer_ids[i]
+        )
+    }
+
+    /// Runs `meshward --json ARGS` in namespace `ns`.
+    fn cli_in(&self, ns: usize, args: &[String]) -> Result<serde_json::Value, String> {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(ns),
+                env!("CARGO_BIN_EXE_meshward"),
+                "--json",
+            ])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() {
+            Ok(serde_json::from_str(stdout.trim()).unwrap_or_default())
+        } else {
+            Err(format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)))
+        }
+    }
+
+    fn gateways(&self) -> Vec<String> {
+        (0..self.dirs.len())
+            .flat_map(|i| ["--bootstrap".to_string(), self.mesh(i)])
+            .collect()
+    }
+
+    /// Cuts gateway `i` off the bridge (loopback still works), or heals it.
+    fn cut(&self, i: usize, cut: bool) {
+        if cut {
+            self.iptables(i, &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+            self.iptables(i, &["-A", "OUTPUT", "-o", "lo", "-j", "ACCEPT"]);
+            self.iptables(i, &["-A", "INPUT", "-j", "DROP"]);
+            self.iptables(i, &["-A", "OUTPUT", "-j", "DROP"]);
+        } else {
+            self.iptables(i, &["-F"]);
+        }
+    }
+}
+
+#[test]
+fn lan_devices_talk_directly_while_every_gateway_is_cut_off() {
+    if skip_without(&["ip", "iptables"]) {
+        return;
+    }
+    use std::io::BufRead;
+    let mut lan = Lan::with_devices(4, 2);
+    lan.start();
+    lan.wait_height(&[0, 1, 2, 3], 2);
+    let (ns_a, ns_b) = (4, 5);
+    let s = |x: &str| x.to_string();
+    let root = lan.root.path().to_path_buf();
+    let admin = root.join("admin.key").to_string_lossy().to_string();
+    let mut ids = Vec::new();
+    for (name, ns) in [("a", ns_a), ("b", ns_b)] {
+        let key = root
+            .join(format!("{name}.key"))
+            .to_string_lossy()
+            .to_string();
+        let k = lan
+            .cli_in(ns, &[s("device"), s("keygen"), s("--out"), key.clone()])
+            .unwrap();
+        let mut args = vec![s("device"), s("enroll"), s("--admin-key"), admin.clone()];
+        args.extend([s("--device-key"), key.clone()]);
+        args.extend(lan.gateways());
+        lan.cli_in(ns, &args)
+            .unwrap_or_else(|e| panic!("enroll {name}: {e}"));
+        ids.push((key, k["device_id"].as_str().unwrap().to_string()));
+    }
+    let (key_a, _) = ids[0].clone();
+    let (key_b, id_b) = ids[1].clone();
+
+    // B's agent, listening on the bridge and finding peers by mDNS.
+    let mut agent = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lan.ns(ns_b),
+            env!("CARGO_BIN_EXE_meshward"),
+        ])
+        .args([
+            "device",
+            "run",
+            "--key",
+            &key_b,
+            "--mdns",
+            "--listen",
+            "/ip4/0.0.0.0/tcp/0",
+        ])
+        .args(lan.gateways())
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let l2 = lines.clone();
+    let out = agent.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                l2.lock().unwrap().push(v);
+            }
+        }
+    });
+    let send = |msg: &str| {
+        let mut args = vec![
+            s("send"),
+            s("--key"),
+            key_a.clone(),
+            s("--to"),
+            id_b.clone(),
+        ];
+        args.extend([
+            s("--message"),
+            s(msg),
+            s("--wait-final"),
+            s("--timeout"),
+            s("180"),
+        ]);
+        args.push(s("--mdns"));
+        args.extend(lan.gateways());
+        args
+    };
+    // With the gateways reachable: A learns B's record (kept in its state directory).
+    wait_for("a first direct message", 2 * MIN, || {
+        let r = lan.cli_in(ns_a, &send("hello over the lan")).ok()?;
+        (r["delivery"] == "direct").then_some(())
+    });
+
+    // Every gateway is cut off. A's send still reaches B directly; its anchor waits.
+    for i in 0..4 {
+        lan.cut(i, true);
+    }
+    let mut pending = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lan.ns(ns_a),
+            env!("CARGO_BIN_EXE_meshward"),
+            "--json",
+        ])
+        .args(send("gateways are down"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "b to get the message with every gateway cut off",
+        2 * MIN,
+        || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l["text"] == "gateways are down" && l["delivery"] == "direct")
+                .cloned()
+        },
+    );
+    if pending.try_wait().unwrap().is_some() {
+        let mut out = String::new();
+        std::io::Read::read_to_string(pending.stdout.as_mut().unwrap(), &mut out).unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(pending.stderr.as_mut().unwrap(), &mut err).unwrap();
+        panic!("the send finished while no gateway could anchor it: {out}{err}");
+    }
+
+    // A gateway comes back: the anchor finalises.
+    for i in 0..4 {
+        lan.cut(i, false);
+    }
+    let status = wait_for("the send to finish once gateways are back", 3 * MIN, || {
+        pending.try_wait().unwrap()
+    });
+    let mut out = String::new();
+    std::io::Read::read_to_string(pending.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(pending.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["delivery"], "direct", "{v}");
+    assert!(v["height"].as_u64().unwrap() > 0, "{v}");
+    let _ = agent.kill();
+    let _ = agent.wait();
 }

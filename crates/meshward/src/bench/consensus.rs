@@ -390,7 +390,7 @@ pub fn run_phase(
     load: &Load,
     p: &Progress,
 ) -> Result<PhaseResult> {
-    let exe = std::env::current_exe().context("cannot find the meshward binary")?;
+    let exe = super::self_exe()?;
     let alive = c.alive();
     let apis: Vec<String> = alive.iter().map(|&i| c.api(i).to_string()).collect();
     let tokens: Vec<String> = alive.iter().map(|&i| c.tokens[i].clone()).collect();

@@ -115,16 +115,6 @@ impl Progress {
         Progress { bar, part, quiet }
     }
 
-    /// A spinner that prints nothing, for tests and nested runs.
-    #[cfg(test)]
-    pub fn hidden() -> Progress {
-        Progress {
-            bar: None,
-            part: "test",
-            quiet: true,
-        }
-    }
-
     /// Reports the current step.
     pub fn step(&self, msg: impl AsRef<str>) {
         match &self.bar {
@@ -175,6 +165,16 @@ pub fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// The running binary, for the processes the bench starts. On Linux `/proc/self/exe` names the
+/// image that is running even when a rebuild has replaced the file on disk since.
+pub fn self_exe() -> Result<PathBuf> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("cannot find the meshward binary")
 }
 
 /// A JSON number, or null for NaN and infinities (JSON has neither).

@@ -201,6 +201,14 @@ pub fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
             ));
         }
     }
+    if let Some(errs) = r["scale"]["errors"].as_array() {
+        for e in errs {
+            out.push_str(&format!(
+                "scale: point failed: {}\n",
+                e.as_str().unwrap_or("")
+            ));
+        }
+    }
     if let Some(ds) = r["scale"]["devices"].as_array() {
         for d in ds {
             out.push_str(&format!(

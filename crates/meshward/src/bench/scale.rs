@@ -53,7 +53,7 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
 
 /// Runs `meshward <args> --json` and returns what it printed.
 fn run_cli(args: &[&str]) -> Result<Value> {
-    let exe = std::env::current_exe().context("cannot find the meshward binary")?;
+    let exe = super::self_exe()?;
     let out = Command::new(exe)
         .args(args)
         .arg("--json")
