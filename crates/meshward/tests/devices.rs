@@ -266,6 +266,52 @@ fn revoked_device_is_refused_everywhere_and_its_group_is_rekeyed() {
 }
 
 #[test]
+fn equivocating_device_is_quarantined_without_an_admin() {
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let b = f.device("b", &["fleet"]);
+    let client = f.client(Some(a.kp.clone()), &[0]);
+    let chain = f.c.genesis.chain_id.clone();
+    let anchor = |n: u8| {
+        Tx::sign(
+            &chain,
+            a.pk,
+            &a.kp.sign,
+            1,
+            TxBody::Anchor(Anchor {
+                recipient: Recipient::Device(b.pk),
+                commitment: meshward_core::hash::Hash([n; 32]),
+                count: 1,
+                timestamp_ms: now_ms(),
+                size_bytes: 64,
+            }),
+        )
+    };
+    let start = f.c.height(0).unwrap();
+    // Two different anchors, one sequence number.
+    f.rt.block_on(client.submit(&anchor(1))).unwrap();
+    let second = f.rt.block_on(client.submit(&anchor(2)));
+    assert!(second.is_err(), "the conflicting anchor was admitted");
+    let revoked_at = wait_for("a to be revoked by evidence", MIN, || {
+        let d = f.device_json(1, &a.id)?;
+        (d["status"] == "revoked").then(|| d["revoked_height"].as_u64())?
+    });
+    assert!(
+        revoked_at <= start + 3 + 1,
+        "revoked at {revoked_at}, equivocation seen at about {start}"
+    );
+    let d = f.device_json(3, &a.id).unwrap();
+    assert!(
+        d["revoked_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("equivocation"),
+        "{d}"
+    );
+    f.rt.block_on(client.shutdown());
+}
+
+#[test]
 fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
     let f = Fleet::start();
     let a = f.device("a", &["g1"]);
