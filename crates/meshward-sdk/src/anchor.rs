@@ -86,7 +86,7 @@ mod tests {
         assert_eq!(root, batch_root(&[e1.commitment(), e2.commitment()]));
         assert_ne!(root, e1.commitment());
         assert_eq!(commitment_of(&[]), None);
-        let many: Vec<&Envelope> = core::iter::repeat(&e1).take(MAX_SDK_BATCH + 1).collect();
+        let many: Vec<&Envelope> = core::iter::repeat_n(&e1, MAX_SDK_BATCH + 1).collect();
         assert_eq!(commitment_of(&many), None);
         let tx = anchor_tx(
             "c",

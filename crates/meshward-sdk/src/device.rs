@@ -88,6 +88,9 @@ pub struct Device {
     state: StateDir,
     receiver: Mutex<Receiver>,
     senders: Mutex<HashMap<PublicKey, (Instant, DeviceInfo)>>,
+    /// Held while choosing a sequence number and submitting, so this device's own
+    /// transactions (anchors, acks, rekeys) never race for one number.
+    tx_lock: tokio::sync::Mutex<()>,
 }
 
 impl Device {
@@ -109,6 +112,7 @@ impl Device {
             state,
             receiver: Mutex::new(receiver),
             senders: Mutex::new(HashMap::new()),
+            tx_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -181,6 +185,7 @@ impl Device {
 
     /// Signs a transaction body with the next sequence number, submits it and records it.
     pub async fn submit_body(&self, body: TxBody) -> Result<Hash, ClientError> {
+        let _serial = self.tx_lock.lock().await;
         let seq = self.next_tx_seq().await?;
         let id = self.client.identity();
         let tx = Tx::sign(self.client.chain_id(), id.account, &id.keys.sign, seq, body);
@@ -268,6 +273,59 @@ impl Device {
             .await
     }
 
+    /// Builds the anchor for `envs` with the next sequence number (once) and submits it.
+    /// `Ok(None)`: no gateway answered; the caller retries with the same transaction, never
+    /// a new one, since two different anchors with one sequence number are equivocation.
+    async fn try_anchor(
+        &self,
+        built: &mut Option<Tx>,
+        anchor_to: &Recipient,
+        envs: &[&Envelope],
+    ) -> Result<Option<Hash>, ClientError> {
+        let _serial = self.tx_lock.lock().await;
+        if built.is_none() {
+            let seq = match self.next_tx_seq().await {
+                Ok(seq) => seq,
+                Err(ClientError::NoGateway { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let id = self.client.identity();
+            *built = Some(
+                anchor_tx(
+                    self.client.chain_id(),
+                    id.account,
+                    &id.keys.sign,
+                    seq,
+                    anchor_to.clone(),
+                    envs,
+                    now_ms(),
+                )
+                .ok_or_else(|| ClientError::State("cannot build the anchor".into()))?,
+            );
+        }
+        let tx = built.as_ref().expect("built above");
+        match self.client.submit(tx).await {
+            Ok(h) => {
+                self.state.set_last_tx(tx.seq, &h)?;
+                Ok(Some(h))
+            }
+            Err(ClientError::NoGateway { .. }) => Ok(None),
+            // A resubmission of a transaction that meanwhile committed.
+            Err(ClientError::Refused { code, .. }) if code == "stale_sequence" => {
+                match self.client.tx_status(&tx.id()).await? {
+                    TxState::Committed { .. } => Ok(Some(tx.id())),
+                    _ => Err(ClientError::Refused {
+                        by: "gateway".into(),
+                        code,
+                        message: "the anchor's sequence number was used by another transaction"
+                            .into(),
+                    }),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn deliver_and_anchor(
         &self,
         anchor_to: Recipient,
@@ -276,39 +334,11 @@ impl Device {
         wait: Option<Duration>,
     ) -> Result<SendReport, ClientError> {
         let refs: Vec<&Envelope> = envs.iter().collect();
-        let id = self.client.identity();
         // Anchor first: the gateway's admission check (revoked sender or recipient, policy)
         // refuses a send before anything is delivered or stored. With no gateway reachable the
         // envelopes still go directly, and the anchor is submitted once one answers.
-        let mut anchor: Option<(Tx, Hash)> = None;
-        let mut offline = false;
-        match self.next_tx_seq().await {
-            Ok(seq) => {
-                let tx = anchor_tx(
-                    self.client.chain_id(),
-                    id.account,
-                    &id.keys.sign,
-                    seq,
-                    anchor_to.clone(),
-                    &refs,
-                    now_ms(),
-                )
-                .ok_or_else(|| ClientError::State("cannot build the anchor".into()))?;
-                match self.client.submit(&tx).await {
-                    Ok(h) => {
-                        self.state.set_last_tx(seq, &h)?;
-                        anchor = Some((tx, h));
-                    }
-                    Err(e @ ClientError::NoGateway { .. }) => {
-                        debug!(error = %e, "no gateway for the anchor yet");
-                        offline = true;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-            Err(ClientError::NoGateway { .. }) => offline = true,
-            Err(e) => return Err(e),
-        }
+        let mut built: Option<Tx> = None;
+        let mut anchor = self.try_anchor(&mut built, &anchor_to, &refs).await?;
         let commitment = crate::anchor::commitment_of(&refs).expect("1..=64 envelopes");
 
         // Deliver: directly if we can, else into mailboxes.
@@ -339,39 +369,21 @@ impl Device {
             }
         }
 
-        // The anchor, if it could not be submitted before.
+        // The anchor, if no gateway took it before.
         let deadline = wait.map(|w| Instant::now() + w);
-        if anchor.is_none() && offline {
-            let until = deadline.unwrap_or_else(Instant::now);
-            loop {
-                match self.next_tx_seq().await {
-                    Ok(seq) => {
-                        let tx = anchor_tx(
-                            self.client.chain_id(),
-                            id.account,
-                            &id.keys.sign,
-                            seq,
-                            anchor_to.clone(),
-                            &refs,
-                            now_ms(),
-                        )
-                        .ok_or_else(|| ClientError::State("cannot build the anchor".into()))?;
-                        let h = self.client.submit(&tx).await?;
-                        self.state.set_last_tx(seq, &h)?;
-                        anchor = Some((tx, h));
-                        break;
-                    }
-                    Err(e @ ClientError::NoGateway { .. }) => {
-                        if Instant::now() >= until {
-                            return Err(e);
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => return Err(e),
-                }
+        let until = deadline.unwrap_or_else(Instant::now);
+        while anchor.is_none() {
+            if Instant::now() >= until {
+                return Err(ClientError::NoGateway {
+                    tried: self.client.gateways().len(),
+                    last: "the message was delivered, but no gateway took its anchor in time"
+                        .into(),
+                });
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            anchor = self.try_anchor(&mut built, &anchor_to, &refs).await?;
         }
-        let (_, anchor_id) = anchor.expect("submitted above or returned an error");
+        let anchor_id = anchor.expect("the loop ends once anchored");
         let height = match deadline {
             Some(d) => Some(self.client.wait_final(&anchor_id, d).await?),
             None => None,
@@ -433,6 +445,7 @@ impl Device {
 
     async fn ack(&self, commitment: Hash, sender: PublicKey) {
         let result = async {
+            let _serial = self.tx_lock.lock().await;
             let seq = self.next_tx_seq().await?;
             let id = self.client.identity();
             let tx = ack_tx(

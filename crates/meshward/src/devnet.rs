@@ -22,12 +22,15 @@ use crate::http;
 pub const DEVNET_FILE: &str = "devnet.json";
 const CHAIN_ID: &str = "devnet";
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Clone)]
 pub struct DevnetFile {
     pub chain_id: String,
     pub genesis: PathBuf,
     pub admin_keys: Vec<PathBuf>,
     pub nodes: Vec<DevnetNode>,
+    /// The simulated devices of `--devices N`: key files and ids.
+    #[serde(default)]
+    pub devices: Vec<crate::fleetsim::DevnetDevice>,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -45,6 +48,10 @@ pub struct Options {
     pub dir: Option<PathBuf>,
     pub validators: usize,
     pub base_port: u16,
+    /// Simulated devices exchanging messages (0: none).
+    pub devices: usize,
+    /// Their messages per second, in total (0: as fast as they can).
+    pub device_rate: f64,
 }
 
 /// Ports of node `i`: API, mesh, and consensus (mesh + 1).
@@ -102,6 +109,7 @@ pub(crate) fn create(dir: &Path, validators: usize, base_port: u16) -> Result<De
         genesis: genesis_path,
         admin_keys: vec![admin_path],
         nodes,
+        devices: Vec::new(),
     })
 }
 
@@ -250,6 +258,27 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
             }
         }
     }
+    let stats = Arc::new(crate::fleetsim::FleetStats::default());
+    let mut fleet = None;
+    if opts.devices > 0 {
+        file.devices = crate::fleetsim::ensure_keys(&dir, opts.devices)?;
+        let (f, d, r, st, sx) = (
+            file.clone(),
+            file.devices.clone(),
+            opts.device_rate,
+            stop.clone(),
+            stats.clone(),
+        );
+        fleet = Some(std::thread::spawn(move || {
+            crate::fleetsim::run(f, d, r, st, sx)
+        }));
+        eprintln!(
+            "{} simulated devices (keys in {}), {} messages/s in total",
+            opts.devices,
+            dir.join("devices").display(),
+            opts.device_rate
+        );
+    }
     write_file(&dir, &file)?;
     eprintln!(
         "devnet {}: {} validators; APIs {}; logs in <node dir>/node.log; Ctrl-C stops it",
@@ -317,14 +346,39 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
             }
             _ => (0.0, 0.0),
         };
+        let (sent, received, failed) = (
+            stats.sent.load(Ordering::Relaxed),
+            stats.received.load(Ordering::Relaxed),
+            stats.failed.load(Ordering::Relaxed),
+        );
+        if fleet.as_ref().is_some_and(|h| h.is_finished()) {
+            let outcome = fleet.take().map(|h| h.join());
+            result = match outcome {
+                Some(Ok(Err(e))) => Err(e.context("the simulated fleet stopped")),
+                Some(Err(_)) => Err(anyhow::anyhow!("the simulated fleet panicked")),
+                _ => Ok(()),
+            };
+            if result.is_err() {
+                break;
+            }
+        }
         if json {
             println!(
                 "{}",
-                serde_json::json!({"height": height, "blocks_per_s": bps, "txs_per_s": tps, "peers": peers, "nodes_up": up})
+                serde_json::json!({"height": height, "blocks_per_s": bps, "txs_per_s": tps, "peers": peers, "nodes_up": up,
+                    "devices": file.devices.len(), "messages_sent": sent, "messages_received": received, "send_failures": failed})
             );
         } else {
+            let fleet_part = if file.devices.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  devices {}  msgs sent {sent} received {received} failed {failed}",
+                    file.devices.len()
+                )
+            };
             let line = format!(
-                "height {height:>7}  blocks/s {bps:>6.1}  tx/s {tps:>8.1}  peers {peers}  nodes up {up}/{}",
+                "height {height:>7}  blocks/s {bps:>6.1}  tx/s {tps:>8.1}  peers {peers}  nodes up {up}/{}{fleet_part}",
                 file.nodes.len()
             );
             if tty {
@@ -350,6 +404,14 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
     }
     if tty {
         println!();
+    }
+    stop.store(true, Ordering::Relaxed);
+    if let Some(h) = fleet {
+        match h.join() {
+            Ok(Err(e)) => eprintln!("simulated fleet: {e:#}"),
+            Err(_) => eprintln!("simulated fleet: panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     eprintln!("stopping {} nodes", children.len());
     stop_children(&mut children, Duration::from_secs(10));

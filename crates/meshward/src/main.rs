@@ -20,6 +20,7 @@ use serde_json::json;
 mod bench;
 mod devnet;
 mod fleet;
+mod fleetsim;
 mod http;
 
 #[derive(Parser)]
@@ -138,6 +139,12 @@ enum Cmd {
         /// Node i uses ports P+10i (API), P+10i+1 (mesh) and P+10i+2 (consensus).
         #[arg(long, default_value_t = 27000)]
         base_port: u16,
+        /// Enroll this many simulated devices that exchange encrypted messages.
+        #[arg(long, default_value_t = 0)]
+        devices: usize,
+        /// Their messages per second in total (0: as fast as they can).
+        #[arg(long, default_value_t = 10.0)]
+        device_rate: f64,
     },
 }
 
@@ -595,12 +602,16 @@ fn run(cli: Cli) -> Result<Output> {
             dir,
             validators,
             base_port,
+            devices,
+            device_rate,
         } => {
             devnet::run(
                 devnet::Options {
                     dir,
                     validators,
                     base_port,
+                    devices,
+                    device_rate,
                 },
                 cli.json,
             )?;

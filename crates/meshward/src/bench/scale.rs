@@ -219,6 +219,7 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
         genesis: genesis_path,
         admin_keys: Vec::new(),
         nodes,
+        devices: Vec::new(),
     };
     let mut c = Cluster::launch(file, &net)?;
     c.wait_height(tip + 2, Duration::from_secs(180))?;
