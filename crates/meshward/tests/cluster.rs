@@ -517,3 +517,54 @@ fn devnet_ctrl_c_leaves_no_process_behind() {
         );
     }
 }
+
+#[test]
+fn devnet_with_devices_shows_a_living_fleet() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let base = common::free_ports(40);
+    let mut devnet = common::meshward()
+        .args(["--json", "devnet", "--dir"])
+        .arg(dir.path().join("net"))
+        .args(["--base-port", &base.to_string()])
+        .args(["--devices", "4", "--device-rate", "8"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let l2 = lines.clone();
+    let out = devnet.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                l2.lock().unwrap().push(v);
+            }
+        }
+    });
+    // devnet.json lists the devices' key files and ids.
+    let file = dir.path().join("net/devnet.json");
+    let devices = wait_for("devnet.json with devices", MIN, || {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).ok()?).ok()?;
+        let d = v["devices"].as_array()?.clone();
+        (d.len() == 4).then_some(d)
+    });
+    for d in &devices {
+        assert!(std::path::Path::new(d["key"].as_str().unwrap()).exists());
+    }
+    // The devices are enrolled and messages flow: sent, received and anchored.
+    let last = wait_for("simulated messages to be received", 2 * MIN, || {
+        let l = lines.lock().unwrap().last().cloned()?;
+        (l["messages_received"].as_u64()? >= 8).then_some(l)
+    });
+    assert_eq!(last["devices"], 4);
+    for d in &devices {
+        let id = d["id"].as_str().unwrap();
+        let r = http(base, "GET", &format!("/v1/devices/{id}"), &[], b"").unwrap();
+        assert_eq!(r.status, 200, "{id} is not enrolled");
+    }
+    common::unsafe_free::int(devnet.id());
+    let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
+    assert!(status.success(), "devnet exit: {status}");
+}
