@@ -118,6 +118,62 @@ fn main() {
         write(&root, "envelope", &format!("{i}"), &env.to_bytes());
     }
 
+    // rpc: every request and response kind, prefixed by the byte that picks the decoder.
+    {
+        use meshward_core::rpc::{DeviceInfo, GroupInfo, Request, Response, TxState};
+        let env = f.envelopes[0].clone();
+        let g = meshward_core::tx::GroupName::new("sensors").expect("valid group name");
+        let reqs = vec![
+            Request::Deliver(env.clone()),
+            Request::Deposit(env.clone()),
+            Request::Replicate(env.clone()),
+            Request::Fetch { after: 3, max: 16 },
+            Request::AckMailbox { up_to: 7 },
+            Request::Lookup(rx.id()),
+            Request::Group(g.clone()),
+            Request::Policy,
+            Request::TxStatus(meshward_core::Hash([5; 32])),
+            Request::Info,
+            Request::NextSeq(tx.id()),
+        ];
+        for (i, r) in reqs.iter().enumerate() {
+            let mut b = vec![0u8];
+            b.extend_from_slice(&r.to_bytes());
+            write(&root, "rpc", &format!("req{i}"), &b);
+        }
+        let resps = vec![
+            Response::Delivered,
+            Response::Stored { replicas: 2 },
+            Response::Envelopes(vec![(1, env.clone()), (2, env)]),
+            Response::Acked { removed: 1 },
+            Response::Device(Some(DeviceInfo {
+                id: rx.id(),
+                sign_key: rx.id(),
+                enc_key: rx.enc_key(),
+                groups: vec![g.clone()],
+                active: true,
+                seq: 3,
+                addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            })),
+            Response::Group(Some(GroupInfo {
+                name: g.clone(),
+                members: vec![(rx.id(), rx.enc_key())],
+                epoch: 1,
+                needs_rekey: false,
+            })),
+            Response::Policy(vec![(g.clone(), g)]),
+            Response::TxStatus(TxState::Rejected { reason: "bad".into() }),
+            Response::Info { chain_id: "fleet".into(), height: 4 },
+            Response::NextSeq(Some(2)),
+            Response::error("replay", "already deposited"),
+        ];
+        for (i, r) in resps.iter().enumerate() {
+            let mut b = vec![1u8];
+            b.extend_from_slice(&r.to_bytes());
+            write(&root, "rpc", &format!("resp{i}"), &b);
+        }
+    }
+
     // keypair: key files and peer ids.
     write(&root, "keypair", "receiver-key", &RECEIVER_SECRET);
     write(&root, "keypair", "sender-key", &SENDER_SECRET);
