@@ -478,3 +478,90 @@ fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
     rt.block_on(dclient.shutdown());
     agent.stop();
 }
+
+#[test]
+fn ticket_enrolls_once_and_inbox_opens_the_mailbox() {
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let t = cli(&[
+        s("ticket"),
+        s("new"),
+        s("--api"),
+        f.api(0),
+        s("--admin-key"),
+        f.admin_key(),
+        s("--group"),
+        s("fleet"),
+        s("--ttl"),
+        s("10m"),
+    ])
+    .unwrap();
+    let ticket = t["ticket"].as_str().unwrap().to_string();
+    let keygen = |name: &str| {
+        let key = f.c.root.path().join(format!("{name}.key"));
+        let k = cli(&[
+            s("device"),
+            s("keygen"),
+            s("--out"),
+            key.to_string_lossy().to_string(),
+        ])
+        .unwrap();
+        (key, k["device_id"].as_str().unwrap().to_string())
+    };
+    let (ckey, cid) = keygen("c");
+    // The device enrolls itself with the ticket: no admin key involved.
+    let j = cli(&[
+        s("device"),
+        s("join"),
+        s("--ticket"),
+        ticket.clone(),
+        s("--key"),
+        ckey.to_string_lossy().to_string(),
+        s("--api"),
+        f.api(1),
+    ])
+    .unwrap();
+    assert!(j["height"].as_u64().unwrap() > 0, "{j}");
+    assert_eq!(f.device_json(2, &cid).unwrap()["status"], "active");
+    // A second device cannot reuse it.
+    let (dkey, did) = keygen("d");
+    let err = cli(&[
+        s("device"),
+        s("join"),
+        s("--ticket"),
+        ticket,
+        s("--key"),
+        dkey.to_string_lossy().to_string(),
+        s("--api"),
+        f.api(1),
+    ])
+    .unwrap_err();
+    assert!(err.contains("ticket"), "{err}");
+    assert!(f.device_json(0, &did).is_none());
+
+    // c is offline: a's message waits in the mailboxes; `meshward inbox` opens it over HTTP.
+    let sent = f.send(&a, &cid, "see you later", &[0, 1]).unwrap();
+    assert_eq!(sent["delivery"], "mailbox", "{sent}");
+    let inbox = cli(&[
+        s("inbox"),
+        s("--key"),
+        ckey.to_string_lossy().to_string(),
+        s("--api"),
+        f.api(1),
+    ])
+    .unwrap();
+    let msgs = inbox["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 1, "{inbox}");
+    assert_eq!(msgs[0]["text"], "see you later");
+    assert_eq!(msgs[0]["commitment"], sent["commitment"]);
+    // Acknowledged: gateway 1's mailbox for c is empty now.
+    let again = cli(&[
+        s("inbox"),
+        s("--key"),
+        ckey.to_string_lossy().to_string(),
+        s("--api"),
+        f.api(1),
+    ])
+    .unwrap();
+    assert!(again["messages"].as_array().unwrap().is_empty(), "{again}");
+}
