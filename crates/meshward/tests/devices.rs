@@ -565,3 +565,86 @@ fn ticket_enrolls_once_and_inbox_opens_the_mailbox() {
     .unwrap();
     assert!(again["messages"].as_array().unwrap().is_empty(), "{again}");
 }
+
+#[test]
+fn device_api_refuses_bad_requests_with_json_errors() {
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let port = f.c.nodes[0].api_port;
+    let json_h = [("Content-Type", "application/json")];
+    let call = |method: &str, path: &str, body: &[u8]| {
+        common::http(port, method, path, &json_h, body).expect("the node answers")
+    };
+    let expect = |r: common::HttpResponse, status: u16, code: &str| {
+        assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.json()["code"],
+            code,
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    };
+    // Malformed JSON, and a well-formed body without a valid signature.
+    expect(
+        call("POST", "/v1/mailbox/fetch", b"{not json"),
+        400,
+        "bad_json",
+    );
+    let nonce = call("POST", "/v1/challenge", b"{}").json()["nonce"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unsigned = serde_json::json!({
+        "device": a.id, "nonce": nonce, "signature": "00".repeat(64),
+    });
+    expect(
+        call("POST", "/v1/mailbox/fetch", unsigned.to_string().as_bytes()),
+        401,
+        "bad_signature",
+    );
+    // The same nonce again is stale, even with a good signature.
+    let nonce_bytes: [u8; 32] = meshward_core::hex::decode(&nonce)
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sig = meshward_core::auth::sign_challenge(
+        &a.kp.sign,
+        &f.c.genesis.chain_id,
+        &a.pk,
+        &nonce_bytes,
+        "mailbox/fetch",
+    );
+    let signed = serde_json::json!({
+        "device": a.id, "nonce": nonce, "signature": meshward_core::hex::encode(&sig.0),
+    });
+    expect(
+        call("POST", "/v1/mailbox/fetch", signed.to_string().as_bytes()),
+        401,
+        "stale_challenge",
+    );
+    // Oversized.
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let r = call("POST", "/v1/mailbox/fetch", &big);
+    assert_eq!(r.status, 413);
+    assert!(r.json()["code"].is_string());
+    // Unknown device, malformed id.
+    expect(
+        call("GET", "/v1/devices/not-a-peer-id", b""),
+        400,
+        "bad_device_id",
+    );
+    // The OpenAPI document parses and lists the device routes.
+    let doc = call("GET", "/v1/openapi.json", b"").json();
+    for p in [
+        "/v1/devices",
+        "/v1/devices/{id}",
+        "/v1/mailbox/fetch",
+        "/v1/anchors/{commitment}/proof",
+        "/v1/events",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+}
