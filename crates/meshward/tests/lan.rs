@@ -377,32 +377,34 @@ fn lan_devices_talk_directly_while_every_gateway_is_cut_off() {
     let (key_b, id_b) = ids[1].clone();
 
     // B's agent, listening on the bridge and finding peers by mDNS.
-    let mut agent = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lan.ns(ns_b),
-            env!("CARGO_BIN_EXE_meshward"),
-        ])
-        .args([
-            "device",
-            "run",
-            "--key",
-            &key_b,
-            "--mdns",
-            "--listen",
-            "/ip4/0.0.0.0/tcp/0",
-        ])
-        .args(lan.gateways())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lan.ns(ns_b),
+                env!("CARGO_BIN_EXE_meshward"),
+            ])
+            .args([
+                "device",
+                "run",
+                "--key",
+                &key_b,
+                "--mdns",
+                "--listen",
+                "/ip4/0.0.0.0/tcp/0",
+            ])
+            .args(lan.gateways())
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
     let l2 = lines.clone();
-    let out = agent.stdout.take().unwrap();
+    let out = agent.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str(&l) {
@@ -439,21 +441,24 @@ fn lan_devices_talk_directly_while_every_gateway_is_cut_off() {
     for i in 0..4 {
         lan.cut(i, true);
     }
-    let mut pending = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lan.ns(ns_a),
-            env!("CARGO_BIN_EXE_meshward"),
-            "--json",
-        ])
-        .args(send("gateways are down"))
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut pending = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lan.ns(ns_a),
+                env!("CARGO_BIN_EXE_meshward"),
+                "--json",
+            ])
+            .args(send("gateways are down"))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let pending = &mut pending.0;
     wait_for(
         "b to get the message with every gateway cut off",
         2 * MIN,
@@ -489,6 +494,15 @@ fn lan_devices_talk_directly_while_every_gateway_is_cut_off() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["delivery"], "direct", "{v}");
     assert!(v["height"].as_u64().unwrap() > 0, "{v}");
-    let _ = agent.kill();
-    let _ = agent.wait();
+    drop(agent);
+}
+
+/// A child process killed when the test ends, also when it fails.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
