@@ -552,7 +552,9 @@ pub struct SendArgs {
 
 pub fn send(a: SendArgs) -> Result<Output> {
     if a.to.starts_with("group:") {
-        bail!("sending to a group needs the group's key; use a device id (group messages: see docs/ARCHITECTURE.md)");
+        bail!(
+            "group messages are not in the CLI yet: send to each member's device id (see docs/ARCHITECTURE.md, known limits)"
+        );
     }
     let to = parse_device(&a.to)?;
     runtime()?.block_on(async {

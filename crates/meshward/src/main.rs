@@ -66,11 +66,13 @@ enum Cmd {
         /// The device's state directory (default: <key>.d).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// The recipient's device id (or group:NAME).
+        /// The recipient's device id (group messages are not in the CLI yet).
         #[arg(long)]
         to: String,
+        /// The message, as text.
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
         message: Option<String>,
+        /// A file whose bytes are the message (at most 64 KiB).
         #[arg(long)]
         file: Option<PathBuf>,
         /// Seal with an HPKE session (for streams) rather than one-shot.
