@@ -111,6 +111,10 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
     let batch = spec.batch.max(1);
     let mut d = 0usize;
     let mut k = 0usize;
+    // A batch whose request failed is resent unchanged to the next node: the node may have
+    // admitted and gossiped it before failing, and a different anchor with a sequence number
+    // already used would be equivocation, which gateways report and the ledger punishes.
+    let mut resend: Option<(Vec<Tx>, Vec<usize>)> = None;
     while Instant::now() < end && !live.is_empty() {
         if let Some(r) = spec.rate {
             let due = start + Duration::from_secs_f64(report.sent as f64 / r.max(0.001));
@@ -121,28 +125,10 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
                 std::thread::sleep(wait);
             }
         }
-        let mut txs = Vec::with_capacity(batch);
-        let mut who = Vec::with_capacity(batch);
-        for _ in 0..batch {
-            d = (d + 1) % devices.len();
-            let to = (d + 1) % devices.len();
-            let body = TxBody::Anchor(Anchor {
-                recipient: Recipient::Device(ids[to]),
-                commitment: Hash(rand::random()),
-                count: spec.count,
-                timestamp_ms: crate::now_ms(),
-                size_bytes: 256 * u64::from(spec.count),
-            });
-            txs.push(Tx::sign(
-                &spec.chain_id,
-                ids[d],
-                &devices[d].sign,
-                seqs[d],
-                body,
-            ));
-            who.push(d);
-            seqs[d] += 1;
-        }
+        let (txs, who) = match resend.take() {
+            Some(again) => again,
+            None => next_batch(&spec, &devices, &ids, &mut seqs, &mut d, batch),
+        };
         let node = live[k % live.len()];
         k += 1;
         let sent_us = super::now_us();
@@ -160,17 +146,11 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
             Ok(v) => v,
             Err(e) => {
                 *report.refused.entry("http_error".into()).or_insert(0) += txs.len() as u64;
-                // Nothing was admitted that we know of: resend from each sender's first seq.
-                let mut first: BTreeMap<usize, u64> = BTreeMap::new();
-                for (tx, &di) in txs.iter().zip(&who) {
-                    first.entry(di).or_insert(tx.seq);
-                }
-                for (di, s) in first {
-                    seqs[di] = s;
-                }
+                report.sent -= txs.len() as u64;
                 if format!("{e:#}").contains("cannot connect") {
                     live.retain(|&n| n != node);
                 }
+                resend = Some((txs, who));
                 continue;
             }
         };
@@ -185,24 +165,94 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
             }
         }
         if let Some(rej) = v["rejected"].as_array().filter(|r| !r.is_empty()) {
-            let mut first_bad: BTreeMap<usize, u64> = BTreeMap::new();
+            // Refused for lack of room: resend exactly those transactions (later ones of the
+            // same senders may be admitted and wait for them; re-signing would equivocate).
+            let mut again: Vec<(Tx, usize)> = Vec::new();
             for r in rej {
                 let code = r["code"].as_str().unwrap_or("?");
                 *report.refused.entry(code.to_string()).or_insert(0) += 1;
                 if let Some(i) = r["index"].as_u64().map(|i| i as usize) {
                     if leaves_gap(code) && i < txs.len() {
-                        let e = first_bad.entry(who[i]).or_insert(txs[i].seq);
-                        *e = (*e).min(txs[i].seq);
+                        again.push((txs[i].clone(), who[i]));
                     }
                 }
             }
-            for (di, s) in first_bad {
-                seqs[di] = s;
+            if !again.is_empty() {
+                report.sent -= again.len() as u64;
+                resend = Some(again.into_iter().unzip());
             }
             // The nodes are full: give them a moment rather than spinning on refusals.
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // A batch still to resend gets a few more tries after the phase ends, so the senders'
+    // later transactions do not wait on a gap.
+    for attempt in 0..3 {
+        let Some((txs, _)) = &resend else { break };
+        if live.is_empty() {
+            break;
+        }
+        let node = live[(k + attempt) % live.len()];
+        let ok = http::request(
+            "POST",
+            &spec.apis[node],
+            "/v1/txs",
+            Some(&spec.tokens[node]),
+            Some(("application/octet-stream", &batch_body(txs))),
+            Duration::from_secs(10),
+        )
+        .and_then(|r| r.json())
+        .is_ok_and(|v| v["rejected"].as_array().is_none_or(|r| r.is_empty()));
+        if ok {
+            resend = None;
+        } else {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    if let Some((txs, who)) = resend {
+        // Never delivered: the senders continue from there next time.
+        let mut first: BTreeMap<usize, u64> = BTreeMap::new();
+        for (tx, &di) in txs.iter().zip(&who) {
+            first.entry(di).or_insert(tx.seq);
+        }
+        for (di, s) in first {
+            seqs[di] = s;
+        }
+    }
     report.next_seqs = seqs;
     Ok(report)
+}
+
+/// Signs the next `batch` anchors, round-robin over the devices.
+fn next_batch(
+    spec: &ClientSpec,
+    devices: &[Keypair],
+    ids: &[meshward_core::PublicKey],
+    seqs: &mut [u64],
+    d: &mut usize,
+    batch: usize,
+) -> (Vec<Tx>, Vec<usize>) {
+    let mut txs = Vec::with_capacity(batch);
+    let mut who = Vec::with_capacity(batch);
+    for _ in 0..batch {
+        *d = (*d + 1) % devices.len();
+        let to = (*d + 1) % devices.len();
+        let body = TxBody::Anchor(Anchor {
+            recipient: Recipient::Device(ids[to]),
+            commitment: Hash(rand::random()),
+            count: spec.count,
+            timestamp_ms: crate::now_ms(),
+            size_bytes: 256 * u64::from(spec.count),
+        });
+        txs.push(Tx::sign(
+            &spec.chain_id,
+            ids[*d],
+            &devices[*d].sign,
+            seqs[*d],
+            body,
+        ));
+        who.push(*d);
+        seqs[*d] += 1;
+    }
+    (txs, who)
 }
