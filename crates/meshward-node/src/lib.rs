@@ -131,11 +131,12 @@ impl Shared {
             }
             Err(AdmitError::Duplicate) => {}
             Err(AdmitError::Conflict) => {
-                let existing = self.mempool.pending_at(&tx.signer, tx.seq);
-                self.report(|st| evidence::equivocation(st, existing.as_ref()?, &tx));
+                if let Some(existing) = self.mempool.pending_at(&tx.signer, tx.seq) {
+                    self.report(evidence::equivocation(&existing, &tx));
+                }
             }
             Err(AdmitError::Rejected(meshward_core::Reject::PolicyForbids { .. })) => {
-                self.report(|st| evidence::policy_violation(st, &tx));
+                self.report(evidence::policy_violation(&tx));
             }
             Err(e) => {
                 self.metrics.rejected_txs.inc();
@@ -150,36 +151,30 @@ impl Shared {
         let _ = self.evidence_key.set(key);
     }
 
-    /// Submits evidence, signed by this node, if `find` sees misbehaviour in the committed
-    /// state: once it commits, the device is revoked.
-    fn report(
-        &self,
-        find: impl FnOnce(&meshward_core::State) -> Option<meshward_core::tx::Evidence>,
-    ) {
-        let Some(key) = self.evidence_key.get() else {
+    /// Submits `evidence`, signed by this node: once it commits, the device is revoked. The
+    /// mempool's admission check (the ledger's evidence rules) refuses evidence that does not
+    /// hold.
+    fn report(&self, evidence: Option<meshward_core::tx::Evidence>) {
+        let (Some(key), Some(ev)) = (self.evidence_key.get(), evidence) else {
             return;
         };
-        let evidence = {
+        let tx = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());
             let st = store.state();
-            let Some(seq) = st.account(&key.id()).map(|a| a.seq) else {
+            let Some(seq) = self.mempool.next_seq(st, &key.id()) else {
                 return;
             };
-            let Some(ev) = find(st) else {
-                return;
-            };
-            let next = seq + 1 + self.mempool.pending_from(&key.id()) as u64;
             Tx::sign(
                 st.chain_id(),
                 key.id(),
                 &key.sign,
-                next,
+                seq,
                 meshward_core::tx::TxBody::Evidence(ev),
             )
         };
-        tracing::warn!(evidence = %evidence.id(), "misbehaving device seen; submitting evidence");
-        if let Err(e) = self.submit(evidence, true) {
-            tracing::debug!(error = %e, "evidence not admitted");
+        match self.submit(tx, true) {
+            Ok(id) => tracing::warn!(evidence = %id, "misbehaving device seen; evidence submitted"),
+            Err(e) => tracing::debug!(error = %e, "evidence not admitted"),
         }
     }
 

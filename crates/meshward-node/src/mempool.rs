@@ -133,9 +133,12 @@ impl Mempool {
             .map(|e| e.tx.clone())
     }
 
-    /// How many transactions of `signer` are pending.
-    pub fn pending_from(&self, signer: &PublicKey) -> usize {
-        self.lock().by_sender.get(signer).map_or(0, |q| q.len())
+    /// The sequence number `signer`'s next transaction should carry: one past the committed
+    /// one in `state`, plus what of theirs is pending here. `None`: no such account.
+    pub fn next_seq(&self, state: &State, signer: &PublicKey) -> Option<u64> {
+        let committed = state.account(signer)?.seq;
+        let pending = self.lock().by_sender.get(signer).map_or(0, |q| q.len());
+        Some(committed + 1 + pending as u64)
     }
 
     /// Checks a transaction against `state` (the committed state) and admits it.

@@ -170,12 +170,7 @@ impl RpcHandler {
             Request::TxStatus(id) => self.tx_status(&id),
             Request::NextSeq(k) => {
                 let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
-                Response::NextSeq(
-                    store
-                        .state()
-                        .account(&k)
-                        .map(|a| a.seq + 1 + self.shared.mempool.pending_from(&k) as u64),
-                )
+                Response::NextSeq(self.shared.mempool.next_seq(store.state(), &k))
             }
             Request::Info => {
                 let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
