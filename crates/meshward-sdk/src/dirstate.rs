@@ -183,21 +183,9 @@ impl StateDir {
         self.read()
     }
 
-    /// The next envelope sequence number towards `recipient`: above every one used before, and
-    /// at least the current time in microseconds, so a lost state file never repeats one.
-    pub fn next_envelope_seq(
-        &self,
-        recipient: &PublicKey,
-        now_us: u64,
-    ) -> Result<u64, ClientError> {
-        self.update(|s| {
-            let e = s.envelope_seq.entry(recipient.peer_id()).or_insert(0);
-            *e = (*e + 1).max(now_us);
-            *e
-        })
-    }
-
-    /// Reserves `n` consecutive envelope sequence numbers towards `recipient`; returns the first.
+    /// Reserves `n` consecutive envelope sequence numbers towards `recipient` and returns the
+    /// first: above every one used before, and at least the current time in microseconds, so a
+    /// lost state file never repeats one.
     pub fn reserve_envelope_seqs(
         &self,
         recipient: &PublicKey,
@@ -249,13 +237,13 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let r = PublicKey([3; 32]);
         let s = StateDir::open(d.path()).unwrap();
-        let a = s.next_envelope_seq(&r, 10).unwrap();
-        let b = s.next_envelope_seq(&r, 5).unwrap();
+        let a = s.reserve_envelope_seqs(&r, 1, 10).unwrap();
+        let b = s.reserve_envelope_seqs(&r, 1, 5).unwrap();
         assert_eq!((a, b), (10, 11));
         let first = s.reserve_envelope_seqs(&r, 5, 0).unwrap();
         assert_eq!(first, 12);
         let again = StateDir::open(d.path()).unwrap();
-        assert_eq!(again.next_envelope_seq(&r, 0).unwrap(), 17);
+        assert_eq!(again.reserve_envelope_seqs(&r, 1, 0).unwrap(), 17);
     }
 
     #[test]
@@ -263,7 +251,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::write(d.path().join(STATE_FILE), "{not json").unwrap();
         let s = StateDir::open(d.path()).unwrap();
-        let e = s.next_envelope_seq(&PublicKey([1; 32]), 0).unwrap_err();
+        let e = s
+            .reserve_envelope_seqs(&PublicKey([1; 32]), 1, 0)
+            .unwrap_err();
         assert!(e.to_string().contains("damaged"), "{e}");
         // Nothing was overwritten.
         assert_eq!(

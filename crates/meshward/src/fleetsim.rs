@@ -33,7 +33,6 @@ pub struct FleetStats {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     pub failed: AtomicU64,
-    pub enrolled: AtomicU64,
 }
 
 /// Creates the key files that do not exist yet, and returns every device.
@@ -68,11 +67,7 @@ fn gateway_addrs(file: &DevnetFile) -> Result<Vec<meshward_net::Multiaddr>> {
 }
 
 /// Enrolls every device the ledger does not know yet, signed by the devnet's admin.
-async fn enroll(
-    file: &DevnetFile,
-    devices: &[(PathBuf, Keypair)],
-    stats: &FleetStats,
-) -> Result<()> {
+async fn enroll(file: &DevnetFile, devices: &[(PathBuf, Keypair)]) -> Result<()> {
     let admin = keyfile::load(&file.admin_keys[0], KeyKind::Admin)?;
     let cfg = ClientConfig::new(Some(file.chain_id.clone()), gateway_addrs(file)?);
     let client = Client::start(DeviceIdentity::new(admin.clone()), cfg).await?;
@@ -81,14 +76,12 @@ async fn enroll(
     let mut seq = client.next_seq(&admin.id()).await?;
     for (_, kp) in devices {
         if client.lookup(&kp.id()).await?.is_some() {
-            stats.enrolled.fetch_add(1, Ordering::Relaxed);
             continue;
         }
         let body = enroll_body(&file.chain_id, kp, vec![group.clone()], None);
         let tx = Tx::sign(&file.chain_id, admin.id(), &admin.sign, seq, body);
         last = Some(client.submit(&tx).await?);
         seq += 1;
-        stats.enrolled.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(id) = last {
         client
@@ -124,11 +117,10 @@ pub fn run(
         // Wait for the chain, then enroll.
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            match enroll(&file, &keys, &stats).await {
+            match enroll(&file, &keys).await {
                 Ok(()) => break,
                 Err(e) if Instant::now() < deadline && !stop.load(Ordering::Relaxed) => {
                     tracing::debug!(error = %e, "fleet enrollment not done yet; retrying");
-                    stats.enrolled.store(0, Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 Err(e) => return Err(e.context("enrolling the simulated devices")),
