@@ -15,12 +15,12 @@ use std::time::Duration;
 use meshward_core::codec::{Decode, Encode};
 use meshward_core::envelope::Envelope;
 use meshward_core::hash::Hash;
-use meshward_core::ids::PublicKey;
+use meshward_core::ids::{EncKey, PublicKey};
 use meshward_core::rpc::{
     DeviceInfo, GroupInfo, Request, Response, TxState, MAX_ADDRS, MAX_ADDR_LEN, MAX_FETCH,
     MAX_FETCH_BYTES,
 };
-use meshward_core::state::{Account, State, StateView};
+use meshward_core::state::{Account, Group, State, StateView};
 use meshward_core::tx::Tx;
 use meshward_core::Reject;
 use meshward_net::{Net, PeerId};
@@ -75,6 +75,16 @@ pub fn account_of<'a>(state: &'a State, key: &PublicKey) -> Option<&'a Account> 
         Some(a) if a.sign_key == *key => Some(a),
         _ => state.key_owner(key).and_then(|id| state.account(&id)),
     }
+}
+
+/// A group's members with their current encryption keys, in member order: what a member
+/// needs to seal a new group key to each of them.
+pub fn member_keys(state: &State, group: &Group) -> Vec<(PublicKey, EncKey)> {
+    group
+        .members
+        .iter()
+        .filter_map(|m| Some((*m, state.account(m)?.device.as_ref()?.enc_key)))
+        .collect()
 }
 
 /// The stable code of a refused transaction.

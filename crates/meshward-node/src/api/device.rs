@@ -273,17 +273,9 @@ pub(super) async fn get_group(
             format!("no group {name:?} on the ledger"),
         )
     })?;
-    let members: Vec<Value> = g
-        .members
+    let members: Vec<Value> = crate::rpc::member_keys(state, g)
         .iter()
-        .map(|m| {
-            // Members are enrolled, active devices, so each has an encryption key.
-            let enc = state
-                .account(m)
-                .and_then(|a| a.device.as_ref())
-                .map(|d| d.enc_key.to_string());
-            json!({ "id": m.peer_id(), "enc_key": enc })
-        })
+        .map(|(id, enc)| json!({ "id": id.peer_id(), "enc_key": enc.to_string() }))
         .collect();
     Ok(Json(json!({
         "name": group.as_str(),
