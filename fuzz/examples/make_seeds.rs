@@ -42,6 +42,20 @@ fn main() {
         n += 1;
     }
 
+    // tx_list: the extra transactions as one list, and each block's transactions.
+    let list = |txs: &[meshward_core::tx::Tx]| {
+        meshward_core::tx::encode_tx_list(&txs.iter().map(|t| t.to_bytes()).collect::<Vec<_>>())
+    };
+    write(&root, "tx_list", "extra", &list(&f.extra_txs));
+    for (i, cb) in f.blocks.iter().enumerate() {
+        write(
+            &root,
+            "tx_list",
+            &format!("block-{}", i + 1),
+            &list(&cb.block.txs),
+        );
+    }
+
     // block: blocks, certified blocks, headers and certificates.
     for (i, cb) in f.blocks.iter().enumerate() {
         let h = i + 1;
@@ -162,8 +176,13 @@ fn main() {
                 needs_rekey: false,
             })),
             Response::Policy(vec![(g.clone(), g)]),
-            Response::TxStatus(TxState::Rejected { reason: "bad".into() }),
-            Response::Info { chain_id: "fleet".into(), height: 4 },
+            Response::TxStatus(TxState::Rejected {
+                reason: "bad".into(),
+            }),
+            Response::Info {
+                chain_id: "fleet".into(),
+                height: 4,
+            },
             Response::NextSeq(Some(2)),
             Response::error("replay", "already deposited"),
         ];

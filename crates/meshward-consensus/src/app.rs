@@ -459,6 +459,8 @@ impl App {
             .mempool
             .reap(self.cfg.max_block_txs, self.cfg.max_block_bytes);
         let reaped = candidates.len();
+        // Signatures the mempool verified on admission are not verified again.
+        let known = self.mempool.verified_keys(&candidates);
         let proposal = {
             let store = self.read()?;
             if store.next_height() != height {
@@ -483,6 +485,7 @@ impl App {
                 time_ms,
                 self.me.0,
                 candidates,
+                known,
                 last_commit,
                 self.cfg.max_block_txs,
                 self.cfg.max_block_bytes,
@@ -682,7 +685,9 @@ impl App {
             return Err(format!("{} transactions, over the limit", block.txs.len()));
         }
         self.check_last_commit(height, block)?;
-        chain::check_proposal(store.state(), &store.tip_hash(), height, block, true)
+        // Signatures this node's mempool verified on admission are not verified again.
+        let known = self.mempool.verified_keys(&block.txs);
+        chain::check_proposal_known(store.state(), &store.tip_hash(), height, block, known)
             .map_err(|e| e.to_string())
     }
 

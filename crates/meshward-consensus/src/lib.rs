@@ -113,6 +113,13 @@ pub trait Mempool: Send + Sync + 'static {
         self.len() == 0
     }
 
+    /// For each of `txs`, the key its signature was verified under when this pool admitted it,
+    /// if it is pending here byte for byte; consensus skips verifying those again. The default
+    /// knows none.
+    fn verified_keys(&self, txs: &[Tx]) -> Vec<Option<meshward_core::ids::PublicKey>> {
+        vec![None; txs.len()]
+    }
+
     /// A block was committed: evict its transactions, and those this node's proposal dropped as
     /// invalid (`dropped` is empty unless this node proposed the block).
     fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]);

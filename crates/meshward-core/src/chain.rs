@@ -15,7 +15,8 @@ use crate::codec::Encode;
 use crate::hash::Hash;
 use crate::ids::PublicKey;
 use crate::ledger::{
-    apply_with, execute_block, execute_txs, preverify_batch, ApplyCtx, BlockReject,
+    apply_with, execute_block, execute_preverified, execute_txs, preverify_batch, preverify_rest,
+    ApplyCtx, BlockReject,
 };
 use crate::merkle;
 use crate::state::{Delta, Flushed, Overlay, State, StateView};
@@ -170,15 +171,48 @@ pub fn check_proposal(
     block: &Block,
     batch: bool,
 ) -> Result<Delta, ChainError> {
-    let h = &block.header;
-    check_header(state, prev_hash, height, h)?;
+    // The cheap header and body checks come before any signature is verified.
+    check_header(state, prev_hash, height, &block.header)?;
     block.check_body()?;
+    let pre = if batch {
+        preverify_batch(state, &block.txs)
+    } else {
+        Vec::new()
+    };
+    execute_checked(state, height, block, pre)
+}
+
+/// Like [`check_proposal`] with batch verification, skipping the signatures already verified
+/// under the key given in `known` (see [`preverify_rest`]): a validator passes what its
+/// mempool checked on admission.
+pub fn check_proposal_known(
+    state: &State,
+    prev_hash: &Hash,
+    height: u64,
+    block: &Block,
+    known: Vec<Option<PublicKey>>,
+) -> Result<Delta, ChainError> {
+    // The cheap header and body checks come before any signature is verified.
+    check_header(state, prev_hash, height, &block.header)?;
+    block.check_body()?;
+    let pre = preverify_rest(state, &block.txs, known);
+    execute_checked(state, height, block, pre)
+}
+
+/// Executes a block whose header and body were checked, and compares its state root.
+fn execute_checked(
+    state: &State,
+    height: u64,
+    block: &Block,
+    pre: Vec<Option<PublicKey>>,
+) -> Result<Delta, ChainError> {
+    let h = &block.header;
     let ctx = ApplyCtx {
         height,
         time_ms: h.time_ms,
     };
-    let (delta, root) = execute_speculative(state, &block.txs, &ctx, batch)?;
-    if root != h.state_root {
+    let delta = execute_preverified(state, &block.txs, &ctx, &pre)?;
+    if state.root_after(&delta) != h.state_root {
         return Err(ChainError::StateRoot);
     }
     Ok(delta)
@@ -197,7 +231,9 @@ pub struct Proposal {
 
 /// Builds a block from candidate transactions without changing `state`: each candidate is
 /// applied on top of the ones kept before it, and dropped if the ledger rejects it. At most
-/// `max_txs` transactions and `max_tx_bytes` encoded bytes are kept.
+/// `max_txs` transactions and `max_tx_bytes` encoded bytes are kept. `known` gives, per
+/// candidate, the key its signature was already verified under, if any (see
+/// [`preverify_rest`]); the others are verified in one batch.
 #[allow(clippy::too_many_arguments)]
 pub fn build_proposal(
     state: &State,
@@ -206,13 +242,14 @@ pub fn build_proposal(
     time_ms: u64,
     proposer: PublicKey,
     candidates: Vec<Tx>,
+    known: Vec<Option<PublicKey>>,
     last_commit: Option<CommitCertificate>,
     max_txs: usize,
     max_tx_bytes: usize,
 ) -> Proposal {
     let ctx = ApplyCtx { height, time_ms };
     let validator_set_hash = state.validators().hash();
-    let pre = preverify_batch(state, &candidates);
+    let pre = preverify_rest(state, &candidates, known);
     let mut overlay = Overlay::new(state);
     let mut txs = Vec::new();
     let mut leaves = Vec::new();

@@ -314,6 +314,13 @@ fn signer(bumped: Option<Account>) -> Result<Account, Reject> {
     bumped.ok_or(Reject::NotADevice)
 }
 
+/// Checks `tx`'s signature alone, under its signer's current key (the signer itself for an
+/// account not yet on the ledger), with the state's cached decompressed key where it has one.
+pub fn verify_signature<V: StateView>(v: &V, tx: &Tx) -> Result<(), Reject> {
+    let key = v.account(&tx.signer).map_or(tx.signer, |a| a.sign_key);
+    verify_cached(v, &key, &tx.signing_bytes(v.chain_id()), &tx.sig)
+}
+
 fn verify_cached<V: StateView>(
     v: &V,
     key: &PublicKey,
@@ -551,15 +558,33 @@ fn check_evidence<V: StateView>(v: &V, ev: &Evidence) -> Result<Account, Reject>
 /// per transaction, the key its signature was verified under, or `None` where it was not (the
 /// batch failed, or the key was unknown): [`apply_with`] then checks that one on its own.
 pub fn preverify_batch<V: StateView>(v: &V, txs: &[Tx]) -> Vec<Option<PublicKey>> {
+    preverify_rest(v, txs, alloc::vec![None; txs.len()])
+}
+
+/// Like [`preverify_batch`], but a transaction whose entry in `known` is already `Some(key)`
+/// (its exact bytes, signature included, were verified under `key` before, say when the
+/// mempool admitted it) is not verified again; the rest are verified in one batch. `known`
+/// shorter than `txs` counts as `None` for the rest. [`apply_with`] still compares each key
+/// with the signer's current one, so a key rotated since is checked afresh.
+pub fn preverify_rest<V: StateView>(
+    v: &V,
+    txs: &[Tx],
+    mut known: Vec<Option<PublicKey>>,
+) -> Vec<Option<PublicKey>> {
+    known.resize(txs.len(), None);
     let chain_id = v.chain_id();
-    let mut msgs: Vec<Vec<u8>> = Vec::with_capacity(txs.len());
-    let mut sigs = Vec::with_capacity(txs.len());
-    let mut keys: Vec<VerifyingKey> = Vec::with_capacity(txs.len());
-    let mut which = Vec::with_capacity(txs.len());
+    let mut msgs: Vec<Vec<u8>> = Vec::new();
+    let mut sigs = Vec::new();
+    let mut keys: Vec<VerifyingKey> = Vec::new();
+    let mut which = Vec::new();
     for (i, tx) in txs.iter().enumerate() {
         let Some(acc) = v.account(&tx.signer) else {
             continue;
         };
+        if known[i] == Some(acc.sign_key) {
+            continue;
+        }
+        known[i] = None;
         let Some(vk) = v.cached_key(&acc.sign_key) else {
             continue;
         };
@@ -568,17 +593,16 @@ pub fn preverify_batch<V: StateView>(v: &V, txs: &[Tx]) -> Vec<Option<PublicKey>
         keys.push(*vk);
         which.push((i, acc.sign_key));
     }
-    let mut out = alloc::vec![None; txs.len()];
     if which.is_empty() {
-        return out;
+        return known;
     }
     let refs: Vec<&[u8]> = msgs.iter().map(|m| m.as_slice()).collect();
     if ed25519_dalek::verify_batch(&refs, &sigs, &keys).is_ok() {
         for (i, k) in which {
-            out[i] = Some(k);
+            known[i] = Some(k);
         }
     }
-    out
+    known
 }
 
 /// Why a block's transactions do not apply.
@@ -602,10 +626,22 @@ pub fn execute_txs(
     } else {
         alloc::vec![None; txs.len()]
     };
+    execute_preverified(state, txs, ctx, &pre)
+}
+
+/// Like [`execute_txs`], with each transaction's signature already verified under the key in
+/// `pre` where that is `Some` (see [`preverify_rest`]).
+pub fn execute_preverified(
+    state: &State,
+    txs: &[Tx],
+    ctx: &ApplyCtx,
+    pre: &[Option<PublicKey>],
+) -> Result<Delta, BlockReject> {
     let mut overlay = Overlay::new(state);
-    for (index, (tx, k)) in txs.iter().zip(&pre).enumerate() {
-        let delta = apply_with(&overlay, tx, ctx, k.as_ref())
-            .map_err(|reason| BlockReject { index, reason })?;
+    for (index, tx) in txs.iter().enumerate() {
+        let k = pre.get(index).and_then(|k| k.as_ref());
+        let delta =
+            apply_with(&overlay, tx, ctx, k).map_err(|reason| BlockReject { index, reason })?;
         overlay.push(delta);
     }
     Ok(overlay.into_delta())

@@ -708,6 +708,36 @@ impl Tx {
     }
 }
 
+/// Most transactions in one list ([`encode_tx_list`]).
+pub const MAX_TX_LIST: usize = 4096;
+
+/// A list of transactions as one byte string: `u32` count, then each transaction as `u32`
+/// length and its canonical bytes. What `POST /v1/txs` takes and what one gossip message
+/// carries. `txs` are canonical transaction encodings; at most [`MAX_TX_LIST`] of them.
+pub fn encode_tx_list<B: AsRef<[u8]>>(txs: &[B]) -> Vec<u8> {
+    let total: usize = txs.iter().map(|t| t.as_ref().len() + 4).sum();
+    let mut w = Writer::with_capacity(total + 4);
+    w.len(txs.len());
+    for t in txs {
+        w.bytes(t.as_ref());
+    }
+    w.into_bytes()
+}
+
+/// Decodes a list written by [`encode_tx_list`], refusing more than `max` transactions (and
+/// more than [`MAX_TX_LIST`]), any transaction that does not decode canonically, and trailing
+/// bytes.
+pub fn decode_tx_list(bytes: &[u8], max: usize) -> Result<Vec<Tx>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let n = r.len(max.min(MAX_TX_LIST), "transactions")?;
+    let mut txs = Vec::with_capacity(n.min(r.remaining() / 64));
+    for _ in 0..n {
+        txs.push(Tx::decode_bytes(r.bytes(MAX_TX_BYTES, "transaction")?)?);
+    }
+    r.finish()?;
+    Ok(txs)
+}
+
 /// `TX_SIGN domain || chain id || tag || signer || seq || body`.
 pub fn signing_bytes(chain_id: &str, signer: &PublicKey, seq: u64, body: &TxBody) -> Vec<u8> {
     let mut w = Writer::with_capacity(256);

@@ -305,6 +305,7 @@ fn built_proposal_drops_invalid_candidates_and_checks_out() {
         c.genesis.genesis_time_ms + 2000,
         c.vals[0].public(),
         vec![good, replay, next],
+        Vec::new(),
         c.blocks.last().map(|b| b.certificate.clone()),
         100,
         1 << 20,
@@ -339,4 +340,72 @@ fn two_handoffs_in_one_block_are_both_certified_by_the_old_set() {
     ];
     let proof = AnchorProof::build(&cb, 0, handoffs).unwrap();
     assert_eq!(proof.verify(&c.genesis).unwrap().height, 3);
+}
+
+#[test]
+fn a_known_signature_is_skipped_only_under_the_signers_current_key() {
+    use meshward_core::chain::{build_proposal, check_proposal_known};
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let mut forged = c.anchor(&devs[0], &devs[1], 1);
+    forged.sig.0[0] ^= 1;
+    let prev = c.prev_hash();
+    let build = |known: Vec<Option<meshward_core::ids::PublicKey>>| {
+        build_proposal(
+            &c.state,
+            prev,
+            2,
+            c.genesis.genesis_time_ms + 2000,
+            c.vals[0].public(),
+            vec![forged.clone()],
+            known,
+            c.blocks.last().map(|b| b.certificate.clone()),
+            100,
+            1 << 20,
+        )
+    };
+    // Unknown, or known under another key: verified, and dropped.
+    assert_eq!(build(vec![None]).block.txs.len(), 0);
+    assert_eq!(build(vec![Some(devs[1].id())]).block.txs.len(), 0);
+    // Known under the signer's key (a mempool vouches for it): not verified again.
+    let vouched = build(vec![Some(devs[0].id())]);
+    assert_eq!(vouched.block.txs.len(), 1);
+    let block = &vouched.block;
+    let known = |k| check_proposal_known(&c.state, &prev, 2, block, vec![k]);
+    assert_eq!(known(Some(devs[0].id())), Ok(vouched.delta.clone()));
+    for k in [None, Some(devs[1].id())] {
+        assert!(matches!(
+            known(k),
+            Err(ChainError::Rejected(meshward_core::ledger::BlockReject {
+                index: 0,
+                reason: meshward_core::Reject::BadSignature
+            }))
+        ));
+    }
+    assert!(check_proposal(&c.state, &prev, 2, block, true).is_err());
+}
+
+#[test]
+fn a_tx_list_round_trips_and_refuses_what_is_not_canonical() {
+    use meshward_core::tx::{decode_tx_list, encode_tx_list};
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let txs = vec![
+        c.anchor(&devs[0], &devs[1], 1),
+        c.anchor(&devs[1], &devs[0], 2),
+    ];
+    let bytes = encode_tx_list(&txs.iter().map(|t| t.to_bytes()).collect::<Vec<_>>());
+    assert_eq!(decode_tx_list(&bytes, 2).unwrap(), txs);
+    assert!(
+        decode_tx_list(&bytes, 1).is_err(),
+        "over the caller's limit"
+    );
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(decode_tx_list(&trailing, 2).is_err());
+    assert!(decode_tx_list(&bytes[..bytes.len() - 1], 2).is_err());
+    assert_eq!(
+        decode_tx_list(&encode_tx_list::<Vec<u8>>(&[]), 2),
+        Ok(vec![])
+    );
 }

@@ -338,6 +338,7 @@ fn decided_block_commits_without_reexecution() {
         time_ms,
         synth.validators()[0].public(),
         vec![tx],
+        Vec::new(),
         synth.last_commit().cloned(),
         1000,
         1 << 20,
