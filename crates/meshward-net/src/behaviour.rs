@@ -24,8 +24,9 @@ pub const IDENTIFY_PROTOCOL_VERSION: &str = "/meshward/id/1.0.0";
 /// topic and protobuf framing.
 pub const GOSSIP_FRAME_OVERHEAD_BYTES: usize = 1024;
 /// Messages queued per connection for sending before gossipsub drops (forwards first). With
-/// transactions of up to `gossip_max_transmit_size` bytes this bounds a slow peer's buffer.
-pub const GOSSIP_QUEUE_PER_PEER: usize = 512;
+/// messages of up to `gossip_max_transmit_size` bytes this bounds a slow peer's buffer. A node
+/// gossips its transactions in batches, so few messages are in flight even under load.
+pub const GOSSIP_QUEUE_PER_PEER: usize = 128;
 
 #[derive(NetworkBehaviour)]
 pub struct MeshBehaviour {
@@ -39,8 +40,8 @@ pub struct MeshBehaviour {
     pub mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
-/// The gossip message id: the domain-separated transaction hash of the payload, so it equals
-/// `Tx::id()` for a canonical transaction, and the same bytes from two authors are one message.
+/// The gossip message id: the domain-separated transaction hash of the payload, so the same
+/// bytes from two authors are one message.
 pub fn message_id(data: &[u8]) -> gossipsub::MessageId {
     gossipsub::MessageId::new(hash(domain::TX_ID, data).as_bytes())
 }

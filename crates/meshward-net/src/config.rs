@@ -17,6 +17,9 @@ pub const MAX_GOSSIP_TRANSMIT_SIZE: usize = 16 * 1024 * 1024;
 pub const MAX_RPC_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// Default `rpc_max_request_bytes`: 160 KiB, room for a transaction and its envelope.
 pub const DEFAULT_RPC_MAX_REQUEST_BYTES: usize = 160 * 1024;
+/// Default `gossip_max_transmit_size`: 512 KiB, room for the largest transaction and a batch of
+/// smaller ones.
+pub const DEFAULT_GOSSIP_MAX_TRANSMIT_SIZE: usize = 2 * MAX_TX_BYTES;
 /// Default `rpc_max_response_bytes`: 8 MiB, room for a block with its proofs.
 pub const DEFAULT_RPC_MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 /// Default `rpc_timeout_ms`.
@@ -33,7 +36,7 @@ pub const DEFAULT_RPC_MAX_PENDING_OUTBOUND: usize = 256;
 /// device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetConfig {
-    /// The chain id. It names the gossip topic (`meshward/<chain id>/tx/1`), so nodes of
+    /// The chain id. It names the gossip topic (`meshward/<chain id>/tx/2`), so nodes of
     /// different fleets never exchange transactions.
     pub chain_id: String,
     /// Addresses to listen on, e.g. `/ip4/127.0.0.1/tcp/0` and `/ip4/127.0.0.1/udp/0/quic-v1`.
@@ -53,7 +56,8 @@ pub struct NetConfig {
     pub max_connections_per_peer: u32,
     /// Connections being set up, in each direction.
     pub max_pending: u32,
-    /// The largest transaction, in bytes, that is gossiped or accepted from gossip.
+    /// The largest gossip message, in bytes, that is published or accepted. A message is a list
+    /// of transactions (see `meshward_core::tx::encode_tx_list`).
     pub gossip_max_transmit_size: usize,
     /// Capacity of the command channel from [`crate::Net`] handles to the swarm task.
     pub command_queue: usize,
@@ -99,7 +103,7 @@ impl NetConfig {
             max_connections: 128,
             max_connections_per_peer: 1,
             max_pending: 32,
-            gossip_max_transmit_size: MAX_TX_BYTES,
+            gossip_max_transmit_size: DEFAULT_GOSSIP_MAX_TRANSMIT_SIZE,
             command_queue: 256,
             event_queue: 1024,
             subscribe_tx: true,
@@ -128,7 +132,8 @@ impl NetConfig {
 
     /// The gossipsub topic for transactions of this chain.
     pub fn tx_topic(&self) -> String {
-        format!("meshward/{}/tx/1", self.chain_id)
+        // Version 2: each message is a list of transactions, not one.
+        format!("meshward/{}/tx/2", self.chain_id)
     }
 
     pub(crate) fn validate(&self) -> Result<(), NetError> {
@@ -183,7 +188,7 @@ mod tests {
         assert_eq!(c.validate(), Ok(()));
         assert!(!c.mdns);
         assert_eq!(c.max_connections_per_peer, 1);
-        assert_eq!(c.tx_topic(), "meshward/fleet-1/tx/1");
+        assert_eq!(c.tx_topic(), "meshward/fleet-1/tx/2");
         assert!(c.subscribe_tx);
         assert_eq!(c.rpc_max_request_bytes, 160 * 1024);
         assert_eq!(c.rpc_max_response_bytes, 8 * 1024 * 1024);

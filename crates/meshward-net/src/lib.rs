@@ -64,9 +64,10 @@ pub use rpc::{RPC_MAX_CONCURRENT_STREAMS, RPC_PROTOCOL};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum NetEvent {
-    /// A gossiped transaction, not yet validated by anyone but its author's signature. Report a
-    /// verdict with [`Net::report_tx`] within a few seconds: gossipsub forwards it only once it
-    /// is accepted, and forgets it after about five heartbeats.
+    /// A gossip message (from a node: a list of transactions), not yet validated by anyone but
+    /// its author's signature. Report a verdict with [`Net::report_tx`] within a few seconds:
+    /// gossipsub forwards it only once it is accepted, and forgets it after about five
+    /// heartbeats.
     Tx {
         /// The author who signed the gossip message (not necessarily the tx signer).
         from: PeerId,
@@ -252,7 +253,7 @@ impl Net {
         rx.await.map_err(|_| NetError::Closed)
     }
 
-    /// Gossips a transaction on the chain's topic.
+    /// Gossips a message (a node sends a list of transactions) on the chain's topic.
     pub async fn publish_tx(&self, bytes: Vec<u8>) -> Result<(), NetError> {
         if bytes.len() > self.gossip_max_transmit_size {
             return Err(NetError::TxTooLarge {

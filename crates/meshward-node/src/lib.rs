@@ -114,17 +114,39 @@ impl Shared {
     /// Admits a transaction to the mempool; `gossip` sends it on to the mesh (for
     /// transactions that arrived through the API, not ones the mesh brought).
     pub fn submit(&self, tx: Tx, gossip: bool) -> Result<Hash, AdmitError> {
-        let bytes = gossip.then(|| meshward_core::codec::Encode::to_bytes(&tx));
         let result = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());
             let ctx = api::next_ctx(&store);
             self.mempool.insert(tx.clone(), store.state(), &ctx)
         };
-        match &result {
+        self.admitted(&tx, &result, gossip);
+        self.metrics.mempool_txs.set(self.mempool.len() as i64);
+        result
+    }
+
+    /// Admits many transactions, as [`Shared::submit`] does each, with their signatures
+    /// verified in one batch (see [`Mempool::insert_batch`]). Results are in the order of `txs`.
+    pub fn submit_batch(&self, txs: Vec<Tx>, gossip: bool) -> Vec<Result<Hash, AdmitError>> {
+        let results = {
+            let store = self.store.read().unwrap_or_else(|e| e.into_inner());
+            let ctx = api::next_ctx(&store);
+            self.mempool.insert_batch(txs.clone(), store.state(), &ctx)
+        };
+        for (tx, result) in txs.iter().zip(&results) {
+            self.admitted(tx, result, gossip);
+        }
+        self.metrics.mempool_txs.set(self.mempool.len() as i64);
+        results
+    }
+
+    /// What follows an admission decision: gossip for an admitted transaction, evidence for a
+    /// conflicting or forbidden one, and the reason remembered for a refused one.
+    fn admitted(&self, tx: &Tx, result: &Result<Hash, AdmitError>, gossip: bool) {
+        match result {
             Ok(id) => {
-                self.metrics.mempool_txs.set(self.mempool.len() as i64);
-                if let Some(b) = bytes {
-                    if self.gossip.try_send(b).is_err() {
+                if gossip {
+                    let bytes = meshward_core::codec::Encode::to_bytes(tx);
+                    if self.gossip.try_send(bytes).is_err() {
                         tracing::warn!(tx = %id, "gossip queue full; transaction stays local");
                     }
                 }
@@ -132,18 +154,17 @@ impl Shared {
             Err(AdmitError::Duplicate) => {}
             Err(AdmitError::Conflict) => {
                 if let Some(existing) = self.mempool.pending_at(&tx.signer, tx.seq) {
-                    self.report(evidence::equivocation(&existing, &tx));
+                    self.report(evidence::equivocation(&existing, tx));
                 }
             }
             Err(AdmitError::Rejected(meshward_core::Reject::PolicyForbids { .. })) => {
-                self.report(evidence::policy_violation(&tx));
+                self.report(evidence::policy_violation(tx));
             }
             Err(e) => {
                 self.metrics.rejected_txs.inc();
                 self.remember_rejection(tx.id(), e.to_string());
             }
         }
-        result
     }
 
     /// Lets this node sign and submit evidence of misbehaviour it sees.

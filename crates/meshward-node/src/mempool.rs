@@ -16,7 +16,7 @@ use std::time::Instant;
 use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
-use meshward_core::ledger::{apply, ApplyCtx, Reject};
+use meshward_core::ledger::{apply_with, preverify_batch, verify_signature, ApplyCtx, Reject};
 use meshward_core::state::{State, StateView};
 use meshward_core::tx::{Enroll, Tx, TxBody};
 use meshward_core::CertifiedBlock;
@@ -70,6 +70,36 @@ struct Entry {
     id: Hash,
     bytes: usize,
     received: Instant,
+    /// The key the signature was verified under on admission.
+    verified: PublicKey,
+}
+
+/// What [`Mempool::precheck`] found.
+struct Pre {
+    id: Hash,
+    bytes: usize,
+    /// The signer's next sequence number in the committed state.
+    next: u64,
+}
+
+/// The signature and ledger checks: the signer's next transaction is checked against every
+/// ledger rule; later ones depend on the ones before them, so they get the signature check here
+/// and the full check when a proposer builds a block. `pre` is a key the signature was already
+/// verified under, if any. Returns the key the signature is valid under.
+fn check_rules(
+    tx: &Tx,
+    next: u64,
+    state: &State,
+    ctx: &ApplyCtx,
+    pre: Option<&PublicKey>,
+) -> Result<PublicKey, AdmitError> {
+    let key = state.account(&tx.signer).map_or(tx.signer, |a| a.sign_key);
+    if tx.seq == next {
+        apply_with(state, tx, ctx, pre).map_err(AdmitError::Rejected)?;
+    } else if pre != Some(&key) {
+        verify_signature(state, tx).map_err(AdmitError::Rejected)?;
+    }
+    Ok(key)
 }
 
 #[derive(Default)]
@@ -143,6 +173,59 @@ impl Mempool {
 
     /// Checks a transaction against `state` (the committed state) and admits it.
     pub fn insert(&self, tx: Tx, state: &State, ctx: &ApplyCtx) -> Result<Hash, AdmitError> {
+        let pre = self.precheck(&tx, state)?;
+        let key = check_rules(&tx, pre.next, state, ctx, None)?;
+        self.admit(tx, pre, key)
+    }
+
+    /// Checks and admits many transactions at once, as [`Mempool::insert`] does each, but with
+    /// the signatures of those that pass the cheap checks verified in one batch. The results
+    /// are in the order of `txs`.
+    pub fn insert_batch(
+        &self,
+        txs: Vec<Tx>,
+        state: &State,
+        ctx: &ApplyCtx,
+    ) -> Vec<Result<Hash, AdmitError>> {
+        let checked: Vec<Result<Pre, AdmitError>> =
+            txs.iter().map(|tx| self.precheck(tx, state)).collect();
+        // Verify in one batch the signatures of the transactions that passed; a failed batch
+        // leaves each to be verified on its own below.
+        let survivors: Vec<usize> = (0..txs.len()).filter(|&i| checked[i].is_ok()).collect();
+        let to_verify: Vec<Tx> = survivors.iter().map(|&i| txs[i].clone()).collect();
+        let verified = preverify_batch(state, &to_verify);
+        let mut known: Vec<Option<PublicKey>> = vec![None; txs.len()];
+        for (&i, k) in survivors.iter().zip(verified) {
+            known[i] = k;
+        }
+        txs.into_iter()
+            .zip(checked)
+            .zip(known)
+            .map(|((tx, pre), k)| {
+                let pre = pre?;
+                let key = check_rules(&tx, pre.next, state, ctx, k.as_ref())?;
+                self.admit(tx, pre, key)
+            })
+            .collect()
+    }
+
+    /// For each of `txs`, the key its signature was verified under when this pool admitted it,
+    /// if it is pending here (byte for byte: the id covers the signature).
+    pub fn verified_keys(&self, txs: &[Tx]) -> Vec<Option<PublicKey>> {
+        let inner = self.lock();
+        txs.iter()
+            .map(|tx| {
+                let id = tx.id();
+                let (signer, seq) = inner.ids.get(&id)?;
+                let e = inner.by_sender.get(signer)?.get(seq)?;
+                (e.id == id).then_some(e.verified)
+            })
+            .collect()
+    }
+
+    /// The checks that need neither a signature nor the ledger rules: sequence number,
+    /// duplicates, quotas and room.
+    fn precheck(&self, tx: &Tx, state: &State) -> Result<Pre, AdmitError> {
         let id = tx.id();
         let bytes = tx.to_bytes().len();
         let next = match state.account(&tx.signer) {
@@ -161,41 +244,38 @@ impl Mempool {
         if tx.seq > next + self.limits.max_seq_ahead {
             return Err(AdmitError::TooFarAhead { seq: tx.seq, next });
         }
-        {
-            let inner = self.lock();
-            if inner.ids.contains_key(&id) {
-                return Err(AdmitError::Duplicate);
+        let inner = self.lock();
+        if inner.ids.contains_key(&id) {
+            return Err(AdmitError::Duplicate);
+        }
+        if let Some(q) = inner.by_sender.get(&tx.signer) {
+            if q.contains_key(&tx.seq) {
+                return Err(AdmitError::Conflict);
             }
-            if let Some(q) = inner.by_sender.get(&tx.signer) {
-                if q.contains_key(&tx.seq) {
-                    return Err(AdmitError::Conflict);
-                }
-                if q.len() >= self.limits.max_per_sender {
-                    return Err(AdmitError::SenderQuota(q.len()));
-                }
-            }
-            if inner.count >= self.limits.max_txs || inner.bytes + bytes > self.limits.max_bytes {
-                return Err(AdmitError::Full);
+            if q.len() >= self.limits.max_per_sender {
+                return Err(AdmitError::SenderQuota(q.len()));
             }
         }
-        // The signer's next transaction is checked against every ledger rule now; later ones
-        // depend on the ones before them, so they get the signature check here and the full
-        // check when a proposer builds a block.
-        if tx.seq == next {
-            apply(state, &tx, ctx).map_err(AdmitError::Rejected)?;
-        } else {
-            let key = state.account(&tx.signer).map_or(tx.signer, |a| a.sign_key);
-            key.verify(&tx.signing_bytes(state.chain_id()), &tx.sig)
-                .map_err(|_| AdmitError::Rejected(Reject::BadSignature))?;
+        if inner.count >= self.limits.max_txs || inner.bytes + bytes > self.limits.max_bytes {
+            return Err(AdmitError::Full);
         }
+        Ok(Pre { id, bytes, next })
+    }
+
+    /// Holds a checked transaction, unless what the checks saw changed while the lock was
+    /// released for them.
+    fn admit(&self, tx: Tx, pre: Pre, verified: PublicKey) -> Result<Hash, AdmitError> {
+        let Pre { id, bytes, .. } = pre;
         let mut inner = self.lock();
-        // Re-check what may have changed while the lock was released for the rule check.
         if inner.ids.contains_key(&id) {
             return Err(AdmitError::Duplicate);
         }
         let q = inner.by_sender.entry(tx.signer).or_default();
         if q.contains_key(&tx.seq) {
             return Err(AdmitError::Conflict);
+        }
+        if q.len() >= self.limits.max_per_sender {
+            return Err(AdmitError::SenderQuota(q.len()));
         }
         let signer = tx.signer;
         let seq = tx.seq;
@@ -206,6 +286,7 @@ impl Mempool {
                 id,
                 bytes,
                 received: Instant::now(),
+                verified,
             },
         );
         inner.ids.insert(id, (signer, seq));
@@ -318,6 +399,7 @@ mod tests {
     use super::*;
     use meshward_core::chain::make_block;
     use meshward_core::ids::{Keypair, SignKey};
+    use meshward_core::ledger::apply;
     use meshward_core::state::AdminSet;
     use meshward_core::tx::{enroll_body, Anchor, GroupName, Recipient, Validator, ValidatorSet};
     use meshward_core::CommitCertificate;
@@ -374,6 +456,62 @@ mod tests {
             size_bytes: 1,
         });
         Tx::sign(CHAIN, d.id(), &d.sign, seq, body)
+    }
+
+    #[test]
+    fn a_batch_is_admitted_tx_by_tx_with_one_bad_signature_refused() {
+        let f = fixture(3);
+        let mp = Mempool::new(MempoolLimits::default());
+        let mut bad = anchor(&f, 1, 1, 1);
+        bad.sig.0[0] ^= 1;
+        let good = vec![
+            anchor(&f, 0, 1, 1),
+            anchor(&f, 0, 2, 2),
+            anchor(&f, 2, 1, 3),
+        ];
+        let batch = vec![
+            good[0].clone(),
+            good[1].clone(),
+            bad,
+            good[2].clone(),
+            good[0].clone(),
+        ];
+        let results = mp.insert_batch(batch, &f.state, &f.ctx);
+        assert_eq!(results[0], Ok(good[0].id()));
+        assert_eq!(results[1], Ok(good[1].id()));
+        assert_eq!(results[2], Err(AdmitError::Rejected(Reject::BadSignature)));
+        assert_eq!(results[3], Ok(good[2].id()));
+        assert_eq!(results[4], Err(AdmitError::Duplicate));
+        assert_eq!(mp.len(), 3);
+    }
+
+    #[test]
+    fn a_batch_with_a_later_bad_signature_refuses_only_it() {
+        // A transaction past the signer's next one gets only its signature checked on entry:
+        // a failed batch must still find the bad one.
+        let f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        let mut later_bad = anchor(&f, 0, 2, 2);
+        later_bad.sig.0[5] ^= 1;
+        let results = mp.insert_batch(
+            vec![anchor(&f, 0, 1, 1), later_bad, anchor(&f, 1, 1, 1)],
+            &f.state,
+            &f.ctx,
+        );
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(results[1], Err(AdmitError::Rejected(Reject::BadSignature)));
+    }
+
+    #[test]
+    fn verified_keys_names_the_key_of_each_pending_tx_and_nothing_else() {
+        let f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        let held = anchor(&f, 0, 1, 1);
+        mp.insert(held.clone(), &f.state, &f.ctx).unwrap();
+        let mut altered = held.clone();
+        altered.sig.0[0] ^= 1;
+        let keys = mp.verified_keys(&[held, altered, anchor(&f, 1, 1, 1)]);
+        assert_eq!(keys, vec![Some(f.devs[0].id()), None, None]);
     }
 
     #[test]

@@ -42,7 +42,13 @@ pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/tcp/7800";
 const MAX_RPC_TASKS: usize = 64;
 
 /// Most API transactions waiting to be gossiped.
-const GOSSIP_QUEUE: usize = 4096;
+const GOSSIP_QUEUE: usize = 16_384;
+/// Most transactions in one gossip message. Transactions waiting to be gossiped go out together,
+/// so a busy node sends (and its peers check) one signed message per batch, not per transaction.
+const GOSSIP_BATCH_TXS: usize = 512;
+/// Gossip messages being admitted at once; the node reads no further mesh events until one
+/// finishes, and the mesh's bounded event queue takes the overflow.
+const GOSSIP_ADMIT_TASKS: usize = 2;
 
 /// How a node runs. [`NodeConfig::for_dir`] reads `config.toml`; command-line flags override.
 #[derive(Debug, Clone)]
@@ -194,6 +200,10 @@ impl meshward_consensus::Mempool for PoolAdapter {
         self.0.mempool.len()
     }
 
+    fn verified_keys(&self, txs: &[Tx]) -> Vec<Option<PublicKey>> {
+        self.0.mempool.verified_keys(txs)
+    }
+
     fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]) {
         // Consensus has released the store's write lock before it calls this.
         let ev = {
@@ -253,6 +263,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     // A device may hold a few connections at once (its agent and a CLI send, say); gateways
     // still dial each other once.
     net_config.max_connections_per_peer = 4;
+    let gossip_max_bytes = net_config.gossip_max_transmit_size;
     let (net, mut net_events) = meshward_net::spawn(&key, net_config)
         .await
         .context("cannot start the mesh")?;
@@ -267,6 +278,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     enforce_revocations(&shared, &net, None).await;
     let rpc = RpcHandler::new(shared.clone(), net.clone());
     let rpc_slots = Arc::new(tokio::sync::Semaphore::new(MAX_RPC_TASKS));
+    let gossip_slots = Arc::new(tokio::sync::Semaphore::new(GOSSIP_ADMIT_TASKS));
 
     // Consensus.
     let consensus_listen = match &config.consensus {
@@ -334,7 +346,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                         }
                     }
                 }
-                Some(ev) => on_net_event(&shared, &net, &consensus, ev).await,
+                Some(NetEvent::Tx { id, bytes, .. }) => {
+                    // Admission verifies signatures: it runs off this loop, a few at a time.
+                    let Ok(permit) = gossip_slots.clone().acquire_owned().await else { break };
+                    let (shared, net) = (shared.clone(), net.clone());
+                    tokio::spawn(async move {
+                        let verdict = tokio::task::spawn_blocking(move || admit_gossip(&shared, &bytes))
+                            .await
+                            .unwrap_or(TxVerdict::Ignore);
+                        net.report_tx(id, verdict).await;
+                        drop(permit);
+                    });
+                }
+                Some(ev) => on_net_event(&consensus, ev).await,
                 None => { warn!("mesh stopped"); break; }
             },
             ev = consensus_events.recv() => match ev {
@@ -347,9 +371,11 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 Err(broadcast::error::RecvError::Lagged(n)) => debug!(missed = n, "consensus events lagged"),
                 Err(broadcast::error::RecvError::Closed) => { warn!("consensus stopped"); break; }
             },
-            Some(bytes) = gossip_rx.recv() => {
-                if let Err(e) = net.publish_tx(bytes).await {
-                    debug!(error = %e, "transaction not gossiped");
+            Some(first) = gossip_rx.recv() => {
+                let batch = gossip_batch(first, &mut gossip_rx, gossip_max_bytes);
+                let n = batch.len();
+                if let Err(e) = net.publish_tx(meshward_core::tx::encode_tx_list(&batch)).await {
+                    debug!(error = %e, txs = n, "transactions not gossiped");
                 }
             }
             _ = tick.tick() => {
@@ -368,22 +394,55 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-async fn on_net_event(shared: &Shared, net: &Net, consensus: &ConsensusHandle, ev: NetEvent) {
+/// Takes `first` and what else waits in `queue` (without waiting for more), up to
+/// [`GOSSIP_BATCH_TXS`] transactions whose list encoding fits in `max_bytes`: a transaction is
+/// added only while the batch leaves room for the largest one.
+fn gossip_batch(
+    first: Vec<u8>,
+    queue: &mut mpsc::Receiver<Vec<u8>>,
+    max_bytes: usize,
+) -> Vec<Vec<u8>> {
+    // Count and length prefixes are 4 bytes each.
+    let budget = max_bytes.saturating_sub(meshward_core::tx::MAX_TX_BYTES + 8);
+    let mut bytes = 8 + first.len();
+    let mut batch = vec![first];
+    while batch.len() < GOSSIP_BATCH_TXS && bytes <= budget {
+        let Ok(next) = queue.try_recv() else { break };
+        bytes += 4 + next.len();
+        batch.push(next);
+    }
+    batch
+}
+
+/// Admits a gossip message (a list of transactions) and gives the verdict the mesh acts on:
+/// `Reject` (the relayer is penalised) for a message that does not decode or carries a bad
+/// signature; `Accept` (forwarded) when every transaction in it is now pending here; `Ignore`
+/// otherwise (stale, or no room: not the relayer's fault).
+fn admit_gossip(shared: &Shared, bytes: &[u8]) -> TxVerdict {
+    let Ok(txs) = meshward_core::tx::decode_tx_list(bytes, GOSSIP_BATCH_TXS) else {
+        return TxVerdict::Reject;
+    };
+    let results = shared.submit_batch(txs, false);
+    let bad_signature = results.iter().any(|r| {
+        matches!(
+            r,
+            Err(AdmitError::Rejected(meshward_core::Reject::BadSignature))
+        )
+    });
+    if bad_signature {
+        TxVerdict::Reject
+    } else if results
+        .iter()
+        .all(|r| matches!(r, Ok(_) | Err(AdmitError::Duplicate)))
+    {
+        TxVerdict::Accept
+    } else {
+        TxVerdict::Ignore
+    }
+}
+
+async fn on_net_event(consensus: &ConsensusHandle, ev: NetEvent) {
     match ev {
-        NetEvent::Tx { id, bytes, .. } => {
-            let verdict = match Tx::decode_bytes(&bytes) {
-                Err(_) => TxVerdict::Reject,
-                Ok(tx) => match shared.submit(tx, false) {
-                    Ok(_) => TxVerdict::Accept,
-                    Err(AdmitError::Rejected(meshward_core::Reject::BadSignature)) => {
-                        TxVerdict::Reject
-                    }
-                    // Stale, duplicate or full: not the relayer's fault.
-                    Err(_) => TxVerdict::Ignore,
-                },
-            };
-            net.report_tx(id, verdict).await;
-        }
         NetEvent::Discovered(peer, addrs) => {
             // A gateway found on the LAN or through Kademlia: tell consensus where it listens.
             for a in addrs.iter().filter_map(consensus_addr_for) {
@@ -548,4 +607,39 @@ pub fn init_data_dir(dir: &Path, api: &str, p2p: &str, mdns: bool) -> Result<Ini
         token_file,
         config,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn gossip_batch_takes_what_waits_up_to_its_limits() {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2 * GOSSIP_BATCH_TXS);
+        for i in 0..GOSSIP_BATCH_TXS + 10 {
+            tx.try_send(vec![i as u8; 100]).unwrap();
+        }
+        let first = rx.recv().await.unwrap();
+        let big = 4 * meshward_core::tx::MAX_TX_BYTES;
+        assert_eq!(gossip_batch(first, &mut rx, big).len(), GOSSIP_BATCH_TXS);
+        // The rest, without waiting for more.
+        let first = rx.recv().await.unwrap();
+        assert_eq!(gossip_batch(first, &mut rx, big).len(), 10);
+        // No room beside the largest transaction: one at a time.
+        tx.try_send(vec![1; 100]).unwrap();
+        tx.try_send(vec![2; 100]).unwrap();
+        let first = rx.recv().await.unwrap();
+        let small = meshward_core::tx::MAX_TX_BYTES + 8;
+        assert_eq!(gossip_batch(first, &mut rx, small), vec![vec![1; 100]]);
+        // Every batch stays within the limit it was given.
+        let limit = meshward_core::tx::MAX_TX_BYTES + 8 + 1000;
+        for _ in 0..20 {
+            tx.try_send(vec![3; meshward_core::tx::MAX_TX_BYTES])
+                .unwrap();
+        }
+        while let Ok(first) = rx.try_recv() {
+            let batch = gossip_batch(first, &mut rx, limit);
+            assert!(meshward_core::tx::encode_tx_list(&batch).len() <= limit);
+        }
+    }
 }

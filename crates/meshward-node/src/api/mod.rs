@@ -401,7 +401,7 @@ async fn submit_tx(
 }
 
 /// Most transactions in one `POST /v1/txs`.
-pub const MAX_BATCH_TXS: usize = 4096;
+pub const MAX_BATCH_TXS: usize = meshward_core::tx::MAX_TX_LIST;
 
 fn body_error(e: BytesRejection) -> ApiError {
     let status = e.status();
@@ -422,27 +422,22 @@ async fn submit_txs(
 ) -> ApiResult {
     check_auth(&s, &headers)?;
     let body = body.map_err(body_error)?;
-    let mut r = meshward_core::codec::Reader::new(&body);
-    let bad = |e: meshward_core::codec::DecodeError| {
+    let txs = meshward_core::tx::decode_tx_list(&body, MAX_BATCH_TXS).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_encoding",
             format!("not a canonical list of transactions: {e}"),
         )
-    };
-    let n = r.len(MAX_BATCH_TXS, "transactions").map_err(bad)?;
-    let mut txs = Vec::with_capacity(n.min(body.len() / 64));
-    for _ in 0..n {
-        let b = r
-            .bytes(meshward_core::tx::MAX_TX_BYTES, "transaction")
-            .map_err(bad)?;
-        txs.push(Tx::decode_bytes(b).map_err(bad)?);
-    }
-    r.finish().map_err(bad)?;
+    })?;
+    // Signatures are checked in one batch, on a blocking thread: thousands of them take
+    // milliseconds.
+    let results = tokio::task::spawn_blocking(move || s.submit_batch(txs, true))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let mut accepted = Vec::new();
     let mut rejected = Vec::new();
-    for (i, tx) in txs.into_iter().enumerate() {
-        match s.submit(tx, true) {
+    for (i, result) in results.into_iter().enumerate() {
+        match result {
             Ok(id) => accepted.push(id.to_hex()),
             Err(e) => {
                 let err = admit_error(&e);
