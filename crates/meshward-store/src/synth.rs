@@ -3,9 +3,10 @@
 //! [`Synth::create`] makes a chain (`synth`, one admin, four validators of power 1) and a fleet
 //! of devices with fresh keys, writes the keys to `<dir>/synth-keys.bin` and creates the store at
 //! `<dir>/meshward.redb`. [`Synth::write_blocks`] then appends blocks through
-//! [`Store::build_block`]: the first ones enroll the devices (group `fleet`, admin-signed, up to
-//! [`ENROLLS_PER_BLOCK`] a block), the rest carry anchors from each device to the next, with the
-//! sequence numbers the ledger expects. Every block is certified by three of the four validator
+//! [`Store::build_block`]: the first ones enroll the devices (admin-signed, up to
+//! [`ENROLLS_PER_BLOCK`] a block, in groups `fleet-<k>` of at most [`MAX_GROUP_MEMBERS`] devices,
+//! the most a group can be rekeyed for), the rest carry anchors from each device to the next one
+//! of its group, with the sequence numbers the ledger expects. Every block is certified by three of the four validator
 //! keys and carries the previous block's certificate as its last commit. Block times are
 //! deterministic: `genesis_time_ms + height * BLOCK_INTERVAL_MS`, since the core reads no clock.
 //!
@@ -37,7 +38,8 @@ use meshward_core::hash::{self, Hash};
 use meshward_core::ids::{Keypair, PublicKey, SignKey};
 use meshward_core::state::{AdminSet, StateView};
 use meshward_core::tx::{
-    enroll_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet, MAX_VALIDATORS,
+    enroll_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet,
+    MAX_GROUP_MEMBERS, MAX_VALIDATORS,
 };
 use rand::rngs::OsRng;
 use tracing::info;
@@ -52,8 +54,32 @@ pub const SYNTH_CHAIN_ID: &str = "synth";
 pub const SYNTH_GENESIS_TIME_MS: u64 = 1_700_000_000_000;
 /// Milliseconds between synthetic blocks.
 pub const BLOCK_INTERVAL_MS: u64 = 1000;
-/// The group every synthetic device joins.
-pub const SYNTH_GROUP: &str = "fleet";
+/// Synthetic devices join groups `fleet-<k>`: device `i` of `n` joins group `i % groups(n)`.
+pub const SYNTH_GROUP_PREFIX: &str = "fleet-";
+
+/// How many groups a synthetic fleet of `n` devices has: as few as keep each group within
+/// [`MAX_GROUP_MEMBERS`] (a group's record lists every member, and a larger group could not be
+/// rekeyed: a `GroupKey` seals to at most that many members).
+pub fn synth_groups(n: usize) -> usize {
+    n.div_ceil(MAX_GROUP_MEMBERS).max(1)
+}
+
+/// The group of synthetic device `i` of `n`.
+pub fn synth_group(i: usize, n: usize) -> GroupName {
+    GroupName::new(&format!("{SYNTH_GROUP_PREFIX}{}", i % synth_groups(n)))
+        .expect("fleet-<k> is a valid group name")
+}
+
+/// The device that synthetic device `from` of `n` sends to: the next member of its group.
+/// Every group has at least two members when `n >= 2`.
+pub fn synth_recipient(from: usize, n: usize) -> usize {
+    let g = synth_groups(n);
+    if from + g < n {
+        from + g
+    } else {
+        from % g
+    }
+}
 /// Most enrollments in one synthetic block.
 pub const ENROLLS_PER_BLOCK: usize = 256;
 /// Most devices in a synthetic fleet.
@@ -359,12 +385,11 @@ impl Synth {
         anchors_per_block: usize,
     ) -> Result<SynthReport, SynthError> {
         let mut report = SynthReport::default();
-        let group = GroupName::new(SYNTH_GROUP).expect("\"fleet\" is a valid group name");
         for _ in 0..n_blocks {
             let height = self.store.next_height();
             let time_ms = self.block_time_ms(height);
             let (txs, enrolls, anchors) = if self.enrolled < self.keys.devices.len() {
-                let txs = self.enroll_txs(&group);
+                let txs = self.enroll_txs();
                 let n = txs.len();
                 (txs, n, 0)
             } else {
@@ -391,16 +416,17 @@ impl Synth {
         Ok(report)
     }
 
-    fn enroll_txs(&self, group: &GroupName) -> Vec<Tx> {
+    fn enroll_txs(&self) -> Vec<Tx> {
         let chain_id = SYNTH_CHAIN_ID;
         let admin = self.keys.admin.public();
         let seq = self.store.state().account(&admin).map_or(0, |a| a.seq);
-        let end = (self.enrolled + ENROLLS_PER_BLOCK).min(self.keys.devices.len());
-        self.keys.devices[self.enrolled..end]
-            .iter()
+        let n = self.keys.devices.len();
+        let end = (self.enrolled + ENROLLS_PER_BLOCK).min(n);
+        (self.enrolled..end)
             .zip(seq + 1..)
-            .map(|(kp, seq)| {
-                let body = enroll_body(chain_id, kp, vec![group.clone()], None);
+            .map(|(i, seq)| {
+                let kp = &self.keys.devices[i];
+                let body = enroll_body(chain_id, kp, vec![synth_group(i, n)], None);
                 Tx::sign(chain_id, admin, &self.keys.admin, seq, body)
             })
             .collect()
@@ -417,7 +443,7 @@ impl Synth {
         let mut txs = Vec::with_capacity(count);
         for j in 0..count {
             let from = (self.next_sender + j) % n;
-            let to = (from + 1) % n;
+            let to = synth_recipient(from, n);
             let sender = &self.keys.devices[from];
             let id = sender.id();
             let seq = match used.get(&from) {

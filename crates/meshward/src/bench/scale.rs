@@ -3,7 +3,8 @@
 //! - Validators: peak throughput and finality at 50% of it with 4, 7 and 10 validators, each a
 //!   fresh devnet of `meshward node run` processes (see [`super::consensus`]).
 //! - Devices: for 1k, 10k and 100k enrolled devices, `meshward store synth` (a child process)
-//!   writes a real signed chain that enrolls them, then a run of anchors; from it come the bytes
+//!   writes a real signed chain that enrolls them (in groups of at most 1024, the most a group
+//!   can be rekeyed for), then a run of anchors; from it come the bytes
 //!   on disk per anchor (store growth over the anchors ÷ their number) and the size of an
 //!   anchor's proof file. Then four real validators start on copies of that store, with the
 //!   synthetic chain's validator keys, finalise new blocks under anchor load and enroll more
@@ -24,7 +25,7 @@ use meshward_core::light::ProofFile;
 use meshward_core::state::StateView;
 use meshward_node::keyfile::{self, KEYFILE_VERSION};
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
-use meshward_store::synth::{synth_commitment, Synth, ENROLLS_PER_BLOCK};
+use meshward_store::synth::{synth_commitment, synth_groups, Synth, ENROLLS_PER_BLOCK};
 use serde_json::{json, Value};
 
 use super::consensus::{self, Cluster, Fleet, Load};
@@ -173,7 +174,14 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
         ProofFile::new(&genesis.chain_id, &proof).context("an anchor's proof makes a file")?;
     let proof_bytes = proof_file.to_json().len() + 1;
     let state = store.state();
-    let load_devices: Vec<Keypair> = synth.devices().iter().take(LOAD_DEVICES).cloned().collect();
+    // Members of one group, so the policy lets them send to each other.
+    let load_devices: Vec<Keypair> = synth
+        .devices()
+        .iter()
+        .step_by(synth_groups(synth.devices().len()))
+        .take(LOAD_DEVICES)
+        .cloned()
+        .collect();
     let seqs = load_devices
         .iter()
         .map(|d| state.account(&d.id()).map_or(1, |a| a.seq + 1))
@@ -245,7 +253,7 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     )?;
     c.drain(p);
     p.step(format!("{n} devices: enrolling {EXTRA_ENROLLS} more"));
-    let (_, enroll_live_s) = consensus::enroll(&c, &admin, admin_seq, EXTRA_ENROLLS, "fleet")?;
+    let (_, enroll_live_s) = consensus::enroll(&c, &admin, admin_seq, EXTRA_ENROLLS, "extra")?;
     let rss: Vec<f64> = (0..4).filter_map(|i| c.pid(i).and_then(rss_mb)).collect();
     drop(c);
     if std::env::var_os("MESHWARD_BENCH_KEEP").is_some() {
