@@ -397,7 +397,12 @@ pub fn run_phase(
     let watcher = Watcher::start(apis.clone(), c.tip(), load.record);
     let n_clients = load.clients.clamp(1, fleet.devices.len() / 2);
     let per = fleet.devices.len() / n_clients;
-    let batch = if load.rate.is_some() { 20 } else { 500 };
+    // At a set rate, about 50 posts a second per client: each post waits for its answer, so
+    // small batches at a high rate would cap the load below what was asked.
+    let batch = match load.rate {
+        Some(r) => ((r / n_clients as f64 / 50.0) as usize).clamp(20, 500),
+        None => 500,
+    };
     let mut children = Vec::new();
     let t0 = now_us();
     for k in 0..n_clients {
