@@ -1,7 +1,7 @@
 //! The device-facing API against a real store: challenge auth and mailboxes, the device and
 //! group listings, anchor proofs, the event stream, and the OpenAPI document.
 //!
-//! The chain (a synthetic fleet of 4 devices in group `fleet`):
+//! The chain (a synthetic fleet of 4 devices in group `fleet-0`):
 //! - block 1 enrolls d0..d3;
 //! - block 2 anchors d0 -> d1 and d1 -> d2;
 //! - block 3: the admin revokes d2;
@@ -611,7 +611,7 @@ async fn devices_are_listed_paged_and_fetched() {
     assert_eq!(d0["status"], "active");
     assert_eq!(d0["enc_key"], hex::encode(&fx.devices[0].enc_key().0));
     assert_eq!(d0["sign_key"], d0["id"]);
-    assert_eq!(d0["groups"], json!(["fleet"]));
+    assert_eq!(d0["groups"], json!(["fleet-0"]));
     assert_eq!(d0["enrolled_height"], 1);
     assert_eq!(d0["seq"], 2);
     assert!(d0.get("revoked_reason").is_none() && d0.get("revoked_height").is_none());
@@ -666,14 +666,14 @@ async fn devices_are_listed_paged_and_fetched() {
 #[tokio::test]
 async fn group_shows_members_and_their_keys_for_rekeying() {
     let fx = fixture();
-    let (status, g) = fx.get("/v1/groups/fleet").await;
+    let (status, g) = fx.get("/v1/groups/fleet-0").await;
     assert_eq!(status, StatusCode::OK, "{g}");
-    assert_eq!(g["name"], "fleet");
+    assert_eq!(g["name"], "fleet-0");
     let state_group = {
         let store = fx.shared.store.read().unwrap();
         store
             .state()
-            .group(&meshward_core::tx::GroupName::new("fleet").unwrap())
+            .group(&meshward_core::tx::GroupName::new("fleet-0").unwrap())
             .unwrap()
             .clone()
     };
@@ -900,7 +900,7 @@ fn concrete(path: &str) -> String {
     path.replace("{height}", "1")
         .replace("{hash}", &"00".repeat(32))
         .replace("{id}", "not-a-peer-id")
-        .replace("{name}", "fleet")
+        .replace("{name}", "fleet-0")
         .replace("{commitment}", &"00".repeat(32))
 }
 
