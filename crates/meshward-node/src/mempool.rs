@@ -37,8 +37,10 @@ pub struct MempoolLimits {
 impl Default for MempoolLimits {
     fn default() -> Self {
         MempoolLimits {
-            max_txs: 100_000,
-            max_bytes: 64 * 1024 * 1024,
+            // About three full blocks: enough to keep consensus busy under peak load, small
+            // enough for a gateway on a small box (a pending anchor costs about 0.5 KiB here).
+            max_txs: 32_768,
+            max_bytes: 16 * 1024 * 1024,
             max_per_sender: 256,
             max_seq_ahead: 256,
         }
