@@ -466,7 +466,7 @@ mod tests {
         let mp = Mempool::new(MempoolLimits::default());
         let mut bad = anchor(&f, 1, 1, 1);
         bad.sig.0[0] ^= 1;
-        let good = vec![
+        let good = [
             anchor(&f, 0, 1, 1),
             anchor(&f, 0, 2, 2),
             anchor(&f, 2, 1, 3),

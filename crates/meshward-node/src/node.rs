@@ -441,18 +441,15 @@ fn admit_gossip(shared: &Shared, bytes: &[u8]) -> TxVerdict {
     }
 }
 
+/// A gateway found on the LAN or through Kademlia: tell consensus where it listens.
 async fn on_net_event(consensus: &ConsensusHandle, ev: NetEvent) {
-    match ev {
-        NetEvent::Discovered(peer, addrs) => {
-            // A gateway found on the LAN or through Kademlia: tell consensus where it listens.
-            for a in addrs.iter().filter_map(consensus_addr_for) {
-                debug!(%peer, addr = %a, "adding consensus peer");
-                if let Err(e) = consensus.add_peer(&a.to_string()).await {
-                    debug!(%peer, error = %e, "consensus peer not added");
-                }
+    if let NetEvent::Discovered(peer, addrs) = ev {
+        for a in addrs.iter().filter_map(consensus_addr_for) {
+            debug!(%peer, addr = %a, "adding consensus peer");
+            if let Err(e) = consensus.add_peer(&a.to_string()).await {
+                debug!(%peer, error = %e, "consensus peer not added");
             }
         }
-        _ => {}
     }
 }
 
