@@ -585,12 +585,18 @@ pub fn preverify_rest<V: StateView>(
             continue;
         }
         known[i] = None;
-        let Some(vk) = v.cached_key(&acc.sign_key) else {
-            continue;
+        // A signer not in the key cache costs a decompression here; a key that does not
+        // decompress is left to the transaction's own check, which rejects it.
+        let vk = match v.cached_key(&acc.sign_key) {
+            Some(vk) => *vk,
+            None => match VerifyingKey::from_bytes(&acc.sign_key.0) {
+                Ok(vk) => vk,
+                Err(_) => continue,
+            },
         };
         msgs.push(tx.signing_bytes(chain_id));
         sigs.push(ed25519_dalek::Signature::from_bytes(&tx.sig.0));
-        keys.push(*vk);
+        keys.push(vk);
         which.push((i, acc.sign_key));
     }
     if which.is_empty() {

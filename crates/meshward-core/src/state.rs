@@ -461,8 +461,56 @@ pub trait StateView {
     fn group(&self, g: &GroupName) -> Option<&Group>;
     /// The account that signs with `key` now, if any.
     fn key_owner(&self, key: &PublicKey) -> Option<PublicKey>;
-    /// A decompressed key from the cache of enrolled keys, if present.
+    /// A decompressed key from the cache of recent signers' keys, if present.
     fn cached_key(&self, key: &PublicKey) -> Option<&VerifyingKey>;
+}
+
+/// Most decompressed keys [`KeyCache`] holds: two generations of this many.
+pub const KEY_CACHE_GENERATION: usize = 4096;
+
+/// Decompressed Ed25519 keys of the accounts that changed most recently, in two generations of at
+/// most [`KEY_CACHE_GENERATION`]. A decompressed key is 192 bytes more than the account holds, so
+/// caching every enrolled device's key cost about 30 MiB at 100k devices; active signers touch
+/// their account with every transaction and so stay in the newer generation. A miss only costs a
+/// decompression (see [`crate::ledger`]). Not part of the state: it never changes a result.
+#[derive(Debug, Clone, Default)]
+struct KeyCache {
+    hot: BTreeMap<PublicKey, VerifyingKey>,
+    cold: BTreeMap<PublicKey, VerifyingKey>,
+}
+
+impl KeyCache {
+    fn get(&self, key: &PublicKey) -> Option<&VerifyingKey> {
+        self.hot.get(key).or_else(|| self.cold.get(key))
+    }
+
+    /// Puts `key` in the newer generation, decompressing it only if neither generation has it.
+    /// When the newer generation is full it becomes the older one, and the older is dropped.
+    fn touch(&mut self, key: PublicKey) {
+        if self.hot.contains_key(&key) {
+            return;
+        }
+        let vk = match self.cold.remove(&key) {
+            Some(vk) => vk,
+            None => match VerifyingKey::from_bytes(&key.0) {
+                Ok(vk) => vk,
+                Err(_) => return,
+            },
+        };
+        if self.hot.len() >= KEY_CACHE_GENERATION {
+            self.cold = core::mem::take(&mut self.hot);
+        }
+        self.hot.insert(key, vk);
+    }
+
+    fn remove(&mut self, key: &PublicKey) {
+        self.hot.remove(key);
+        self.cold.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.hot.len() + self.cold.len()
+    }
 }
 
 /// One change a transaction makes: a record replaced or created.
@@ -481,8 +529,8 @@ pub struct State {
     groups: BTreeMap<GroupName, Group>,
     /// Signing key -> account id, for every account.
     key_owner: BTreeMap<PublicKey, PublicKey>,
-    /// Decompressed signing keys, so verification skips point decompression.
-    vk_cache: BTreeMap<PublicKey, VerifyingKey>,
+    /// Decompressed signing keys of recent signers, so verification skips point decompression.
+    vk_cache: KeyCache,
     slots: BTreeMap<RecordKey, u64>,
     tree: SlotTree,
     /// Slots changed since the last [`State::flush`].
@@ -524,7 +572,7 @@ impl State {
             tickets: BTreeMap::new(),
             groups: BTreeMap::new(),
             key_owner: BTreeMap::new(),
-            vk_cache: BTreeMap::new(),
+            vk_cache: KeyCache::default(),
             slots: BTreeMap::new(),
             tree: SlotTree::default(),
             dirty: BTreeMap::new(),
@@ -594,7 +642,7 @@ impl State {
             tickets: BTreeMap::new(),
             groups: BTreeMap::new(),
             key_owner: BTreeMap::new(),
-            vk_cache: BTreeMap::new(),
+            vk_cache: KeyCache::default(),
             slots,
             tree: SlotTree::default(),
             dirty: BTreeMap::new(),
@@ -627,11 +675,9 @@ impl State {
                     }
                 }
                 self.key_owner.insert(a.sign_key, a.id);
-                // Keys were checked in full (weak, torsion) when they entered the ledger; here we
-                // only decompress, which is cheap enough to do for every account on load.
-                if let Ok(vk) = VerifyingKey::from_bytes(&a.sign_key.0) {
-                    self.vk_cache.insert(a.sign_key, vk);
-                }
+                // A changed account has just signed (or was just enrolled): keep its key hot. Keys
+                // were checked in full (weak, torsion) when they entered the ledger.
+                self.vk_cache.touch(a.sign_key);
                 self.accounts.insert(a.id, a);
             }
             Record::Ticket(h, t) => {
@@ -984,5 +1030,58 @@ mod tests {
             }),
         });
         assert_eq!(Record::from_bytes(&rec.to_bytes()), Ok(rec));
+    }
+
+    #[test]
+    fn the_key_cache_is_bounded_and_keeps_the_latest_signers() {
+        let key = |i: u32| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            crate::ids::SignKey::from_seed(&seed).public()
+        };
+        let admins = AdminSet::new(alloc::vec![pk(1)], 1).unwrap();
+        let vals = ValidatorSet::new(alloc::vec![crate::tx::Validator {
+            key: pk(2),
+            power: 1
+        }])
+        .unwrap();
+        let mut s = State::genesis("t", admins, vals);
+        let n = 3 * KEY_CACHE_GENERATION as u32;
+        let accounts: Vec<Account> = (0..n)
+            .map(|i| Account {
+                id: key(i),
+                sign_key: key(i),
+                seq: 0,
+                device: None,
+            })
+            .collect();
+        for a in &accounts {
+            s.put(Record::Account(a.clone()));
+        }
+        assert!(s.vk_cache.len() <= 2 * KEY_CACHE_GENERATION);
+        let last = accounts.last().unwrap();
+        assert!(s.cached_key(&last.sign_key).is_some());
+        let first = accounts[0].clone();
+        assert!(s.cached_key(&first.sign_key).is_none());
+
+        // A transaction by the first account touches its record: its key is cached again.
+        let mut again = first.clone();
+        again.seq = 1;
+        s.put(Record::Account(again.clone()));
+        let vk = s
+            .cached_key(&first.sign_key)
+            .expect("a signer's key is cached");
+        assert_eq!(vk.to_bytes(), first.sign_key.0);
+
+        // A rotation drops the old key and caches the new one.
+        let rotated = Account {
+            sign_key: key(n),
+            seq: 2,
+            ..again
+        };
+        s.put(Record::Account(rotated.clone()));
+        assert!(s.cached_key(&first.sign_key).is_none());
+        assert!(s.cached_key(&rotated.sign_key).is_some());
+        assert!(s.vk_cache.len() <= 2 * KEY_CACHE_GENERATION);
     }
 }
