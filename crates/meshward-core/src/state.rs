@@ -508,6 +508,7 @@ impl KeyCache {
         self.cold.remove(key);
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.hot.len() + self.cold.len()
     }
