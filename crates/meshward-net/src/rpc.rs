@@ -65,8 +65,12 @@ where
         return Err(too_large(bytes.len(), max));
     }
     let len = u32::try_from(bytes.len()).map_err(|_| too_large(bytes.len(), max))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(bytes).await?;
+    // One write for header and body: each write to a stream becomes its own Yamux frame and
+    // Noise message.
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(bytes);
+    io.write_all(&frame).await?;
     io.flush().await
 }
 

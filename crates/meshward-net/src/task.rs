@@ -197,6 +197,7 @@ pub(crate) async fn spawn(
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
                 .with_dial_concurrency_factor(DIAL_CONCURRENCY)
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
         })
         .build();
 
