@@ -1065,6 +1065,32 @@ mod tests {
         let first = accounts[0].clone();
         assert!(s.cached_key(&first.sign_key).is_none());
 
+        // A signer whose key left the cache is still verified in the batch, and a forged
+        // signature by it is still caught.
+        let sign_key = |i: u32| {
+            let mut seed = [0u8; 32];
+            seed[..4].copy_from_slice(&i.to_le_bytes());
+            crate::ids::SignKey::from_seed(&seed)
+        };
+        let body = crate::tx::TxBody::Anchor(crate::tx::Anchor {
+            recipient: crate::tx::Recipient::Device(last.id),
+            commitment: Hash::ZERO,
+            count: 1,
+            timestamp_ms: 0,
+            size_bytes: 256,
+        });
+        let good = crate::tx::Tx::sign("t", first.id, &sign_key(0), 1, body.clone());
+        let forged = crate::tx::Tx::sign("t", first.id, &sign_key(1), 1, body);
+        assert_eq!(
+            crate::ledger::preverify_rest(&s, &[good], Vec::new()),
+            alloc::vec![Some(first.sign_key)]
+        );
+        assert_eq!(
+            crate::ledger::preverify_rest(&s, &[forged], Vec::new()),
+            alloc::vec![None]
+        );
+        assert!(s.cached_key(&first.sign_key).is_none());
+
         // A transaction by the first account touches its record: its key is cached again.
         let mut again = first.clone();
         again.seq = 1;
