@@ -676,9 +676,6 @@ impl State {
                     }
                 }
                 self.key_owner.insert(a.sign_key, a.id);
-                // A changed account has just signed (or was just enrolled): keep its key hot. Keys
-                // were checked in full (weak, torsion) when they entered the ledger.
-                self.vk_cache.touch(a.sign_key);
                 self.accounts.insert(a.id, a);
             }
             Record::Ticket(h, t) => {
@@ -702,6 +699,13 @@ impl State {
             }
         };
         self.dirty.insert(slot, key);
+        // A changed account has just signed (or was just enrolled): keep its key hot. Keys were
+        // checked in full (weak, torsion) when they entered the ledger. Loading from records
+        // does not come through here, so a node starts with a cold cache instead of
+        // decompressing every account's key only to keep the last few thousand.
+        if let Record::Account(a) = &rec {
+            self.vk_cache.touch(a.sign_key);
+        }
         self.set_record(rec);
     }
 
@@ -950,15 +954,20 @@ mod tests {
         PublicKey([i; 32])
     }
 
-    #[test]
-    fn slot_tree_incremental_matches_rebuild() {
+    /// Chain `t`: admin `pk(1)`, one validator `pk(2)`.
+    fn genesis() -> State {
         let admins = AdminSet::new(alloc::vec![pk(1)], 1).unwrap();
         let vals = ValidatorSet::new(alloc::vec![crate::tx::Validator {
             key: pk(2),
-            power: 1
+            power: 1,
         }])
         .unwrap();
-        let mut s = State::genesis("t", admins, vals);
+        State::genesis("t", admins, vals)
+    }
+
+    #[test]
+    fn slot_tree_incremental_matches_rebuild() {
+        let mut s = genesis();
         s.flush();
         for i in 10..60u8 {
             s.put(Record::Account(Account {
@@ -987,13 +996,7 @@ mod tests {
 
     #[test]
     fn root_after_equals_applying_the_delta() {
-        let admins = AdminSet::new(alloc::vec![pk(1)], 1).unwrap();
-        let vals = ValidatorSet::new(alloc::vec![crate::tx::Validator {
-            key: pk(2),
-            power: 1
-        }])
-        .unwrap();
-        let mut s = State::genesis("t", admins, vals);
+        let mut s = genesis();
         s.flush();
         for round in 0..6u8 {
             let mut recs = alloc::vec::Vec::new();
@@ -1035,18 +1038,13 @@ mod tests {
 
     #[test]
     fn the_key_cache_is_bounded_and_keeps_the_latest_signers() {
-        let key = |i: u32| {
+        let sign_key = |i: u32| {
             let mut seed = [0u8; 32];
             seed[..4].copy_from_slice(&i.to_le_bytes());
-            crate::ids::SignKey::from_seed(&seed).public()
+            crate::ids::SignKey::from_seed(&seed)
         };
-        let admins = AdminSet::new(alloc::vec![pk(1)], 1).unwrap();
-        let vals = ValidatorSet::new(alloc::vec![crate::tx::Validator {
-            key: pk(2),
-            power: 1
-        }])
-        .unwrap();
-        let mut s = State::genesis("t", admins, vals);
+        let key = |i: u32| sign_key(i).public();
+        let mut s = genesis();
         let n = 3 * KEY_CACHE_GENERATION as u32;
         let accounts: Vec<Account> = (0..n)
             .map(|i| Account {
@@ -1067,11 +1065,6 @@ mod tests {
 
         // A signer whose key left the cache is still verified in the batch, and a forged
         // signature by it is still caught.
-        let sign_key = |i: u32| {
-            let mut seed = [0u8; 32];
-            seed[..4].copy_from_slice(&i.to_le_bytes());
-            crate::ids::SignKey::from_seed(&seed)
-        };
         let body = crate::tx::TxBody::Anchor(crate::tx::Anchor {
             recipient: crate::tx::Recipient::Device(last.id),
             commitment: Hash::ZERO,
@@ -1110,5 +1103,11 @@ mod tests {
         assert!(s.cached_key(&first.sign_key).is_none());
         assert!(s.cached_key(&rotated.sign_key).is_some());
         assert!(s.vk_cache.len() <= 2 * KEY_CACHE_GENERATION);
+
+        // A state loaded from its records starts with a cold cache: nothing is decompressed
+        // on start-up.
+        let mut loaded = State::from_records(s.all_records()).unwrap();
+        assert_eq!(loaded.vk_cache.len(), 0);
+        assert_eq!(loaded.root(), s.root());
     }
 }
