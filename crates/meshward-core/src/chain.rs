@@ -15,8 +15,7 @@ use crate::codec::Encode;
 use crate::hash::Hash;
 use crate::ids::PublicKey;
 use crate::ledger::{
-    apply_with, execute_block, execute_preverified, execute_txs, preverify_batch, preverify_rest,
-    ApplyCtx, BlockReject,
+    apply_with, execute_block, execute_preverified, preverify_rest, ApplyCtx, BlockReject,
 };
 use crate::merkle;
 use crate::state::{Delta, Flushed, Overlay, State, StateView};
@@ -146,20 +145,6 @@ pub fn apply_certified(
     Ok(flushed)
 }
 
-/// Applies `txs` on top of `state` without changing it, returning the changes and the state
-/// root they lead to: what a proposer and every validator compute for a block before it is
-/// decided. Apply the delta with [`State::apply_delta`] once the block is decided.
-pub fn execute_speculative(
-    state: &State,
-    txs: &[Tx],
-    ctx: &ApplyCtx,
-    batch: bool,
-) -> Result<(Delta, Hash), BlockReject> {
-    let delta = execute_txs(state, txs, ctx, batch)?;
-    let root = state.root_after(&delta);
-    Ok((delta, root))
-}
-
 /// Checks a proposed block against the chain (everything but its own certificate, which does
 /// not exist yet): chain id, height, link, validator set, body, and the state root after
 /// executing its transactions. `state` is not changed. The previous block's certificate, if
@@ -171,15 +156,7 @@ pub fn check_proposal(
     block: &Block,
     batch: bool,
 ) -> Result<Delta, ChainError> {
-    // The cheap header and body checks come before any signature is verified.
-    check_header(state, prev_hash, height, &block.header)?;
-    block.check_body()?;
-    let pre = if batch {
-        preverify_batch(state, &block.txs)
-    } else {
-        Vec::new()
-    };
-    execute_checked(state, height, block, pre)
+    check_proposal_with(state, prev_hash, height, block, batch.then(Vec::new))
 }
 
 /// Like [`check_proposal`] with batch verification, skipping the signatures already verified
@@ -192,21 +169,23 @@ pub fn check_proposal_known(
     block: &Block,
     known: Vec<Option<PublicKey>>,
 ) -> Result<Delta, ChainError> {
-    // The cheap header and body checks come before any signature is verified.
-    check_header(state, prev_hash, height, &block.header)?;
-    block.check_body()?;
-    let pre = preverify_rest(state, &block.txs, known);
-    execute_checked(state, height, block, pre)
+    check_proposal_with(state, prev_hash, height, block, Some(known))
 }
 
-/// Executes a block whose header and body were checked, and compares its state root.
-fn execute_checked(
+/// [`check_proposal`]: with `known`, signatures are batch-verified except those it vouches for;
+/// without, each is verified on its own as its transaction is applied.
+fn check_proposal_with(
     state: &State,
+    prev_hash: &Hash,
     height: u64,
     block: &Block,
-    pre: Vec<Option<PublicKey>>,
+    known: Option<Vec<Option<PublicKey>>>,
 ) -> Result<Delta, ChainError> {
     let h = &block.header;
+    // The cheap header and body checks come before any signature is verified.
+    check_header(state, prev_hash, height, h)?;
+    block.check_body()?;
+    let pre = known.map_or_else(Vec::new, |k| preverify_rest(state, &block.txs, k));
     let ctx = ApplyCtx {
         height,
         time_ms: h.time_ms,

@@ -630,7 +630,7 @@ impl Store {
     }
 
     /// Stores a decided block whose transactions the caller already executed with
-    /// [`chain::build_proposal`], [`chain::check_proposal`] or [`chain::execute_speculative`] on
+    /// [`chain::build_proposal`], [`chain::check_proposal`] or [`chain::check_proposal_known`] on
     /// [`Store::state`]: what a validator does when consensus decides a block it has checked,
     /// without running the transactions again.
     ///
