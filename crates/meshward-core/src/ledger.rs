@@ -12,6 +12,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::borrow::Borrow;
 
 use ed25519_dalek::VerifyingKey;
 
@@ -557,8 +558,8 @@ fn check_evidence<V: StateView>(v: &V, ev: &Evidence) -> Result<Account, Reject>
 /// Verifies the signers' signatures of `txs` in one batch, against the keys in `v`. Returns,
 /// per transaction, the key its signature was verified under, or `None` where it was not (the
 /// batch failed, or the key was unknown): [`apply_with`] then checks that one on its own.
-pub fn preverify_batch<V: StateView>(v: &V, txs: &[Tx]) -> Vec<Option<PublicKey>> {
-    preverify_rest(v, txs, alloc::vec![None; txs.len()])
+pub fn preverify_batch<V: StateView, T: Borrow<Tx>>(v: &V, txs: &[T]) -> Vec<Option<PublicKey>> {
+    preverify_rest(v, txs, Vec::new())
 }
 
 /// Like [`preverify_batch`], but a transaction whose entry in `known` is already `Some(key)`
@@ -566,9 +567,9 @@ pub fn preverify_batch<V: StateView>(v: &V, txs: &[Tx]) -> Vec<Option<PublicKey>
 /// mempool admitted it) is not verified again; the rest are verified in one batch. `known`
 /// shorter than `txs` counts as `None` for the rest. [`apply_with`] still compares each key
 /// with the signer's current one, so a key rotated since is checked afresh.
-pub fn preverify_rest<V: StateView>(
+pub fn preverify_rest<V: StateView, T: Borrow<Tx>>(
     v: &V,
-    txs: &[Tx],
+    txs: &[T],
     mut known: Vec<Option<PublicKey>>,
 ) -> Vec<Option<PublicKey>> {
     known.resize(txs.len(), None);
@@ -578,6 +579,7 @@ pub fn preverify_rest<V: StateView>(
     let mut keys: Vec<VerifyingKey> = Vec::new();
     let mut which = Vec::new();
     for (i, tx) in txs.iter().enumerate() {
+        let tx: &Tx = tx.borrow();
         let Some(acc) = v.account(&tx.signer) else {
             continue;
         };

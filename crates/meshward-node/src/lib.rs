@@ -130,7 +130,7 @@ impl Shared {
         let results = {
             let store = self.store.read().unwrap_or_else(|e| e.into_inner());
             let ctx = api::next_ctx(&store);
-            self.mempool.insert_batch(txs.clone(), store.state(), &ctx)
+            self.mempool.insert_batch(&txs, store.state(), &ctx)
         };
         for (tx, result) in txs.iter().zip(&results) {
             self.admitted(tx, result, gossip);

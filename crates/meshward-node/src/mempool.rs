@@ -182,10 +182,10 @@ impl Mempool {
 
     /// Checks and admits many transactions at once, as [`Mempool::insert`] does each, but with
     /// the signatures of those that pass the cheap checks verified in one batch. The results
-    /// are in the order of `txs`.
+    /// are in the order of `txs`; only admitted transactions are copied into the pool.
     pub fn insert_batch(
         &self,
-        txs: Vec<Tx>,
+        txs: &[Tx],
         state: &State,
         ctx: &ApplyCtx,
     ) -> Vec<Result<Hash, AdmitError>> {
@@ -194,19 +194,19 @@ impl Mempool {
         // Verify in one batch the signatures of the transactions that passed; a failed batch
         // leaves each to be verified on its own below.
         let survivors: Vec<usize> = (0..txs.len()).filter(|&i| checked[i].is_ok()).collect();
-        let to_verify: Vec<Tx> = survivors.iter().map(|&i| txs[i].clone()).collect();
+        let to_verify: Vec<&Tx> = survivors.iter().map(|&i| &txs[i]).collect();
         let verified = preverify_batch(state, &to_verify);
         let mut known: Vec<Option<PublicKey>> = vec![None; txs.len()];
         for (&i, k) in survivors.iter().zip(verified) {
             known[i] = k;
         }
-        txs.into_iter()
+        txs.iter()
             .zip(checked)
             .zip(known)
             .map(|((tx, pre), k)| {
                 let pre = pre?;
-                let key = check_rules(&tx, pre.next, state, ctx, k.as_ref())?;
-                self.admit(tx, pre, key)
+                let key = check_rules(tx, pre.next, state, ctx, k.as_ref())?;
+                self.admit(tx.clone(), pre, key)
             })
             .collect()
     }
@@ -478,7 +478,7 @@ mod tests {
             good[2].clone(),
             good[0].clone(),
         ];
-        let results = mp.insert_batch(batch, &f.state, &f.ctx);
+        let results = mp.insert_batch(&batch, &f.state, &f.ctx);
         assert_eq!(results[0], Ok(good[0].id()));
         assert_eq!(results[1], Ok(good[1].id()));
         assert_eq!(results[2], Err(AdmitError::Rejected(Reject::BadSignature)));
@@ -496,7 +496,7 @@ mod tests {
         let mut later_bad = anchor(&f, 0, 2, 2);
         later_bad.sig.0[5] ^= 1;
         let results = mp.insert_batch(
-            vec![anchor(&f, 0, 1, 1), later_bad, anchor(&f, 1, 1, 1)],
+            &[anchor(&f, 0, 1, 1), later_bad, anchor(&f, 1, 1, 1)],
             &f.state,
             &f.ctx,
         );
