@@ -6,8 +6,8 @@
 //! [`Store::build_block`]: the first ones enroll the devices (admin-signed, up to
 //! [`ENROLLS_PER_BLOCK`] a block, in groups `fleet-<k>` of at most [`MAX_GROUP_MEMBERS`] devices,
 //! the most a group can be rekeyed for), the rest carry anchors from each device to the next one
-//! of its group, with the sequence numbers the ledger expects. Every block is certified by three of the four validator
-//! keys and carries the previous block's certificate as its last commit. Block times are
+//! of its group, with the sequence numbers the ledger expects. Every block is certified by three
+//! of the four validator keys and carries the previous block's certificate as its last commit. Block times are
 //! deterministic: `genesis_time_ms + height * BLOCK_INTERVAL_MS`, since the core reads no clock.
 //!
 //! [`Synth::open`] resumes after a restart or a crash: everything it needs (sequence numbers,
