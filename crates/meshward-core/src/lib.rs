@@ -2,9 +2,11 @@
 //!
 //! Everything a validator, gateway, auditor or device needs to agree on lives here: identities,
 //! the canonical binary encoding, transactions, blocks, commit certificates, Merkle proofs, HPKE
-//! envelopes and the ledger state machine. The crate does no I/O, reads no clock and spawns
-//! nothing: time, randomness and keys come in as arguments. With `default-features = false` it is
-//! `no_std + alloc`, so devices run exactly the same rules as gateways.
+//! envelopes and the ledger state machine. The crate does no I/O and spawns nothing, and its
+//! rules read no clock: time, randomness and keys come in as arguments. With
+//! `default-features = false` it is `no_std + alloc`, so devices run exactly the same rules as
+//! gateways. With `std`, two small helpers serve the edges of the system: [`clock::now_ms`] (the
+//! one definition of "now") and [`sync`] (the one lock-poisoning policy).
 //!
 //! ```
 //! use meshward_core::{codec::{Decode, Encode}, merkle};
@@ -23,6 +25,8 @@ extern crate alloc;
 pub mod auth;
 pub mod block;
 pub mod chain;
+#[cfg(feature = "std")]
+pub mod clock;
 pub mod codec;
 pub mod envelope;
 pub mod genesis;
@@ -34,6 +38,8 @@ pub mod light;
 pub mod merkle;
 pub mod rpc;
 pub mod state;
+#[cfg(feature = "std")]
+pub mod sync;
 pub mod tx;
 
 pub use block::{Block, BlockHeader, CertifiedBlock, CommitCertificate};

@@ -1,12 +1,15 @@
 //! Live events: what a committed block did, for the dashboard and for scripts
 //! (`GET /v1/events`, Server-Sent Events).
 //!
-//! The node calls [`Shared::publish_block`] once per committed block. It sends, on a bounded
-//! broadcast channel ([`EVENT_QUEUE`] events), one [`Event::Block`], then one [`Event::Anchor`]
-//! per anchor and one [`Event::Quarantine`] per revocation (by the admin, or by committed
-//! evidence), in block order. Every transaction in a certified block applied (a block with a
-//! rejected transaction is never certified), so nothing here re-checks them. A subscriber that
-//! falls more than [`EVENT_QUEUE`] events behind loses the oldest and is told how many.
+//! Owner: the [`EventHub`], a small type around a bounded broadcast channel (no lock of ours).
+//! The node's follower of committed heights ([`crate::follower`]) calls
+//! [`EventHub::publish_block`] once per committed block, in height order, with no height
+//! skipped: it sends one [`Event::Block`], then one [`Event::Anchor`] per anchor and one
+//! [`Event::Quarantine`] per revocation (by the admin, or by committed evidence), in block
+//! order. Every transaction in a certified block applied (a block with a rejected transaction is
+//! never certified), so nothing here re-checks them. The channel holds [`EVENT_QUEUE`] events: a
+//! subscriber that falls further behind loses the oldest and is told how many; publishing never
+//! waits for a subscriber.
 //!
 //! ```
 //! use meshward_node::events::Event;
@@ -19,7 +22,7 @@ use meshward_core::tx::{Evidence, Recipient, TxBody};
 use meshward_core::CertifiedBlock;
 use serde::Serialize;
 
-use crate::Shared;
+use tokio::sync::broadcast;
 
 /// Events a subscriber may lag behind before it loses the oldest.
 pub const EVENT_QUEUE: usize = 1024;
@@ -122,17 +125,45 @@ impl Event {
     }
 }
 
-impl Shared {
-    /// Publishes what a committed block did to every `GET /v1/events` subscriber. Cheap and
-    /// never blocks: with no subscriber the events are dropped, and a slow subscriber loses the
-    /// oldest ones (it is told how many).
+/// Live ledger events for `GET /v1/events` subscribers.
+pub struct EventHub {
+    sender: broadcast::Sender<Event>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventHub {
+    /// A hub whose subscribers may lag [`EVENT_QUEUE`] events.
+    pub fn new() -> Self {
+        EventHub {
+            sender: broadcast::channel(EVENT_QUEUE).0,
+        }
+    }
+
+    /// Publishes what a committed block did to every subscriber. Cheap and never blocks: with
+    /// no subscriber the events are dropped, and a slow subscriber loses the oldest ones (it is
+    /// told how many).
     pub fn publish_block(&self, block: &CertifiedBlock) {
-        if self.events.receiver_count() == 0 {
+        if self.sender.receiver_count() == 0 {
             return;
         }
         for ev in Event::from_block(block) {
             // Fails only when every subscriber has gone since the check: nothing to do.
-            let _ = self.events.send(ev);
+            let _ = self.sender.send(ev);
         }
+    }
+
+    /// A new subscription.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.sender.subscribe()
+    }
+
+    /// How many subscribers there are.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
     }
 }

@@ -7,7 +7,11 @@
 //! evicted on commit.
 //!
 //! It is shared between the API and gossip (which insert) and consensus (which reaps), so it
-//! sits behind one `Mutex`; every operation holds it briefly and does no I/O.
+//! is a small type with one `Mutex` inside. Discipline: every operation takes the lock for one
+//! step over in-memory maps and does no I/O under it. Signature checks, the costly part of
+//! admission, run between `precheck`'s lock and `admit`'s, without it, so
+//! a batch verification never stalls consensus reaping. Callers that read the ledger take its
+//! read guard first and the mempool lock second, never the other way round.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
@@ -140,8 +144,7 @@ impl Mempool {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves plain data behind; keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        meshward_core::sync::lock(&self.inner, "mempool")
     }
 
     pub fn len(&self) -> usize {

@@ -16,6 +16,11 @@ pub struct Metrics {
     pub mempool_txs: Gauge,
     pub finality_latency: Histogram,
     pub rejected_txs: Counter,
+    /// The height up to which committed blocks were applied to the connection gate.
+    pub gate_applied_height: Gauge,
+    /// Consensus events the event loop missed because it fell behind (harmless: see
+    /// `follower`).
+    pub consensus_events_lagged: Counter,
 }
 
 impl Default for Metrics {
@@ -33,6 +38,8 @@ impl Metrics {
         let peers = Gauge::default();
         let mempool_txs = Gauge::default();
         let rejected_txs = Counter::default();
+        let gate_applied_height = Gauge::default();
+        let consensus_events_lagged = Counter::default();
         // 1 ms to about 16 s.
         let finality_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
         registry.register(
@@ -66,8 +73,20 @@ impl Metrics {
             "Time from a transaction's arrival at this node to its block's finalisation",
             finality_latency.clone(),
         );
+        registry.register(
+            "meshward_gate_applied_height",
+            "Height up to which committed revocations were applied to the connection gate",
+            gate_applied_height.clone(),
+        );
+        registry.register(
+            "meshward_node_consensus_events_lagged",
+            "Consensus events the node's event loop missed because it fell behind",
+            consensus_events_lagged.clone(),
+        );
         Metrics {
             registry,
+            gate_applied_height,
+            consensus_events_lagged,
             height,
             finalized_txs,
             round_timeouts,

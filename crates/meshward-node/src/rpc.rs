@@ -8,8 +8,7 @@
 //! its `PeerId` (Noise-authenticated), which is a device's current signing key, so a device can
 //! only fetch and acknowledge its own mailbox.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use meshward_core::codec::{Decode, Encode};
@@ -26,46 +25,19 @@ use meshward_core::Reject;
 use meshward_net::{Net, PeerId};
 use tracing::{debug, info};
 
+use crate::mailboxes::MailboxRefusal;
 use crate::mempool::AdmitError;
-use crate::Shared;
+use crate::Gateway;
 
 /// How long a gateway waits for other gateways to take a replica.
 pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(3);
-/// Envelope commitments remembered to refuse a replayed deposit.
-pub const SEEN_ENVELOPES: usize = 65_536;
 
-/// The gateway's request handler: cheap to clone, one per request task.
+/// The gateway's request handler: cheap to clone, one per request task. It owns nothing: the
+/// ledger, admission and mailboxes it answers from are the gateway's components.
 #[derive(Clone)]
 pub struct RpcHandler {
-    shared: Arc<Shared>,
+    gw: Arc<Gateway>,
     net: Net,
-    seen: Arc<Mutex<Seen>>,
-}
-
-#[derive(Default)]
-struct Seen {
-    set: HashSet<Hash>,
-    order: VecDeque<Hash>,
-}
-
-impl Seen {
-    /// Records `h`; false if it was already there.
-    fn insert(&mut self, h: Hash) -> bool {
-        if !self.set.insert(h) {
-            return false;
-        }
-        self.order.push_back(h);
-        while self.order.len() > SEEN_ENVELOPES {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
-    }
-
-    fn forget(&mut self, h: &Hash) {
-        self.set.remove(h);
-    }
 }
 
 /// The account a peer's key signs for now: a device that never rotated signs with its id, one
@@ -132,12 +104,9 @@ impl From<Refusal> for Response {
 }
 
 impl RpcHandler {
-    pub fn new(shared: Arc<Shared>, net: Net) -> Self {
-        RpcHandler {
-            shared,
-            net,
-            seen: Arc::default(),
-        }
+    /// A handler answering from `gw`'s components, replicating over `net`.
+    pub fn new(gw: Arc<Gateway>, net: Net) -> Self {
+        RpcHandler { gw, net }
     }
 
     /// Answers one request from `from`.
@@ -149,13 +118,13 @@ impl RpcHandler {
         match req {
             Request::Deliver(_) => refuse("unsupported", "gateways do not take direct envelopes"),
             Request::Deposit(env) => self.deposit(env).await,
-            Request::Replicate(env) => self.replicate(from, env),
+            Request::Replicate(env) => self.replicate(from, env).await,
             Request::Fetch { after, max } => self.fetch(from, after, max),
-            Request::AckMailbox { up_to } => self.ack_mailbox(from, up_to),
+            Request::AckMailbox { up_to } => self.ack_mailbox(from, up_to).await,
             Request::SubmitTx(tx) => self.submit(tx),
             Request::Lookup(key) => self.lookup(&key).await,
             Request::Group(g) => {
-                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                let store = self.gw.ledger.read();
                 let st = store.state();
                 Response::Group(st.group(&g).map(|grp| {
                     GroupInfo {
@@ -174,16 +143,16 @@ impl RpcHandler {
                 }))
             }
             Request::Policy => {
-                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                let store = self.gw.ledger.read();
                 Response::Policy(store.state().policy().allow.clone())
             }
             Request::TxStatus(id) => self.tx_status(&id),
             Request::NextSeq(k) => {
-                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
-                Response::NextSeq(self.shared.mempool.next_seq(store.state(), &k))
+                let store = self.gw.ledger.read();
+                Response::NextSeq(self.gw.pool.mempool().next_seq(store.state(), &k))
             }
             Request::Info => {
-                let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+                let store = self.gw.ledger.read();
                 Response::Info {
                     chain_id: store.genesis().chain_id.clone(),
                     height: store.tip().map_or(0, |(h, _)| h),
@@ -194,7 +163,7 @@ impl RpcHandler {
 
     /// Checks an envelope against the ledger; returns the recipient's account id.
     fn check_envelope(&self, env: &Envelope) -> Result<PublicKey, Refusal> {
-        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = self.gw.ledger.read();
         let st = store.state();
         let sender = account_of(st, &env.sender)
             .ok_or_else(|| refusal("unknown_sender", "the sender is not an enrolled device"))?;
@@ -234,43 +203,32 @@ impl RpcHandler {
     }
 
     /// Checks and stores an envelope once; the error response otherwise.
-    fn store_envelope(&self, env: &Envelope) -> Result<(), Refusal> {
+    async fn store_envelope(&self, env: &Envelope) -> Result<(), Refusal> {
         let recipient = self.check_envelope(env)?;
         let c = env.commitment();
-        if !self
-            .seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(c)
+        match self
+            .gw
+            .mailboxes
+            .deposit(recipient, c, env.to_bytes())
+            .await
         {
-            return Err(refusal(
-                "replay",
-                "this envelope was already deposited here",
-            ));
-        }
-        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
-        match store.mailbox_put(&recipient, &env.to_bytes()) {
             Ok(n) => {
                 debug!(recipient = %recipient, commitment = %c, mailbox_seq = n, "envelope stored");
                 Ok(())
             }
-            Err(e) => {
-                self.seen
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forget(&c);
-                Err(refusal("mailbox_full", e))
-            }
+            Err(e @ MailboxRefusal::Replay) => Err(refusal("replay", e)),
+            Err(e @ (MailboxRefusal::Busy | MailboxRefusal::Stopped)) => Err(refusal("busy", e)),
+            Err(MailboxRefusal::Store(e)) => Err(refusal("mailbox_full", e)),
         }
     }
 
     async fn deposit(&self, env: Envelope) -> Response {
-        if let Err(r) = self.store_envelope(&env) {
+        if let Err(r) = self.store_envelope(&env).await {
             return r.into();
         }
         // Copy it to the other gateways so the mailbox survives this one.
         let others: Vec<PeerId> = {
-            let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+            let store = self.gw.ledger.read();
             store
                 .state()
                 .validators()
@@ -303,16 +261,16 @@ impl RpcHandler {
         }
     }
 
-    fn replicate(&self, from: PeerId, env: Envelope) -> Response {
+    async fn replicate(&self, from: PeerId, env: Envelope) -> Response {
         let is_validator = {
-            let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+            let store = self.gw.ledger.read();
             meshward_net::public_key_of(&from)
                 .is_some_and(|k| store.state().validators().power_of(&k).is_some())
         };
         if !is_validator {
             return refuse("not_a_gateway", "only gateways replicate mailboxes");
         }
-        match self.store_envelope(&env) {
+        match self.store_envelope(&env).await {
             Ok(()) => Response::Stored { replicas: 1 },
             Err(r) => r.into(),
         }
@@ -322,7 +280,7 @@ impl RpcHandler {
     fn requester(&self, from: &PeerId) -> Result<PublicKey, Refusal> {
         let key = meshward_net::public_key_of(from)
             .ok_or_else(|| refusal("unknown_device", "the peer id is not an Ed25519 key"))?;
-        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = self.gw.ledger.read();
         let acc = account_of(store.state(), &key)
             .filter(|a| a.device.is_some())
             .ok_or_else(|| refusal("unknown_device", "the peer is not an enrolled device"))?;
@@ -337,8 +295,11 @@ impl RpcHandler {
             Ok(a) => a,
             Err(r) => return r.into(),
         };
-        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
-        let list = match store.mailbox_list(&me, after, max.min(MAX_FETCH) as usize) {
+        let list = match self
+            .gw
+            .mailboxes
+            .list(&me, after, max.min(MAX_FETCH) as usize)
+        {
             Ok(l) => l,
             Err(e) => return refuse("storage", e),
         };
@@ -359,20 +320,20 @@ impl RpcHandler {
         Response::Envelopes(out)
     }
 
-    fn ack_mailbox(&self, from: PeerId, up_to: u64) -> Response {
+    async fn ack_mailbox(&self, from: PeerId, up_to: u64) -> Response {
         let me = match self.requester(&from) {
             Ok(a) => a,
             Err(r) => return r.into(),
         };
-        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
-        match store.mailbox_ack(&me, up_to) {
+        match self.gw.mailboxes.ack(me, up_to).await {
             Ok(n) => Response::Acked { removed: n as u64 },
+            Err(e @ (MailboxRefusal::Busy | MailboxRefusal::Stopped)) => refuse("busy", e),
             Err(e) => refuse("storage", e),
         }
     }
 
     fn submit(&self, tx: Tx) -> Response {
-        match self.shared.submit(tx.clone(), true) {
+        match self.gw.pool.submit(tx.clone(), true) {
             Ok(id) => Response::TxAccepted(id),
             Err(AdmitError::Duplicate) => Response::TxAccepted(tx.id()),
             Err(e) => refuse(admit_code(&e), e),
@@ -381,7 +342,7 @@ impl RpcHandler {
 
     async fn lookup(&self, key: &PublicKey) -> Response {
         let info = {
-            let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+            let store = self.gw.ledger.read();
             let st = store.state();
             let acc = st.account(key).or_else(|| account_of(st, key));
             acc.and_then(|a| {
@@ -416,13 +377,13 @@ impl RpcHandler {
     }
 
     fn tx_status(&self, id: &Hash) -> Response {
-        if self.shared.mempool.contains(id) {
+        if self.gw.pool.contains(id) {
             return Response::TxStatus(TxState::Pending);
         }
-        let store = self.shared.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = self.gw.ledger.read();
         match store.tx_location(id) {
             Ok(Some((height, _))) => Response::TxStatus(TxState::Committed { height }),
-            Ok(None) => match self.shared.rejection(id) {
+            Ok(None) => match self.gw.pool.rejection(id) {
                 Some(reason) => Response::TxStatus(TxState::Rejected { reason }),
                 None => Response::TxStatus(TxState::Unknown),
             },

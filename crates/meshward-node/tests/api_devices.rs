@@ -8,7 +8,7 @@
 //! - block 4: d1 rotates its keys;
 //! - block 5: d0 reports d3's equivocation, which revokes d3.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -27,10 +27,14 @@ use meshward_core::tx::{rotate_body, Anchor, Evidence, Recipient, Tx, TxBody};
 use meshward_core::CertifiedBlock;
 use meshward_node::api::{self, ROUTES};
 use meshward_node::events::Event;
+use meshward_node::ledger::Ledger;
+use meshward_node::mailboxes::Mailboxes;
 use meshward_node::mempool::{Mempool, MempoolLimits};
 use meshward_node::metrics::Metrics;
-use meshward_node::Shared;
+use meshward_node::txpool::TxPool;
+use meshward_node::{ApiToken, Gateway, NodeIdentity};
 use meshward_store::synth::{Synth, SYNTH_CHAIN_ID};
+use meshward_store::MailboxLimits;
 use rand::rngs::OsRng;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -40,7 +44,7 @@ const TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 
 struct Fx {
     _dir: tempfile::TempDir,
-    shared: Arc<Shared>,
+    gw: Arc<Gateway>,
     router: Router,
     genesis: Genesis,
     devices: Vec<Keypair>,
@@ -56,6 +60,11 @@ fn certify(validators: &[SignKey], h: &BlockHeader) -> CommitCertificate {
 }
 
 fn fixture() -> Fx {
+    fixture_with_mesh(Vec::new())
+}
+
+/// The fixture, with the mesh addresses the node reports.
+fn fixture_with_mesh(mesh_addrs: Vec<String>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let mut synth = Synth::create(dir.path(), 4).unwrap();
     synth.write_blocks(1, 0).unwrap();
@@ -139,18 +148,35 @@ fn fixture() -> Fx {
     build(&mut store, &mut blocks, evidence);
 
     let (gossip, _) = tokio::sync::mpsc::channel(16);
-    let shared = Arc::new(Shared::new(
-        Arc::new(RwLock::new(store)),
-        Arc::new(Mempool::new(MempoolLimits::default())),
-        Arc::new(Metrics::new()),
-        validators[0].public(),
-        TOKEN.into(),
+    let ledger = Ledger::new(store);
+    let metrics = Arc::new(Metrics::new());
+    let pool = Arc::new(TxPool::new(
+        ledger.clone(),
+        Mempool::new(MempoolLimits::default()),
         gossip,
+        None,
+        metrics.clone(),
     ));
-    let router = api::router(shared.clone());
+    let (mailboxes, _writer) = Mailboxes::open(
+        &dir.path().join(meshward_node::MAILBOX_FILE_NAME),
+        MailboxLimits::default(),
+    )
+    .unwrap();
+    let gw = Arc::new(Gateway::new(
+        ledger,
+        pool,
+        mailboxes,
+        metrics,
+        NodeIdentity {
+            id: validators[0].public(),
+            mesh_addrs,
+        },
+        ApiToken::new(TOKEN).unwrap(),
+    ));
+    let router = api::router(gw.clone());
     Fx {
         _dir: dir,
-        shared,
+        gw,
         router,
         genesis,
         devices,
@@ -203,7 +229,7 @@ impl Fx {
     async fn nonce(&self) -> [u8; 32] {
         let (status, v) = self.post("/v1/challenge", json!({})).await;
         assert_eq!(status, StatusCode::OK, "{v}");
-        assert!(v["expires_ms"].as_u64().unwrap() > api::now_ms());
+        assert!(v["expires_ms"].as_u64().unwrap() > meshward_core::clock::now_ms());
         hex::decode_array(v["nonce"].as_str().unwrap()).unwrap()
     }
 
@@ -225,13 +251,19 @@ impl Fx {
     }
 
     fn waiting(&self, device: &Keypair) -> usize {
-        let store = self.shared.store.read().unwrap();
-        store.mailbox_list(&device.id(), 0, 1024).unwrap().len()
+        self.gw.mailboxes.list(&device.id(), 0, 1024).unwrap().len()
     }
 
-    fn put(&self, device: &Keypair, envelope: &[u8]) -> u64 {
-        let store = self.shared.store.read().unwrap();
-        store.mailbox_put(&device.id(), envelope).unwrap()
+    /// Stores `envelope` for `device` through the mailbox writer, as a deposit would.
+    async fn put(&self, device: &Keypair, envelope: &[u8]) -> u64 {
+        // A fresh commitment each time: the writer refuses a replayed one.
+        let mut c = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut OsRng, &mut c);
+        self.gw
+            .mailboxes
+            .deposit(device.id(), Hash(c), envelope.to_vec())
+            .await
+            .unwrap()
     }
 }
 
@@ -273,9 +305,9 @@ async fn serve(router: Router) -> std::net::SocketAddr {
 async fn device_fetches_and_acks_its_mailbox_over_tcp() {
     let fx = fixture();
     let d0 = &fx.devices[0];
-    let s1 = fx.put(d0, b"first envelope");
-    let s2 = fx.put(d0, b"second envelope");
-    fx.put(&fx.devices[1], b"someone else's");
+    let s1 = fx.put(d0, b"first envelope").await;
+    let s2 = fx.put(d0, b"second envelope").await;
+    fx.put(&fx.devices[1], b"someone else's").await;
     let addr = serve(fx.router.clone()).await;
 
     let (status, ch) = http(addr, "POST", "/v1/challenge", &json!({})).await;
@@ -327,7 +359,7 @@ async fn device_fetches_and_acks_its_mailbox_over_tcp() {
 async fn reused_nonce_is_stale_and_removes_nothing() {
     let fx = fixture();
     let d0 = &fx.devices[0];
-    let seq = fx.put(d0, b"env");
+    let seq = fx.put(d0, b"env").await;
     let nonce = fx.nonce().await;
     let fetch = Fx::with(
         fx.credential(d0, &d0.sign, &nonce, "mailbox/fetch"),
@@ -360,8 +392,8 @@ async fn reused_nonce_is_stale_and_removes_nothing() {
 async fn expired_nonce_is_stale_and_removes_nothing() {
     let fx = fixture();
     let d0 = &fx.devices[0];
-    let seq = fx.put(d0, b"env");
-    fx.shared.challenges.set_ttl(Duration::ZERO);
+    let seq = fx.put(d0, b"env").await;
+    fx.gw.challenges.set_ttl(Duration::ZERO);
     let nonce = fx.nonce_allowing_expired().await;
     let ack = Fx::with(
         fx.credential(d0, &d0.sign, &nonce, "mailbox/ack"),
@@ -371,7 +403,7 @@ async fn expired_nonce_is_stale_and_removes_nothing() {
     assert_error(&r, StatusCode::UNAUTHORIZED, "stale_challenge");
     assert_eq!(fx.waiting(d0), 1);
     // With the normal lifetime the same request shape works.
-    fx.shared.challenges.set_ttl(Duration::from_secs(60));
+    fx.gw.challenges.set_ttl(Duration::from_secs(60));
     let nonce = fx.nonce().await;
     let ack = Fx::with(
         fx.credential(d0, &d0.sign, &nonce, "mailbox/ack"),
@@ -395,7 +427,7 @@ impl Fx {
 async fn wrong_signature_is_refused_and_spends_the_nonce() {
     let fx = fixture();
     let d0 = &fx.devices[0];
-    let seq = fx.put(d0, b"env");
+    let seq = fx.put(d0, b"env").await;
     let stranger = Keypair::generate(&mut OsRng);
     // Another key; the right key over the wrong action; over another chain id.
     for (key, action, chain) in [
@@ -440,7 +472,7 @@ async fn unknown_and_revoked_devices_are_forbidden() {
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "unknown_device");
     // A validator has an account but is not a device.
-    let store_validator = fx.shared.node_id;
+    let store_validator = fx.gw.identity.id;
     let mut cred = fx.credential(&stranger, &stranger.sign, &nonce, "mailbox/fetch");
     cred["device"] = json!(store_validator.peer_id());
     let r = fx
@@ -450,7 +482,7 @@ async fn unknown_and_revoked_devices_are_forbidden() {
 
     for (i, reason) in [(2, "stolen"), (3, "equivocation")] {
         let d = &fx.devices[i];
-        let seq = fx.put(d, b"for a revoked device");
+        let seq = fx.put(d, b"for a revoked device").await;
         let nonce = fx.nonce().await;
         let cred = fx.credential(d, &d.sign, &nonce, "mailbox/ack");
         let r = fx
@@ -466,7 +498,7 @@ async fn unknown_and_revoked_devices_are_forbidden() {
 async fn rotated_device_signs_with_its_current_key() {
     let fx = fixture();
     let d1 = &fx.devices[1];
-    fx.put(d1, b"env");
+    fx.put(d1, b"env").await;
     let nonce = fx.nonce().await;
     let old = fx.credential(d1, &d1.sign, &nonce, "mailbox/fetch");
     let r = fx.post("/v1/mailbox/fetch", Fx::with(old, json!({}))).await;
@@ -482,7 +514,7 @@ async fn rotated_device_signs_with_its_current_key() {
 async fn malformed_device_requests_get_json_400s_and_keep_the_nonce() {
     let fx = fixture();
     let d0 = &fx.devices[0];
-    let seq = fx.put(d0, b"env");
+    let seq = fx.put(d0, b"env").await;
     let nonce = fx.nonce().await;
     let good = Fx::with(
         fx.credential(d0, &d0.sign, &nonce, "mailbox/ack"),
@@ -654,7 +686,7 @@ async fn devices_are_listed_paged_and_fetched() {
     let r = fx.get(&format!("/v1/devices/{stranger}")).await;
     assert_error(&r, StatusCode::NOT_FOUND, "unknown_device");
     let r = fx
-        .get(&format!("/v1/devices/{}", fx.shared.node_id.peer_id()))
+        .get(&format!("/v1/devices/{}", fx.gw.identity.id.peer_id()))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "unknown_device");
     let r = fx.get("/v1/devices/not-a-peer-id").await;
@@ -670,7 +702,7 @@ async fn group_shows_members_and_their_keys_for_rekeying() {
     assert_eq!(status, StatusCode::OK, "{g}");
     assert_eq!(g["name"], "fleet-0");
     let state_group = {
-        let store = fx.shared.store.read().unwrap();
+        let store = fx.gw.ledger.read();
         store
             .state()
             .group(&meshward_core::tx::GroupName::new("fleet-0").unwrap())
@@ -859,13 +891,13 @@ async fn event_stream_delivers_published_blocks() {
         .unwrap();
     // Wait until the handler has subscribed.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fx.shared.events.receiver_count() == 0 {
+    while fx.gw.events.subscribers() == 0 {
         assert!(Instant::now() < deadline, "no subscriber after 10 s");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     // Block 2 (anchors, filtered out), then block 3 (a revocation).
-    fx.shared.publish_block(&fx.blocks[0]);
-    fx.shared.publish_block(&fx.blocks[1]);
+    fx.gw.events.publish_block(&fx.blocks[0]);
+    fx.gw.events.publish_block(&fx.blocks[1]);
     let events = read_events(&mut s, 3).await;
     let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(kinds, ["block", "block", "quarantine"]);
@@ -887,10 +919,10 @@ async fn event_stream_delivers_published_blocks() {
 async fn status_reports_peer_id_and_mesh_addrs() {
     let fx = fixture();
     let (_, v) = fx.get("/v1/status").await;
-    assert_eq!(v["peer_id"], fx.shared.node_id.peer_id());
+    assert_eq!(v["peer_id"], fx.gw.identity.id.peer_id());
     assert_eq!(v["mesh_addrs"], json!([]));
     assert_eq!(v["height"], 5);
-    *fx.shared.mesh_addrs.write().unwrap() = vec!["/ip4/127.0.0.1/tcp/7800".into()];
+    let fx = fixture_with_mesh(vec!["/ip4/127.0.0.1/tcp/7800".into()]);
     let (_, v) = fx.get("/v1/status").await;
     assert_eq!(v["mesh_addrs"], json!(["/ip4/127.0.0.1/tcp/7800"]));
 }

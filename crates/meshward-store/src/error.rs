@@ -159,20 +159,38 @@ pub enum ReadError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MailboxError {
+    /// The envelope is over [`crate::MailboxLimits::max_envelope_bytes`].
     #[error("envelope of {len} bytes is over the mailbox limit of {max} bytes (send it directly, or split it)")]
     TooLarge { len: usize, max: usize },
+    /// The recipient already has [`crate::MailboxLimits::max_per_recipient`] envelopes waiting.
     #[error("mailbox of {recipient} is full: {limit} envelopes wait (the device must fetch and acknowledge them first)")]
     RecipientFull { recipient: PublicKey, limit: u32 },
-    #[error("store mailboxes are full: {envelopes} envelopes of {bytes} bytes wait, limits are {max_envelopes} envelopes and {max_bytes} bytes (retry once devices fetch theirs)")]
+    /// The whole file is at one of its totals.
+    #[error("mailboxes are full: {envelopes} envelopes of {bytes} bytes wait, limits are {max_envelopes} envelopes and {max_bytes} bytes (retry once devices fetch theirs)")]
     StoreFull {
         envelopes: u64,
         bytes: u64,
         max_envelopes: u64,
         max_bytes: u64,
     },
-    #[error("store at {} has a missing or invalid {what} (run meshward store verify --dir {})", path.display(), dir_of(path).display())]
+    /// The mailbox file could not be opened or created.
+    #[error("cannot open the mailbox database {}: {source} (check the data dir's free space and permissions; if the file is damaged, move it aside to start with empty mailboxes)", path.display())]
+    Open {
+        path: PathBuf,
+        source: Box<redb::Error>,
+    },
+    /// The mailbox file has another format version.
+    #[error("mailbox database {} has format version {found}, this meshward reads version {supported} (use the meshward release that wrote it)", path.display())]
+    Version {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    /// A counter or load row is missing or malformed.
+    #[error("mailbox database {} has a missing or invalid {what} (move the file aside to start with empty mailboxes)", path.display())]
     Corrupt { path: PathBuf, what: &'static str },
-    #[error("mailbox of store at {} failed: {source} (check free space and permissions, then retry)", path.display())]
+    /// redb failed (I/O, disk full, damage).
+    #[error("mailbox database {} failed: {source} (check free space and permissions, then retry)", path.display())]
     Storage {
         path: PathBuf,
         source: Box<redb::Error>,

@@ -1,4 +1,5 @@
-//! The on-disk format: one redb file, its tables, meta keys and limits.
+//! The on-disk formats: the chain store (`meshward.redb`) and the mailbox file
+//! (`mailbox.redb`), their tables, meta keys and limits.
 //!
 //! This module is the reference for `docs/FORMATS.md` ("Store"). Everything here is part of the
 //! format: changing a table's name or types, or the encoding of a meta value, needs a new
@@ -27,9 +28,23 @@
 //! `commitments` keeps the first anchor of a commitment: a later anchor of the same commitment
 //! does not move the row. `handoffs` lists every `ValidatorSetChange`, for light-client proofs.
 //!
-//! Mailbox sequence numbers come from one store-wide counter (`META_MAILBOX_NEXT_SEQ`), so they
+//! The chain store still creates `mailbox`, `mailbox_load` and the `mailbox_*` meta keys, as
+//! format version 1 always did, but nothing writes them any more: a store written before
+//! mailboxes moved out may hold envelopes there, and
+//! [`MailboxStore::adopt_legacy`](crate::MailboxStore::adopt_legacy) moves them into the mailbox
+//! file on the node's next start.
+//!
+//! # The mailbox file (`mailbox.redb`), format version [`MAILBOX_FORMAT_VERSION`]
+//!
+//! | table          | key                              | value                                   |
+//! |----------------|----------------------------------|-----------------------------------------|
+//! | `mailbox`      | `([u8; 32] recipient, u64 seq)`  | envelope bytes                          |
+//! | `mailbox_load` | `[u8; 32] recipient`             | `(u32 envelopes, u64 bytes)` waiting    |
+//! | `meta`         | `&str` name                      | `format_version` (`u32` BE), `mailbox_next_seq`, `mailbox_envelopes`, `mailbox_bytes` (`u64` BE) |
+//!
+//! Mailbox sequence numbers come from one file-wide counter (`META_MAILBOX_NEXT_SEQ`), so they
 //! increase for every recipient and are never reused, even after a recipient's mailbox empties and
-//! its `mailbox_load` row is deleted.
+//! its `mailbox_load` row is deleted. Every put and ack is one durable write transaction.
 
 use redb::TableDefinition;
 
@@ -38,6 +53,12 @@ pub const FORMAT_VERSION: u32 = 1;
 
 /// The store's file name inside a data dir.
 pub const FILE_NAME: &str = "meshward.redb";
+
+/// Version of the mailbox file's format, stored under [`META_FORMAT_VERSION`] in its `meta`.
+pub const MAILBOX_FORMAT_VERSION: u32 = 1;
+
+/// The mailbox file's name inside a data dir.
+pub const MAILBOX_FILE_NAME: &str = "mailbox.redb";
 
 /// Encoded certified blocks by height.
 pub const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -54,7 +75,7 @@ pub const HANDOFFS: TableDefinition<(u64, u32), ()> = TableDefinition::new("hand
 pub const STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("state");
 /// Store-wide values, see the `META_*` keys.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// Envelopes waiting for offline devices, by (recipient, seq).
+/// Envelopes waiting for offline devices, by (recipient, seq) (in the mailbox file).
 pub const MAILBOX: TableDefinition<(&[u8; 32], u64), &[u8]> = TableDefinition::new("mailbox");
 /// What each recipient has waiting: (envelopes, bytes). No row means nothing waits.
 pub const MAILBOX_LOAD: TableDefinition<&[u8; 32], (u32, u64)> =
@@ -78,9 +99,9 @@ pub const META_MAILBOX_BYTES: &str = "mailbox_bytes";
 pub const MAILBOX_MAX_ENVELOPE_BYTES: usize = meshward_core::envelope::MAX_CIPHERTEXT_BYTES + 1024;
 /// Most envelopes waiting for one recipient, by default.
 pub const MAILBOX_MAX_PER_RECIPIENT: u32 = 1024;
-/// Most envelopes waiting in the whole store, by default.
+/// Most envelopes waiting in the whole mailbox file, by default.
 pub const MAILBOX_MAX_TOTAL_ENVELOPES: u64 = 65_536;
-/// Most envelope bytes waiting in the whole store, by default (256 MiB).
+/// Most envelope bytes waiting in the whole mailbox file, by default (256 MiB).
 pub const MAILBOX_MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
 
 /// redb's page cache, in bytes. The cache only holds pages that were read or written, so this is

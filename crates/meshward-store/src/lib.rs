@@ -1,5 +1,6 @@
-//! Meshward's embedded storage: the certified chain, the ledger state after it, hash and anchor
-//! indexes, and mailboxes for offline devices, in one redb file per node.
+//! Meshward's embedded storage: the certified chain, the ledger state after it and the hash and
+//! anchor indexes in one redb file per node ([`Store`]), and mailboxes for offline devices in a
+//! second one ([`MailboxStore`]), so that the chain file has one writer.
 //!
 //! Blocks arrive three ways: [`Store::apply_block`] checks and executes a block certified by
 //! others (sync, replay); [`Store::commit_decided`] stores a decided block with the state delta
@@ -61,6 +62,6 @@ pub mod synth;
 mod verify;
 
 pub use error::{ApplyError, Corruption, MailboxError, OpenError, ReadError, VerifyError};
-pub use mailbox::{MailboxLimits, MailboxStats};
+pub use mailbox::{MailboxLimits, MailboxStats, MailboxStore};
 pub use store::Store;
 pub use verify::{verify_chain, VerifyReport};

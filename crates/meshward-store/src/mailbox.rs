@@ -1,20 +1,48 @@
-//! Mailboxes: envelopes waiting in the store for devices that are offline.
+//! Mailboxes: envelopes waiting for devices that are offline, in a redb file of their own
+//! (`mailbox.redb` in the data dir), apart from the chain.
 //!
-//! Each envelope gets a sequence number from one store-wide counter, so a recipient's envelopes
+//! Why a file of its own: the chain store has one writer, consensus, and its file holds only
+//! what consensus decided. Mailboxes are node-local and written by the gateway as devices
+//! deposit and acknowledge; in one file, every mailbox write (an fsynced redb commit) would
+//! queue with block commits behind redb's single writer, and a mailbox fault would sit beside
+//! the chain. Format version 1 chain stores created their own (now unused) mailbox tables;
+//! [`MailboxStore::adopt_legacy`] moves whatever such a store still holds into the mailbox file,
+//! once, at start.
+//!
+//! Each envelope gets a sequence number from one file-wide counter, so a recipient's envelopes
 //! come in increasing order and a number is never reused, even after acknowledgement. A device
 //! lists what waits after the last number it has seen, then acknowledges up to the last one it
 //! keeps. Every mailbox is bounded ([`MailboxLimits`]): what a peer asks us to hold is hostile
 //! until the device fetches it.
+//!
+//! A [`MailboxStore`] may be shared between threads: reads are redb read transactions and run
+//! concurrently; writes are serialised by redb. The node gives all writes to one thread.
+//!
+//! ```
+//! use meshward_store::MailboxStore;
+//! let dir = tempfile::tempdir()?;
+//! let mb = MailboxStore::open(dir.path().join("mailbox.redb"))?;
+//! let device = meshward_core::PublicKey([7; 32]);
+//! let seq = mb.put(&device, b"sealed envelope")?;
+//! assert_eq!(mb.list(&device, 0, 10)?, vec![(seq, b"sealed envelope".to_vec())]);
+//! assert_eq!(mb.ack(&device, seq)?, 1);
+//! assert_eq!(mb.stats()?.envelopes, 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use meshward_core::ids::PublicKey;
-use redb::{ReadableDatabase, ReadableTable};
-use tracing::debug;
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use tracing::{debug, info};
 
 use crate::error::MailboxError;
 use crate::format::{
-    read_u64, u64_bytes, MAILBOX, MAILBOX_LOAD, MAILBOX_MAX_ENVELOPE_BYTES,
-    MAILBOX_MAX_PER_RECIPIENT, MAILBOX_MAX_TOTAL_BYTES, MAILBOX_MAX_TOTAL_ENVELOPES, META,
-    META_MAILBOX_BYTES, META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ,
+    read_u32, read_u64, u64_bytes, MAILBOX, MAILBOX_FORMAT_VERSION, MAILBOX_LOAD,
+    MAILBOX_MAX_ENVELOPE_BYTES, MAILBOX_MAX_PER_RECIPIENT, MAILBOX_MAX_TOTAL_BYTES,
+    MAILBOX_MAX_TOTAL_ENVELOPES, META, META_FORMAT_VERSION, META_MAILBOX_BYTES,
+    META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ,
 };
 use crate::store::Store;
 
@@ -25,9 +53,9 @@ pub struct MailboxLimits {
     pub max_envelope_bytes: usize,
     /// Most envelopes waiting for one recipient (default [`MAILBOX_MAX_PER_RECIPIENT`], 1024).
     pub max_per_recipient: u32,
-    /// Most envelopes waiting in the store (default [`MAILBOX_MAX_TOTAL_ENVELOPES`], 65 536).
+    /// Most envelopes waiting in the file (default [`MAILBOX_MAX_TOTAL_ENVELOPES`], 65 536).
     pub max_total_envelopes: u64,
-    /// Most envelope bytes waiting in the store (default [`MAILBOX_MAX_TOTAL_BYTES`], 256 MiB).
+    /// Most envelope bytes waiting in the file (default [`MAILBOX_MAX_TOTAL_BYTES`], 256 MiB).
     pub max_total_bytes: u64,
 }
 
@@ -45,11 +73,13 @@ impl Default for MailboxLimits {
 /// What waits in the mailboxes, over all recipients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MailboxStats {
+    /// Envelopes waiting.
     pub envelopes: u64,
+    /// Their bytes.
     pub bytes: u64,
 }
 
-/// A failure inside a mailbox operation, before the store's path is attached.
+/// A failure inside a mailbox operation, before the file's path is attached.
 enum Fail {
     Db(redb::Error),
     Mailbox(MailboxError),
@@ -65,43 +95,135 @@ impl From<MailboxError> for Fail {
     }
 }
 
-impl Store {
-    fn mailbox_error(&self, f: Fail) -> MailboxError {
-        match f {
-            Fail::Db(e) => MailboxError::Storage {
-                path: self.path.clone(),
-                source: Box::new(e),
-            },
-            Fail::Mailbox(e) => e,
-            Fail::Corrupt(what) => MailboxError::Corrupt {
-                path: self.path.clone(),
-                what,
-            },
+fn fail_to_error(path: &Path, f: Fail) -> MailboxError {
+    match f {
+        Fail::Db(e) => MailboxError::Storage {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        },
+        Fail::Mailbox(e) => e,
+        Fail::Corrupt(what) => MailboxError::Corrupt {
+            path: path.to_path_buf(),
+            what,
+        },
+    }
+}
+
+/// The node's mailbox database: one redb file, see the module doc.
+pub struct MailboxStore {
+    db: Database,
+    path: PathBuf,
+    limits: MailboxLimits,
+}
+
+impl std::fmt::Debug for MailboxStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailboxStore")
+            .field("path", &self.path)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn meta_u64(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &'static str,
+) -> Result<u64, Fail> {
+    meta.get(key)?
+        .and_then(|v| read_u64(v.value()))
+        .ok_or(Fail::Corrupt(key))
+}
+
+impl MailboxStore {
+    /// Opens the mailbox file at `path` (by convention `<data dir>/mailbox.redb`), creating it
+    /// if it does not exist. A file of another format version is refused.
+    pub fn open(path: impl AsRef<Path>) -> Result<MailboxStore, MailboxError> {
+        let path = path.as_ref().to_path_buf();
+        let db = crate::store::builder()
+            .create(&path)
+            .map_err(|e| MailboxError::Open {
+                path: path.clone(),
+                source: Box::new(e.into()),
+            })?;
+        let mb = MailboxStore {
+            db,
+            path,
+            limits: MailboxLimits::default(),
+        };
+        mb.init().map_err(|f| fail_to_error(&mb.path, f))?;
+        Ok(mb)
+    }
+
+    /// Writes the format version and counters into a new file; checks them in an old one. One
+    /// write transaction, so a crash leaves a file that is either new or initialised.
+    fn init(&self) -> Result<(), Fail> {
+        let wtx = self.db.begin_write()?;
+        let fresh = {
+            let mut meta = wtx.open_table(META)?;
+            let version = meta.get(META_FORMAT_VERSION)?.map(|v| read_u32(v.value()));
+            match version {
+                None => {
+                    meta.insert(
+                        META_FORMAT_VERSION,
+                        MAILBOX_FORMAT_VERSION.to_be_bytes().as_slice(),
+                    )?;
+                    meta.insert(META_MAILBOX_NEXT_SEQ, u64_bytes(1).as_slice())?;
+                    meta.insert(META_MAILBOX_ENVELOPES, u64_bytes(0).as_slice())?;
+                    meta.insert(META_MAILBOX_BYTES, u64_bytes(0).as_slice())?;
+                    // Create both tables now, so that readers never meet a missing one.
+                    wtx.open_table(MAILBOX)?;
+                    wtx.open_table(MAILBOX_LOAD)?;
+                    true
+                }
+                Some(Some(MAILBOX_FORMAT_VERSION)) => false,
+                Some(Some(v)) => {
+                    return Err(MailboxError::Version {
+                        path: self.path.clone(),
+                        found: v,
+                        supported: MAILBOX_FORMAT_VERSION,
+                    }
+                    .into())
+                }
+                Some(None) => return Err(Fail::Corrupt(META_FORMAT_VERSION)),
+            }
+        };
+        if fresh {
+            wtx.commit()?;
+            info!(path = %self.path.display(), "mailbox database created");
+        } else {
+            wtx.abort()?;
         }
+        Ok(())
     }
 
-    /// Replaces the mailbox limits. Lowering them never drops envelopes already stored; it
-    /// only refuses new ones until enough are acknowledged.
-    pub fn set_mailbox_limits(&mut self, limits: MailboxLimits) {
-        self.mailbox_limits = limits;
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
-    pub fn mailbox_limits(&self) -> MailboxLimits {
-        self.mailbox_limits
+    /// Replaces the limits. Lowering them never drops envelopes already stored; it only refuses
+    /// new ones until enough are acknowledged.
+    pub fn set_limits(&mut self, limits: MailboxLimits) {
+        self.limits = limits;
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> MailboxLimits {
+        self.limits
     }
 
     /// Stores an envelope for `recipient` and returns its sequence number. The caller checks
     /// that the recipient is an enrolled device; the store enforces the [`MailboxLimits`].
-    pub fn mailbox_put(&self, recipient: &PublicKey, envelope: &[u8]) -> Result<u64, MailboxError> {
+    pub fn put(&self, recipient: &PublicKey, envelope: &[u8]) -> Result<u64, MailboxError> {
         let seq = self
-            .mailbox_put_inner(recipient, envelope)
-            .map_err(|f| self.mailbox_error(f))?;
+            .put_inner(recipient, envelope)
+            .map_err(|f| fail_to_error(&self.path, f))?;
         debug!(recipient = %recipient, seq, bytes = envelope.len(), "mailbox envelope stored");
         Ok(seq)
     }
 
-    fn mailbox_put_inner(&self, recipient: &PublicKey, envelope: &[u8]) -> Result<u64, Fail> {
-        let limits = self.mailbox_limits;
+    fn put_inner(&self, recipient: &PublicKey, envelope: &[u8]) -> Result<u64, Fail> {
+        let limits = self.limits;
         if envelope.len() > limits.max_envelope_bytes {
             return Err(MailboxError::TooLarge {
                 len: envelope.len(),
@@ -122,14 +244,9 @@ impl Store {
                 .into());
             }
             let mut meta = wtx.open_table(META)?;
-            let meta_u64 = |key: &'static str| -> Result<u64, Fail> {
-                meta.get(key)?
-                    .and_then(|v| read_u64(v.value()))
-                    .ok_or(Fail::Corrupt(key))
-            };
-            let total = meta_u64(META_MAILBOX_ENVELOPES)?;
-            let total_bytes = meta_u64(META_MAILBOX_BYTES)?;
-            let seq = meta_u64(META_MAILBOX_NEXT_SEQ)?;
+            let total = meta_u64(&meta, META_MAILBOX_ENVELOPES)?;
+            let total_bytes = meta_u64(&meta, META_MAILBOX_BYTES)?;
+            let seq = meta_u64(&meta, META_MAILBOX_NEXT_SEQ)?;
             if total >= limits.max_total_envelopes
                 || total_bytes.saturating_add(len) > limits.max_total_bytes
             {
@@ -159,13 +276,13 @@ impl Store {
 
     /// Up to `max` envelopes waiting for `recipient` with a sequence number above `after_seq`,
     /// in order. `max` is capped at the per-recipient limit.
-    pub fn mailbox_list(
+    pub fn list(
         &self,
         recipient: &PublicKey,
         after_seq: u64,
         max: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, MailboxError> {
-        let max = max.min(self.mailbox_limits.max_per_recipient as usize);
+        let max = max.min(self.limits.max_per_recipient as usize);
         if max == 0 || after_seq == u64::MAX {
             return Ok(Vec::new());
         }
@@ -182,26 +299,22 @@ impl Store {
             }
             Ok(out)
         })()
-        .map_err(|f| self.mailbox_error(f))
+        .map_err(|f| fail_to_error(&self.path, f))
     }
 
     /// Removes every envelope for `recipient` with a sequence number up to `up_to_seq`, and
     /// returns how many were removed.
-    pub fn mailbox_ack(
-        &self,
-        recipient: &PublicKey,
-        up_to_seq: u64,
-    ) -> Result<usize, MailboxError> {
+    pub fn ack(&self, recipient: &PublicKey, up_to_seq: u64) -> Result<usize, MailboxError> {
         let removed = self
-            .mailbox_ack_inner(recipient, up_to_seq)
-            .map_err(|f| self.mailbox_error(f))?;
+            .ack_inner(recipient, up_to_seq)
+            .map_err(|f| fail_to_error(&self.path, f))?;
         if removed > 0 {
             debug!(recipient = %recipient, up_to_seq, removed, "mailbox envelopes acknowledged");
         }
         Ok(removed)
     }
 
-    fn mailbox_ack_inner(&self, recipient: &PublicKey, up_to_seq: u64) -> Result<usize, Fail> {
+    fn ack_inner(&self, recipient: &PublicKey, up_to_seq: u64) -> Result<usize, Fail> {
         if up_to_seq == 0 {
             return Ok(0);
         }
@@ -241,10 +354,7 @@ impl Store {
             }
             let mut meta = wtx.open_table(META)?;
             for (key, less) in [(META_MAILBOX_ENVELOPES, n), (META_MAILBOX_BYTES, freed)] {
-                let v = meta
-                    .get(key)?
-                    .and_then(|v| read_u64(v.value()))
-                    .ok_or(Fail::Corrupt(key))?;
+                let v = meta_u64(&meta, key)?;
                 meta.insert(key, u64_bytes(v.saturating_sub(less)).as_slice())?;
             }
         }
@@ -253,20 +363,117 @@ impl Store {
     }
 
     /// What waits in the mailboxes, over all recipients.
-    pub fn mailbox_stats(&self) -> Result<MailboxStats, MailboxError> {
+    pub fn stats(&self) -> Result<MailboxStats, MailboxError> {
         (|| -> Result<_, Fail> {
             let rtx = self.db.begin_read()?;
             let meta = rtx.open_table(META)?;
-            let get = |key: &'static str| -> Result<u64, Fail> {
-                meta.get(key)?
-                    .and_then(|v| read_u64(v.value()))
-                    .ok_or(Fail::Corrupt(key))
-            };
             Ok(MailboxStats {
-                envelopes: get(META_MAILBOX_ENVELOPES)?,
-                bytes: get(META_MAILBOX_BYTES)?,
+                envelopes: meta_u64(&meta, META_MAILBOX_ENVELOPES)?,
+                bytes: meta_u64(&meta, META_MAILBOX_BYTES)?,
             })
         })()
-        .map_err(|f| self.mailbox_error(f))
+        .map_err(|f| fail_to_error(&self.path, f))
     }
+
+    /// Moves the envelopes a format-1 chain store still holds in its own mailbox tables (stores
+    /// written before mailboxes had a file of their own) into this file, keeping their sequence
+    /// numbers, then empties those tables. Returns how many envelopes moved (0, quickly, when
+    /// there is nothing to move).
+    ///
+    /// Call it at start, before consensus writes the store (`&mut Store` says so). A crash
+    /// between the two commits moves the same rows again on the next start: rows keep their
+    /// keys, and the counters are recounted from the rows, so nothing is duplicated or lost.
+    /// Limits are not applied to adopted envelopes: they were accepted once already.
+    pub fn adopt_legacy(&self, store: &mut Store) -> Result<u64, MailboxError> {
+        let moved = self
+            .adopt_inner(store)
+            .map_err(|f| fail_to_error(&self.path, f))?;
+        if moved > 0 {
+            info!(
+                envelopes = moved,
+                from = %store.path().display(),
+                to = %self.path.display(),
+                "mailboxes moved out of the chain store"
+            );
+        }
+        Ok(moved)
+    }
+
+    fn adopt_inner(&self, store: &mut Store) -> Result<u64, Fail> {
+        let chain = store.database();
+        let rtx = chain.begin_read()?;
+        let legacy = rtx.open_table(MAILBOX)?;
+        if legacy.is_empty()? {
+            return Ok(0);
+        }
+        let legacy_next = rtx
+            .open_table(META)?
+            .get(META_MAILBOX_NEXT_SEQ)?
+            .and_then(|v| read_u64(v.value()))
+            .unwrap_or(1);
+        let wtx = self.db.begin_write()?;
+        let mut moved = 0u64;
+        let mut max_seq = 0u64;
+        {
+            let mut mailbox = wtx.open_table(MAILBOX)?;
+            for row in legacy.iter()? {
+                let (k, v) = row?;
+                let (recipient, seq) = k.value();
+                mailbox.insert((recipient, seq), v.value())?;
+                max_seq = max_seq.max(seq);
+                moved += 1;
+            }
+        }
+        recount(&wtx, legacy_next.max(max_seq.saturating_add(1)))?;
+        wtx.commit()?;
+        drop(legacy);
+        drop(rtx);
+        // Empty the chain store's tables; its own counters go back to zero.
+        let ctx = chain.begin_write()?;
+        {
+            let mut t = ctx.open_table(MAILBOX)?;
+            t.retain(|_, _| false)?;
+            let mut l = ctx.open_table(MAILBOX_LOAD)?;
+            l.retain(|_, _| false)?;
+            let mut meta = ctx.open_table(META)?;
+            meta.insert(META_MAILBOX_ENVELOPES, u64_bytes(0).as_slice())?;
+            meta.insert(META_MAILBOX_BYTES, u64_bytes(0).as_slice())?;
+        }
+        ctx.commit()?;
+        Ok(moved)
+    }
+}
+
+/// Recomputes every load row and the totals from the envelopes themselves, and raises the next
+/// sequence number to at least `next_at_least`.
+fn recount(wtx: &WriteTransaction, next_at_least: u64) -> Result<(), Fail> {
+    let mut per: BTreeMap<[u8; 32], (u32, u64)> = BTreeMap::new();
+    let (mut total, mut total_bytes) = (0u64, 0u64);
+    {
+        let mailbox = wtx.open_table(MAILBOX)?;
+        for row in mailbox.iter()? {
+            let (k, v) = row?;
+            let len = v.value().len() as u64;
+            let e = per.entry(*k.value().0).or_default();
+            e.0 = e.0.saturating_add(1);
+            e.1 += len;
+            total += 1;
+            total_bytes += len;
+        }
+    }
+    let mut load = wtx.open_table(MAILBOX_LOAD)?;
+    load.retain(|_, _| false)?;
+    for (recipient, v) in &per {
+        load.insert(recipient, *v)?;
+    }
+    let mut meta = wtx.open_table(META)?;
+    let next = meta_u64(&meta, META_MAILBOX_NEXT_SEQ)?.max(next_at_least);
+    for (key, v) in [
+        (META_MAILBOX_NEXT_SEQ, next),
+        (META_MAILBOX_ENVELOPES, total),
+        (META_MAILBOX_BYTES, total_bytes),
+    ] {
+        meta.insert(key, u64_bytes(v).as_slice())?;
+    }
+    Ok(())
 }

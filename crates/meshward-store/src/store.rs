@@ -22,7 +22,6 @@ use crate::format::{
     MAILBOX, MAILBOX_LOAD, META, META_FORMAT_VERSION, META_GENESIS, META_MAILBOX_BYTES,
     META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ, META_TIP_HEIGHT, STATE, TXS,
 };
-use crate::mailbox::MailboxLimits;
 
 /// A failure inside a helper: the database failed, or what it holds is wrong.
 #[derive(Debug)]
@@ -311,13 +310,12 @@ fn write_block(
     Ok(())
 }
 
-/// Meshward's embedded store: the certified chain, the ledger state after it, the hash and
-/// anchor indexes, and mailboxes for offline devices, in one redb file.
+/// Meshward's embedded store: the certified chain, the ledger state after it, and the hash and
+/// anchor indexes, in one redb file. (Mailboxes live in their own file: [`crate::MailboxStore`].)
 ///
 /// The store owns the in-memory [`State`] and keeps it equal to the state on disk: a block
 /// changes memory only once its rows are committed, and a failed write reloads the state from
-/// disk. Writes take `&mut self` (blocks) or go through redb's single writer (mailboxes); one
-/// task owns a `Store`.
+/// disk. Every write takes `&mut self`: one owner writes a `Store` (in a node, consensus).
 pub struct Store {
     pub(crate) db: Database,
     pub(crate) path: PathBuf,
@@ -325,7 +323,6 @@ pub struct Store {
     genesis_hash: Hash,
     state: State,
     tip: Option<(u64, Hash)>,
-    pub(crate) mailbox_limits: MailboxLimits,
     /// Set when the state could not be reloaded after a failed write: memory may be ahead of
     /// disk, so block writes are refused until the store is reopened.
     poisoned: Option<String>,
@@ -469,7 +466,6 @@ impl Store {
             genesis_hash,
             state,
             tip,
-            mailbox_limits: MailboxLimits::default(),
             poisoned: None,
         })
     }
@@ -711,6 +707,11 @@ impl Store {
     }
 
     /// The path of the store file.
+    /// The redb database, for this crate's own maintenance (moving legacy mailboxes out).
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -1,4 +1,5 @@
-//! Mailboxes for offline devices: order, acknowledgement, limits, and a model check.
+//! Mailboxes for offline devices: order, acknowledgement, limits, a model check, and moving the
+//! mailboxes of a format-1 chain store into the mailbox file.
 
 mod common;
 
@@ -9,12 +10,16 @@ use meshward_core::codec::Encode;
 use meshward_core::envelope::{SendSession, MAX_PAYLOAD_BYTES};
 use meshward_core::ids::{Keypair, PublicKey};
 use meshward_store::format::{MAILBOX_MAX_ENVELOPE_BYTES, MAILBOX_MAX_PER_RECIPIENT};
-use meshward_store::{MailboxError, MailboxLimits, MailboxStats, Store};
+use meshward_store::{MailboxError, MailboxLimits, MailboxStats, MailboxStore, Store};
 use proptest::prelude::*;
 use rand::rngs::OsRng;
 
-fn new_store(dir: &tempfile::TempDir) -> Store {
-    Store::create(store_path(dir.path()), &common::genesis()).unwrap()
+fn mailbox_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join(meshward_store::format::MAILBOX_FILE_NAME)
+}
+
+fn new_store(dir: &tempfile::TempDir) -> MailboxStore {
+    MailboxStore::open(mailbox_path(dir.path())).unwrap()
 }
 
 fn pk(i: u8) -> PublicKey {
@@ -26,16 +31,14 @@ fn mailbox_put_list_ack() {
     let dir = tempfile::tempdir().unwrap();
     let store = new_store(&dir);
     let (a, b) = (pk(1), pk(2));
-    let sa: Vec<u64> = (0..3u8)
-        .map(|i| store.mailbox_put(&a, &[i; 10]).unwrap())
-        .collect();
+    let sa: Vec<u64> = (0..3u8).map(|i| store.put(&a, &[i; 10]).unwrap()).collect();
     let sb: Vec<u64> = (0..2u8)
-        .map(|i| store.mailbox_put(&b, &[100 + i; 20]).unwrap())
+        .map(|i| store.put(&b, &[100 + i; 20]).unwrap())
         .collect();
     assert!(sa.windows(2).all(|w| w[0] < w[1]));
     assert!(sb.iter().all(|s| !sa.contains(s)));
 
-    let all = store.mailbox_list(&a, 0, 100).unwrap();
+    let all = store.list(&a, 0, 100).unwrap();
     assert_eq!(
         all,
         vec![
@@ -44,35 +47,32 @@ fn mailbox_put_list_ack() {
             (sa[2], vec![2; 10])
         ]
     );
+    assert_eq!(store.list(&a, sa[0], 100).unwrap(), all[1..].to_vec());
+    assert_eq!(store.list(&a, 0, 1).unwrap(), all[..1].to_vec());
+    assert_eq!(store.list(&a, sa[2], 100).unwrap(), vec![]);
+    assert_eq!(store.list(&pk(3), 0, 100).unwrap(), vec![]);
     assert_eq!(
-        store.mailbox_list(&a, sa[0], 100).unwrap(),
-        all[1..].to_vec()
-    );
-    assert_eq!(store.mailbox_list(&a, 0, 1).unwrap(), all[..1].to_vec());
-    assert_eq!(store.mailbox_list(&a, sa[2], 100).unwrap(), vec![]);
-    assert_eq!(store.mailbox_list(&pk(3), 0, 100).unwrap(), vec![]);
-    assert_eq!(
-        store.mailbox_stats().unwrap(),
+        store.stats().unwrap(),
         MailboxStats {
             envelopes: 5,
             bytes: 70
         }
     );
 
-    assert_eq!(store.mailbox_ack(&a, sa[1]).unwrap(), 2);
-    assert_eq!(store.mailbox_list(&a, 0, 100).unwrap(), all[2..].to_vec());
-    assert_eq!(store.mailbox_ack(&a, sa[1]).unwrap(), 0);
-    assert_eq!(store.mailbox_list(&b, 0, 100).unwrap().len(), 2);
+    assert_eq!(store.ack(&a, sa[1]).unwrap(), 2);
+    assert_eq!(store.list(&a, 0, 100).unwrap(), all[2..].to_vec());
+    assert_eq!(store.ack(&a, sa[1]).unwrap(), 0);
+    assert_eq!(store.list(&b, 0, 100).unwrap().len(), 2);
 
     // Mailboxes survive a restart, and numbers are never reused after an acknowledgement.
     drop(store);
-    let store = Store::open(store_path(dir.path())).unwrap();
-    assert_eq!(store.mailbox_list(&a, 0, 100).unwrap(), all[2..].to_vec());
-    assert_eq!(store.mailbox_ack(&a, u64::MAX).unwrap(), 1);
-    let next = store.mailbox_put(&a, b"again").unwrap();
+    let store = MailboxStore::open(mailbox_path(dir.path())).unwrap();
+    assert_eq!(store.list(&a, 0, 100).unwrap(), all[2..].to_vec());
+    assert_eq!(store.ack(&a, u64::MAX).unwrap(), 1);
+    let next = store.put(&a, b"again").unwrap();
     assert!(next > *sb.iter().max().unwrap());
     assert_eq!(
-        store.mailbox_stats().unwrap(),
+        store.stats().unwrap(),
         MailboxStats {
             envelopes: 3,
             bytes: 45
@@ -92,13 +92,13 @@ fn mailbox_limits_enforced() {
     let mut store = new_store(&dir);
     let too_big = vec![0u8; defaults.max_envelope_bytes + 1];
     assert!(matches!(
-        store.mailbox_put(&pk(1), &too_big),
+        store.put(&pk(1), &too_big),
         Err(MailboxError::TooLarge { .. })
     ));
     store
-        .mailbox_put(&pk(1), &too_big[..defaults.max_envelope_bytes])
+        .put(&pk(1), &too_big[..defaults.max_envelope_bytes])
         .unwrap();
-    store.mailbox_ack(&pk(1), u64::MAX).unwrap();
+    store.ack(&pk(1), u64::MAX).unwrap();
 
     // The largest envelope the core makes (a session opening with a full payload) fits.
     let sender = Keypair::generate(&mut OsRng);
@@ -110,10 +110,10 @@ fn mailbox_limits_enforced() {
         .unwrap()
         .to_bytes();
     assert!(biggest.len() > MAX_PAYLOAD_BYTES);
-    store.mailbox_put(&recipient.id(), &biggest).unwrap();
-    store.mailbox_ack(&recipient.id(), u64::MAX).unwrap();
+    store.put(&recipient.id(), &biggest).unwrap();
+    store.ack(&recipient.id(), u64::MAX).unwrap();
 
-    store.set_mailbox_limits(MailboxLimits {
+    store.set_limits(MailboxLimits {
         max_envelope_bytes: 100,
         max_per_recipient: 3,
         max_total_envelopes: 5,
@@ -121,41 +121,41 @@ fn mailbox_limits_enforced() {
     });
     let a = pk(1);
     for _ in 0..3 {
-        store.mailbox_put(&a, &[1; 10]).unwrap();
+        store.put(&a, &[1; 10]).unwrap();
     }
-    let err = store.mailbox_put(&a, &[1; 10]).unwrap_err();
+    let err = store.put(&a, &[1; 10]).unwrap_err();
     assert!(
         matches!(err, MailboxError::RecipientFull { limit: 3, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("acknowledge"), "{err}");
     // Another recipient still has room, up to the store-wide count.
-    store.mailbox_put(&pk(2), &[2; 10]).unwrap();
-    store.mailbox_put(&pk(3), &[3; 10]).unwrap();
-    let err = store.mailbox_put(&pk(4), &[4; 10]).unwrap_err();
+    store.put(&pk(2), &[2; 10]).unwrap();
+    store.put(&pk(3), &[3; 10]).unwrap();
+    let err = store.put(&pk(4), &[4; 10]).unwrap_err();
     assert!(
         matches!(err, MailboxError::StoreFull { envelopes: 5, .. }),
         "{err}"
     );
     // Acknowledging makes room again.
-    let first = store.mailbox_list(&a, 0, 1).unwrap()[0].0;
-    assert_eq!(store.mailbox_ack(&a, first).unwrap(), 1);
-    store.mailbox_put(&a, &[1; 10]).unwrap();
-    assert_eq!(store.mailbox_list(&a, 0, 10).unwrap().len(), 3);
+    let first = store.list(&a, 0, 1).unwrap()[0].0;
+    assert_eq!(store.ack(&a, first).unwrap(), 1);
+    store.put(&a, &[1; 10]).unwrap();
+    assert_eq!(store.list(&a, 0, 10).unwrap().len(), 3);
 
     // The store-wide byte limit.
-    store.mailbox_ack(&a, u64::MAX).unwrap();
-    store.mailbox_put(&a, &[1; 100]).unwrap();
-    store.mailbox_put(&a, &[1; 100]).unwrap();
-    assert_eq!(store.mailbox_stats().unwrap().bytes, 220);
-    let err = store.mailbox_put(&pk(5), &[5; 100]).unwrap_err();
+    store.ack(&a, u64::MAX).unwrap();
+    store.put(&a, &[1; 100]).unwrap();
+    store.put(&a, &[1; 100]).unwrap();
+    assert_eq!(store.stats().unwrap().bytes, 220);
+    let err = store.put(&pk(5), &[5; 100]).unwrap_err();
     assert!(
         matches!(err, MailboxError::StoreFull { bytes: 220, .. }),
         "{err}"
     );
-    store.mailbox_put(&pk(5), &[5; 80]).unwrap(); // exactly at the byte limit
+    store.put(&pk(5), &[5; 80]).unwrap(); // exactly at the byte limit
     assert_eq!(
-        store.mailbox_stats().unwrap(),
+        store.stats().unwrap(),
         MailboxStats {
             envelopes: 5,
             bytes: 300
@@ -163,7 +163,93 @@ fn mailbox_limits_enforced() {
     );
 
     // A listing is capped at the per-recipient limit, whatever the caller asks.
-    assert_eq!(store.mailbox_list(&a, 0, usize::MAX).unwrap().len(), 2);
+    assert_eq!(store.list(&a, 0, usize::MAX).unwrap().len(), 2);
+}
+
+/// A chain store written before mailboxes had their own file holds its envelopes in its own
+/// `mailbox` tables. The node's start moves them into the mailbox file, once, keeping their
+/// sequence numbers; doing it again (a crash between the two commits) moves nothing twice.
+#[test]
+fn legacy_mailboxes_move_out_of_the_chain_store_once() {
+    use meshward_store::format::{MAILBOX, MAILBOX_LOAD, META, META_MAILBOX_NEXT_SEQ};
+    let dir = tempfile::tempdir().unwrap();
+    let chain_path = store_path(dir.path());
+    drop(Store::create(&chain_path, &common::genesis()).unwrap());
+    // What a format-1 store with waiting envelopes looks like: rows, a load row, a counter.
+    {
+        let db = redb::Database::open(&chain_path).unwrap();
+        let w = db.begin_write().unwrap();
+        {
+            let mut t = w.open_table(MAILBOX).unwrap();
+            t.insert((&pk(1).0, 3u64), [1u8; 10].as_slice()).unwrap();
+            t.insert((&pk(1).0, 5u64), [2u8; 20].as_slice()).unwrap();
+            t.insert((&pk(2).0, 4u64), [3u8; 30].as_slice()).unwrap();
+            let mut l = w.open_table(MAILBOX_LOAD).unwrap();
+            l.insert(&pk(1).0, (2u32, 30u64)).unwrap();
+            l.insert(&pk(2).0, (1u32, 30u64)).unwrap();
+            let mut m = w.open_table(META).unwrap();
+            m.insert(META_MAILBOX_NEXT_SEQ, 9u64.to_be_bytes().as_slice())
+                .unwrap();
+        }
+        w.commit().unwrap();
+    }
+    let mut chain = Store::open(&chain_path).unwrap();
+    let mb = new_store(&dir);
+    assert_eq!(mb.adopt_legacy(&mut chain).unwrap(), 3);
+    assert_eq!(
+        mb.list(&pk(1), 0, 10).unwrap(),
+        vec![(3, vec![1; 10]), (5, vec![2; 20])]
+    );
+    assert_eq!(mb.list(&pk(2), 0, 10).unwrap(), vec![(4, vec![3; 30])]);
+    assert_eq!(
+        mb.stats().unwrap(),
+        MailboxStats {
+            envelopes: 3,
+            bytes: 60
+        }
+    );
+    // Numbers continue after the chain store's counter: none is reused.
+    assert_eq!(mb.put(&pk(1), b"new").unwrap(), 9);
+    // The chain store's tables are empty now, so a second start moves nothing.
+    assert_eq!(mb.adopt_legacy(&mut chain).unwrap(), 0);
+    assert_eq!(mb.stats().unwrap().envelopes, 4);
+    // Acknowledging an adopted envelope works like any other.
+    assert_eq!(mb.ack(&pk(1), 5).unwrap(), 2);
+    assert_eq!(mb.list(&pk(1), 0, 10).unwrap(), vec![(9, b"new".to_vec())]);
+    drop(chain);
+    // The chain store still opens and verifies: its own format did not change.
+    Store::open(&chain_path).unwrap();
+}
+
+/// A mailbox file of a format this build does not know is refused with a clear error, and
+/// nothing in it changes.
+#[test]
+fn mailbox_file_of_another_version_is_refused() {
+    use meshward_store::format::{META, META_FORMAT_VERSION};
+    let dir = tempfile::tempdir().unwrap();
+    drop(new_store(&dir));
+    {
+        let db = redb::Database::open(mailbox_path(dir.path())).unwrap();
+        let w = db.begin_write().unwrap();
+        w.open_table(META)
+            .unwrap()
+            .insert(META_FORMAT_VERSION, 99u32.to_be_bytes().as_slice())
+            .unwrap();
+        w.commit().unwrap();
+    }
+    let err = MailboxStore::open(mailbox_path(dir.path())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            MailboxError::Version {
+                found: 99,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("format version 99"), "{err}");
 }
 
 #[derive(Debug, Clone)]
@@ -196,7 +282,7 @@ proptest! {
         };
         let dir = tempfile::tempdir().unwrap();
         let mut store = new_store(&dir);
-        store.set_mailbox_limits(limits);
+        store.set_limits(limits);
         let mut model: BTreeMap<(u8, u64), Vec<u8>> = BTreeMap::new();
         let mut next_seq = 1u64;
         for (i, op) in ops.into_iter().enumerate() {
@@ -206,7 +292,7 @@ proptest! {
                     let count = model.keys().filter(|(r, _)| *r == to).count() as u32;
                     let total = model.len() as u64;
                     let bytes: u64 = model.values().map(|v| v.len() as u64).sum();
-                    let got = store.mailbox_put(&pk(to), &env);
+                    let got = store.put(&pk(to), &env);
                     if len > limits.max_envelope_bytes {
                         prop_assert!(matches!(got, Err(MailboxError::TooLarge { .. })), "{:?}", got);
                     } else if count >= limits.max_per_recipient {
@@ -227,7 +313,7 @@ proptest! {
                         .take(max)
                         .map(|((_, s), v)| (*s, v.clone()))
                         .collect();
-                    prop_assert_eq!(store.mailbox_list(&pk(to), after, max).unwrap(), want);
+                    prop_assert_eq!(store.list(&pk(to), after, max).unwrap(), want);
                 }
                 Op::Ack { to, up_to } => {
                     let gone: Vec<(u8, u64)> =
@@ -235,10 +321,10 @@ proptest! {
                     for k in &gone {
                         model.remove(k);
                     }
-                    prop_assert_eq!(store.mailbox_ack(&pk(to), up_to).unwrap(), gone.len());
+                    prop_assert_eq!(store.ack(&pk(to), up_to).unwrap(), gone.len());
                 }
             }
-            let stats = store.mailbox_stats().unwrap();
+            let stats = store.stats().unwrap();
             prop_assert_eq!(stats.envelopes, model.len() as u64);
             prop_assert_eq!(stats.bytes, model.values().map(|v| v.len() as u64).sum::<u64>());
         }

@@ -722,8 +722,8 @@ fn status(api: &str) -> Result<Output> {
 fn init(dir: &Path) -> Result<Output> {
     let r = meshward_node::init_data_dir(
         dir,
-        meshward_node::node::DEFAULT_API,
-        meshward_node::node::DEFAULT_P2P,
+        meshward_node::DEFAULT_API,
+        meshward_node::DEFAULT_P2P,
         true,
     )?;
     Ok(Output {

@@ -93,7 +93,7 @@ impl Challenges {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        meshward_core::sync::lock(&self.inner, "challenges")
     }
 
     /// Issues a fresh random nonce and returns it with its lifetime.
@@ -152,8 +152,9 @@ pub(super) struct DeviceCredential<'a> {
 }
 
 /// Checks a device credential for `action` (see the module doc for the order and the errors)
-/// and returns the device's account id. The caller holds `store`'s read lock until it has
-/// done the action, so a revocation or key rotation cannot slip in between.
+/// and returns the device's account id. A caller that reads for the device (a mailbox fetch)
+/// does so under the same `store` guard, so a revocation or key rotation cannot slip in
+/// between; a write (an acknowledgement) goes to the mailbox writer once the guard is dropped.
 pub(super) fn authenticate(
     challenges: &Challenges,
     store: &Store,

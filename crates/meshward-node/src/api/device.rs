@@ -19,8 +19,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::auth::{authenticate, DeviceCredential};
-use super::{json_body, now_ms, path_param, query_params, store_error, ApiError, ApiResult};
-use crate::Shared;
+use super::{json_body, path_param, query_params, store_error, ApiError, ApiResult};
+use crate::Gateway;
+use meshward_core::clock::now_ms;
 
 /// Most envelopes one `POST /v1/mailbox/fetch` returns.
 pub const MAX_FETCH_ENVELOPES: u64 = 256;
@@ -35,8 +36,8 @@ pub const MAX_DEVICE_PAGE: usize = 10_000;
 pub const ACTION_MAILBOX_FETCH: &str = "mailbox/fetch";
 pub const ACTION_MAILBOX_ACK: &str = "mailbox/ack";
 
-fn lock_store(s: &Shared) -> std::sync::RwLockReadGuard<'_, meshward_store::Store> {
-    s.store.read().unwrap_or_else(|e| e.into_inner())
+fn lock_store(s: &Gateway) -> std::sync::RwLockReadGuard<'_, meshward_store::Store> {
+    s.ledger.read()
 }
 
 fn mailbox_error(e: meshward_store::MailboxError) -> ApiError {
@@ -48,8 +49,18 @@ fn mailbox_error(e: meshward_store::MailboxError) -> ApiError {
     )
 }
 
+fn mailbox_refusal(e: crate::mailboxes::MailboxRefusal) -> ApiError {
+    use crate::mailboxes::MailboxRefusal;
+    match e {
+        MailboxRefusal::Store(e) => mailbox_error(e),
+        MailboxRefusal::Busy | MailboxRefusal::Stopped | MailboxRefusal::Replay => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", format!("{e}"))
+        }
+    }
+}
+
 /// `POST /v1/challenge`: a fresh single-use nonce. No credential, no body needed.
-pub(super) async fn challenge(State(s): State<Arc<Shared>>) -> ApiResult {
+pub(super) async fn challenge(State(s): State<Arc<Gateway>>) -> ApiResult {
     let (nonce, ttl) = s.challenges.issue().map_err(|e| {
         tracing::error!(error = %e, "no randomness for a challenge nonce");
         ApiError::new(
@@ -78,7 +89,7 @@ pub(super) struct FetchRequest {
 
 /// `POST /v1/mailbox/fetch`: envelopes waiting for the device, after `after`, in order.
 pub(super) async fn mailbox_fetch(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: FetchRequest = json_body(
@@ -104,8 +115,11 @@ pub(super) async fn mailbox_fetch(
         },
         ACTION_MAILBOX_FETCH,
     )?;
-    let rows = store
-        .mailbox_list(&device, req.after, max as usize)
+    // Listed while the ledger guard is held, so a revocation cannot slip in between the check
+    // and the read.
+    let rows = s
+        .mailboxes
+        .list(&device, req.after, max as usize)
         .map_err(mailbox_error)?;
     drop(store);
     let mut bytes = 0usize;
@@ -131,17 +145,18 @@ pub(super) struct AckRequest {
 
 /// `POST /v1/mailbox/ack`: removes the device's envelopes up to `up_to`.
 pub(super) async fn mailbox_ack(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let req: AckRequest = json_body(
         body,
         r#"{"device": "<peer id>", "nonce": "<hex>", "signature": "<hex>", "up_to": u64}"#,
     )?;
-    let store = lock_store(&s);
+    // The write goes to the mailbox writer after the guard is dropped (it is not held across
+    // an await): a device revoked in between can at most delete its own envelopes.
     let device = authenticate(
         &s.challenges,
-        &store,
+        &lock_store(&s),
         &DeviceCredential {
             device: &req.device,
             nonce: &req.nonce,
@@ -149,9 +164,11 @@ pub(super) async fn mailbox_ack(
         },
         ACTION_MAILBOX_ACK,
     )?;
-    let removed = store
-        .mailbox_ack(&device, req.up_to)
-        .map_err(mailbox_error)?;
+    let removed = s
+        .mailboxes
+        .ack(device, req.up_to)
+        .await
+        .map_err(mailbox_refusal)?;
     Ok(Json(json!({ "removed": removed })))
 }
 
@@ -199,7 +216,7 @@ pub(super) struct DevicesQuery {
 /// `GET /v1/devices?limit=&after=`: enrolled devices (active and revoked), ordered by account
 /// key; `next_after` is set when more follow.
 pub(super) async fn list_devices(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     q: Result<Query<DevicesQuery>, QueryRejection>,
 ) -> ApiResult {
     let q = query_params(q)?;
@@ -231,7 +248,7 @@ pub(super) async fn list_devices(
 
 /// `GET /v1/devices/{id}`.
 pub(super) async fn get_device(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     id: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let id = path_param(id)?;
@@ -253,7 +270,7 @@ pub(super) async fn get_device(
 
 /// `GET /v1/groups/{name}`: members with their encryption keys, for rekeying.
 pub(super) async fn get_group(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     name: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let name = path_param(name)?;
@@ -305,7 +322,7 @@ fn unknown_anchor(c: &str) -> ApiError {
 
 /// `GET /v1/anchors/{commitment}`: where it was anchored.
 pub(super) async fn anchor_location(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     c: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let c = path_param(c)?;
@@ -320,7 +337,7 @@ pub(super) async fn anchor_location(
 /// `GET /v1/anchors/{commitment}/proof`: the proof file (the same bytes `meshward store
 /// proof` writes, without the final newline), which `meshward verify` checks offline.
 pub(super) async fn anchor_proof(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     c: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let c = path_param(c)?;

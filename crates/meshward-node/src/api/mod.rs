@@ -20,7 +20,6 @@ mod device;
 mod stream;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -30,14 +29,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use meshward_core::hash::Hash;
-use meshward_core::ledger::ApplyCtx;
 use meshward_core::state::StateView;
 use meshward_core::tx::{Recipient, Tx, TxBody};
 use meshward_core::{hex, CertifiedBlock};
 use serde_json::{json, Value};
 
 use crate::mempool::AdmitError;
-use crate::Shared;
+use crate::Gateway;
 
 /// Largest request body: a transaction is at most 256 KiB, as hex about twice that.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -97,7 +95,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 /// The handler of one [`ROUTES`] entry.
-fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Shared>>> {
+fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
     Some(match (method, path) {
         ("GET", "/v1/status") => get(status),
         ("GET", "/v1/blocks/{height}") => get(block),
@@ -126,7 +124,8 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Shared>>> {
 /// Largest device-authenticated request body: a few short fields.
 pub const MAX_DEVICE_BODY_BYTES: usize = 16 * 1024;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+/// The API's router over `gw`'s components.
+pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
     for &(method, path) in ROUTES {
         let h = handler(method, path)
@@ -136,7 +135,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     r.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(shared)
+        .with_state(gw)
 }
 
 async fn not_found() -> ApiError {
@@ -149,13 +148,6 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn store_error(e: impl std::fmt::Display) -> ApiError {
@@ -198,8 +190,8 @@ fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
-    let store = s.store.read().unwrap_or_else(|e| e.into_inner());
+async fn status(State(s): State<Arc<Gateway>>) -> ApiResult {
+    let store = s.ledger.read();
     let tip = store.tip();
     let (time, hash) = match tip {
         Some((h, hash)) => {
@@ -215,15 +207,15 @@ async fn status(State(s): State<Arc<Shared>>) -> ApiResult {
         "last_block_time": time,
         "peers": s.peers(),
         "validators": store.state().validators().validators.len(),
-        "is_validator": store.state().validators().power_of(&s.node_id).is_some(),
-        "mempool_size": s.mempool.len(),
-        "peer_id": s.node_id.peer_id(),
-        "mesh_addrs": s.mesh_addrs.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        "is_validator": store.state().validators().power_of(&s.identity.id).is_some(),
+        "mempool_size": s.pool.len(),
+        "peer_id": s.identity.id.peer_id(),
+        "mesh_addrs": s.identity.mesh_addrs,
     })))
 }
 
 async fn block(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     height: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let height = path_param(height)?;
@@ -235,7 +227,7 @@ async fn block(
         )
     })?;
     let cb = {
-        let store = s.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = s.ledger.read();
         store.block(height).map_err(store_error)?
     };
     let cb = cb.ok_or_else(|| {
@@ -318,17 +310,7 @@ pub fn tx_json(tx: &Tx) -> Value {
     v
 }
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timing.
-fn token_matches(given: &[u8], want: &[u8]) -> bool {
-    given.len() == want.len()
-        && given
-            .iter()
-            .zip(want)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+fn check_auth(s: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -340,7 +322,7 @@ fn check_auth(s: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
                 "missing Authorization: Bearer <token> (the token is in the node's api.token)",
             )
         })?;
-    if !token_matches(given.trim().as_bytes(), s.token.as_bytes()) {
+    if !s.token().matches(given.trim().as_bytes()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -389,14 +371,14 @@ fn parse_tx_body(headers: &HeaderMap, body: &[u8]) -> Result<Tx, ApiError> {
 }
 
 async fn submit_tx(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     check_auth(&s, &headers)?;
     let body = body.map_err(body_error)?;
     let tx = parse_tx_body(&headers, &body)?;
-    let id = s.submit(tx, true).map_err(|e| admit_error(&e))?;
+    let id = s.pool.submit(tx, true).map_err(|e| admit_error(&e))?;
     Ok(Json(json!({ "hash": id.to_hex(), "status": "pending" })))
 }
 
@@ -416,7 +398,7 @@ fn body_error(e: BytesRejection) -> ApiError {
 /// Submits many transactions in one request: the body is a canonical list (`u32` count, then
 /// each transaction as `u32` length and bytes). Each is admitted or refused on its own.
 async fn submit_txs(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
@@ -431,7 +413,7 @@ async fn submit_txs(
     })?;
     // Signatures are checked in one batch, on a blocking thread: thousands of them take
     // milliseconds.
-    let results = tokio::task::spawn_blocking(move || s.submit_batch(txs, true))
+    let results = tokio::task::spawn_blocking(move || s.pool.submit_batch(txs, true))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     let mut accepted = Vec::new();
@@ -464,7 +446,7 @@ pub fn admit_error(e: &AdmitError) -> ApiError {
 }
 
 async fn tx_status(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     hash: Result<Path<String>, PathRejection>,
 ) -> ApiResult {
     let hash = path_param(hash)?;
@@ -476,7 +458,7 @@ async fn tx_status(
         )
     })?;
     let loc = {
-        let store = s.store.read().unwrap_or_else(|e| e.into_inner());
+        let store = s.ledger.read();
         store.tx_location(&h).map_err(store_error)?
     };
     if let Some((height, index)) = loc {
@@ -484,10 +466,10 @@ async fn tx_status(
             json!({ "hash": hash, "status": "final", "height": height, "index": index }),
         ));
     }
-    if s.mempool.contains(&h) {
+    if s.pool.contains(&h) {
         return Ok(Json(json!({ "hash": hash, "status": "pending" })));
     }
-    if let Some(reason) = s.rejection(&h) {
+    if let Some(reason) = s.pool.rejection(&h) {
         return Ok(Json(
             json!({ "hash": hash, "status": "rejected", "reason": reason }),
         ));
@@ -499,8 +481,8 @@ async fn tx_status(
     ))
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
-    s.metrics.mempool_txs.set(s.mempool.len() as i64);
+async fn metrics(State(s): State<Arc<Gateway>>) -> impl IntoResponse {
+    s.metrics.mempool_txs.set(s.pool.len() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -508,12 +490,4 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         s.metrics.render(),
     )
-}
-
-/// The context a transaction entering the mempool is checked in: the next height, now.
-pub fn next_ctx(store: &meshward_store::Store) -> ApplyCtx {
-    ApplyCtx {
-        height: store.next_height(),
-        time_ms: now_ms(),
-    }
 }

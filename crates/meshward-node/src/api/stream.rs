@@ -21,7 +21,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::{query_params, ApiError};
 use crate::events::{Event, EVENT_KINDS};
-use crate::Shared;
+use crate::Gateway;
 
 /// Most concurrent `GET /v1/events` subscribers.
 pub const MAX_EVENT_STREAMS: usize = 256;
@@ -89,12 +89,12 @@ fn to_sse(item: Item) -> SseEvent {
 }
 
 pub(super) async fn events(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<Gateway>>,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     let q = query_params(q)?;
     let filter = parse_types(q.types.as_deref())?;
-    if s.events.receiver_count() >= MAX_EVENT_STREAMS {
+    if s.events.subscribers() >= MAX_EVENT_STREAMS {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "too_many_streams",

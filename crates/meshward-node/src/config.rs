@@ -1,0 +1,139 @@
+//! How a node runs: [`NodeConfig`], from defaults, the data dir's `config.toml` and flags.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use meshward_net::Multiaddr;
+use serde::Deserialize;
+
+/// The node's configuration file inside its data dir.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// Default API address: loopback only.
+pub const DEFAULT_API: &str = "127.0.0.1:7700";
+/// Default mesh address.
+pub const DEFAULT_P2P: &str = "/ip4/0.0.0.0/tcp/7800";
+
+/// How a node runs. [`NodeConfig::for_dir`] reads `config.toml`; command-line flags override.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The data dir (`meshward init`).
+    pub dir: PathBuf,
+    /// The genesis file.
+    pub genesis: PathBuf,
+    /// HTTP API address.
+    pub api: SocketAddr,
+    /// Mesh listen address (TCP). Consensus listens on the next port of the same address
+    /// unless `consensus` says otherwise.
+    pub p2p: Multiaddr,
+    /// Consensus listen address, if not the mesh port + 1.
+    pub consensus: Option<Multiaddr>,
+    /// Mesh addresses of other nodes. Their consensus address is taken to be the next port.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Discover peers on the LAN by mDNS.
+    pub mdns: bool,
+    /// How long an idle chain waits before a heartbeat block.
+    pub idle_block_interval_ms: u64,
+    /// Overrides consensus's propose timeout.
+    pub propose_timeout_ms: Option<u64>,
+    /// Capacity of consensus's event channel. Nothing that must not be missed travels on it
+    /// (the follower reads committed blocks from the store), so a tiny value only makes the
+    /// event loop lag; tests set it to show exactly that.
+    pub consensus_event_capacity: usize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    api: Option<String>,
+    p2p: Option<String>,
+    consensus: Option<String>,
+    mdns: Option<bool>,
+    idle_block_interval_ms: Option<u64>,
+    propose_timeout_ms: Option<u64>,
+    consensus_event_capacity: Option<usize>,
+}
+
+impl NodeConfig {
+    /// Defaults, without reading any file.
+    pub fn for_dir(dir: PathBuf, genesis: PathBuf) -> Self {
+        NodeConfig {
+            dir,
+            genesis,
+            api: DEFAULT_API.parse().expect("the default API address parses"),
+            p2p: DEFAULT_P2P
+                .parse()
+                .expect("the default mesh address parses"),
+            consensus: None,
+            bootstrap: Vec::new(),
+            mdns: true,
+            idle_block_interval_ms: meshward_consensus::config::DEFAULT_IDLE_BLOCK_INTERVAL_MS,
+            propose_timeout_ms: None,
+            consensus_event_capacity: meshward_consensus::config::DEFAULT_EVENT_CAPACITY,
+        }
+    }
+
+    /// Defaults overridden by the data dir's `config.toml`, if there is one.
+    pub fn load(dir: PathBuf, genesis: PathBuf) -> Result<Self> {
+        let mut c = NodeConfig::for_dir(dir, genesis);
+        let path = c.dir.join(CONFIG_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(c),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let f: ConfigFile =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        if let Some(a) = f.api {
+            c.api = a
+                .parse()
+                .with_context(|| format!("{}: api {a:?} is not an ip:port", path.display()))?;
+        }
+        if let Some(p) = f.p2p {
+            c.p2p = p
+                .parse()
+                .with_context(|| format!("{}: p2p {p:?} is not a multiaddr", path.display()))?;
+        }
+        if let Some(p) = f.consensus {
+            c.consensus = Some(p.parse().with_context(|| {
+                format!("{}: consensus {p:?} is not a multiaddr", path.display())
+            })?);
+        }
+        if let Some(m) = f.mdns {
+            c.mdns = m;
+        }
+        if let Some(i) = f.idle_block_interval_ms {
+            c.idle_block_interval_ms = i;
+        }
+        c.propose_timeout_ms = f.propose_timeout_ms.or(c.propose_timeout_ms);
+        if let Some(n) = f.consensus_event_capacity {
+            if n == 0 {
+                bail!(
+                    "{}: consensus_event_capacity must be at least 1",
+                    path.display()
+                );
+            }
+            c.consensus_event_capacity = n;
+        }
+        Ok(c)
+    }
+}
+
+/// The consensus address that goes with a mesh address: same host, next TCP port, no `/p2p`.
+pub fn consensus_addr_for(mesh: &Multiaddr) -> Option<Multiaddr> {
+    use multiaddr::Protocol;
+    let mut out = Multiaddr::empty();
+    let mut saw_tcp = false;
+    for p in mesh.iter() {
+        match p {
+            Protocol::Tcp(port) => {
+                out.push(Protocol::Tcp(port.checked_add(1)?));
+                saw_tcp = true;
+            }
+            Protocol::P2p(_) => {}
+            other => out.push(other),
+        }
+    }
+    saw_tcp.then_some(out)
+}

@@ -1,0 +1,172 @@
+//! The follower of committed heights: applies every committed block, in height order and with
+//! none skipped, to the mesh's connection gate, the live event hub and the chain metrics.
+//!
+//! Why by height and not by event: consensus reports commits on a bounded broadcast channel,
+//! and a subscriber that falls behind loses the oldest events. Were the gate fed by those
+//! events, a revocation in a skipped block would never reach it until a restart (the ledger
+//! would still refuse the device's transactions, but every gateway would keep accepting its
+//! connections). So the follower keeps "applied up to height H" and, whenever it is woken (by
+//! any consensus event, by a lag notice, or by the event loop's tick), applies every block in
+//! `(H, tip]` from the store, which consensus writes before it reports anything. A lost wake-up
+//! only delays the next one; it can never skip a block.
+//!
+//! Owner: the node's event loop holds the [`Follower`]; nothing else touches it. One call of
+//! [`Follower::catch_up`] applies at most [`MAX_BLOCKS_PER_STEP`] blocks, so a node that has just
+//! synced thousands of blocks stays responsive; the next wake-up continues where it stopped.
+
+use std::collections::BTreeSet;
+
+use meshward_core::ids::PublicKey;
+use meshward_core::state::{Account, StateView};
+use meshward_core::tx::{Evidence, TxBody};
+use meshward_core::CertifiedBlock;
+use meshward_net::Net;
+use tracing::{info, warn};
+
+use crate::Gateway;
+
+/// Most blocks one [`Follower::catch_up`] applies.
+pub const MAX_BLOCKS_PER_STEP: u64 = 256;
+
+/// What the gate must do about one account's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denial {
+    /// The key to refuse.
+    pub key: PublicKey,
+    /// True when the device is revoked; false for the enrolled key of a device that rotated
+    /// to another.
+    pub revoked: bool,
+}
+
+/// The keys the gate refuses for `account`: a revoked device's enrolled and current keys, or
+/// the enrolled key of an active device that rotated to another key.
+pub fn denials(account: &Account) -> Vec<Denial> {
+    let Some(d) = &account.device else {
+        return Vec::new();
+    };
+    if !d.is_active() {
+        let mut v = vec![Denial {
+            key: account.id,
+            revoked: true,
+        }];
+        if account.sign_key != account.id {
+            v.push(Denial {
+                key: account.sign_key,
+                revoked: true,
+            });
+        }
+        v
+    } else if account.sign_key != account.id {
+        vec![Denial {
+            key: account.id,
+            revoked: false,
+        }]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The accounts whose gate denials a block may change: revoked devices (by the admin or by
+/// evidence) and devices that rotated their keys.
+pub fn touched_accounts(block: &CertifiedBlock) -> BTreeSet<PublicKey> {
+    block
+        .block
+        .txs
+        .iter()
+        .filter_map(|tx| match &tx.body {
+            TxBody::Revoke { device, .. } => Some(*device),
+            TxBody::Evidence(Evidence::Equivocation { a, .. }) => Some(a.signer),
+            TxBody::Evidence(Evidence::PolicyViolation { anchor }) => Some(anchor.signer),
+            TxBody::RotateKeys { .. } => Some(tx.signer),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The height up to which committed blocks have been applied (see the module doc).
+#[derive(Debug)]
+pub struct Follower {
+    applied: u64,
+}
+
+impl Follower {
+    /// Starts following at the store's tip: every device already revoked (and every enrolled
+    /// key already rotated away) is refused from the first connection, and blocks above the tip
+    /// are applied as they commit.
+    pub async fn start(gw: &Gateway, net: &Net) -> Follower {
+        let (applied, deny) = {
+            let store = gw.ledger.read();
+            let deny: Vec<Denial> = store.state().accounts().flat_map(denials).collect();
+            (store.tip().map_or(0, |(h, _)| h), deny)
+        };
+        apply_denials(net, &deny).await;
+        gw.metrics.height.set(applied as i64);
+        gw.metrics.gate_applied_height.set(applied as i64);
+        info!(
+            height = applied,
+            denied = deny.len(),
+            "connection gate applied up to the store's tip"
+        );
+        Follower { applied }
+    }
+
+    /// The height up to which blocks have been applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// Applies committed blocks above the applied height, at most [`MAX_BLOCKS_PER_STEP`] of
+    /// them; returns how many. A block the store cannot read stops the step (it is retried at
+    /// the next wake-up) rather than being skipped.
+    pub async fn catch_up(&mut self, gw: &Gateway, net: &Net) -> u64 {
+        let tip = gw.ledger.tip_height();
+        let mut done = 0;
+        while self.applied < tip && done < MAX_BLOCKS_PER_STEP {
+            let h = self.applied + 1;
+            let (block, deny) = {
+                let store = gw.ledger.read();
+                let block = match store.block(h) {
+                    Ok(Some(b)) => b,
+                    Ok(None) => {
+                        warn!(height = h, "committed block missing from the store");
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(height = h, error = %e, "committed block unreadable; will retry");
+                        break;
+                    }
+                };
+                // Denials are read from the current state: a device revoked at `h` is still
+                // revoked at the tip (revocation is final); a device that rotated at `h` and
+                // again later has its enrolled key denied either way.
+                let st = store.state();
+                let deny: Vec<Denial> = touched_accounts(&block)
+                    .iter()
+                    .filter_map(|k| st.account(k))
+                    .flat_map(denials)
+                    .collect();
+                (block, deny)
+            };
+            gw.events.publish_block(&block);
+            apply_denials(net, &deny).await;
+            gw.metrics.height.set(h as i64);
+            gw.metrics
+                .finalized_txs
+                .inc_by(block.block.txs.len() as u64);
+            self.applied = h;
+            gw.metrics.gate_applied_height.set(h as i64);
+            done += 1;
+        }
+        done
+    }
+}
+
+async fn apply_denials(net: &Net, deny: &[Denial]) {
+    for d in deny {
+        let peer = meshward_net::peer_id_of(&d.key);
+        if d.revoked {
+            info!(device = %d.key, %peer, "device revoked: refusing its connections");
+        }
+        net.deny(peer).await;
+    }
+}
