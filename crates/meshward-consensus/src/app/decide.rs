@@ -1,0 +1,224 @@
+//! Deciding: `Decided` commits the decided block with its certificate; `Finalized` reports
+//! evidence and starts the next height, held back by the cadence rule while the mempool is empty.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use malachitebft_app_channel::app::consensus::MisbehaviorEvidence;
+use malachitebft_app_channel::app::engine::host::Next;
+use malachitebft_app_channel::app::types::core::{CommitCertificate as EngineCertificate, Round};
+use malachitebft_app_channel::Reply;
+use meshward_core::block::CertifiedBlock;
+use meshward_core::state::StateView;
+use meshward_core::tx::Tx;
+use tracing::{debug, error, info, warn};
+
+use crate::cert::to_core_certificate;
+use crate::context::{BlockHash, Height};
+use crate::ConsensusEvent;
+
+use super::{last_commit_signers, App, Ctx, EquivocationKind, Tip};
+
+/// A `Finalized` reply held back by the cadence rule.
+pub(super) struct Held {
+    reply: tokio::sync::oneshot::Sender<Next<Ctx>>,
+    next: Next<Ctx>,
+    deadline: Instant,
+    height: u64,
+}
+
+impl App {
+    /// `Decided`: commits the decided block.
+    pub(super) fn on_decided(&mut self, certificate: EngineCertificate<Ctx>, reply: Reply<()>) {
+        self.decided(&certificate);
+        if reply.send(()).is_err() {
+            error!(height = certificate.height.0, "decided reply dropped");
+        }
+    }
+
+    fn decided(&mut self, certificate: &EngineCertificate<Ctx>) {
+        let height = certificate.height.0;
+        let hash = certificate.value_id.0;
+        let core_cert = to_core_certificate(certificate);
+        let tip = self.read().and_then(|s| s.tip());
+        {
+            if let Some((h, tip_hash)) = tip {
+                if h >= height {
+                    if h == height && tip_hash == hash {
+                        debug!(height, "decided block already committed");
+                        self.commit_failed = None;
+                    } else {
+                        // Two different blocks decided at one height cannot happen with fewer
+                        // than 1/3 faulty validators: stop rather than diverge.
+                        assert!(
+                            h > height,
+                            "decided block {hash} at height {height} differs from the stored block {tip_hash}"
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+        let Some(c) = self.candidates.find(height, &hash).cloned() else {
+            error!(height, block = %BlockHash(hash), "decided block is not held; waiting for sync");
+            self.commit_failed = Some(height);
+            return;
+        };
+        let cb = CertifiedBlock {
+            block: (*c.block).clone(),
+            certificate: core_cert,
+        };
+        match self.commit(cb, c.delta, &c.dropped, certificate.round) {
+            Ok(()) => self.commit_failed = None,
+            Err(e) => {
+                error!(height, block = %BlockHash(hash), error = %e, "cannot commit decided block");
+                self.commit_failed = Some(height);
+            }
+        }
+    }
+
+    /// Stores a certified block (with its state changes if already computed, else by full
+    /// re-execution), then updates the proposer history, the mempool and subscribers.
+    pub(super) fn commit(
+        &mut self,
+        cb: CertifiedBlock,
+        delta: Option<meshward_core::state::Delta>,
+        dropped: &[Tx],
+        round: Round,
+    ) -> Result<(), CommitError> {
+        let height = cb.block.header.height;
+        let hash = cb.block.hash();
+        let validators_before;
+        {
+            let Some(mut store) = self.write() else {
+                return Err(CommitError::Poisoned);
+            };
+            validators_before = store.state().validators().clone();
+            match delta {
+                Some(delta) => store.commit_decided(&cb, delta)?,
+                None => store.apply_block(&cb)?,
+            }
+        }
+        self.ctx.record_committed(height, &last_commit_signers(&cb));
+        self.tip = Tip {
+            header: Some(cb.block.header.clone()),
+            certificate: Some(cb.certificate.clone()),
+            validators: validators_before,
+        };
+        self.shared.committed.store(height, Ordering::Relaxed);
+        self.candidates.prune_through(height);
+        self.parts.prune_below(height + 1);
+        self.mempool.on_committed(&cb, dropped);
+        info!(height, round = %round, block = %BlockHash(hash), txs = cb.block.txs.len(), "block committed");
+        self.emit(ConsensusEvent::Committed {
+            height,
+            hash,
+            round: round.as_u32().unwrap_or(0),
+            txs: cb.block.txs.len(),
+            time_ms: cb.block.header.time_ms,
+            proposer: cb.block.header.proposer,
+        });
+        Ok(())
+    }
+
+    pub(super) fn finalized(
+        &mut self,
+        certificate: EngineCertificate<Ctx>,
+        evidence: MisbehaviorEvidence<Ctx>,
+        reply: tokio::sync::oneshot::Sender<Next<Ctx>>,
+    ) {
+        let height = certificate.height.0;
+        self.report_evidence(height, &evidence);
+        let committed = self.commit_failed != Some(height)
+            && self
+                .read()
+                .and_then(|s| s.tip())
+                .is_some_and(|(h, _)| h >= height);
+        if !committed {
+            warn!(height, "decided block not committed; restarting the height");
+            self.height_started = Instant::now();
+            if reply
+                .send(Next::Restart(Height(height), self.height_params()))
+                .is_err()
+            {
+                error!(height, "finalized reply dropped");
+            }
+            return;
+        }
+        // More precommits may have arrived since `Decided`: carry the fullest certificate as
+        // the next block's last commit, which gives proposer skipping the most signers.
+        let fuller = to_core_certificate(&certificate);
+        if let Some(c) = &self.tip.certificate {
+            if c.height == height
+                && c.block_hash == fuller.block_hash
+                && fuller.signatures.len() > c.signatures.len()
+            {
+                self.tip.certificate = Some(fuller);
+            }
+        }
+        let next = Next::Start(Height(height + 1), self.height_params());
+        let via_sync = self.synced.remove(&height).is_some();
+        self.synced = self.synced.split_off(&height);
+        let deadline = self.height_started + Duration::from_millis(self.cfg.idle_block_interval_ms);
+        if via_sync || !self.mempool.is_empty() || Instant::now() >= deadline {
+            self.height_started = Instant::now();
+            if reply.send(next).is_err() {
+                error!(height, "finalized reply dropped");
+            }
+            return;
+        }
+        // Cadence: an idle chain waits for a transaction, or writes a heartbeat block once the
+        // idle interval since this height started has passed.
+        debug!(height, "mempool empty; holding the next height");
+        self.held = Some(Held {
+            reply,
+            next,
+            deadline,
+            height,
+        });
+    }
+
+    fn report_evidence(&self, height: u64, evidence: &MisbehaviorEvidence<Ctx>) {
+        for (addr, list) in evidence.votes.iter() {
+            warn!(height, validator = %addr, count = list.len(), "validator double-voted");
+            self.emit(ConsensusEvent::Equivocation {
+                height,
+                validator: addr.0,
+                kind: EquivocationKind::Vote,
+            });
+        }
+        for (addr, list) in evidence.proposals.iter() {
+            warn!(height, validator = %addr, count = list.len(), "validator double-proposed");
+            self.emit(ConsensusEvent::Equivocation {
+                height,
+                validator: addr.0,
+                kind: EquivocationKind::Proposal,
+            });
+        }
+    }
+
+    pub(super) fn check_held(&mut self) {
+        let ready = match &self.held {
+            None => return,
+            Some(h) => Instant::now() >= h.deadline || !self.mempool.is_empty(),
+        };
+        if ready {
+            if let Some(h) = self.held.take() {
+                debug!(height = h.height + 1, "starting next height");
+                self.height_started = Instant::now();
+                if h.reply.send(h.next).is_err() {
+                    error!(height = h.height, "finalized reply dropped by the engine");
+                }
+            }
+        }
+    }
+}
+
+/// Why a block was not committed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CommitError {
+    #[error("{0}")]
+    Store(#[from] meshward_store::ApplyError),
+    #[error("the store lock is poisoned")]
+    Poisoned,
+}

@@ -1,0 +1,330 @@
+//! The records the state is made of (admins, validators, policy, accounts, tickets, groups) and
+//! their canonical encoding, which the state root hashes and the store persists.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
+use crate::hash::Hash;
+use crate::ids::{EncKey, PublicKey};
+use crate::tx::{GroupName, ValidatorSet, MAX_CHAIN_ID, MAX_GROUPS_PER_DEVICE, MAX_REASON};
+
+/// Record format version.
+pub const RECORD_VERSION: u8 = 1;
+/// Most admin keys.
+pub const MAX_ADMINS: usize = 16;
+/// Most members one group record may hold.
+pub const MAX_GROUP_SIZE: usize = 1 << 20;
+/// Most allow rules in a policy record (the transaction limit).
+const MAX_POLICY_RECORD_RULES: usize = crate::tx::MAX_POLICY_RULES;
+
+/// The fleet's admin keys and how many of them must sign an admin transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSet {
+    /// Sorted, unique.
+    pub keys: Vec<PublicKey>,
+    pub threshold: u16,
+}
+
+impl AdminSet {
+    pub fn new(mut keys: Vec<PublicKey>, threshold: u16) -> Option<AdminSet> {
+        keys.sort();
+        let set = AdminSet { keys, threshold };
+        set.is_well_formed().then_some(set)
+    }
+
+    pub fn is_well_formed(&self) -> bool {
+        !self.keys.is_empty()
+            && self.keys.len() <= MAX_ADMINS
+            && self.keys.windows(2).all(|w| w[0] < w[1])
+            && self.threshold >= 1
+            && usize::from(self.threshold) <= self.keys.len()
+    }
+
+    pub fn contains(&self, k: &PublicKey) -> bool {
+        self.keys.binary_search(k).is_ok()
+    }
+}
+
+impl Encode for AdminSet {
+    fn encode(&self, w: &mut Writer) {
+        w.list(&self.keys).u16(self.threshold);
+    }
+}
+
+impl Decode for AdminSet {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let set = AdminSet {
+            keys: r.list(MAX_ADMINS, "admin keys")?,
+            threshold: r.u16("admin threshold")?,
+        };
+        if !set.is_well_formed() {
+            return Err(DecodeError::Invalid { what: "admin set" });
+        }
+        Ok(set)
+    }
+}
+
+/// Whether a device may take part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Active,
+    Revoked { reason: String, height: u64 },
+}
+
+/// What the ledger knows of an enrolled device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub enc_key: EncKey,
+    /// Sorted, unique, 1 to 16.
+    pub groups: Vec<GroupName>,
+    pub status: DeviceStatus,
+    pub enrolled_height: u64,
+}
+
+impl Device {
+    pub fn is_active(&self) -> bool {
+        self.status == DeviceStatus::Active
+    }
+}
+
+/// An account: anyone who signs transactions. Admins and validators have one from genesis;
+/// devices get one when enrolled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// The original Ed25519 key: the account's id for ever, even after a key rotation.
+    pub id: PublicKey,
+    /// The key that signs for the account now.
+    pub sign_key: PublicKey,
+    /// The last sequence number used.
+    pub seq: u64,
+    pub device: Option<Device>,
+}
+
+/// A one-time enrollment ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub expires_ms: u64,
+    pub groups: Vec<GroupName>,
+    pub used: bool,
+}
+
+/// A group: its members and the epoch of its current key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Group {
+    /// Active members, sorted.
+    pub members: Vec<PublicKey>,
+    /// Epoch of the last `GroupKey`; 0 before the first.
+    pub epoch: u64,
+    /// Membership changed since the last `GroupKey`: the group must be rekeyed.
+    pub needs_rekey: bool,
+}
+
+/// Which groups may send to which. Within a group is always allowed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Policy {
+    /// Sorted, unique `(from, to)` pairs.
+    pub allow: Vec<(GroupName, GroupName)>,
+    /// Block time of the last `SetPolicy`, so old anchors are never judged by a newer policy.
+    pub changed_ms: u64,
+}
+
+impl Policy {
+    pub fn allows(&self, from: &[GroupName], to: &[GroupName]) -> bool {
+        from.iter().any(|f| {
+            to.iter().any(|t| {
+                f == t
+                    || self
+                        .allow
+                        .binary_search_by(|(a, b)| (a, b).cmp(&(f, t)))
+                        .is_ok()
+            })
+        })
+    }
+}
+
+/// Where a record lives in the state.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RecordKey {
+    Meta,
+    Admins,
+    Validators,
+    Policy,
+    Account(PublicKey),
+    Ticket(Hash),
+    Group(GroupName),
+}
+
+/// One unit of state, as committed and stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    Meta { chain_id: String },
+    Admins(AdminSet),
+    Validators(ValidatorSet),
+    Policy(Policy),
+    Account(Account),
+    Ticket(Hash, Ticket),
+    Group(GroupName, Group),
+}
+
+impl Record {
+    pub fn key(&self) -> RecordKey {
+        match self {
+            Record::Meta { .. } => RecordKey::Meta,
+            Record::Admins(_) => RecordKey::Admins,
+            Record::Validators(_) => RecordKey::Validators,
+            Record::Policy(_) => RecordKey::Policy,
+            Record::Account(a) => RecordKey::Account(a.id),
+            Record::Ticket(h, _) => RecordKey::Ticket(*h),
+            Record::Group(g, _) => RecordKey::Group(g.clone()),
+        }
+    }
+}
+
+impl Encode for Record {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(RECORD_VERSION);
+        match self {
+            Record::Meta { chain_id } => {
+                w.u8(0).str(chain_id);
+            }
+            Record::Admins(a) => {
+                w.u8(1).put(a);
+            }
+            Record::Validators(v) => {
+                w.u8(2).put(v);
+            }
+            Record::Policy(p) => {
+                w.u8(3).len(p.allow.len());
+                for (a, b) in &p.allow {
+                    w.put(a).put(b);
+                }
+                w.u64(p.changed_ms);
+            }
+            Record::Account(a) => {
+                w.u8(4).put(&a.id).put(&a.sign_key).u64(a.seq);
+                match &a.device {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(d) => {
+                        w.u8(1)
+                            .put(&d.enc_key)
+                            .list(&d.groups)
+                            .u64(d.enrolled_height);
+                        match &d.status {
+                            DeviceStatus::Active => w.u8(0),
+                            DeviceStatus::Revoked { reason, height } => {
+                                w.u8(1).str(reason).u64(*height)
+                            }
+                        };
+                    }
+                }
+            }
+            Record::Ticket(h, t) => {
+                w.u8(5)
+                    .put(h)
+                    .u64(t.expires_ms)
+                    .list(&t.groups)
+                    .bool(t.used);
+            }
+            Record::Group(name, g) => {
+                w.u8(6)
+                    .put(name)
+                    .list(&g.members)
+                    .u64(g.epoch)
+                    .bool(g.needs_rekey);
+            }
+        }
+    }
+}
+
+impl Decode for Record {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.version(RECORD_VERSION, "state record")?;
+        Ok(match r.u8("record tag")? {
+            0 => Record::Meta {
+                chain_id: r.string(MAX_CHAIN_ID, "chain id")?,
+            },
+            1 => Record::Admins(r.get()?),
+            2 => Record::Validators(r.get()?),
+            3 => {
+                let n = r.len(MAX_POLICY_RECORD_RULES, "policy rules")?;
+                let mut allow = Vec::with_capacity(n.min(r.remaining()));
+                for _ in 0..n {
+                    allow.push((r.get()?, r.get()?));
+                }
+                Record::Policy(Policy {
+                    allow,
+                    changed_ms: r.u64("policy time")?,
+                })
+            }
+            4 => {
+                let id = r.get()?;
+                let sign_key = r.get()?;
+                let seq = r.u64("account seq")?;
+                let device = match r.u8("device flag")? {
+                    0 => None,
+                    1 => {
+                        let enc_key = r.get()?;
+                        let groups = r.list(MAX_GROUPS_PER_DEVICE, "device groups")?;
+                        let enrolled_height = r.u64("enrolled height")?;
+                        let status = match r.u8("device status")? {
+                            0 => DeviceStatus::Active,
+                            1 => DeviceStatus::Revoked {
+                                reason: r.string(MAX_REASON, "revocation reason")?,
+                                height: r.u64("revocation height")?,
+                            },
+                            tag => {
+                                return Err(DecodeError::UnknownTag {
+                                    what: "device status",
+                                    tag,
+                                })
+                            }
+                        };
+                        Some(Device {
+                            enc_key,
+                            groups,
+                            status,
+                            enrolled_height,
+                        })
+                    }
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "device flag",
+                            tag,
+                        })
+                    }
+                };
+                Record::Account(Account {
+                    id,
+                    sign_key,
+                    seq,
+                    device,
+                })
+            }
+            5 => Record::Ticket(
+                r.get()?,
+                Ticket {
+                    expires_ms: r.u64("ticket expiry")?,
+                    groups: r.list(MAX_GROUPS_PER_DEVICE, "ticket groups")?,
+                    used: r.bool("ticket used")?,
+                },
+            ),
+            6 => Record::Group(
+                r.get()?,
+                Group {
+                    members: r.list(MAX_GROUP_SIZE, "group members")?,
+                    epoch: r.u64("group epoch")?,
+                    needs_rekey: r.bool("group rekey flag")?,
+                },
+            ),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "state record",
+                    tag,
+                })
+            }
+        })
+    }
+}
