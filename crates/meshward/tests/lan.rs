@@ -3,18 +3,16 @@
 //! inside these namespaces. Needs root and iproute2 (and iptables for the partition); without
 //! them each test says why and skips. CI runs them as root.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{have_tool, is_root, wait_for};
 use meshward_core::genesis::Genesis;
 use meshward_core::state::AdminSet;
 use meshward_core::tx::{Validator, ValidatorSet};
 use meshward_node::keyfile::{self, KeyKind};
+use meshward_testkit::{have_tool, is_root, wait_for};
 
 const MIN: Duration = Duration::from_secs(60);
 static NEXT: AtomicU32 = AtomicU32::new(0);
