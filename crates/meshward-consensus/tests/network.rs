@@ -6,11 +6,12 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{devices, serial, wait_for, Net};
+use common::{devices, serial, Net};
 use meshward_consensus::{ConsensusEvent, Mempool};
 use meshward_core::hash::Hash;
 use meshward_core::state::StateView;
 use meshward_core::tx::Tx;
+use meshward_testkit::wait_until_async;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_validators_finalise_blocks_with_identical_hashes() {
@@ -19,7 +20,7 @@ async fn four_validators_finalise_blocks_with_identical_hashes() {
         // Heartbeat blocks every 20 ms, so the test sees many heights quickly.
         net.idle_block_interval_ms = 20;
         net.start_all().await;
-        wait_for(
+        wait_until_async(
             "50 blocks on every validator",
             Duration::from_secs(120),
             || net.min_tip() >= 50,
@@ -52,7 +53,7 @@ async fn idle_chain_writes_about_one_block_per_second() {
     serial(async {
         let mut net = Net::new(4);
         net.start_all().await;
-        wait_for("the first block", Duration::from_secs(30), || {
+        wait_until_async("the first block", Duration::from_secs(30), || {
             net.min_tip() >= 1
         })
         .await;
@@ -97,7 +98,7 @@ async fn transactions_submitted_are_finalised() {
         }
         net.submit(&txs);
         let admin = net.admin.public();
-        wait_for("all transactions applied", Duration::from_secs(60), || {
+        wait_until_async("all transactions applied", Duration::from_secs(60), || {
             net.running().all(|n| {
                 let s = n.store.read().unwrap();
                 let st = s.state();
@@ -122,7 +123,7 @@ async fn transactions_submitted_are_finalised() {
         }
         assert_eq!(seen.len(), txs.len());
         // Mempools were emptied by the commits.
-        wait_for("mempools drained", Duration::from_secs(5), || {
+        wait_until_async("mempools drained", Duration::from_secs(5), || {
             net.running().all(|n| n.mempool.len() == 0)
         })
         .await;
@@ -213,7 +214,7 @@ async fn one_validator_down_chain_continues() {
         let devs = devices(40, 2);
         let txs = load(&net, &devs, 1000);
         net.submit(&txs);
-        wait_for("load flowing", Duration::from_secs(30), || {
+        wait_until_async("load flowing", Duration::from_secs(30), || {
             net.min_tip() >= 5
         })
         .await;
@@ -225,7 +226,7 @@ async fn one_validator_down_chain_continues() {
         let mut net = Net::new(4);
         net.idle_block_interval_ms = 0;
         net.start_all().await;
-        wait_for("blocks flowing", Duration::from_secs(30), || {
+        wait_until_async("blocks flowing", Duration::from_secs(30), || {
             net.min_tip() >= 20
         })
         .await;
@@ -241,16 +242,16 @@ async fn restarted_validator_catches_up() {
         let mut net = Net::new(4);
         net.idle_block_interval_ms = 20;
         net.start_all().await;
-        wait_for("10 blocks", Duration::from_secs(60), || net.min_tip() >= 10).await;
+        wait_until_async("10 blocks", Duration::from_secs(60), || net.min_tip() >= 10).await;
         net.stop(2).await;
         let stopped_at = net.max_tip();
-        wait_for("others advance 30 blocks", Duration::from_secs(60), || {
+        wait_until_async("others advance 30 blocks", Duration::from_secs(60), || {
             net.min_tip() >= stopped_at + 30
         })
         .await;
         net.start(2).await;
         let target = net.max_tip();
-        wait_for(
+        wait_until_async(
             "restarted validator catches up",
             Duration::from_secs(60),
             || net.tip(2) >= target,
@@ -258,7 +259,7 @@ async fn restarted_validator_catches_up() {
         .await;
         // And keeps following consensus afterwards.
         let later = net.max_tip() + 5;
-        wait_for(
+        wait_until_async(
             "restarted validator follows",
             Duration::from_secs(60),
             || net.tip(2) >= later,
