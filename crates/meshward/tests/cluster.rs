@@ -129,6 +129,7 @@ impl Load {
                         }
                         _ => {}
                     }
+                    // Not a wait: this paces the load generator's status polls.
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
