@@ -4,8 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, init_tracing, never, node, node_with, wait_for};
+use common::{config, init_tracing, node, node_with, DEADLINE};
 use meshward_net::{NetError, NetEvent, TxVerdict};
+use meshward_testkit::{never_future, wait_until_future};
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
 
@@ -25,7 +26,10 @@ async fn peer_id_matches_core_identity() {
         b.net.dial(plain).await,
         Ok(a.key.id().peer_id().parse().unwrap())
     );
-    wait_for("a to see b", || async { a.is_connected_to(&b).await }).await;
+    wait_until_future("a to see b", DEADLINE, || async {
+        a.is_connected_to(&b).await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,7 +46,7 @@ async fn gossiped_tx_reaches_every_peer() {
     b_plain.pop();
     cc.bootstrap = vec![b_plain];
     let c = node(cc).await;
-    wait_for("the line to connect", || async {
+    wait_until_future("the line to connect", DEADLINE, || async {
         b.is_connected_to(&a).await && b.is_connected_to(&c).await
     })
     .await;
@@ -54,12 +58,12 @@ async fn gossiped_tx_reaches_every_peer() {
         .await;
 
     a.publish(b"tx from one end").await;
-    wait_for("the tx at the other end", || async {
+    wait_until_future("the tx at the other end", DEADLINE, || async {
         !c.txs(b"tx from one end").is_empty()
     })
     .await;
     c.publish(b"tx from the other end").await;
-    wait_for("the reply at the first end", || async {
+    wait_until_future("the reply at the first end", DEADLINE, || async {
         !a.txs(b"tx from the other end").is_empty()
     })
     .await;
@@ -69,7 +73,7 @@ async fn gossiped_tx_reaches_every_peer() {
         a.net.publish_tx(b"tx from one end".to_vec()).await,
         Err(NetError::Duplicate)
     );
-    never("a tx delivered twice", Duration::from_secs(2), || async {
+    never_future("a tx delivered twice", Duration::from_secs(2), || async {
         c.txs(b"tx from one end").len() > 1
             || b.txs(b"tx from one end").len() > 1
             || a.txs(b"tx from the other end").len() > 1
@@ -98,7 +102,7 @@ async fn rejected_tx_is_not_forwarded() {
     let mut cc = config();
     cc.bootstrap = vec![b.tcp_addr().await];
     let c = node(cc).await;
-    wait_for("the line to connect", || async {
+    wait_until_future("the line to connect", DEADLINE, || async {
         b.is_connected_to(&a).await && b.is_connected_to(&c).await
     })
     .await;
@@ -106,14 +110,14 @@ async fn rejected_tx_is_not_forwarded() {
         .await;
 
     a.publish(b"bad tx").await;
-    wait_for("b to judge the bad tx", || async {
+    wait_until_future("b to judge the bad tx", DEADLINE, || async {
         !b.txs(b"bad tx").is_empty()
     })
     .await;
     // Published after b rejected the bad one, forwarded on the same path: once it is at c, the
     // bad one would be too.
     a.publish(b"good tx").await;
-    wait_for("the good tx at c", || async {
+    wait_until_future("the good tx at c", DEADLINE, || async {
         !c.txs(b"good tx").is_empty()
     })
     .await;
@@ -135,7 +139,7 @@ async fn denied_peer_is_disconnected_and_refused() {
     let mut ce = config();
     ce.bootstrap = vec![c.quic_addr().await];
     let e = node(ce).await;
-    wait_for("everyone to connect", || async {
+    wait_until_future("everyone to connect", DEADLINE, || async {
         a.is_connected_to(&b).await
             && a.is_connected_to(&c).await
             && b.is_connected_to(&c).await
@@ -146,14 +150,14 @@ async fn denied_peer_is_disconnected_and_refused() {
     e.publish_until(b"warm-up", || a.txs_with_prefix(b"warm-up") > 0)
         .await;
     b.publish(b"b before the deny").await;
-    wait_for("b's tx at a", || async {
+    wait_until_future("b's tx at a", DEADLINE, || async {
         !a.txs(b"b before the deny").is_empty()
     })
     .await;
 
     let mark = a.events_len();
     a.net.deny(b.peer).await;
-    wait_for("the existing connection to close", || async {
+    wait_until_future("the existing connection to close", DEADLINE, || async {
         !a.is_connected_to(&b).await && !b.is_connected_to(&a).await
     })
     .await;
@@ -161,23 +165,23 @@ async fn denied_peer_is_disconnected_and_refused() {
     // b re-dials (also on its own, a is its bootstrap peer): a refuses it after the handshake.
     let _ = b.net.dial(a.tcp_addr().await).await;
     let _ = b.net.dial(a.quic_addr().await).await;
-    wait_for("a to refuse b", || async {
+    wait_until_future("a to refuse b", DEADLINE, || async {
         a.events_since(mark).contains(&NetEvent::Refused(b.peer))
     })
     .await;
-    wait_for("b to lose the refused connection", || async {
+    wait_until_future("b to lose the refused connection", DEADLINE, || async {
         !b.is_connected_to(&a).await
     })
     .await;
 
     // b's tx reaches c, which forwards it to a; then e's tx, forwarded by c after b's.
     b.publish(b"b after the deny").await;
-    wait_for("b's tx at c", || async {
+    wait_until_future("b's tx at c", DEADLINE, || async {
         !c.txs(b"b after the deny").is_empty()
     })
     .await;
     e.publish(b"e after the deny").await;
-    wait_for("e's tx at a through c", || async {
+    wait_until_future("e's tx at a through c", DEADLINE, || async {
         !a.txs(b"e after the deny").is_empty()
     })
     .await;
@@ -196,7 +200,7 @@ async fn denied_peer_is_disconnected_and_refused() {
 
     // Allowed again, b connects as before.
     a.net.allow(b.peer).await;
-    wait_for("b to reconnect once allowed", || async {
+    wait_until_future("b to reconnect once allowed", DEADLINE, || async {
         b.net.dial(a.tcp_addr().await).await.is_ok() && a.is_connected_to(&b).await
     })
     .await;
@@ -235,7 +239,7 @@ async fn tcp_and_quic_both_work() {
     .await;
     q.publish(b"back over quic").await;
     t.publish(b"back over tcp").await;
-    wait_for("the replies", || async {
+    wait_until_future("the replies", DEADLINE, || async {
         !d.txs(b"back over quic").is_empty() && !d.txs(b"back over tcp").is_empty()
     })
     .await;
@@ -252,7 +256,7 @@ async fn connection_limit_is_enforced() {
     let x3 = node(config()).await;
     assert_eq!(x1.net.dial(h.tcp_addr().await).await, Ok(h.peer));
     assert_eq!(x2.net.dial(h.tcp_addr().await).await, Ok(h.peer));
-    wait_for("h to have two peers", || async {
+    wait_until_future("h to have two peers", DEADLINE, || async {
         h.net.peers().await.len() == 2
     })
     .await;
@@ -269,11 +273,11 @@ async fn connection_limit_is_enforced() {
 
     // A third peer is over the limit.
     let _ = x3.net.dial(h.tcp_addr().await).await;
-    wait_for("x3's connection to be dropped", || async {
+    wait_until_future("x3's connection to be dropped", DEADLINE, || async {
         !x3.is_connected_to(&h).await
     })
     .await;
-    never("h over its limit", Duration::from_secs(2), || async {
+    never_future("h over its limit", Duration::from_secs(2), || async {
         let peers = h.net.peers().await;
         peers.len() > 2 || peers.contains(&x3.peer)
     })
@@ -325,7 +329,7 @@ async fn garbage_bytes_on_the_port_do_not_crash() {
     assert_eq!(p.net.dial(tcp).await, Ok(h.peer));
     assert_eq!(p.net.dial(quic).await, Ok(h.peer));
     p.publish(b"still gossiping").await;
-    wait_for("gossip after the garbage", || async {
+    wait_until_future("gossip after the garbage", DEADLINE, || async {
         !h.txs(b"still gossiping").is_empty()
     })
     .await;
@@ -366,7 +370,7 @@ async fn kademlia_discovers_peers_beyond_bootstrap() {
     cc.bootstrap = vec![b.tcp_addr().await];
     let c = node(cc).await;
     // c only knows b; b's routing table tells it about a, and c connects to it (or a to c).
-    wait_for("c to discover and connect to a", || async {
+    wait_until_future("c to discover and connect to a", DEADLINE, || async {
         c.is_connected_to(&a).await
             && c.events_since(0).iter().any(
                 |e| matches!(e, NetEvent::Discovered(p, addrs) if *p == a.peer && !addrs.is_empty()),

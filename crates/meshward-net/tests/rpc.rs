@@ -5,10 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, init_tracing, never, node, serving_node, wait_for, TestNode};
+use common::{config, init_tracing, node, serving_node, TestNode, DEADLINE};
 use meshward_net::{
     Multiaddr, NetConfig, NetError, NetEvent, PeerId, RpcFailure, DEFAULT_RPC_MAX_REQUEST_BYTES,
 };
+use meshward_testkit::{never_future, wait_for_future, wait_until_future};
 
 /// Answers `ping` with `re: ping`, and `big` with 4 KiB.
 fn echo(request: &[u8]) -> Option<Vec<u8>> {
@@ -28,7 +29,7 @@ async fn connect(a: &TestNode, b: &TestNode) {
     let mut tcp = b.tcp_addr().await;
     tcp.pop();
     assert_eq!(a.net.dial_peer(b.peer, vec![tcp]).await, Ok(()));
-    wait_for("both ends to see the connection", || async {
+    wait_until_future("both ends to see the connection", DEADLINE, || async {
         a.is_connected_to(b).await && b.is_connected_to(a).await
     })
     .await;
@@ -178,9 +179,11 @@ async fn pending_inbound_requests_are_bounded() {
             tokio::spawn(async move { net.request(peer, vec![i]).await })
         })
         .collect();
-    wait_for("two requests at b and the third refused", || async {
-        b.requests().len() == 2 && handles.iter().any(|h| h.is_finished())
-    })
+    wait_until_future(
+        "two requests at b and the third refused",
+        DEADLINE,
+        || async { b.requests().len() == 2 && handles.iter().any(|h| h.is_finished()) },
+    )
     .await;
     for (_, id, bytes) in b.requests() {
         b.net
@@ -205,7 +208,7 @@ async fn pending_inbound_requests_are_bounded() {
         let peer = b.peer;
         tokio::spawn(async move { net.request(peer, b"later".to_vec()).await })
     };
-    wait_for("the next request at b", || async {
+    wait_until_future("the next request at b", DEADLINE, || async {
         b.requests().len() == 3
     })
     .await;
@@ -236,7 +239,7 @@ async fn denied_peer_requests_never_reach_the_node() {
         Err(NetError::Denied(b.peer))
     );
     // b re-dials to send its request; a refuses the connection.
-    wait_for("b to see the connection closed", || async {
+    wait_until_future("b to see the connection closed", DEADLINE, || async {
         !b.is_connected_to(&a).await
     })
     .await;
@@ -246,7 +249,7 @@ async fn denied_peer_requests_never_reach_the_node() {
         Err(NetError::Rpc { peer, .. }) => assert_eq!(peer, a.peer),
         other => panic!("expected an rpc error, got {other:?}"),
     }
-    never(
+    never_future(
         "a denied peer's request handed over",
         Duration::from_secs(1),
         || async {
@@ -262,19 +265,13 @@ async fn denied_peer_requests_never_reach_the_node() {
     // Allowed again, b is served again.
     a.net.allow(b.peer).await;
     let a_addrs = listen_addrs(&a).await;
-    let start = Instant::now();
-    loop {
+    let response = wait_for_future("a to serve b once allowed", DEADLINE, || async {
         b.net.add_addresses(a.peer, a_addrs.clone()).await;
-        match b.net.request(a.peer, b"allowed".to_vec()).await {
-            Ok(response) => {
-                assert_eq!(response, b"re: allowed");
-                break;
-            }
-            // The refused connection may still be closing.
-            Err(e) => assert!(start.elapsed() < common::DEADLINE, "still refused: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        // The refused connection may still be closing: an error is retried.
+        b.net.request(a.peer, b"allowed".to_vec()).await.ok()
+    })
+    .await;
+    assert_eq!(response, b"re: allowed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +282,7 @@ async fn identified_event_delivers_listen_addrs() {
     let b_addrs = listen_addrs(&b).await;
     connect(&a, &b).await;
 
-    wait_for("a to learn b's listen addresses", || async {
+    wait_until_future("a to learn b's listen addresses", DEADLINE, || async {
         a.events_since(0).iter().any(|e| {
             matches!(e, NetEvent::Identified { peer, listen_addrs }
                 if *peer == b.peer && b_addrs.iter().all(|x| listen_addrs.contains(x)))
@@ -295,7 +292,7 @@ async fn identified_event_delivers_listen_addrs() {
     let known = a.net.peer_addrs(b.peer).await;
     assert!(b_addrs.iter().all(|x| known.contains(x)), "{known:?}");
     let a_addrs = listen_addrs(&a).await;
-    wait_for("b to learn a's listen addresses", || async {
+    wait_until_future("b to learn a's listen addresses", DEADLINE, || async {
         let known = b.net.peer_addrs(a.peer).await;
         a_addrs.iter().all(|x| known.contains(x))
     })
@@ -308,7 +305,7 @@ async fn identified_event_delivers_listen_addrs() {
     assert_eq!(c.net.dial_peer(b.peer, Vec::new()).await, Ok(()));
 
     b.net.shutdown().await;
-    wait_for("b's addresses forgotten once it left", || async {
+    wait_until_future("b's addresses forgotten once it left", DEADLINE, || async {
         a.net.peer_addrs(b.peer).await.is_empty()
     })
     .await;
@@ -360,7 +357,7 @@ async fn device_does_not_receive_gossiped_txs() {
     cd.target_peers = 0;
     assert!(!cd.subscribe_tx);
     let d = node(on_g(cd, g.tcp_addr().await)).await;
-    wait_for("everyone on g", || async {
+    wait_until_future("everyone on g", DEADLINE, || async {
         g.is_connected_to(&p).await && g.is_connected_to(&s).await && g.is_connected_to(&d).await
     })
     .await;
@@ -368,11 +365,11 @@ async fn device_does_not_receive_gossiped_txs() {
     p.publish_until(b"warm-up", || s.txs_with_prefix(b"warm-up") > 0)
         .await;
     p.publish(b"tx for subscribers").await;
-    wait_for("the tx at the control node", || async {
+    wait_until_future("the tx at the control node", DEADLINE, || async {
         !s.txs(b"tx for subscribers").is_empty()
     })
     .await;
-    never(
+    never_future(
         "a gossiped tx at the device",
         Duration::from_secs(1),
         || async { d.txs_with_prefix(b"") > 0 },
@@ -381,7 +378,7 @@ async fn device_does_not_receive_gossiped_txs() {
 
     // A device still publishes its own transactions, and talks to its gateway by rpc.
     d.publish(b"from the device").await;
-    wait_for("the device's tx at g", || async {
+    wait_until_future("the device's tx at g", DEADLINE, || async {
         !g.txs(b"from the device").is_empty()
     })
     .await;

@@ -35,6 +35,7 @@ use meshward_node::txpool::TxPool;
 use meshward_node::{ApiToken, Gateway, NodeIdentity};
 use meshward_store::synth::{Synth, SYNTH_CHAIN_ID};
 use meshward_store::MailboxLimits;
+use meshward_testkit::wait_until_async;
 use rand::rngs::OsRng;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -889,12 +890,12 @@ async fn event_stream_delivers_published_blocks() {
     s.write_all(b"GET /v1/events?types=block,quarantine HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    // Wait until the handler has subscribed.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while fx.gw.events.subscribers() == 0 {
-        assert!(Instant::now() < deadline, "no subscriber after 10 s");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until_async(
+        "the handler to subscribe to events",
+        Duration::from_secs(10),
+        || fx.gw.events.subscribers() > 0,
+    )
+    .await;
     // Block 2 (anchors, filtered out), then block 3 (a revocation).
     fx.gw.events.publish_block(&fx.blocks[0]);
     fx.gw.events.publish_block(&fx.blocks[1]);

@@ -351,7 +351,8 @@ fn crashed_writer_always_reopens_consistent() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Kill at a random moment, once the writer has had a chance to start.
+        // Kill at a random moment, once the writer has had a chance to start. Not a wait for a
+        // condition: the sleep picks the moment of the kill (the loop checks the writer lives).
         let wait = Duration::from_millis(rng.gen_range(30..400));
         let started = Instant::now();
         while started.elapsed() < wait {

@@ -8,12 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{http, wait_for, Cluster};
+use common::Cluster;
 use meshward_core::codec::{Decode, Encode};
 use meshward_core::hash::Hash;
 use meshward_core::ids::Keypair;
 use meshward_core::tx::{enroll_body, Anchor, GroupName, Recipient, Tx, TxBody};
 use meshward_core::CertifiedBlock;
+use meshward_testkit::{http, wait_for};
 use rand::rngs::OsRng;
 use rand::Rng;
 
@@ -128,6 +129,7 @@ impl Load {
                         }
                         _ => {}
                     }
+                    // Not a wait: this paces the load generator's status polls.
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
@@ -486,7 +488,7 @@ fn bad_input_gets_json_errors_and_node_keeps_finalising() {
 #[test]
 fn devnet_ctrl_c_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let base = common::free_ports(40);
+    let base = meshward_testkit::free_ports(40);
     let mut devnet = common::meshward()
         .args(["devnet", "--dir"])
         .arg(dir.path().join("net"))
@@ -510,12 +512,12 @@ fn devnet_ctrl_c_leaves_no_process_behind() {
         let r = http(base, "GET", "/v1/status", &[], b"")?;
         (r.json()["height"].as_u64()? >= 2).then_some(())
     });
-    common::unsafe_free::int(devnet.id());
+    meshward_testkit::int(devnet.id());
     let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
     assert!(status.success(), "devnet exit: {status}");
     for p in pids {
         assert!(
-            !common::unsafe_free::alive(p),
+            !meshward_testkit::alive(p),
             "node process {p} is still running"
         );
     }
@@ -525,7 +527,7 @@ fn devnet_ctrl_c_leaves_no_process_behind() {
 fn devnet_with_devices_shows_a_living_fleet() {
     use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let base = common::free_ports(40);
+    let base = meshward_testkit::free_ports(40);
     let mut devnet = common::meshward()
         .args(["--json", "devnet", "--dir"])
         .arg(dir.path().join("net"))
@@ -567,7 +569,7 @@ fn devnet_with_devices_shows_a_living_fleet() {
         let r = http(base, "GET", &format!("/v1/devices/{id}"), &[], b"").unwrap();
         assert_eq!(r.status, 200, "{id} is not enrolled");
     }
-    common::unsafe_free::int(devnet.id());
+    meshward_testkit::int(devnet.id());
     let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
     assert!(status.success(), "devnet exit: {status}");
 }

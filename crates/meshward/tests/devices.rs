@@ -7,10 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::fleet::{cli, s, Fleet, MIN};
-use common::wait_for;
 use meshward_core::envelope::seal_oneshot;
 use meshward_core::rpc::{Request, Response};
 use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
+use meshward_testkit::wait_for;
 use rand::rngs::OsRng;
 
 fn now_ms() -> u64 {
@@ -145,7 +145,7 @@ fn revoked_device_is_refused_everywhere_and_its_group_is_rekeyed() {
         .map(|d| f.agent(d, &[0, 1, 2, 3]))
         .collect();
     let group = |i: usize| {
-        let r = common::http(f.c.nodes[i].api_port, "GET", "/v1/groups/ops", &[], b"")?;
+        let r = meshward_testkit::http(f.c.nodes[i].api_port, "GET", "/v1/groups/ops", &[], b"")?;
         (r.status == 200).then(|| r.json())
     };
     // The members' agents give the group its first key.
@@ -225,7 +225,7 @@ fn revoked_device_is_refused_everywhere_and_its_group_is_rekeyed() {
     let tip = f.c.height(2).unwrap();
     let mut found = false;
     for h in revoked_at..=tip {
-        let r = common::http(
+        let r = meshward_testkit::http(
             f.c.nodes[2].api_port,
             "GET",
             &format!("/v1/blocks/{h}"),
@@ -575,9 +575,9 @@ fn device_api_refuses_bad_requests_with_json_errors() {
     let port = f.c.nodes[0].api_port;
     let json_h = [("Content-Type", "application/json")];
     let call = |method: &str, path: &str, body: &[u8]| {
-        common::http(port, method, path, &json_h, body).expect("the node answers")
+        meshward_testkit::http(port, method, path, &json_h, body).expect("the node answers")
     };
-    let expect = |r: common::HttpResponse, status: u16, code: &str| {
+    let expect = |r: meshward_testkit::HttpResponse, status: u16, code: &str| {
         assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
         assert_eq!(
             r.json()["code"],

@@ -5,9 +5,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 
 use meshward_consensus::{start, ConsensusConfig, ConsensusHandle, Mempool, SharedStore};
 use meshward_core::block::CertifiedBlock;
@@ -102,14 +100,6 @@ pub struct Net {
     pub max_block_txs: usize,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Net {
     /// `n` validators with equal power, not started.
     pub fn new(n: usize) -> Net {
@@ -137,13 +127,8 @@ impl Net {
             )
             .unwrap(),
         };
-        let mut ports = Vec::new();
-        while ports.len() < n {
-            let p = free_port();
-            if !ports.contains(&p) {
-                ports.push(p);
-            }
-        }
+        let base = meshward_testkit::free_ports(n as u16);
+        let ports = (0..n as u16).map(|i| base + i).collect();
         let dirs = (0..n).map(|_| tempfile::tempdir().unwrap()).collect();
         Net {
             genesis,
@@ -337,15 +322,6 @@ pub fn devices(n: usize, salt: u8) -> Vec<Keypair> {
             Keypair::from_secret_bytes(&seed).unwrap()
         })
         .collect()
-}
-
-/// Polls `cond` every 20 ms until it holds, or panics with `what` at the deadline.
-pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Runs `f` with the network-test lock held.

@@ -1,18 +1,21 @@
-//! Helpers for multi-node tests: real swarms on 127.0.0.1, mDNS off, conditions polled with
-//! deadlines.
+//! Helpers for multi-node tests: real swarms on 127.0.0.1, mDNS off. Tests poll conditions
+//! with `meshward_testkit`'s waits and [`DEADLINE`].
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use meshward_core::ids::Keypair;
 use meshward_net::{Multiaddr, Net, NetConfig, NetError, NetEvent, PeerId, RequestId, TxVerdict};
+use meshward_testkit::wait_until_future;
 
-/// Generous: two cores, unoptimised code, several tests at once.
+/// How long a test waits for a condition. Generous: two cores, unoptimised code, several tests
+/// at once.
 pub const DEADLINE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
+/// How often [`TestNode::publish_until`] looks for its condition. It publishes again every
+/// fourth look: this paces the publishing, so a peer whose subscription is late is not flooded.
+const PUBLISH_POLL: Duration = Duration::from_millis(50);
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -181,48 +184,20 @@ impl TestNode {
                     start.elapsed() < DEADLINE,
                     "timed out publishing until delivered"
                 );
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(PUBLISH_POLL).await;
             }
         }
     }
 
     /// Publishes once a peer subscribed to the topic is connected.
     pub async fn publish(&self, bytes: &[u8]) {
-        let start = Instant::now();
-        loop {
+        wait_until_future("a subscribed peer to publish to", DEADLINE, || async {
             match self.net.publish_tx(bytes.to_vec()).await {
-                Ok(()) => return,
-                Err(NetError::NoPeers) if start.elapsed() < DEADLINE => {
-                    tokio::time::sleep(POLL).await
-                }
+                Ok(()) => true,
+                Err(NetError::NoPeers) => false,
                 Err(e) => panic!("publish failed: {e}"),
             }
-        }
-    }
-}
-
-/// Polls `cond` until it holds, failing the test at the deadline.
-pub async fn wait_for<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !cond().await {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Polls `cond` for `window`, failing the test if it ever holds.
-pub async fn never<F, Fut>(what: &str, window: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < window {
-        assert!(!cond().await, "{what}");
-        tokio::time::sleep(POLL).await;
+        })
+        .await;
     }
 }

@@ -12,7 +12,9 @@ use meshward_core::ids::{Keypair, PublicKey};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use serde_json::Value;
 
-use super::{meshward, wait_for, Cluster};
+use meshward_testkit::wait_for;
+
+use super::{meshward, Cluster};
 
 pub const MIN: Duration = Duration::from_secs(60);
 
@@ -44,7 +46,7 @@ impl Agent {
     }
 
     pub fn stop(mut self) {
-        super::unsafe_free::term(self.child.id());
+        meshward_testkit::term(self.child.id());
         let _ = self.child.wait();
     }
 }
@@ -237,7 +239,7 @@ impl Fleet {
     }
 
     pub fn device_json(&self, i: usize, id: &str) -> Option<Value> {
-        let r = super::http(
+        let r = meshward_testkit::http(
             self.c.nodes[i].api_port,
             "GET",
             &format!("/v1/devices/{id}"),
@@ -253,7 +255,7 @@ impl Fleet {
     /// a signed challenge (so the device's own agent keeps its mesh identity to itself).
     pub fn mailbox_len(&self, i: usize, dev: &Dev) -> Option<usize> {
         let port = self.c.nodes[i].api_port;
-        let ch = super::http(
+        let ch = meshward_testkit::http(
             port,
             "POST",
             "/v1/challenge",
@@ -275,7 +277,7 @@ impl Fleet {
             "signature": meshward_core::hex::encode(&sig.0),
         })
         .to_string();
-        let r = super::http(
+        let r = meshward_testkit::http(
             port,
             "POST",
             "/v1/mailbox/fetch",

@@ -2,11 +2,9 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshward_core::codec::Encode;
 use meshward_core::genesis::Genesis;
@@ -15,97 +13,11 @@ use meshward_core::state::AdminSet;
 use meshward_core::tx::{Validator, ValidatorSet};
 use meshward_core::Tx;
 use meshward_node::keyfile::{self, KeyKind};
+use meshward_testkit::{free_ports, http, wait_for, wait_until};
 use serde_json::Value;
 
 pub fn meshward() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meshward"))
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, or panics with `what` at the deadline.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A free block of `n` consecutive TCP ports on 127.0.0.1 (checked by binding them).
-pub fn free_ports(n: u16) -> u16 {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    loop {
-        let base: u16 = rng.gen_range(20_000..60_000);
-        let ok = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
-        if ok {
-            return base;
-        }
-    }
-}
-
-pub struct HttpResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// One raw HTTP/1.1 exchange with `Connection: close`.
-pub fn http(
-    port: u16,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Option<HttpResponse> {
-    let mut s =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    s.write_all(body).ok()?;
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_string();
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    let mut body = raw[end + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body = dechunk(&body);
-    }
-    Some(HttpResponse { status, body })
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let n = usize::from_str_radix(std::str::from_utf8(&b[..i]).unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        b = &b[i + 2..];
-        if n == 0 || b.len() < n {
-            break;
-        }
-        out.extend_from_slice(&b[..n]);
-        b = &b[(n + 2).min(b.len())..];
-    }
-    out
 }
 
 pub struct Node {
@@ -231,19 +143,9 @@ impl Cluster {
     /// SIGTERM, then wait for a clean exit.
     pub fn stop(&mut self, i: usize) -> std::process::ExitStatus {
         let mut c = self.nodes[i].child.take().expect("node is running");
-        unsafe_free::term(c.id());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(s) = c.try_wait().unwrap() {
-                return s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not stop on SIGTERM",
-                self.nodes[i].name
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        meshward_testkit::term(c.id());
+        let what = format!("{} to stop on SIGTERM", self.nodes[i].name);
+        wait_for(&what, Duration::from_secs(20), || c.try_wait().unwrap())
     }
 
     pub fn log(&self, i: usize) -> String {
@@ -272,14 +174,13 @@ impl Cluster {
 
     /// Waits until every listed node reports at least `h`.
     pub fn wait_height(&self, nodes: &[usize], h: u64, timeout: Duration) {
-        wait_for(
+        wait_until(
             &format!("nodes {nodes:?} to reach height {h}"),
             timeout,
             || {
                 nodes
                     .iter()
                     .all(|&i| self.height(i).is_some_and(|x| x >= h))
-                    .then_some(())
             },
         );
     }
@@ -327,46 +228,6 @@ impl Drop for Cluster {
             self.kill(i);
         }
     }
-}
-
-pub mod unsafe_free {
-    /// Sends SIGTERM to a child we spawned.
-    pub fn term(pid: u32) {
-        signal(pid, libc::SIGTERM);
-    }
-
-    pub fn int(pid: u32) {
-        signal(pid, libc::SIGINT);
-    }
-
-    fn signal(pid: u32, sig: i32) {
-        // SAFETY: kill(2) takes no pointers; the pid is a child of this test not yet reaped.
-        unsafe {
-            libc::kill(pid as libc::pid_t, sig);
-        }
-    }
-
-    /// Whether a process with this pid still exists (and is not a zombie of ours).
-    pub fn alive(pid: u32) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Field 3 is the state; Z is a zombie, which no longer runs.
-        !stat.is_empty() && stat.split_whitespace().nth(2) != Some("Z")
-    }
-}
-
-/// Whether this process runs as root (network namespaces and iptables need it).
-pub fn is_root() -> bool {
-    // SAFETY: geteuid has no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-pub fn have_tool(name: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 pub fn path_str(p: &Path) -> &str {
