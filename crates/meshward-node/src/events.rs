@@ -20,109 +20,62 @@
 
 use meshward_core::tx::{Evidence, Recipient, TxBody};
 use meshward_core::CertifiedBlock;
-use serde::Serialize;
 
 use tokio::sync::broadcast;
 
 /// Events a subscriber may lag behind before it loses the oldest.
 pub const EVENT_QUEUE: usize = 1024;
 
-/// Every event kind, as named in `event:` lines and in `?types=`.
-pub const EVENT_KINDS: &[&str] = &["block", "anchor", "quarantine"];
+pub use meshward_api::types::{Event, EVENT_KINDS};
 
-/// One thing that happened on the ledger. Serialised as JSON with a `"type"` tag; ids are
-/// peer ids and hashes lower-case hex.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum Event {
-    /// A block was finalised.
-    Block {
-        height: u64,
-        hash: String,
-        time_ms: u64,
-        /// Transactions in the block.
-        txs: u32,
-    },
-    /// A message commitment (one envelope, or a batch root) was anchored.
-    Anchor {
-        commitment: String,
-        /// The sending device's account id.
-        sender: String,
-        /// A device's peer id, or `group:NAME`.
-        recipient: String,
-        /// Envelopes the commitment covers.
-        count: u32,
-        height: u64,
-    },
-    /// A device was revoked: every node now refuses it.
-    Quarantine {
-        device: String,
-        reason: String,
-        height: u64,
-        /// Revoked automatically by committed evidence, not by the admin.
-        by_evidence: bool,
-    },
-}
-
-impl Event {
-    /// The event's kind: `block`, `anchor` or `quarantine` (its `"type"`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::Block { .. } => "block",
-            Event::Anchor { .. } => "anchor",
-            Event::Quarantine { .. } => "quarantine",
-        }
-    }
-
-    /// The events a committed block gives, in order: the block, then its anchors and
-    /// revocations in transaction order.
-    pub fn from_block(block: &CertifiedBlock) -> Vec<Event> {
-        let h = &block.block.header;
-        let height = h.height;
-        let mut out = vec![Event::Block {
-            height,
-            hash: h.hash().to_hex(),
-            time_ms: h.time_ms,
-            txs: h.tx_count,
-        }];
-        for tx in &block.block.txs {
-            match &tx.body {
-                TxBody::Anchor(a) => out.push(Event::Anchor {
-                    commitment: a.commitment.to_hex(),
-                    sender: tx.signer.peer_id(),
-                    recipient: match &a.recipient {
-                        Recipient::Device(d) => d.peer_id(),
-                        Recipient::Group(g) => format!("group:{g}"),
-                    },
-                    count: a.count,
+/// The events a committed block gives, in order: the block, then its anchors and revocations in
+/// transaction order.
+pub fn from_block(block: &CertifiedBlock) -> Vec<Event> {
+    let h = &block.block.header;
+    let height = h.height;
+    let mut out = vec![Event::Block {
+        height,
+        hash: h.hash().to_hex(),
+        time_ms: h.time_ms,
+        txs: h.tx_count,
+    }];
+    for tx in &block.block.txs {
+        match &tx.body {
+            TxBody::Anchor(a) => out.push(Event::Anchor {
+                commitment: a.commitment.to_hex(),
+                sender: tx.signer.peer_id(),
+                recipient: match &a.recipient {
+                    Recipient::Device(d) => d.peer_id(),
+                    Recipient::Group(g) => format!("group:{g}"),
+                },
+                count: a.count,
+                height,
+            }),
+            TxBody::Revoke { device, reason } => out.push(Event::Quarantine {
+                device: device.peer_id(),
+                reason: reason.clone(),
+                height,
+                by_evidence: false,
+            }),
+            TxBody::Evidence(ev) => {
+                // The ledger convicts the signer of the evidence's anchors.
+                let (convicted, reason) = match ev {
+                    Evidence::Equivocation { a, .. } => (a.signer, "evidence: equivocation"),
+                    Evidence::PolicyViolation { anchor } => {
+                        (anchor.signer, "evidence: policy violation")
+                    }
+                };
+                out.push(Event::Quarantine {
+                    device: convicted.peer_id(),
+                    reason: reason.into(),
                     height,
-                }),
-                TxBody::Revoke { device, reason } => out.push(Event::Quarantine {
-                    device: device.peer_id(),
-                    reason: reason.clone(),
-                    height,
-                    by_evidence: false,
-                }),
-                TxBody::Evidence(ev) => {
-                    // The ledger convicts the signer of the evidence's anchors.
-                    let (convicted, reason) = match ev {
-                        Evidence::Equivocation { a, .. } => (a.signer, "evidence: equivocation"),
-                        Evidence::PolicyViolation { anchor } => {
-                            (anchor.signer, "evidence: policy violation")
-                        }
-                    };
-                    out.push(Event::Quarantine {
-                        device: convicted.peer_id(),
-                        reason: reason.into(),
-                        height,
-                        by_evidence: true,
-                    });
-                }
-                _ => {}
+                    by_evidence: true,
+                });
             }
+            _ => {}
         }
-        out
     }
+    out
 }
 
 /// Live ledger events for `GET /v1/events` subscribers.
@@ -151,7 +104,7 @@ impl EventHub {
         if self.sender.receiver_count() == 0 {
             return;
         }
-        for ev in Event::from_block(block) {
+        for ev in from_block(block) {
             // Fails only when every subscriber has gone since the check: nothing to do.
             let _ = self.sender.send(ev);
         }

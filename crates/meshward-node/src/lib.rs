@@ -93,6 +93,8 @@ pub struct NodeIdentity {
     pub id: PublicKey,
     /// The mesh's listen addresses with `/p2p/<peer id>`, for devices and tools.
     pub mesh_addrs: Vec<String>,
+    /// Where the API listens, as `http://ip:port` (the OpenAPI document's server).
+    pub api_url: String,
 }
 
 /// The handles of a running gateway's components (see the crate doc), shared by the API, the

@@ -159,6 +159,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .iter()
             .map(|a| format!("{a}/p2p/{}", net.local_peer_id()))
             .collect(),
+        api_url: format!("http://{}", config.api),
     };
     let gw = Arc::new(Gateway::new(
         ledger.clone(),

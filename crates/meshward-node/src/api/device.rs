@@ -9,6 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use meshward_api::types;
 use meshward_core::hash::Hash;
 use meshward_core::hex;
 use meshward_core::ids::PublicKey;
@@ -16,7 +17,6 @@ use meshward_core::light::ProofFile;
 use meshward_core::state::{Account, DeviceStatus, StateView};
 use meshward_core::tx::GroupName;
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::auth::{authenticate, DeviceCredential};
 use super::{json_body, path_param, query_params, store_error, ApiError, ApiResult};
@@ -60,7 +60,7 @@ fn mailbox_refusal(e: crate::mailboxes::MailboxRefusal) -> ApiError {
 }
 
 /// `POST /v1/challenge`: a fresh single-use nonce. No credential, no body needed.
-pub(super) async fn challenge(State(s): State<Arc<Gateway>>) -> ApiResult {
+pub(super) async fn challenge(State(s): State<Arc<Gateway>>) -> ApiResult<types::Challenge> {
     let (nonce, ttl) = s.challenges.issue().map_err(|e| {
         tracing::error!(error = %e, "no randomness for a challenge nonce");
         ApiError::new(
@@ -70,29 +70,18 @@ pub(super) async fn challenge(State(s): State<Arc<Gateway>>) -> ApiResult {
         )
     })?;
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    Ok(Json(json!({
-        "nonce": hex::encode(&nonce),
-        "expires_ms": now_ms().saturating_add(ttl_ms),
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct FetchRequest {
-    device: String,
-    nonce: String,
-    signature: String,
-    #[serde(default)]
-    after: u64,
-    max: Option<u64>,
+    Ok(Json(types::Challenge {
+        nonce: hex::encode(&nonce),
+        expires_ms: now_ms().saturating_add(ttl_ms),
+    }))
 }
 
 /// `POST /v1/mailbox/fetch`: envelopes waiting for the device, after `after`, in order.
 pub(super) async fn mailbox_fetch(
     State(s): State<Arc<Gateway>>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: FetchRequest = json_body(
+) -> ApiResult<types::MailboxFetchResponse> {
+    let req: types::MailboxFetchRequest = json_body(
         body,
         r#"{"device": "<peer id>", "nonce": "<hex>", "signature": "<hex>", "after": u64, "max": u64}"#,
     )?;
@@ -129,26 +118,20 @@ pub(super) async fn mailbox_fetch(
             break;
         }
         bytes += env.len();
-        envelopes.push(json!({ "seq": seq, "envelope": hex::encode(&env) }));
+        envelopes.push(types::MailboxEnvelope {
+            seq,
+            envelope: hex::encode(&env),
+        });
     }
-    Ok(Json(json!({ "envelopes": envelopes })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct AckRequest {
-    device: String,
-    nonce: String,
-    signature: String,
-    up_to: u64,
+    Ok(Json(types::MailboxFetchResponse { envelopes }))
 }
 
 /// `POST /v1/mailbox/ack`: removes the device's envelopes up to `up_to`.
 pub(super) async fn mailbox_ack(
     State(s): State<Arc<Gateway>>,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let req: AckRequest = json_body(
+) -> ApiResult<types::MailboxAckResponse> {
+    let req: types::MailboxAckRequest = json_body(
         body,
         r#"{"device": "<peer id>", "nonce": "<hex>", "signature": "<hex>", "up_to": u64}"#,
     )?;
@@ -169,32 +152,33 @@ pub(super) async fn mailbox_ack(
         .ack(device, req.up_to)
         .await
         .map_err(mailbox_refusal)?;
-    Ok(Json(json!({ "removed": removed })))
+    Ok(Json(types::MailboxAckResponse {
+        removed: removed as u64,
+    }))
 }
 
-/// A device as the API shows it.
-fn device_json(a: &Account) -> Option<Value> {
+/// A device as the API shows it; `None` for an account that is not a device.
+pub fn device_json(a: &Account) -> Option<types::Device> {
     let d = a.device.as_ref()?;
-    let mut v = json!({
-        "id": a.id.peer_id(),
-        "enc_key": d.enc_key.to_string(),
-        "sign_key": a.sign_key.peer_id(),
-        "groups": d.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-        "enrolled_height": d.enrolled_height,
-        "seq": a.seq,
-    });
-    let extra = match &d.status {
-        DeviceStatus::Active => json!({ "status": "active" }),
-        DeviceStatus::Revoked { reason, height } => json!({
-            "status": "revoked",
-            "revoked_reason": reason,
-            "revoked_height": height,
-        }),
+    let (status, revoked_reason, revoked_height) = match &d.status {
+        DeviceStatus::Active => (types::DeviceState::Active, None, None),
+        DeviceStatus::Revoked { reason, height } => (
+            types::DeviceState::Revoked,
+            Some(reason.clone()),
+            Some(*height),
+        ),
     };
-    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
-        m.extend(e);
-    }
-    Some(v)
+    Some(types::Device {
+        id: a.id.peer_id(),
+        enc_key: d.enc_key.to_string(),
+        sign_key: a.sign_key.peer_id(),
+        groups: d.groups.iter().map(|g| g.as_str().to_string()).collect(),
+        enrolled_height: d.enrolled_height,
+        seq: a.seq,
+        status,
+        revoked_reason,
+        revoked_height,
+    })
 }
 
 fn parse_device_id(s: &str) -> Result<PublicKey, ApiError> {
@@ -218,7 +202,7 @@ pub(super) struct DevicesQuery {
 pub(super) async fn list_devices(
     State(s): State<Arc<Gateway>>,
     q: Result<Query<DevicesQuery>, QueryRejection>,
-) -> ApiResult {
+) -> ApiResult<types::DeviceList> {
     let q = query_params(q)?;
     let limit = q.limit.unwrap_or(DEFAULT_DEVICE_PAGE);
     if limit == 0 || limit > MAX_DEVICE_PAGE {
@@ -235,22 +219,24 @@ pub(super) async fn list_devices(
         .accounts()
         .filter(|a| a.device.is_some())
         .filter(|a| after.is_none_or(|k| a.id > k));
-    let devices: Vec<Value> = page.by_ref().take(limit).filter_map(device_json).collect();
+    let devices: Vec<types::Device> = page.by_ref().take(limit).filter_map(device_json).collect();
     let more = page.next().is_some();
-    let mut out = json!({ "devices": devices });
-    if more {
-        if let Some(last) = devices.last() {
-            out["next_after"] = last["id"].clone();
-        }
-    }
-    Ok(Json(out))
+    let next_after = if more {
+        devices.last().map(|d| d.id.clone())
+    } else {
+        None
+    };
+    Ok(Json(types::DeviceList {
+        devices,
+        next_after,
+    }))
 }
 
 /// `GET /v1/devices/{id}`.
 pub(super) async fn get_device(
     State(s): State<Arc<Gateway>>,
     id: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+) -> ApiResult<types::Device> {
     let id = path_param(id)?;
     let key = parse_device_id(&id)?;
     let store = lock_store(&s);
@@ -272,7 +258,7 @@ pub(super) async fn get_device(
 pub(super) async fn get_group(
     State(s): State<Arc<Gateway>>,
     name: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+) -> ApiResult<types::Group> {
     let name = path_param(name)?;
     let group = GroupName::new(&name).ok_or_else(|| {
         ApiError::new(
@@ -290,16 +276,19 @@ pub(super) async fn get_group(
             format!("no group {name:?} on the ledger"),
         )
     })?;
-    let members: Vec<Value> = crate::rpc::member_keys(state, g)
+    let members = crate::rpc::member_keys(state, g)
         .iter()
-        .map(|(id, enc)| json!({ "id": id.peer_id(), "enc_key": enc.to_string() }))
+        .map(|(id, enc)| types::GroupMember {
+            id: id.peer_id(),
+            enc_key: enc.to_string(),
+        })
         .collect();
-    Ok(Json(json!({
-        "name": group.as_str(),
-        "members": members,
-        "epoch": g.epoch,
-        "needs_rekey": g.needs_rekey,
-    })))
+    Ok(Json(types::Group {
+        name: group.as_str().to_string(),
+        members,
+        epoch: g.epoch,
+        needs_rekey: g.needs_rekey,
+    }))
 }
 
 fn parse_commitment(s: &str) -> Result<Hash, ApiError> {
@@ -324,14 +313,16 @@ fn unknown_anchor(c: &str) -> ApiError {
 pub(super) async fn anchor_location(
     State(s): State<Arc<Gateway>>,
     c: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+) -> ApiResult<types::AnchorLocation> {
     let c = path_param(c)?;
     let h = parse_commitment(&c)?;
     let loc = lock_store(&s).anchor_location(&h).map_err(store_error)?;
     let (height, index) = loc.ok_or_else(|| unknown_anchor(&c))?;
-    Ok(Json(
-        json!({ "commitment": c, "height": height, "index": index }),
-    ))
+    Ok(Json(types::AnchorLocation {
+        commitment: c,
+        height,
+        index,
+    }))
 }
 
 /// `GET /v1/anchors/{commitment}/proof`: the proof file (the same bytes `meshward store

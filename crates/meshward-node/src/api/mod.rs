@@ -12,7 +12,9 @@
 //! the router is built from it, and `GET /v1/openapi.json` documents each one.
 //!
 //! ```
-//! assert!(meshward_node::api::ROUTES.contains(&("POST", "/v1/mailbox/fetch")));
+//! assert!(meshward_node::api::ROUTES
+//!     .iter()
+//!     .any(|r| (r.method, r.path) == ("POST", "/v1/mailbox/fetch")));
 //! ```
 
 pub mod auth;
@@ -28,11 +30,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
+use meshward_api::types;
 use meshward_core::hash::Hash;
 use meshward_core::state::StateView;
 use meshward_core::tx::{Recipient, Tx, TxBody};
 use meshward_core::{hex, CertifiedBlock};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::mempool::AdmitError;
 use crate::Gateway;
@@ -62,37 +65,18 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({ "code": self.code, "message": self.message })),
+            Json(types::ErrorBody {
+                code: self.code.into(),
+                message: self.message,
+            }),
         )
             .into_response()
     }
 }
 
-type ApiResult = Result<Json<Value>, ApiError>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Every route the API serves, as (method, path template). The router is built from this
-/// list, and the OpenAPI document must describe each entry (a test checks both).
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/v1/status"),
-    ("GET", "/v1/blocks/{height}"),
-    ("POST", "/v1/tx"),
-    ("POST", "/v1/txs"),
-    ("GET", "/v1/tx/{hash}"),
-    ("GET", "/metrics"),
-    ("GET", "/v1/openapi.json"),
-    ("GET", "/v1/events"),
-    ("POST", "/v1/challenge"),
-    ("POST", "/v1/mailbox/fetch"),
-    ("POST", "/v1/mailbox/ack"),
-    ("GET", "/v1/devices"),
-    ("GET", "/v1/devices/{id}"),
-    ("GET", "/v1/groups/{name}"),
-    ("GET", "/v1/anchors/{commitment}"),
-    ("GET", "/v1/anchors/{commitment}/proof"),
-];
-
-/// The OpenAPI 3.0 document served at `GET /v1/openapi.json`.
-pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
+pub use meshward_api::ROUTES;
 
 /// The handler of one [`ROUTES`] entry.
 fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
@@ -127,7 +111,8 @@ pub const MAX_DEVICE_BODY_BYTES: usize = 16 * 1024;
 /// The API's router over `gw`'s components.
 pub fn router(gw: Arc<Gateway>) -> Router {
     let mut r = Router::new();
-    for &(method, path) in ROUTES {
+    for route in ROUTES {
+        let (method, path) = (route.method, route.path);
         let h = handler(method, path)
             .unwrap_or_else(|| panic!("ROUTES lists {method} {path}, which has no handler"));
         r = r.route(path, h);
@@ -159,8 +144,8 @@ fn store_error(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+async fn openapi(State(s): State<Arc<Gateway>>) -> Json<Value> {
+    Json(meshward_api::openapi::document(&s.identity.api_url))
 }
 
 /// A path parameter, or a JSON 400 when it is not valid percent-encoded UTF-8.
@@ -190,7 +175,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
     })
 }
 
-async fn status(State(s): State<Arc<Gateway>>) -> ApiResult {
+async fn status(State(s): State<Arc<Gateway>>) -> ApiResult<types::Status> {
     let store = s.ledger.read();
     let tip = store.tip();
     let (time, hash) = match tip {
@@ -200,24 +185,25 @@ async fn status(State(s): State<Arc<Gateway>>) -> ApiResult {
         }
         None => (None, None),
     };
-    Ok(Json(json!({
-        "chain_id": store.genesis().chain_id,
-        "height": tip.map_or(0, |(h, _)| h),
-        "last_block_hash": hash,
-        "last_block_time": time,
-        "peers": s.peers(),
-        "validators": store.state().validators().validators.len(),
-        "is_validator": store.state().validators().power_of(&s.identity.id).is_some(),
-        "mempool_size": s.pool.len(),
-        "peer_id": s.identity.id.peer_id(),
-        "mesh_addrs": s.identity.mesh_addrs,
-    })))
+    let validators = store.state().validators();
+    Ok(Json(types::Status {
+        chain_id: store.genesis().chain_id.clone(),
+        height: tip.map_or(0, |(h, _)| h),
+        last_block_hash: hash,
+        last_block_time: time,
+        peers: s.peers() as u64,
+        validators: validators.validators.len() as u64,
+        is_validator: validators.power_of(&s.identity.id).is_some(),
+        mempool_size: s.pool.len() as u64,
+        peer_id: s.identity.id.peer_id(),
+        mesh_addrs: s.identity.mesh_addrs.clone(),
+    }))
 }
 
 async fn block(
     State(s): State<Arc<Gateway>>,
     height: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+) -> ApiResult<types::Block> {
     let height = path_param(height)?;
     let height: u64 = height.parse().map_err(|_| {
         ApiError::new(
@@ -240,74 +226,107 @@ async fn block(
     Ok(Json(block_json(&cb)))
 }
 
-pub fn block_json(cb: &CertifiedBlock) -> Value {
+/// A certified block as the API shows it.
+pub fn block_json(cb: &CertifiedBlock) -> types::Block {
     let h = &cb.block.header;
-    json!({
-        "height": h.height,
-        "hash": h.hash().to_hex(),
-        "header": {
-            "chain_id": h.chain_id,
-            "height": h.height,
-            "prev_hash": h.prev_hash.to_hex(),
-            "time_ms": h.time_ms,
-            "proposer": h.proposer.peer_id(),
-            "tx_root": h.tx_root.to_hex(),
-            "tx_count": h.tx_count,
-            "state_root": h.state_root.to_hex(),
-            "validator_set_hash": h.validator_set_hash.to_hex(),
-            "last_commit_hash": h.last_commit_hash.to_hex(),
+    types::Block {
+        height: h.height,
+        hash: h.hash().to_hex(),
+        header: types::BlockHeader {
+            chain_id: h.chain_id.clone(),
+            height: h.height,
+            prev_hash: h.prev_hash.to_hex(),
+            time_ms: h.time_ms,
+            proposer: h.proposer.peer_id(),
+            tx_root: h.tx_root.to_hex(),
+            tx_count: h.tx_count,
+            state_root: h.state_root.to_hex(),
+            validator_set_hash: h.validator_set_hash.to_hex(),
+            last_commit_hash: h.last_commit_hash.to_hex(),
         },
-        "txs": cb.block.txs.iter().map(tx_json).collect::<Vec<_>>(),
-        "certificate": {
-            "height": cb.certificate.height,
-            "round": cb.certificate.round,
-            "block_hash": cb.certificate.block_hash.to_hex(),
-            "signatures": cb.certificate.signatures.iter().map(|s| json!({
-                "validator": s.validator.peer_id(),
-                "signature": hex::encode(&s.sig.0),
-            })).collect::<Vec<_>>(),
+        txs: cb.block.txs.iter().map(tx_json).collect(),
+        certificate: types::Certificate {
+            height: cb.certificate.height,
+            round: cb.certificate.round,
+            block_hash: cb.certificate.block_hash.to_hex(),
+            signatures: cb
+                .certificate
+                .signatures
+                .iter()
+                .map(|s| types::CertificateSignature {
+                    validator: s.validator.peer_id(),
+                    signature: hex::encode(&s.sig.0),
+                })
+                .collect(),
         },
-    })
+    }
 }
 
-pub fn tx_json(tx: &Tx) -> Value {
-    let mut v = json!({
-        "id": tx.id().to_hex(),
-        "type": tx.body.name(),
-        "signer": tx.signer.peer_id(),
-        "seq": tx.seq,
-        // The canonical encoding, so a client can check signatures itself.
-        "raw": hex::encode(&meshward_core::codec::Encode::to_bytes(tx)),
-    });
-    let extra = match &tx.body {
-        TxBody::Anchor(a) => json!({
-            "recipient": match &a.recipient {
+/// The kind of a transaction, as the API names it.
+fn tx_kind(body: &TxBody) -> types::TxKind {
+    use types::TxKind as K;
+    match body {
+        TxBody::Enroll(_) => K::Enroll,
+        TxBody::Revoke { .. } => K::Revoke,
+        TxBody::RotateKeys { .. } => K::RotateKeys,
+        TxBody::SetPolicy { .. } => K::SetPolicy,
+        TxBody::Anchor(_) => K::Anchor,
+        TxBody::Ack { .. } => K::Ack,
+        TxBody::Evidence(_) => K::Evidence,
+        TxBody::ValidatorSetChange { .. } => K::ValidatorSetChange,
+        TxBody::GroupKey { .. } => K::GroupKey,
+        TxBody::CreateTicket { .. } => K::CreateTicket,
+    }
+}
+
+/// A transaction as the API shows it.
+pub fn tx_json(tx: &Tx) -> types::Tx {
+    let mut t = types::Tx {
+        id: tx.id().to_hex(),
+        kind: tx_kind(&tx.body),
+        signer: tx.signer.peer_id(),
+        seq: tx.seq,
+        raw: hex::encode(&meshward_core::codec::Encode::to_bytes(tx)),
+        recipient: None,
+        commitment: None,
+        count: None,
+        timestamp_ms: None,
+        size_bytes: None,
+        device: None,
+        enc_key: None,
+        groups: None,
+        ticket: None,
+        reason: None,
+        sender: None,
+    };
+    match &tx.body {
+        TxBody::Anchor(a) => {
+            t.recipient = Some(match &a.recipient {
                 Recipient::Device(d) => d.peer_id(),
                 Recipient::Group(g) => format!("group:{g}"),
-            },
-            "commitment": a.commitment.to_hex(),
-            "count": a.count,
-            "timestamp_ms": a.timestamp_ms,
-            "size_bytes": a.size_bytes,
-        }),
-        TxBody::Enroll(e) => json!({
-            "device": e.device.peer_id(),
-            "enc_key": e.enc_key.to_string(),
-            "groups": e.groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-            "ticket": e.ticket.is_some(),
-        }),
+            });
+            t.commitment = Some(a.commitment.to_hex());
+            t.count = Some(a.count);
+            t.timestamp_ms = Some(a.timestamp_ms);
+            t.size_bytes = Some(a.size_bytes);
+        }
+        TxBody::Enroll(e) => {
+            t.device = Some(e.device.peer_id());
+            t.enc_key = Some(e.enc_key.to_string());
+            t.groups = Some(e.groups.iter().map(|g| g.as_str().to_string()).collect());
+            t.ticket = Some(e.ticket.is_some());
+        }
         TxBody::Revoke { device, reason } => {
-            json!({ "device": device.peer_id(), "reason": reason })
+            t.device = Some(device.peer_id());
+            t.reason = Some(reason.clone());
         }
         TxBody::Ack { commitment, sender } => {
-            json!({ "commitment": commitment.to_hex(), "sender": sender.peer_id() })
+            t.commitment = Some(commitment.to_hex());
+            t.sender = Some(sender.peer_id());
         }
-        _ => json!({}),
-    };
-    if let (Value::Object(m), Value::Object(e)) = (&mut v, extra) {
-        m.extend(e);
+        _ => {}
     }
-    v
+    t
 }
 
 fn check_auth(s: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -374,12 +393,15 @@ async fn submit_tx(
     State(s): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<types::TxSubmitted> {
     check_auth(&s, &headers)?;
     let body = body.map_err(body_error)?;
     let tx = parse_tx_body(&headers, &body)?;
     let id = s.pool.submit(tx, true).map_err(|e| admit_error(&e))?;
-    Ok(Json(json!({ "hash": id.to_hex(), "status": "pending" })))
+    Ok(Json(types::TxSubmitted {
+        hash: id.to_hex(),
+        status: "pending".into(),
+    }))
 }
 
 /// Most transactions in one `POST /v1/txs`.
@@ -401,7 +423,7 @@ async fn submit_txs(
     State(s): State<Arc<Gateway>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
+) -> ApiResult<types::TxBatchResult> {
     check_auth(&s, &headers)?;
     let body = body.map_err(body_error)?;
     let txs = meshward_core::tx::decode_tx_list(&body, MAX_BATCH_TXS).map_err(|e| {
@@ -423,11 +445,15 @@ async fn submit_txs(
             Ok(id) => accepted.push(id.to_hex()),
             Err(e) => {
                 let err = admit_error(&e);
-                rejected.push(json!({ "index": i, "code": err.code, "message": err.message }));
+                rejected.push(types::TxRefused {
+                    index: i,
+                    code: err.code.into(),
+                    message: err.message,
+                });
             }
         }
     }
-    Ok(Json(json!({ "accepted": accepted, "rejected": rejected })))
+    Ok(Json(types::TxBatchResult { accepted, rejected }))
 }
 
 pub fn admit_error(e: &AdmitError) -> ApiError {
@@ -448,7 +474,7 @@ pub fn admit_error(e: &AdmitError) -> ApiError {
 async fn tx_status(
     State(s): State<Arc<Gateway>>,
     hash: Result<Path<String>, PathRejection>,
-) -> ApiResult {
+) -> ApiResult<types::TxStatus> {
     let hash = path_param(hash)?;
     let h = Hash::from_hex(&hash).ok_or_else(|| {
         ApiError::new(
@@ -461,18 +487,23 @@ async fn tx_status(
         let store = s.ledger.read();
         store.tx_location(&h).map_err(store_error)?
     };
+    let status = |status, height, index, reason| {
+        Ok(Json(types::TxStatus {
+            hash: hash.clone(),
+            status,
+            height,
+            index,
+            reason,
+        }))
+    };
     if let Some((height, index)) = loc {
-        return Ok(Json(
-            json!({ "hash": hash, "status": "final", "height": height, "index": index }),
-        ));
+        return status(types::TxState::Final, Some(height), Some(index), None);
     }
     if s.pool.contains(&h) {
-        return Ok(Json(json!({ "hash": hash, "status": "pending" })));
+        return status(types::TxState::Pending, None, None, None);
     }
     if let Some(reason) = s.pool.rejection(&h) {
-        return Ok(Json(
-            json!({ "hash": hash, "status": "rejected", "reason": reason }),
-        ));
+        return status(types::TxState::Rejected, None, None, Some(reason));
     }
     Err(ApiError::new(
         StatusCode::NOT_FOUND,

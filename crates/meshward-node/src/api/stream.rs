@@ -82,9 +82,12 @@ fn to_sse(item: Item) -> SseEvent {
         Item::Event(ev) => SseEvent::default()
             .event(ev.kind())
             .data(serde_json::to_string(&ev).expect("events are plain data")),
-        Item::Lagged(n) => SseEvent::default()
-            .event("lagged")
-            .data(format!(r#"{{"type":"lagged","missed":{n}}}"#)),
+        Item::Lagged(n) => {
+            let ev = Event::Lagged { missed: n };
+            SseEvent::default()
+                .event(ev.kind())
+                .data(serde_json::to_string(&ev).expect("events are plain data"))
+        }
     }
 }
 
