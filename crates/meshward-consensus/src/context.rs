@@ -387,15 +387,14 @@ impl MeshwardContext {
 
     /// Records the last-commit signers of a block just committed (see [`ProposerHistory`]).
     pub fn record_committed(&self, block_height: u64, signers: &[PublicKey]) {
-        // A poisoned lock only means a writer panicked mid-record; the map is still usable.
-        let mut h = self.history.write().unwrap_or_else(|e| e.into_inner());
+        let mut h = meshward_core::sync::write(&self.history, "proposer history");
         h.record(block_height, signers);
     }
 
     /// The proposer's index for `height` and `round` (round 0 skips inactive validators).
     pub fn proposer_index(&self, set: &ValidatorSet, height: u64, round: u32) -> usize {
         let keys = set.keys();
-        let h = self.history.read().unwrap_or_else(|e| e.into_inner());
+        let h = meshward_core::sync::read(&self.history, "proposer history");
         h.select_index(&keys, height, round)
     }
 }

@@ -96,7 +96,9 @@ use crate::context::{Address, MeshwardContext};
 use crate::proposer::ProposerHistory;
 use crate::signing::{MeshwardSigner, MeshwardVerifier};
 
-/// The node's store. Consensus is its only writer; the node's API reads it.
+/// The node's chain store. Consensus is its only writer (it takes the write guard to commit
+/// each block); the rest of the node only reads it. A poisoned lock aborts the process
+/// ([`meshward_core::sync`]).
 pub type SharedStore = Arc<RwLock<meshward_store::Store>>;
 
 /// The node's pool of pending transactions, as consensus uses it.
@@ -167,8 +169,6 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
-    #[error("the store lock is poisoned (a thread panicked while writing it); restart the node")]
-    Poisoned,
     #[error("cannot prepare the consensus application: {0}")]
     App(#[from] AppError),
     #[error("cannot sign the validator proof: {0}")]
@@ -292,7 +292,7 @@ pub async fn start(
 ) -> Result<ConsensusHandle, StartError> {
     let me = key.id();
     let (chain_id, is_validator) = {
-        let s = store.read().map_err(|_| StartError::Poisoned)?;
+        let s = meshward_core::sync::read(&store, "chain store");
         (
             s.genesis().chain_id.clone(),
             s.state().validators().power_of(&me).is_some(),

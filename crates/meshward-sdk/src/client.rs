@@ -224,7 +224,7 @@ impl Client {
                         peer,
                         listen_addrs: addrs,
                     } => {
-                        let mut d = disc.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut d = meshward_core::sync::lock(&disc, "discovered addresses");
                         if d.len() < MAX_DISCOVERED || d.contains_key(&peer) {
                             let mut addrs = addrs;
                             addrs.truncate(MAX_ADDRS_PER_PEER);
@@ -279,10 +279,7 @@ impl Client {
 
     /// The queue of requests other devices send to this one; can be taken once.
     pub fn take_requests(&self) -> Option<mpsc::Receiver<Incoming>> {
-        self.incoming
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
+        meshward_core::sync::lock(&self.incoming, "incoming requests").take()
     }
 
     /// Answers an incoming request.
@@ -358,7 +355,7 @@ impl Client {
     }
 
     fn is_down(&self, gw: &PeerId) -> bool {
-        let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
+        let mut down = meshward_core::sync::lock(&self.down, "gateways down");
         match down.get(gw) {
             Some(until) if Instant::now() < *until => true,
             Some(_) => {
@@ -370,9 +367,7 @@ impl Client {
     }
 
     fn mark_down(&self, gw: PeerId) {
-        self.down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        meshward_core::sync::lock(&self.down, "gateways down")
             .insert(gw, Instant::now() + GATEWAY_RETRY);
     }
 
@@ -496,9 +491,7 @@ impl Client {
 
     /// Where a peer listens, as far as discovery (mDNS, identify) told us.
     pub fn discovered_addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.discovered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        meshward_core::sync::lock(&self.discovered, "discovered addresses")
             .get(peer)
             .cloned()
             .unwrap_or_default()

@@ -399,18 +399,15 @@ impl Device {
 
     /// The sender's record for an incoming envelope, cached for a moment.
     async fn sender_info(&self, key: &PublicKey) -> Result<DeviceInfo, ClientError> {
-        if let Some((at, info)) = self
-            .senders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(key)
+        if let Some((at, info)) =
+            meshward_core::sync::lock(&self.senders, "sender records").get(key)
         {
             if at.elapsed() < SENDER_CACHE_TTL {
                 return Ok(info.clone());
             }
         }
         let info = self.resolve(key).await?;
-        let mut s = self.senders.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = meshward_core::sync::lock(&self.senders, "sender records");
         if s.len() > 4096 {
             s.clear();
         }
@@ -434,10 +431,7 @@ impl Device {
             .sign_key
             .verifying_key()
             .map_err(|_| OpenError::Envelope(EnvelopeError::BadSignature))?;
-        let opened = self
-            .receiver
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        let opened = meshward_core::sync::lock(&self.receiver, "receiver")
             .open(env, &vk)
             .map_err(OpenError::Envelope)?;
         Ok((sender, opened.payload, opened.commitment))

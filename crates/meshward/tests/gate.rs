@@ -99,7 +99,7 @@ fn revocations_reach_every_gate_even_when_consensus_events_are_lost() {
         .map(|_| Keypair::generate(&mut OsRng))
         .collect();
     let mut seq = 0u64;
-    let mut last = 0;
+    let mut last = String::new();
     for d in victims.iter().chain(&loaders) {
         seq += 1;
         let tx = Tx::sign(

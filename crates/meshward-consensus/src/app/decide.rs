@@ -40,7 +40,7 @@ impl App {
         let height = certificate.height.0;
         let hash = certificate.value_id.0;
         let core_cert = to_core_certificate(certificate);
-        let tip = self.read().and_then(|s| s.tip());
+        let tip = self.read().tip();
         {
             if let Some((h, tip_hash)) = tip {
                 if h >= height {
@@ -90,9 +90,7 @@ impl App {
         let hash = cb.block.hash();
         let validators_before;
         {
-            let Some(mut store) = self.write() else {
-                return Err(CommitError::Poisoned);
-            };
+            let mut store = self.write();
             validators_before = store.state().validators().clone();
             match delta {
                 Some(delta) => store.commit_decided(&cb, delta)?,
@@ -130,10 +128,7 @@ impl App {
         let height = certificate.height.0;
         self.report_evidence(height, &evidence);
         let committed = self.commit_failed != Some(height)
-            && self
-                .read()
-                .and_then(|s| s.tip())
-                .is_some_and(|(h, _)| h >= height);
+            && self.read().tip().is_some_and(|(h, _)| h >= height);
         if !committed {
             warn!(height, "decided block not committed; restarting the height");
             self.height_started = Instant::now();
@@ -219,6 +214,4 @@ impl App {
 pub(super) enum CommitError {
     #[error("{0}")]
     Store(#[from] meshward_store::ApplyError),
-    #[error("the store lock is poisoned")]
-    Poisoned,
 }

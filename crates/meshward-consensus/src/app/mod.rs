@@ -43,7 +43,7 @@ use meshward_core::state::StateView;
 use meshward_core::tx::ValidatorSet as CoreValidatorSet;
 use meshward_store::Store;
 use tokio::sync::{broadcast, watch};
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use crate::candidates::{Candidate, Candidates};
 use crate::config::ConsensusConfig;
@@ -104,8 +104,6 @@ pub(crate) struct App {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppError {
-    #[error("store lock poisoned (a thread panicked while writing it)")]
-    Poisoned,
     #[error("cannot read block {height} from the store: {source}")]
     Read {
         height: u64,
@@ -137,7 +135,7 @@ impl App {
     ) -> Result<App, AppError> {
         let verifier = MeshwardVerifier::new(ctx.chain_id());
         let (tip, next_height) = {
-            let s = store.read().map_err(|_| AppError::Poisoned)?;
+            let s = meshward_core::sync::read(&store, "chain store");
             let validators = s.state().validators().clone();
             let tip = match s.tip() {
                 None => Tip {
@@ -193,35 +191,22 @@ impl App {
         })
     }
 
-    fn read(&self) -> Option<RwLockReadGuard<'_, Store>> {
-        match self.store.read() {
-            Ok(g) => Some(g),
-            Err(_) => {
-                error!("store lock poisoned");
-                None
-            }
-        }
+    /// The store's read guard (a poisoned lock aborts: [`meshward_core::sync`]).
+    fn read(&self) -> RwLockReadGuard<'_, Store> {
+        meshward_core::sync::read(&self.store, "chain store")
     }
 
-    fn write(&self) -> Option<RwLockWriteGuard<'_, Store>> {
-        match self.store.write() {
-            Ok(g) => Some(g),
-            Err(_) => {
-                error!("store lock poisoned");
-                None
-            }
-        }
+    /// The store's write guard: this task is its only writer.
+    fn write(&self) -> RwLockWriteGuard<'_, Store> {
+        meshward_core::sync::write(&self.store, "chain store")
     }
 
     fn next_height(&self) -> u64 {
-        self.read().map_or(0, |s| s.next_height())
+        self.read().next_height()
     }
 
     fn height_params(&self) -> HeightParams<Ctx> {
-        let set = self
-            .read()
-            .map(|s| ValidatorSet::from_core(s.state().validators()))
-            .unwrap_or_else(|| ValidatorSet::from_core(&self.tip.validators));
+        let set = ValidatorSet::from_core(self.read().state().validators());
         HeightParams::new(set, self.cfg.timeouts.to_linear(), None)
     }
 

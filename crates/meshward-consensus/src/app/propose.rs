@@ -64,7 +64,7 @@ impl App {
         // Signatures the mempool verified on admission are not verified again.
         let known = self.mempool.verified_keys(&candidates);
         let proposal = {
-            let store = self.read()?;
+            let store = self.read();
             if store.next_height() != height {
                 warn!(
                     height,

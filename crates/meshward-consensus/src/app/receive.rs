@@ -99,7 +99,7 @@ impl App {
         let height = a.init.height.0;
         let round = a.init.round;
         let r = round.as_u32()?;
-        let store = self.read()?;
+        let store = self.read();
         let set = ValidatorSet::from_core(store.state().validators());
         let expected = {
             use malachitebft_app_channel::app::types::core::Context as _;

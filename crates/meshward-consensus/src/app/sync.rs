@@ -61,9 +61,7 @@ impl App {
     }
 
     fn decided_values(&self, start: u64, end: u64) -> Vec<RawDecidedValue<Ctx>> {
-        let Some(store) = self.read() else {
-            return Vec::new();
-        };
+        let store = self.read();
         let Some((tip, _)) = store.tip() else {
             return Vec::new();
         };
@@ -134,16 +132,18 @@ impl App {
                 validity,
             })
         };
-        let (next, stored) = match self.read() {
-            Some(s) => (s.next_height(), s.tip()),
-            None => return SyncedValueOutcome::LocalTransientError,
+        let (next, stored) = {
+            let s = self.read();
+            (s.next_height(), s.tip())
         };
         if height < next {
             let same = match stored {
                 Some((h, tip_hash)) if h == height => tip_hash == hash,
                 _ => self
                     .read()
-                    .and_then(|s| s.block(height).ok().flatten())
+                    .block(height)
+                    .ok()
+                    .flatten()
                     .is_some_and(|b| b.block.hash() == hash),
             };
             return if same {

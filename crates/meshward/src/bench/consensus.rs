@@ -289,20 +289,18 @@ impl Watcher {
                     let txs = v["txs"].as_array().cloned().unwrap_or_default();
                     let msgs = txs.iter().filter_map(|t| t["count"].as_u64()).sum();
                     if record {
-                        let mut m = se.lock().unwrap_or_else(|e| e.into_inner());
+                        let mut m = meshward_core::sync::lock(&se, "seen transactions");
                         for t in &txs {
                             if let Some(h) = t["id"].as_str() {
                                 m.entry(h.to_string()).or_insert(now);
                             }
                         }
                     }
-                    bl.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(SeenBlock {
-                            at_us: now,
-                            txs: txs.len() as u64,
-                            msgs,
-                        });
+                    meshward_core::sync::lock(&bl, "seen blocks").push(SeenBlock {
+                        at_us: now,
+                        txs: txs.len() as u64,
+                        msgs,
+                    });
                     next += 1;
                     progressed = true;
                     break;
@@ -325,8 +323,11 @@ impl Watcher {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        let seen = std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()));
-        let blocks = std::mem::take(&mut *self.blocks.lock().unwrap_or_else(|e| e.into_inner()));
+        let seen = std::mem::take(&mut *meshward_core::sync::lock(
+            &self.seen,
+            "seen transactions",
+        ));
+        let blocks = std::mem::take(&mut *meshward_core::sync::lock(&self.blocks, "seen blocks"));
         (seen, blocks)
     }
 }

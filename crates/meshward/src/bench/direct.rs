@@ -123,10 +123,8 @@ async fn bench(quick: bool) -> Result<Value> {
                 Request::Deliver(env) => match inbox.open(env, &a_vk) {
                     Ok(o) if o.payload.len() == PAYLOAD_BYTES => {
                         let at = Instant::now();
-                        if let Some(log) = opened_log
-                            .lock()
-                            .expect("nothing panics while holding the opened log")
-                            .as_mut()
+                        if let Some(log) =
+                            meshward_core::sync::lock(&opened_log, "opened log").as_mut()
                         {
                             log.push((o.seq, at));
                         }
@@ -178,10 +176,7 @@ async fn bench(quick: bool) -> Result<Value> {
         // Latency: one message in flight. One way, from before the sender seals until the
         // recipient has opened it (as the mqtt part measures publish to receipt); the round
         // trip adds the `Delivered` answer travelling back.
-        *opened
-            .lock()
-            .expect("nothing panics while holding the opened log") =
-            Some(Vec::with_capacity(lat_n));
+        *meshward_core::sync::lock(&opened, "opened log") = Some(Vec::with_capacity(lat_n));
         let mut sent = Vec::with_capacity(lat_n);
         let mut rtt_us = Vec::with_capacity(lat_n);
         for _ in 0..lat_n {
@@ -192,9 +187,7 @@ async fn bench(quick: bool) -> Result<Value> {
             rtt_us.push(t.elapsed().as_secs_f64() * 1e6);
             sent.push((seq, t));
         }
-        let log = opened
-            .lock()
-            .expect("nothing panics while holding the opened log")
+        let log = meshward_core::sync::lock(&opened, "opened log")
             .take()
             .unwrap_or_default();
         let at: HashMap<u64, Instant> = log.into_iter().collect();
