@@ -41,6 +41,10 @@ pub struct NodeConfig {
     /// (the follower reads committed blocks from the store), so a tiny value only makes the
     /// event loop lag; tests set it to show exactly that.
     pub consensus_event_capacity: usize,
+    /// Fault injection, for tests: the event loop pauses this long after each consensus event,
+    /// as a gateway whose loop is starved or stuck would. 0 (the default) is off. With a small
+    /// `consensus_event_capacity` it makes the loop lose events for certain.
+    pub fault_slow_event_loop_ms: u64,
 }
 
 #[derive(Deserialize, Default)]
@@ -53,6 +57,7 @@ struct ConfigFile {
     idle_block_interval_ms: Option<u64>,
     propose_timeout_ms: Option<u64>,
     consensus_event_capacity: Option<usize>,
+    fault_slow_event_loop_ms: Option<u64>,
 }
 
 impl NodeConfig {
@@ -71,6 +76,7 @@ impl NodeConfig {
             idle_block_interval_ms: meshward_consensus::config::DEFAULT_IDLE_BLOCK_INTERVAL_MS,
             propose_timeout_ms: None,
             consensus_event_capacity: meshward_consensus::config::DEFAULT_EVENT_CAPACITY,
+            fault_slow_event_loop_ms: 0,
         }
     }
 
@@ -115,6 +121,9 @@ impl NodeConfig {
                 );
             }
             c.consensus_event_capacity = n;
+        }
+        if let Some(ms) = f.fault_slow_event_loop_ms {
+            c.fault_slow_event_loop_ms = ms;
         }
         Ok(c)
     }

@@ -214,6 +214,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(TICK);
+    let stall = Duration::from_millis(config.fault_slow_event_loop_ms);
+    if !stall.is_zero() {
+        warn!(
+            stall_ms = config.fault_slow_event_loop_ms,
+            "fault injection: the event loop pauses after each consensus event"
+        );
+    }
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -256,6 +263,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 Ok(ev) => {
                     on_consensus_event(&gw, ev);
                     follower.catch_up(&gw, &net).await;
+                    if !stall.is_zero() {
+                        // Fault injection (tests only): a loop too slow for consensus.
+                        tokio::time::sleep(stall).await;
+                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     // Harmless: the follower reads committed blocks from the store.
