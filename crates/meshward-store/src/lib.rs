@@ -57,6 +57,7 @@ macro_rules! from_redb_errors {
 mod error;
 pub mod format;
 mod mailbox;
+mod query;
 mod store;
 pub mod synth;
 mod verify;
