@@ -23,6 +23,7 @@ use schemars::JsonSchema;
 
 #[cfg(feature = "client")]
 pub mod client;
+pub mod console;
 pub mod openapi;
 pub mod types;
 
@@ -65,6 +66,13 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/groups/{name}", Some("Group")),
     route("GET", "/v1/anchors/{commitment}", Some("AnchorLocation")),
     route("GET", "/v1/anchors/{commitment}/proof", Some("ProofFile")),
+    route("GET", "/v1/policy", Some("Policy")),
+    route("GET", "/v1/console", Some("Console")),
+    route("GET", "/v1/audit", Some("Audit")),
+    route("POST", "/v1/admin/revoke", Some("AdminDone")),
+    route("POST", "/v1/admin/ticket", Some("TicketIssued")),
+    route("GET", "/", None),
+    route("GET", "/assets/{file}", None),
 ];
 
 /// The schema name of `T`, as the OpenAPI document's components name it.
@@ -97,6 +105,17 @@ mod tests {
             (
                 "/v1/anchors/{commitment}/proof",
                 schema_name::<ProofFileSchema>(),
+            ),
+            ("/v1/policy", schema_name::<Policy>()),
+            ("/v1/console", schema_name::<crate::console::Console>()),
+            ("/v1/audit", schema_name::<crate::console::Audit>()),
+            (
+                "/v1/admin/revoke",
+                schema_name::<crate::console::AdminDone>(),
+            ),
+            (
+                "/v1/admin/ticket",
+                schema_name::<crate::console::TicketIssued>(),
             ),
         ];
         for (path, name) in want {

@@ -41,6 +41,13 @@ pub fn schemas() -> Map<String, Value> {
     add::<types::AnchorLocation>(&mut g);
     add::<types::ProofFileSchema>(&mut g);
     add::<types::Event>(&mut g);
+    add::<types::Policy>(&mut g);
+    add::<crate::console::Console>(&mut g);
+    add::<crate::console::Audit>(&mut g);
+    add::<crate::console::RevokeRequest>(&mut g);
+    add::<crate::console::TicketRequest>(&mut g);
+    add::<crate::console::AdminDone>(&mut g);
+    add::<crate::console::TicketIssued>(&mut g);
     g.take_definitions(true)
 }
 

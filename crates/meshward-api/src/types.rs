@@ -321,8 +321,11 @@ pub struct MailboxAckResponse {
 pub enum DeviceState {
     /// Enrolled and not revoked.
     Active,
-    /// Revoked: every node refuses it.
+    /// Revoked by the admins: every node refuses it.
     Revoked,
+    /// Revoked automatically by committed evidence (equivocation, a policy violation): every
+    /// node refuses it.
+    Quarantined,
 }
 
 /// An enrolled device.
@@ -348,6 +351,10 @@ pub struct Device {
     /// Revoked: where.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_height: Option<u64>,
+    /// When this gateway last heard from the device (a mesh request or a transaction), ms since
+    /// the Unix epoch; absent if it has not since it started. Node-local, not on the ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
 }
 
 /// `GET /v1/devices`: one page, ordered by account id.
@@ -449,6 +456,17 @@ pub enum Event {
         /// Revoked automatically by committed evidence, not by the admin.
         by_evidence: bool,
     },
+    /// An envelope was deposited in this gateway's mailbox for an offline device (node-local).
+    Deposit {
+        /// The envelope's commitment.
+        commitment: String,
+        /// The sending device.
+        sender: String,
+        /// The recipient device.
+        recipient: String,
+        /// Gateways holding a copy (this one included).
+        replicas: u32,
+    },
     /// This subscriber fell behind and lost `missed` events; the stream goes on with the
     /// oldest event still held. Never published by the node's hub, only written by the stream.
     Lagged {
@@ -464,10 +482,27 @@ impl Event {
             Event::Block { .. } => "block",
             Event::Anchor { .. } => "anchor",
             Event::Quarantine { .. } => "quarantine",
+            Event::Deposit { .. } => "deposit",
             Event::Lagged { .. } => "lagged",
         }
     }
 }
 
 /// The event kinds a subscriber can ask for with `?types=`.
-pub const EVENT_KINDS: &[&str] = &["block", "anchor", "quarantine"];
+pub const EVENT_KINDS: &[&str] = &["block", "anchor", "quarantine", "deposit"];
+
+/// `GET /v1/policy`: which groups may send to which (within a group is always allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Policy {
+    /// The allowed (from, to) pairs, sorted.
+    pub allow: Vec<PolicyRule>,
+}
+
+/// Members of `from` may send to members of `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PolicyRule {
+    /// The sending group.
+    pub from: String,
+    /// The receiving group.
+    pub to: String,
+}

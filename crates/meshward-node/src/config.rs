@@ -45,6 +45,10 @@ pub struct NodeConfig {
     /// as a gateway whose loop is starved or stuck would. 0 (the default) is off. With a small
     /// `consensus_event_capacity` it makes the loop lose events for certain.
     pub fault_slow_event_loop_ms: u64,
+    /// An admin key file this node may sign admin transactions with, for the console's
+    /// token-authenticated actions (revoke a device, issue a ticket). Only for a fleet whose
+    /// admin threshold is 1, and only on a gateway the admins trust with their key.
+    pub admin_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -58,6 +62,7 @@ struct ConfigFile {
     propose_timeout_ms: Option<u64>,
     consensus_event_capacity: Option<usize>,
     fault_slow_event_loop_ms: Option<u64>,
+    admin_key: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -77,6 +82,7 @@ impl NodeConfig {
             propose_timeout_ms: None,
             consensus_event_capacity: meshward_consensus::config::DEFAULT_EVENT_CAPACITY,
             fault_slow_event_loop_ms: 0,
+            admin_key: None,
         }
     }
 
@@ -124,6 +130,10 @@ impl NodeConfig {
         }
         if let Some(ms) = f.fault_slow_event_loop_ms {
             c.fault_slow_event_loop_ms = ms;
+        }
+        if let Some(k) = f.admin_key {
+            // Relative to the data dir, like every other path a node reads from it.
+            c.admin_key = Some(if k.is_relative() { c.dir.join(k) } else { k });
         }
         Ok(c)
     }

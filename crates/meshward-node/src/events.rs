@@ -110,6 +110,13 @@ impl EventHub {
         }
     }
 
+    /// Publishes one node-local event (a mailbox deposit). Never waits.
+    pub fn publish(&self, ev: Event) {
+        if self.sender.receiver_count() > 0 {
+            let _ = self.sender.send(ev);
+        }
+    }
+
     /// A new subscription.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.sender.subscribe()

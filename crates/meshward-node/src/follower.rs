@@ -10,6 +10,9 @@
 //! `(H, tip]` from the store, which consensus writes before it reports anything. A lost wake-up
 //! only delays the next one; it can never skip a block.
 //!
+//! Each block also goes to the console's [`crate::stats::ChainStats`] (throughput, validators'
+//! signing record, revocations) and to the metrics.
+//!
 //! Owner: the node's event loop holds the [`Follower`]; nothing else touches it. One call of
 //! [`Follower::catch_up`] applies at most [`MAX_BLOCKS_PER_STEP`] blocks, so a node that has just
 //! synced thousands of blocks stays responsive; the next wake-up continues where it stopped.
@@ -23,6 +26,8 @@ use meshward_core::CertifiedBlock;
 use meshward_net::Net;
 use tracing::{info, warn};
 
+use crate::metrics::ValidatorLabel;
+use crate::stats::{Revocation, SIGNING_WINDOW};
 use crate::Gateway;
 
 /// Most blocks one [`Follower::catch_up`] applies.
@@ -97,7 +102,17 @@ impl Follower {
         let (applied, deny) = {
             let store = gw.ledger.read();
             let deny: Vec<Denial> = store.state().accounts().flat_map(denials).collect();
-            (store.tip().map_or(0, |(h, _)| h), deny)
+            let tip = store.tip().map_or(0, |(h, _)| h);
+            // The signing record starts from the last K blocks, without counting them as
+            // throughput.
+            let vals = validator_keys(&store);
+            let now = meshward_core::clock::now_ms();
+            for h in tip.saturating_sub(SIGNING_WINDOW + 1).max(1)..=tip {
+                if let Ok(Some(b)) = store.block(h) {
+                    gw.stats.on_block(&b, &vals, now, false);
+                }
+            }
+            (tip, deny)
         };
         apply_denials(net, &deny).await;
         gw.metrics.height.set(applied as i64);
@@ -145,6 +160,45 @@ impl Follower {
                     .filter_map(|k| st.account(k))
                     .flat_map(denials)
                     .collect();
+                let now = meshward_core::clock::now_ms();
+                let update = gw
+                    .stats
+                    .on_block(&block, &validator_keys(&store), now, true);
+                for (v, h) in update.last_signed {
+                    gw.metrics
+                        .validator_last_signed
+                        .get_or_create(&ValidatorLabel {
+                            validator: v.peer_id(),
+                        })
+                        .set(h as i64);
+                }
+                for v in update.missed {
+                    gw.metrics
+                        .validator_missed
+                        .get_or_create(&ValidatorLabel {
+                            validator: v.peer_id(),
+                        })
+                        .inc();
+                }
+                for (device, by_evidence) in revoked_in(&block) {
+                    let reason = match st.account(&device).and_then(|a| a.device.as_ref()) {
+                        Some(meshward_core::state::Device {
+                            status: meshward_core::state::DeviceStatus::Revoked { reason, .. },
+                            ..
+                        }) => reason.clone(),
+                        _ => String::new(),
+                    };
+                    if by_evidence {
+                        gw.metrics.quarantines.inc();
+                    }
+                    gw.stats.on_revocation(Revocation {
+                        device,
+                        reason,
+                        height: h,
+                        by_evidence,
+                        at_ms: now,
+                    });
+                }
                 (block, deny)
             };
             gw.events.publish_block(&block);
@@ -158,6 +212,44 @@ impl Follower {
             done += 1;
         }
         done
+    }
+}
+
+fn validator_keys(store: &meshward_store::Store) -> Vec<PublicKey> {
+    store
+        .state()
+        .validators()
+        .validators
+        .iter()
+        .map(|v| v.key)
+        .collect()
+}
+
+/// The devices a block revokes, each with whether committed evidence (rather than the
+/// admins) revoked it.
+pub fn revoked_in(block: &CertifiedBlock) -> Vec<(PublicKey, bool)> {
+    block
+        .block
+        .txs
+        .iter()
+        .filter_map(|tx| match &tx.body {
+            TxBody::Revoke { device, .. } => Some((*device, false)),
+            TxBody::Evidence(Evidence::Equivocation { a, .. }) => Some((a.signer, true)),
+            TxBody::Evidence(Evidence::PolicyViolation { anchor }) => Some((anchor.signer, true)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether the device `device`, revoked at `height`, was revoked by committed evidence (a
+/// quarantine) rather than by the admins: read from the block that revoked it. `false` when
+/// the block cannot be read.
+pub fn revoked_by_evidence(store: &meshward_store::Store, device: &PublicKey, height: u64) -> bool {
+    match store.block(height) {
+        Ok(Some(b)) => revoked_in(&b)
+            .iter()
+            .any(|(d, by_evidence)| d == device && *by_evidence),
+        _ => false,
     }
 }
 

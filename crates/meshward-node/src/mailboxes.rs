@@ -155,6 +155,16 @@ impl Mailboxes {
         self.store.list(recipient, after, max)
     }
 
+    /// The mailbox file's path.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.store.path().to_path_buf()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> MailboxLimits {
+        self.store.limits()
+    }
+
     /// What waits, over all recipients.
     pub fn stats(&self) -> Result<MailboxStats, MailboxError> {
         self.store.stats()

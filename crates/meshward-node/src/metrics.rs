@@ -1,26 +1,110 @@
-//! Prometheus metrics, named `meshward_<area>_<what>_<unit>`, served at `/metrics`.
+//! Prometheus metrics, named `meshward_<area>_<what>_<unit>`, served at `/metrics`. Counters
+//! get the `_total` suffix in the exposition. `docs/ops/alerts.yml` holds alerting rules over
+//! them.
+//!
+//! Most series are updated where things happen (atomics, no lock); a few that summarise state
+//! (devices by status, mailbox depth, bytes on disk) are refreshed when `/metrics` is scraped.
 
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// A validator label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ValidatorLabel {
+    /// The validator's peer id.
+    pub validator: String,
+}
+
+/// A device status label: `active`, `revoked`, `quarantined`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The status.
+    pub status: String,
+}
+
+/// A mesh connection kind: `gateway` (a validator), `device` (an enrolled device), `other`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// The kind.
+    pub kind: String,
+}
+
+/// A file label: `chain` (`meshward.redb`) or `mailbox` (`mailbox.redb`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FileLabel {
+    /// The file.
+    pub file: String,
+}
+
+/// An API route label (the route template, e.g. `/v1/blocks/{height}`) and method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// The HTTP method.
+    pub method: String,
+    /// The route template.
+    pub route: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.1 ms to about 1.6 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
 /// The node's metrics. Cheap to update from any task (atomics inside).
 pub struct Metrics {
     registry: Registry,
+    /// Height of the last committed block.
     pub height: Gauge,
+    /// Transactions in committed blocks.
     pub finalized_txs: Counter,
+    /// Consensus rounds that ended in a timeout.
     pub round_timeouts: Counter,
+    /// Connected mesh peers.
     pub peers: Gauge,
+    /// Mesh connections by kind.
+    pub connections: Family<KindLabel, Gauge>,
+    /// Transactions waiting in the mempool.
     pub mempool_txs: Gauge,
+    /// Arrival at this node to finality, seconds.
     pub finality_latency: Histogram,
+    /// Transactions refused on entry to the mempool.
     pub rejected_txs: Counter,
     /// The height up to which committed blocks were applied to the connection gate.
     pub gate_applied_height: Gauge,
-    /// Consensus events the event loop missed because it fell behind (harmless: see
-    /// `follower`).
+    /// Consensus events the event loop missed because it fell behind (harmless: the follower
+    /// reads the store).
     pub consensus_events_lagged: Counter,
+    /// Devices revoked by committed evidence.
+    pub quarantines: Counter,
+    /// Per validator: the last height whose certificate it signed.
+    pub validator_last_signed: Family<ValidatorLabel, Gauge>,
+    /// Per validator: heights whose last commit lacks its signature.
+    pub validator_missed: Family<ValidatorLabel, Counter>,
+    /// Enrolled devices by status (refreshed on scrape).
+    pub devices: Family<StatusLabel, Gauge>,
+    /// Envelopes waiting in the mailboxes (refreshed on scrape).
+    pub mailbox_envelopes: Gauge,
+    /// Their bytes (refreshed on scrape).
+    pub mailbox_bytes: Gauge,
+    /// The most envelopes the mailboxes hold.
+    pub mailbox_max_envelopes: Gauge,
+    /// The most bytes they hold.
+    pub mailbox_max_bytes: Gauge,
+    /// Bytes of each store file on disk (refreshed on scrape).
+    pub store_bytes: Family<FileLabel, Gauge>,
+    /// Free bytes on the data dir's filesystem, for unprivileged writers (refreshed on scrape).
+    pub disk_free_bytes: Gauge,
+    /// Size of the data dir's filesystem (refreshed on scrape).
+    pub disk_size_bytes: Gauge,
+    /// API request latency by route, seconds.
+    pub api_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// Mesh requests refused as busy (too many in progress, or the mailbox queue full).
+    pub rpc_busy: Counter,
 }
 
 impl Default for Metrics {
@@ -30,71 +114,152 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Every series, registered.
     pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let height = Gauge::default();
-        let finalized_txs = Counter::default();
-        let round_timeouts = Counter::default();
-        let peers = Gauge::default();
-        let mempool_txs = Gauge::default();
-        let rejected_txs = Counter::default();
-        let gate_applied_height = Gauge::default();
-        let consensus_events_lagged = Counter::default();
-        // 1 ms to about 16 s.
-        let finality_latency = Histogram::new(exponential_buckets(0.001, 2.0, 15));
-        registry.register(
+        let mut r = Registry::default();
+        let m = Metrics {
+            height: Gauge::default(),
+            finalized_txs: Counter::default(),
+            round_timeouts: Counter::default(),
+            peers: Gauge::default(),
+            connections: Family::default(),
+            mempool_txs: Gauge::default(),
+            // 1 ms to about 16 s.
+            finality_latency: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            rejected_txs: Counter::default(),
+            gate_applied_height: Gauge::default(),
+            consensus_events_lagged: Counter::default(),
+            quarantines: Counter::default(),
+            validator_last_signed: Family::default(),
+            validator_missed: Family::default(),
+            devices: Family::default(),
+            mailbox_envelopes: Gauge::default(),
+            mailbox_bytes: Gauge::default(),
+            mailbox_max_envelopes: Gauge::default(),
+            mailbox_max_bytes: Gauge::default(),
+            store_bytes: Family::default(),
+            disk_free_bytes: Gauge::default(),
+            disk_size_bytes: Gauge::default(),
+            api_latency: Family::new_with_constructor(latency_histogram),
+            rpc_busy: Counter::default(),
+            registry: Registry::default(),
+        };
+        r.register(
             "meshward_chain_height",
             "Height of the last finalised block",
-            height.clone(),
+            m.height.clone(),
         );
-        registry.register(
+        r.register(
             "meshward_chain_finalized_txs",
             "Transactions finalised in blocks",
-            finalized_txs.clone(),
+            m.finalized_txs.clone(),
         );
-        registry.register(
-            "meshward_consensus_round_timeouts",
-            "Consensus rounds that ended in a timeout",
-            round_timeouts.clone(),
-        );
-        registry.register("meshward_net_peers", "Connected mesh peers", peers.clone());
-        registry.register(
-            "meshward_mempool_txs",
-            "Transactions waiting in the mempool",
-            mempool_txs.clone(),
-        );
-        registry.register(
-            "meshward_mempool_rejected_txs",
-            "Transactions refused on entry to the mempool",
-            rejected_txs.clone(),
-        );
-        registry.register(
+        r.register(
             "meshward_chain_finality_latency_seconds",
             "Time from a transaction's arrival at this node to its block's finalisation",
-            finality_latency.clone(),
+            m.finality_latency.clone(),
         );
-        registry.register(
+        r.register(
+            "meshward_consensus_round_timeouts",
+            "Consensus rounds that ended in a timeout",
+            m.round_timeouts.clone(),
+        );
+        r.register(
+            "meshward_consensus_validator_last_signed_height",
+            "The last height whose certificate each validator signed, as this node committed it",
+            m.validator_last_signed.clone(),
+        );
+        r.register(
+            "meshward_consensus_validator_missed",
+            "Heights whose last commit lacks the validator's signature, since this node started",
+            m.validator_missed.clone(),
+        );
+        r.register(
+            "meshward_net_peers",
+            "Connected mesh peers",
+            m.peers.clone(),
+        );
+        r.register(
+            "meshward_net_connections",
+            "Connected mesh peers by kind: gateway, device, other",
+            m.connections.clone(),
+        );
+        r.register(
+            "meshward_mempool_txs",
+            "Transactions waiting in the mempool",
+            m.mempool_txs.clone(),
+        );
+        r.register(
+            "meshward_mempool_rejected_txs",
+            "Transactions refused on entry to the mempool",
+            m.rejected_txs.clone(),
+        );
+        r.register(
             "meshward_gate_applied_height",
             "Height up to which committed revocations were applied to the connection gate",
-            gate_applied_height.clone(),
+            m.gate_applied_height.clone(),
         );
-        registry.register(
+        r.register(
             "meshward_node_consensus_events_lagged",
             "Consensus events the node's event loop missed because it fell behind",
-            consensus_events_lagged.clone(),
+            m.consensus_events_lagged.clone(),
         );
-        Metrics {
-            registry,
-            gate_applied_height,
-            consensus_events_lagged,
-            height,
-            finalized_txs,
-            round_timeouts,
-            peers,
-            mempool_txs,
-            finality_latency,
-            rejected_txs,
-        }
+        r.register(
+            "meshward_quarantines",
+            "Devices revoked automatically by committed evidence",
+            m.quarantines.clone(),
+        );
+        r.register(
+            "meshward_devices",
+            "Enrolled devices by status: active, revoked, quarantined",
+            m.devices.clone(),
+        );
+        r.register(
+            "meshward_mailbox_envelopes",
+            "Envelopes waiting in this gateway's mailboxes",
+            m.mailbox_envelopes.clone(),
+        );
+        r.register(
+            "meshward_mailbox_bytes",
+            "Bytes of the envelopes waiting in this gateway's mailboxes",
+            m.mailbox_bytes.clone(),
+        );
+        r.register(
+            "meshward_mailbox_max_envelopes",
+            "The most envelopes this gateway's mailboxes hold",
+            m.mailbox_max_envelopes.clone(),
+        );
+        r.register(
+            "meshward_mailbox_max_bytes",
+            "The most bytes this gateway's mailboxes hold",
+            m.mailbox_max_bytes.clone(),
+        );
+        r.register(
+            "meshward_store_bytes",
+            "Bytes on disk of each store file: chain, mailbox",
+            m.store_bytes.clone(),
+        );
+        r.register(
+            "meshward_disk_free_bytes",
+            "Free bytes on the data dir's filesystem",
+            m.disk_free_bytes.clone(),
+        );
+        r.register(
+            "meshward_disk_size_bytes",
+            "Size of the data dir's filesystem",
+            m.disk_size_bytes.clone(),
+        );
+        r.register(
+            "meshward_api_request_duration_seconds",
+            "API request latency by method and route",
+            m.api_latency.clone(),
+        );
+        r.register(
+            "meshward_rpc_busy",
+            "Mesh requests refused as busy",
+            m.rpc_busy.clone(),
+        );
+        Metrics { registry: r, ..m }
     }
 
     /// The Prometheus text exposition.

@@ -38,6 +38,7 @@ use crate::mailboxes::Mailboxes;
 use crate::mempool::{Mempool, MempoolLimits};
 use crate::metrics::Metrics;
 use crate::rpc::RpcHandler;
+use crate::stats::ChainStats;
 use crate::txpool::{TxPool, GOSSIP_QUEUE};
 use crate::{ApiToken, Gateway, NodeIdentity, MAILBOX_FILE_NAME, STORE_FILE};
 
@@ -129,6 +130,16 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     );
     let ledger = Ledger::new(store);
     let metrics = Arc::new(Metrics::new());
+    let stats = Arc::new(ChainStats::new());
+    let admin = match &config.admin_key {
+        Some(path) => Some(keyfile::load(path, KeyKind::Admin).with_context(|| {
+            format!(
+                "admin_key in {}",
+                config.dir.join(crate::CONFIG_FILE).display()
+            )
+        })?),
+        None => None,
+    };
     let (gossip_tx, mut gossip_rx) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
     let pool = Arc::new(TxPool::new(
         ledger.clone(),
@@ -136,6 +147,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         gossip_tx,
         Some(key.clone()),
         metrics.clone(),
+        stats.clone(),
     ));
     let (mailboxes, mailbox_writer) = Mailboxes::start(mailbox_store);
 
@@ -161,14 +173,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .collect(),
         api_url: format!("http://{}", config.api),
     };
-    let gw = Arc::new(Gateway::new(
+    let mut gw = Gateway::new(
         ledger.clone(),
         pool.clone(),
         mailboxes,
         metrics.clone(),
+        stats,
         identity,
         token,
-    ));
+    );
+    gw.admin = admin;
+    gw.idle_block_interval_ms = config.idle_block_interval_ms;
+    let gw = Arc::new(gw);
     // Devices revoked before this start are refused from the first connection.
     let mut follower = Follower::start(&gw, &net).await;
     let rpc = RpcHandler::new(gw.clone(), net.clone());
@@ -239,6 +255,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                             });
                         }
                         Err(_) => {
+                            gw.metrics.rpc_busy.inc();
                             let resp = Response::error("busy", "too many requests in progress; retry");
                             net.respond(id, resp.to_bytes()).await;
                         }
@@ -286,7 +303,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             }
             _ = tick.tick() => {
                 follower.catch_up(&gw, &net).await;
-                gw.metrics.peers.set(net.peers().await.len() as i64);
+                gw.count_connections(&net.peers().await);
             }
         }
     }

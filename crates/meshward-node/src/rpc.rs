@@ -115,6 +115,7 @@ impl RpcHandler {
             Ok(r) => r,
             Err(e) => return refuse("bad_request", e),
         };
+        self.seen(&from);
         match req {
             Request::Deliver(_) => refuse("unsupported", "gateways do not take direct envelopes"),
             Request::Deposit(env) => self.deposit(env).await,
@@ -158,6 +159,22 @@ impl RpcHandler {
                     height: store.tip().map_or(0, |(h, _)| h),
                 }
             }
+        }
+    }
+
+    /// Records that the device behind `from`, if it is one, was heard from now.
+    fn seen(&self, from: &PeerId) {
+        let Some(key) = meshward_net::public_key_of(from) else {
+            return;
+        };
+        let account = {
+            let store = self.gw.ledger.read();
+            account_of(store.state(), &key)
+                .filter(|a| a.device.is_some())
+                .map(|a| a.id)
+        };
+        if let Some(id) = account {
+            self.gw.presence.touch(id, meshward_core::clock::now_ms());
         }
     }
 
@@ -217,7 +234,10 @@ impl RpcHandler {
                 Ok(())
             }
             Err(e @ MailboxRefusal::Replay) => Err(refusal("replay", e)),
-            Err(e @ (MailboxRefusal::Busy | MailboxRefusal::Stopped)) => Err(refusal("busy", e)),
+            Err(e @ (MailboxRefusal::Busy | MailboxRefusal::Stopped)) => {
+                self.gw.metrics.rpc_busy.inc();
+                Err(refusal("busy", e))
+            }
             Err(MailboxRefusal::Store(e)) => Err(refusal("mailbox_full", e)),
         }
     }
@@ -238,6 +258,7 @@ impl RpcHandler {
                 .filter(|p| *p != self.net.local_peer_id())
                 .collect()
         };
+        let (commitment, env_sender, env_recipient) = (env.commitment(), env.sender, env.recipient);
         let req = Request::Replicate(env).to_bytes();
         let calls = others.into_iter().map(|p| {
             let net = self.net.clone();
@@ -256,6 +277,16 @@ impl RpcHandler {
             .into_iter()
             .filter(|ok| *ok)
             .count() as u32;
+        let sender = {
+            let store = self.gw.ledger.read();
+            account_of(store.state(), &env_sender).map_or(env_sender, |a| a.id)
+        };
+        self.gw.events.publish(crate::events::Event::Deposit {
+            commitment: commitment.to_hex(),
+            sender: sender.peer_id(),
+            recipient: env_recipient.peer_id(),
+            replicas: 1 + copies,
+        });
         Response::Stored {
             replicas: 1 + copies,
         }

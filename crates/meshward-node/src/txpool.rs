@@ -30,6 +30,7 @@ use crate::evidence;
 use crate::ledger::{next_ctx, Ledger};
 use crate::mempool::{AdmitError, Mempool};
 use crate::metrics::Metrics;
+use crate::stats::ChainStats;
 
 /// Most API transactions waiting to be gossiped.
 pub const GOSSIP_QUEUE: usize = 16_384;
@@ -81,6 +82,7 @@ pub struct TxPool {
     /// Signs the evidence this node submits; `None` submits none.
     evidence_key: Option<Keypair>,
     metrics: Arc<Metrics>,
+    stats: Arc<ChainStats>,
 }
 
 impl TxPool {
@@ -91,6 +93,7 @@ impl TxPool {
         gossip: mpsc::Sender<Vec<u8>>,
         evidence_key: Option<Keypair>,
         metrics: Arc<Metrics>,
+        stats: Arc<ChainStats>,
     ) -> Self {
         TxPool {
             ledger,
@@ -99,6 +102,7 @@ impl TxPool {
             gossip,
             evidence_key,
             metrics,
+            stats,
         }
     }
 
@@ -234,17 +238,22 @@ impl meshward_consensus::Mempool for TxPool {
             let store = self.ledger.read();
             self.mempool.on_committed(block, dropped, store.state())
         };
-        record_finality(&self.metrics, evicted.included);
+        record_finality(&self.metrics, &self.stats, evicted.included);
         self.metrics.mempool_txs.set(self.mempool.len() as i64);
     }
 }
 
 /// Records the finality latency of transactions that were pending here (with the time each
 /// arrived) and are now final.
-fn record_finality(metrics: &Metrics, included: impl IntoIterator<Item = (Hash, Instant)>) {
+fn record_finality(
+    metrics: &Metrics,
+    stats: &ChainStats,
+    included: impl IntoIterator<Item = (Hash, Instant)>,
+) {
+    let now = meshward_core::clock::now_ms();
     for (_, received) in included {
-        metrics
-            .finality_latency
-            .observe(received.elapsed().as_secs_f64());
+        let latency = received.elapsed();
+        metrics.finality_latency.observe(latency.as_secs_f64());
+        stats.on_final(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), now);
     }
 }

@@ -14,7 +14,7 @@ use meshward_core::hash::Hash;
 use meshward_core::hex;
 use meshward_core::ids::PublicKey;
 use meshward_core::light::ProofFile;
-use meshward_core::state::{Account, DeviceStatus, StateView};
+use meshward_core::state::StateView;
 use meshward_core::tx::GroupName;
 use serde::Deserialize;
 
@@ -157,30 +157,6 @@ pub(super) async fn mailbox_ack(
     }))
 }
 
-/// A device as the API shows it; `None` for an account that is not a device.
-pub fn device_json(a: &Account) -> Option<types::Device> {
-    let d = a.device.as_ref()?;
-    let (status, revoked_reason, revoked_height) = match &d.status {
-        DeviceStatus::Active => (types::DeviceState::Active, None, None),
-        DeviceStatus::Revoked { reason, height } => (
-            types::DeviceState::Revoked,
-            Some(reason.clone()),
-            Some(*height),
-        ),
-    };
-    Some(types::Device {
-        id: a.id.peer_id(),
-        enc_key: d.enc_key.to_string(),
-        sign_key: a.sign_key.peer_id(),
-        groups: d.groups.iter().map(|g| g.as_str().to_string()).collect(),
-        enrolled_height: d.enrolled_height,
-        seq: a.seq,
-        status,
-        revoked_reason,
-        revoked_height,
-    })
-}
-
 fn parse_device_id(s: &str) -> Result<PublicKey, ApiError> {
     PublicKey::from_peer_id(s).map_err(|_| {
         ApiError::new(
@@ -219,7 +195,11 @@ pub(super) async fn list_devices(
         .accounts()
         .filter(|a| a.device.is_some())
         .filter(|a| after.is_none_or(|k| a.id > k));
-    let devices: Vec<types::Device> = page.by_ref().take(limit).filter_map(device_json).collect();
+    let devices: Vec<types::Device> = page
+        .by_ref()
+        .take(limit)
+        .filter_map(|a| s.device_view(&store, a))
+        .collect();
     let more = page.next().is_some();
     let next_after = if more {
         devices.last().map(|d| d.id.clone())
@@ -243,7 +223,7 @@ pub(super) async fn get_device(
     let state = store.state();
     state
         .account(&key)
-        .and_then(device_json)
+        .and_then(|a| s.device_view(&store, a))
         .map(Json)
         .ok_or_else(|| {
             ApiError::new(

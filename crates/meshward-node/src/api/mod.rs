@@ -117,10 +117,34 @@ pub fn router(gw: Arc<Gateway>) -> Router {
             .unwrap_or_else(|| panic!("ROUTES lists {method} {path}, which has no handler"));
         r = r.route(path, h);
     }
-    r.fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(gw)
+    r.route_layer(axum::middleware::from_fn_with_state(
+        gw.clone(),
+        track_latency,
+    ))
+    .fallback(not_found)
+    .method_not_allowed_fallback(method_not_allowed)
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(gw)
+}
+
+/// Records each routed request's latency (to its response head) by method and route.
+async fn track_latency(
+    State(s): State<Arc<Gateway>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    s.metrics
+        .api_latency
+        .get_or_create(&crate::metrics::RouteLabel { method, route })
+        .observe(start.elapsed().as_secs_f64());
+    resp
 }
 
 async fn not_found() -> ApiError {
@@ -514,6 +538,7 @@ async fn tx_status(
 
 async fn metrics(State(s): State<Arc<Gateway>>) -> impl IntoResponse {
     s.metrics.mempool_txs.set(s.pool.len() as i64);
+    s.refresh_metrics();
     (
         [(
             header::CONTENT_TYPE,
