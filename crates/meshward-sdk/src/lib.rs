@@ -4,9 +4,10 @@
 //! the ledger, opens what it receives, verifies anchor proofs offline and handles its groups'
 //! keys. The pieces that need no operating system ([`anchor`], [`group`], and the core's
 //! envelopes, proofs and keys re-exported here) build with `default-features = false` as
-//! `no_std + alloc`, for microcontrollers. The `std` feature adds the libp2p transport
-//! ([`client`]), the device ([`device`]: send, receive, mailboxes, rekeying) and its state
-//! directory ([`dirstate`]).
+//! `no_std + alloc`, for microcontrollers. The `keyfile` feature adds key files on disk
+//! ([`keyfile`]: file I/O only, for gateways and tools). The `std` feature (which implies
+//! `keyfile`) adds the libp2p transport ([`client`]), the device ([`device`]: send, receive,
+//! mailboxes, rekeying) and its state directory ([`dirstate`]).
 //!
 //! ```
 //! use meshward_sdk::{envelope, Keypair};
@@ -22,12 +23,15 @@
 //! let opened = envelope::Receiver::new(&bob).open(&env, &alice.sign.verifying_key()).unwrap();
 //! assert_eq!(opened.payload, b"hi");
 //! ```
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", feature = "keyfile")), no_std)]
 
 extern crate alloc;
 
 pub mod anchor;
 pub mod group;
+
+#[cfg(feature = "keyfile")]
+pub mod keyfile;
 
 #[cfg(feature = "std")]
 pub mod client;

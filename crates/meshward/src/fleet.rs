@@ -16,10 +16,10 @@ use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, PublicKey};
 use meshward_core::tx::{enroll_body, pop_message, ticket_hash, GroupName, Tx, TxBody};
 use meshward_core::{auth, hex};
-use meshward_node::keyfile::{self, KeyKind};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use meshward_sdk::device::{Delivery, Device, Received};
 use meshward_sdk::dirstate::StateDir;
+use meshward_sdk::keyfile::{self, KeyKind};
 use serde_json::{json, Value};
 
 use crate::http;
@@ -91,7 +91,7 @@ fn load_admins(files: &[PathBuf]) -> Result<Vec<Keypair>> {
     }
     files
         .iter()
-        .map(|f| keyfile::load(f, KeyKind::Admin))
+        .map(|f| Ok(keyfile::load(f, KeyKind::Admin)?))
         .collect()
 }
 

@@ -13,8 +13,8 @@ use meshward_core::hash::Hash;
 use meshward_core::light::ProofFile;
 use meshward_core::state::AdminSet;
 use meshward_core::tx::{Recipient, Validator, ValidatorSet};
-use meshward_node::keyfile::{self, KeyKind};
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
+use meshward_sdk::keyfile::{self, KeyKind};
 use serde_json::json;
 
 mod bench;
