@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::config::CONFIG_FILE;
-use crate::keyfile::{self, KeyKind};
+use meshward_sdk::keyfile::{self, KeyKind};
 
 /// The node's key file inside its data dir.
 pub const NODE_KEY_FILE: &str = "node.key";

@@ -32,7 +32,6 @@ use crate::config::{consensus_addr_for, NodeConfig};
 use crate::follower::Follower;
 use crate::gossip::{admit_gossip, gossip_batch, GOSSIP_ADMIT_TASKS, GOSSIP_BATCH_TXS};
 use crate::init::{NODE_KEY_FILE, TOKEN_FILE};
-use crate::keyfile::{self, KeyKind};
 use crate::ledger::Ledger;
 use crate::mailboxes::Mailboxes;
 use crate::mempool::{Mempool, MempoolLimits};
@@ -41,6 +40,7 @@ use crate::rpc::RpcHandler;
 use crate::stats::ChainStats;
 use crate::txpool::{TxPool, GOSSIP_QUEUE};
 use crate::{ApiToken, Gateway, NodeIdentity, MAILBOX_FILE_NAME, STORE_FILE};
+use meshward_sdk::keyfile::{self, KeyKind};
 
 /// Most mesh requests answered at once.
 pub const MAX_RPC_TASKS: usize = 64;

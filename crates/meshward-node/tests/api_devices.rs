@@ -31,6 +31,7 @@ use meshward_node::ledger::Ledger;
 use meshward_node::mailboxes::Mailboxes;
 use meshward_node::mempool::{Mempool, MempoolLimits};
 use meshward_node::metrics::Metrics;
+use meshward_node::stats::ChainStats;
 use meshward_node::txpool::TxPool;
 use meshward_node::{ApiToken, Gateway, NodeIdentity};
 use meshward_store::synth::{Synth, SYNTH_CHAIN_ID};
@@ -151,12 +152,14 @@ fn fixture_with_mesh(mesh_addrs: Vec<String>) -> Fx {
     let (gossip, _) = tokio::sync::mpsc::channel(16);
     let ledger = Ledger::new(store);
     let metrics = Arc::new(Metrics::new());
+    let stats = Arc::new(ChainStats::new());
     let pool = Arc::new(TxPool::new(
         ledger.clone(),
         Mempool::new(MempoolLimits::default()),
         gossip,
         None,
         metrics.clone(),
+        stats.clone(),
     ));
     let (mailboxes, _writer) = Mailboxes::open(
         &dir.path().join(meshward_node::MAILBOX_FILE_NAME),
@@ -168,6 +171,7 @@ fn fixture_with_mesh(mesh_addrs: Vec<String>) -> Fx {
         pool,
         mailboxes,
         metrics,
+        stats,
         NodeIdentity {
             id: validators[0].public(),
             mesh_addrs,
@@ -656,9 +660,11 @@ async fn devices_are_listed_paged_and_fetched() {
     assert_eq!(d2["status"], "revoked");
     assert_eq!(d2["revoked_reason"], "stolen");
     assert_eq!(d2["revoked_height"], 3);
+    // Revoked by committed evidence, not by the admins: quarantined.
     let d3 = by_id(3);
-    assert_eq!(d3["status"], "revoked");
+    assert_eq!(d3["status"], "quarantined");
     assert_eq!(d3["revoked_height"], 5);
+    assert_eq!(d3["revoked_reason"], "equivocation at seq 1");
 
     // Pages of 3 then 1.
     let (_, p1) = fx.get("/v1/devices?limit=3").await;
@@ -936,6 +942,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "not-a-peer-id")
         .replace("{name}", "fleet-0")
         .replace("{commitment}", &"00".repeat(32))
+        .replace("{file}", "console.js")
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use meshward_api::client::{ApiClient, ApiClientError};
 use meshward_core::codec::{Decode, Encode};
 use meshward_core::envelope::{Envelope, EnvelopeError};
 use meshward_core::hash::Hash;
@@ -57,7 +58,53 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
 }
 
+/// Why a gateway's API did not say how to reach its mesh.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// `GET /v1/status` failed.
+    #[error("cannot reach the gateway API at {url}")]
+    Api {
+        /// The API's URL.
+        url: String,
+        /// Why.
+        source: Box<ApiClientError>,
+    },
+    /// The gateway answered but lists no usable mesh address (its mesh is not listening).
+    #[error("the gateway at {url} reports no mesh address")]
+    NoMeshAddress {
+        /// The API's URL.
+        url: String,
+    },
+}
+
 impl ClientConfig {
+    /// A configuration for the fleet of the gateway whose HTTP API is at `url`
+    /// (`http://host:port`): its chain id and mesh addresses, from `GET /v1/status`. Addresses
+    /// that do not parse are skipped. This is a blocking HTTP call: make it before entering the
+    /// async runtime, or on a blocking thread.
+    pub fn from_api(url: &str) -> Result<ClientConfig, DiscoveryError> {
+        let status = ApiClient::new(url)
+            .and_then(|api| api.status())
+            .map_err(|source| DiscoveryError::Api {
+                url: url.to_string(),
+                source: Box::new(source),
+            })?;
+        let gateways: Vec<Multiaddr> = status
+            .mesh_addrs
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect();
+        if gateways.is_empty() {
+            return Err(DiscoveryError::NoMeshAddress {
+                url: url.to_string(),
+            });
+        }
+        Ok(ClientConfig::new(Some(status.chain_id), gateways))
+    }
+
+    /// A configuration with the defaults: listen on `/ip4/127.0.0.1/tcp/0`, no mDNS, 5 s per
+    /// request.
     pub fn new(chain_id: Option<String>, gateways: Vec<Multiaddr>) -> Self {
         ClientConfig {
             chain_id,
@@ -529,5 +576,79 @@ impl Client {
     /// Stops the mesh node.
     pub async fn shutdown(self) {
         self.net.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read as _, Write as _};
+
+    /// Answers one HTTP request on the loopback with `body` as JSON; returns the API's URL.
+    fn one_answer(body: String) -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+            }
+            assert!(req.starts_with(b"GET /v1/status "));
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        url
+    }
+
+    fn status(mesh_addrs: &[&str]) -> String {
+        serde_json::json!({
+            "chain_id": "fleet-7", "height": 3, "last_block_hash": null, "last_block_time": null,
+            "peers": 1, "validators": 4, "is_validator": true, "mempool_size": 0,
+            "peer_id": "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+            "mesh_addrs": mesh_addrs,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn from_api_reads_the_chain_and_the_mesh_addresses() {
+        let a = "/ip4/127.0.0.1/tcp/7801/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let url = one_answer(status(&["not an address", a]));
+        let cfg = ClientConfig::from_api(&url).unwrap();
+        assert_eq!(cfg.chain_id.as_deref(), Some("fleet-7"));
+        assert_eq!(cfg.gateways, vec![a.parse::<Multiaddr>().unwrap()]);
+        assert!(!cfg.mdns);
+    }
+
+    #[test]
+    fn a_gateway_without_mesh_addresses_is_an_error() {
+        let url = one_answer(status(&[]));
+        let e = ClientConfig::from_api(&url).unwrap_err();
+        assert!(matches!(e, DiscoveryError::NoMeshAddress { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!("the gateway at {url} reports no mesh address")
+        );
+    }
+
+    #[test]
+    fn an_unreachable_api_is_named() {
+        // Port 1 on the loopback: nothing listens there.
+        let e = ClientConfig::from_api("http://127.0.0.1:1").unwrap_err();
+        assert!(matches!(e, DiscoveryError::Api { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "cannot reach the gateway API at http://127.0.0.1:1"
+        );
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

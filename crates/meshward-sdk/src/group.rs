@@ -11,6 +11,7 @@
 //! `info = "meshward/group-key/v1" || group || epoch || member`, so a sealed copy cannot be
 //! replayed for another group, epoch or member.
 
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use hpke::{Deserializable as _, OpModeR, OpModeS, Serializable as _};
@@ -44,6 +45,21 @@ impl core::fmt::Display for GroupKeyError {
             GroupKeyError::Decrypt => f.write_str("the sealed group key does not open"),
         }
     }
+}
+
+/// A group name that is not valid: 1 to 64 bytes of `a-z`, `0-9`, `-`, `_` and `.`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("group {0:?} is not a valid name (1-64 of a-z, 0-9, '-', '_', '.')")]
+pub struct InvalidGroupName(pub String);
+
+/// Parses one group name.
+pub fn parse_group(name: &str) -> Result<GroupName, InvalidGroupName> {
+    GroupName::new(name).ok_or_else(|| InvalidGroupName(String::from(name)))
+}
+
+/// Parses group names, in order; the first invalid one is the error.
+pub fn parse_groups<S: AsRef<str>>(names: &[S]) -> Result<Vec<GroupName>, InvalidGroupName> {
+    names.iter().map(|n| parse_group(n.as_ref())).collect()
 }
 
 /// One epoch's group secret.
@@ -169,6 +185,19 @@ mod tests {
     use super::*;
     use meshward_core::envelope::{seal_oneshot, Receiver};
     use rand::rngs::OsRng;
+
+    #[test]
+    fn group_names_are_checked() {
+        let g = parse_groups(&["ops", "a.b_c-1"]).unwrap();
+        assert_eq!(g[1].as_str(), "a.b_c-1");
+        let e = parse_groups(&["ops", "Bad", "x y"]).unwrap_err();
+        assert_eq!(e, InvalidGroupName("Bad".into()));
+        assert_eq!(
+            alloc::format!("{e}"),
+            "group \"Bad\" is not a valid name (1-64 of a-z, 0-9, '-', '_', '.')"
+        );
+        assert!(parse_group("").is_err());
+    }
 
     #[test]
     fn members_open_their_copy_and_others_cannot() {

@@ -2,11 +2,15 @@
 //!
 //! A device holds its own keys, seals payloads to other devices (HPKE, signed), anchors them on
 //! the ledger, opens what it receives, verifies anchor proofs offline and handles its groups'
-//! keys. The pieces that need no operating system ([`anchor`], [`group`], and the core's
-//! envelopes, proofs and keys re-exported here) build with `default-features = false` as
-//! `no_std + alloc`, for microcontrollers. The `std` feature adds the libp2p transport
-//! ([`client`]), the device ([`device`]: send, receive, mailboxes, rekeying) and its state
-//! directory ([`dirstate`]).
+//! keys. The pieces that need no operating system ([`anchor`], [`group`], [`ticket`], and the
+//! core's envelopes, proofs and keys re-exported here) build with `default-features = false` as
+//! `no_std + alloc`, for microcontrollers. The `keyfile` feature adds key files on disk
+//! ([`keyfile`]: file I/O only, for gateways and tools). The `std` feature (which implies
+//! `keyfile`) adds the libp2p transport ([`client`]), the device ([`device`]: send, receive,
+//! mailboxes, rekeying), its state directory ([`dirstate`]), and the fleet workflows the
+//! `meshward` CLI runs: the device's public enrollment file ([`devicepub`]), k-of-n admin
+//! transactions ([`admin`]), the mailbox over the HTTP API ([`inbox`]), key rotation
+//! ([`rotate`]) and joining with a ticket ([`ticket::join`]).
 //!
 //! ```
 //! use meshward_sdk::{envelope, Keypair};
@@ -22,19 +26,31 @@
 //! let opened = envelope::Receiver::new(&bob).open(&env, &alice.sign.verifying_key()).unwrap();
 //! assert_eq!(opened.payload, b"hi");
 //! ```
-#![cfg_attr(not(feature = "std"), no_std)]
+#![cfg_attr(not(any(feature = "std", feature = "keyfile")), no_std)]
 
 extern crate alloc;
 
 pub mod anchor;
 pub mod group;
+pub mod ticket;
 
+#[cfg(feature = "keyfile")]
+pub mod keyfile;
+
+#[cfg(feature = "std")]
+pub mod admin;
 #[cfg(feature = "std")]
 pub mod client;
 #[cfg(feature = "std")]
 pub mod device;
 #[cfg(feature = "std")]
+pub mod devicepub;
+#[cfg(feature = "std")]
 pub mod dirstate;
+#[cfg(feature = "std")]
+pub mod inbox;
+#[cfg(feature = "std")]
+pub mod rotate;
 
 pub use meshward_core;
 pub use meshward_core::envelope;

@@ -1,31 +1,35 @@
 //! Fleet commands: enrolling, revoking and listing devices, tickets, policy, and the device's
 //! own commands (run, join, send, inbox, rotate, proof).
 //!
-//! Signed transactions go to a gateway over the mesh (the device SDK's client), so they need no
-//! API token: their signatures authorise them. `--api URL` finds the gateway: the CLI reads the
-//! chain id and the gateway's mesh addresses from `GET /v1/status`. `--bootstrap ADDR` names
+//! The workflows live in the device SDK (`meshward_sdk::{admin, devicepub, inbox, rotate,
+//! ticket}`); this module parses the commands' arguments, calls them and prints their results.
+//! Signed transactions go to a gateway over the mesh (the SDK's client), so they need no API
+//! token: their signatures authorise them. `--api URL` finds the gateway: its chain id and mesh
+//! addresses come from `GET /v1/status` (`ClientConfig::from_api`). `--bootstrap ADDR` names
 //! mesh addresses directly; both may be given and repeated.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use meshward_core::codec::Decode;
-use meshward_core::envelope::Envelope;
+use base64::Engine as _;
+use meshward_api::client::ApiClient;
+use meshward_api::types::DeviceState;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, PublicKey};
-use meshward_core::tx::{enroll_body, pop_message, ticket_hash, GroupName, Tx, TxBody};
-use meshward_core::{auth, hex};
-use meshward_node::keyfile::{self, KeyKind};
+use meshward_core::tx::GroupName;
+use meshward_sdk::admin::{self, AdminError};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use meshward_sdk::device::{Delivery, Device, Received};
+use meshward_sdk::devicepub::{self, DevicePub};
 use meshward_sdk::dirstate::StateDir;
+use meshward_sdk::group::parse_groups;
+use meshward_sdk::keyfile;
+use meshward_sdk::ticket::{self, Ticket};
+use meshward_sdk::{inbox as mailbox, rotate};
 use serde_json::{json, Value};
 
-use crate::http;
 use crate::Output;
-
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the CLI finds gateways.
 pub struct Gateways {
@@ -34,39 +38,23 @@ pub struct Gateways {
 }
 
 impl Gateways {
-    /// The mesh addresses and, when an API was given, the chain id.
-    fn resolve(&self) -> Result<(Vec<meshward_net::Multiaddr>, Option<String>)> {
-        let mut addrs = Vec::new();
-        let mut chain = None;
-        if let Some(api) = &self.api {
-            let st = http::get_json(api, "/v1/status", HTTP_TIMEOUT)
-                .with_context(|| format!("cannot reach the gateway API at {api}"))?;
-            chain = st["chain_id"].as_str().map(str::to_string);
-            for a in st["mesh_addrs"].as_array().into_iter().flatten() {
-                if let Some(a) = a.as_str().and_then(|s| s.parse().ok()) {
-                    addrs.push(a);
-                }
-            }
-            if addrs.is_empty() {
-                bail!("the gateway at {api} reports no mesh address");
-            }
-        }
+    /// The client configuration: the API's chain id and mesh addresses (a blocking HTTP call),
+    /// then every `--bootstrap` address.
+    fn config(&self) -> Result<ClientConfig> {
+        let mut cfg = match &self.api {
+            Some(api) => ClientConfig::from_api(api)?,
+            None => ClientConfig::new(None, Vec::new()),
+        };
         for b in &self.bootstrap {
-            addrs.push(
+            cfg.gateways.push(
                 b.parse()
                     .with_context(|| format!("--bootstrap {b} is not a multiaddr"))?,
             );
         }
-        if addrs.is_empty() {
+        if cfg.gateways.is_empty() {
             bail!("no gateway given: pass --api URL or --bootstrap ADDR");
         }
-        Ok((addrs, chain))
-    }
-
-    async fn client(&self, identity: DeviceIdentity) -> Result<Client> {
-        let (addrs, chain) = self.resolve()?;
-        let cfg = ClientConfig::new(chain, addrs);
-        Ok(Client::start(identity, cfg).await?)
+        Ok(cfg)
     }
 }
 
@@ -78,79 +66,41 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn load_admins(files: &[PathBuf]) -> Result<Vec<Keypair>> {
     if files.is_empty() {
         bail!("at least one --admin-key is needed");
     }
-    files
-        .iter()
-        .map(|f| keyfile::load(f, KeyKind::Admin))
-        .collect()
+    Ok(admin::load_admins(files)?)
+}
+
+/// The SDK's admin errors, with the CLI's flag named where the SDK speaks of "the first admin
+/// key".
+fn admin_error(e: AdminError) -> anyhow::Error {
+    match e {
+        AdminError::NotAnAdmin { source } => anyhow::Error::new(source).context(
+            "the first --admin-key is not an admin of this fleet (no account on the ledger)",
+        ),
+        e => e.into(),
+    }
 }
 
 fn parse_device(id: &str) -> Result<PublicKey> {
     PublicKey::from_peer_id(id).map_err(|e| anyhow!("{id} is not a device id: {e}"))
 }
 
-fn parse_groups(groups: &[String]) -> Result<Vec<GroupName>> {
-    groups
-        .iter()
-        .map(|g| {
-            GroupName::new(g).ok_or_else(|| {
-                anyhow!("group {g:?} is not a valid name (1-64 of a-z, 0-9, '-', '_', '.')")
-            })
-        })
-        .collect()
-}
-
-/// Signs an admin transaction (first admin signs, the others co-sign), submits it and waits
-/// until it is final. Returns the height.
-async fn admin_tx(client: &Client, admins: &[Keypair], body: TxBody) -> Result<(Hash, u64)> {
-    let signer = admins[0].id();
-    let seq = client.next_seq(&signer).await.context(
-        "the first --admin-key is not an admin of this fleet (no account on the ledger)",
-    )?;
-    let chain = client.chain_id().to_string();
-    let mut tx = Tx::sign(&chain, signer, &admins[0].sign, seq, body);
-    for a in &admins[1..] {
-        tx.cosign(&chain, &a.sign);
+/// `--group` values, or the group "default" when none is given.
+fn groups_or_default(groups: &[String]) -> Result<Vec<GroupName>> {
+    let mut groups = parse_groups(groups)?;
+    if groups.is_empty() {
+        groups.push(GroupName::new("default").expect("a valid literal"));
     }
-    let id = client.submit(&tx).await?;
-    let height = client
-        .wait_final(&id, std::time::Instant::now() + Duration::from_secs(60))
-        .await?;
-    Ok((id, height))
-}
-
-/// A device's public enrollment data, as `meshward device export` writes it.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct DevicePub {
-    chain_id: String,
-    device_id: String,
-    enc_key: String,
-    pop_sign: String,
-    pop_enc: String,
+    Ok(groups)
 }
 
 pub fn device_export(key: &Path, chain_id: &str, out: &Path) -> Result<Output> {
     let (_, kp) = keyfile::load_device(key)?;
-    let msg = pop_message(chain_id, &kp.id(), &kp.enc_key());
-    let p = DevicePub {
-        chain_id: chain_id.into(),
-        device_id: kp.id().peer_id(),
-        enc_key: hex::encode(&kp.enc_key().0),
-        pop_sign: hex::encode(&kp.sign.sign(&msg).0),
-        pop_enc: hex::encode(&kp.enc.sign_possession(&msg).0),
-    };
-    std::fs::write(out, serde_json::to_string_pretty(&p)? + "\n")
-        .with_context(|| format!("cannot write {}", out.display()))?;
+    let p = DevicePub::new(chain_id, &kp);
+    p.write(out)?;
     Ok(Output {
         text: format!(
             "public enrollment data of {} written to {}",
@@ -159,40 +109,6 @@ pub fn device_export(key: &Path, chain_id: &str, out: &Path) -> Result<Output> {
         ),
         json: json!({ "device_id": p.device_id, "file": out }),
     })
-}
-
-fn read_pub(path: &Path, chain_id: &str, groups: Vec<GroupName>) -> Result<TxBody> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let p: DevicePub = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a device public file", path.display()))?;
-    if p.chain_id != chain_id {
-        bail!(
-            "{} was exported for chain {:?}, but the gateway runs {chain_id:?}",
-            path.display(),
-            p.chain_id
-        );
-    }
-    let arr = |s: &str, what: &str| -> Result<Vec<u8>> {
-        hex::decode(s).ok_or_else(|| anyhow!("{}: {what} is not hex", path.display()))
-    };
-    let sig = |s: &str, what: &str| -> Result<meshward_core::Signature> {
-        let b: [u8; 64] = arr(s, what)?
-            .try_into()
-            .map_err(|_| anyhow!("{}: {what} is not 64 bytes", path.display()))?;
-        Ok(meshward_core::Signature(b))
-    };
-    let enc: [u8; 32] = arr(&p.enc_key, "enc_key")?
-        .try_into()
-        .map_err(|_| anyhow!("{}: enc_key is not 32 bytes", path.display()))?;
-    Ok(TxBody::Enroll(meshward_core::tx::Enroll {
-        device: parse_device(&p.device_id)?,
-        enc_key: meshward_core::EncKey(enc),
-        groups: meshward_core::tx::canonical_groups(groups),
-        ticket: None,
-        pop_sign: sig(&p.pop_sign, "pop_sign")?,
-        pop_enc: sig(&p.pop_enc, "pop_enc")?,
-    }))
 }
 
 pub struct EnrollArgs {
@@ -205,74 +121,30 @@ pub struct EnrollArgs {
 
 pub fn device_enroll(a: EnrollArgs) -> Result<Output> {
     let admins = load_admins(&a.admin_keys)?;
-    let mut groups = parse_groups(&a.groups)?;
-    if groups.is_empty() {
-        groups.push(GroupName::new("default").expect("a valid literal"));
-    }
+    let groups = groups_or_default(&a.groups)?;
+    let cfg = a.gw.config()?;
     runtime()?.block_on(async {
-        let client = a.gw.client(DeviceIdentity::new(admins[0].clone())).await?;
+        let client = Client::start(DeviceIdentity::new(admins[0].clone()), cfg).await?;
         let chain = client.chain_id().to_string();
-        let body = match (&a.device_pub, &a.device_key) {
-            (Some(p), None) => read_pub(p, &chain, groups.clone())?,
+        let enroll = match (&a.device_pub, &a.device_key) {
+            (Some(p), None) => devicepub::read_enroll(p, &chain, groups.clone())?,
             (None, Some(k)) => {
                 let (_, kp) = keyfile::load_device(k)?;
-                enroll_body(&chain, &kp, groups.clone(), None)
+                devicepub::enroll_with_keys(&chain, &kp, groups.clone())
             }
             _ => bail!("give exactly one of --device-pub FILE or --device-key FILE"),
         };
-        let TxBody::Enroll(e) = &body else {
-            unreachable!("both arms build an Enroll")
-        };
-        let device = e.device;
-        let (tx, height) = admin_tx(&client, &admins, body).await?;
+        let device = enroll.device;
+        let done = admin::enroll(&client, &admins, enroll)
+            .await
+            .map_err(admin_error)?;
         client.shutdown().await;
         Ok(Output {
-            text: format!("enrolled {device} at height {height}"),
-            json: json!({ "device_id": device.peer_id(), "height": height, "tx": tx.to_hex(),
+            text: format!("enrolled {device} at height {}", done.height),
+            json: json!({ "device_id": device.peer_id(), "height": done.height, "tx": done.tx.to_hex(),
                           "groups": groups.iter().map(|g| g.as_str()).collect::<Vec<_>>() }),
         })
     })
-}
-
-fn parse_ttl(s: &str) -> Result<u64> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .map_err(|_| anyhow!("--ttl {s}: expected e.g. 30m, 1h or 7d"))?;
-    let ms = match unit {
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" | "" => 3_600_000,
-        "d" => 86_400_000,
-        _ => bail!("--ttl {s}: unit must be s, m, h or d"),
-    };
-    n.checked_mul(ms)
-        .ok_or_else(|| anyhow!("--ttl {s} is too long"))
-}
-
-/// A ticket's text form: `mwt1:<chain id>:<secret hex>:<group,group>`.
-fn format_ticket(chain: &str, secret: &[u8; 32], groups: &[GroupName]) -> String {
-    let g: Vec<&str> = groups.iter().map(|g| g.as_str()).collect();
-    format!("mwt1:{chain}:{}:{}", hex::encode(secret), g.join(","))
-}
-
-fn parse_ticket(t: &str) -> Result<(String, [u8; 32], Vec<GroupName>)> {
-    let parts: Vec<&str> = t.trim().split(':').collect();
-    let [tag, chain, secret, groups] = parts[..] else {
-        bail!("the ticket is malformed (expected mwt1:<chain>:<secret>:<groups>)");
-    };
-    if tag != "mwt1" {
-        bail!("the ticket is not a meshward ticket (it must start with mwt1:)");
-    }
-    let secret: [u8; 32] = hex::decode(secret)
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| anyhow!("the ticket's secret is malformed"))?;
-    let groups: Vec<String> = groups
-        .split(',')
-        .filter(|g| !g.is_empty())
-        .map(str::to_string)
-        .collect();
-    Ok((chain.to_string(), secret, parse_groups(&groups)?))
 }
 
 pub fn ticket_new(
@@ -282,34 +154,25 @@ pub fn ticket_new(
     ttl: &str,
 ) -> Result<Output> {
     let admins = load_admins(admin_keys)?;
-    let ttl_ms = parse_ttl(ttl)?;
-    let mut groups = parse_groups(groups)?;
-    if groups.is_empty() {
-        groups.push(GroupName::new("default").expect("a valid literal"));
-    }
-    let groups = meshward_core::tx::canonical_groups(groups);
-    let mut secret = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let ttl_ms = ticket::parse_ttl(ttl).map_err(|e| anyhow!("--ttl {e}"))?;
+    let groups = groups_or_default(groups)?;
+    let cfg = gw.config()?;
     runtime()?.block_on(async {
-        let client = gw.client(DeviceIdentity::new(admins[0].clone())).await?;
-        let expires_ms = now_ms() + ttl_ms;
-        let body = TxBody::CreateTicket {
-            ticket_hash: ticket_hash(&secret),
-            expires_ms,
-            groups: groups.clone(),
-        };
-        let (_, height) = admin_tx(&client, &admins, body).await?;
-        let ticket = format_ticket(client.chain_id(), &secret, &groups);
+        let client = Client::start(DeviceIdentity::new(admins[0].clone()), cfg).await?;
+        let created = admin::create_ticket(&client, &admins, groups, ttl_ms)
+            .await
+            .map_err(admin_error)?;
         client.shutdown().await;
+        let ticket = created.ticket.to_string();
         Ok(Output {
             text: ticket.clone(),
-            json: json!({ "ticket": ticket, "expires_ms": expires_ms, "height": height }),
+            json: json!({ "ticket": ticket, "expires_ms": created.expires_ms, "height": created.height }),
         })
     })
 }
 
 pub fn device_join(gw: Gateways, ticket: &str, key: &Path) -> Result<Output> {
-    let (chain, secret, groups) = parse_ticket(ticket)?;
+    let ticket = Ticket::parse(ticket)?;
     let (account, kp) = keyfile::load_device(key)?;
     if account != kp.id() {
         bail!(
@@ -317,24 +180,14 @@ pub fn device_join(gw: Gateways, ticket: &str, key: &Path) -> Result<Output> {
             key.display()
         );
     }
+    let cfg = gw.config()?;
     runtime()?.block_on(async {
-        let client = gw.client(DeviceIdentity::new(kp.clone())).await?;
-        if client.chain_id() != chain {
-            bail!(
-                "the ticket is for chain {chain:?}, but the gateway runs {:?}",
-                client.chain_id()
-            );
-        }
-        let body = enroll_body(&chain, &kp, groups, Some(secret));
-        let tx = Tx::sign(&chain, kp.id(), &kp.sign, 1, body);
-        let id = client.submit(&tx).await?;
-        let height = client
-            .wait_final(&id, std::time::Instant::now() + Duration::from_secs(60))
-            .await?;
+        let client = Client::start(DeviceIdentity::new(kp.clone()), cfg).await?;
+        let joined = ticket::join(&client, &ticket).await?;
         client.shutdown().await;
         Ok(Output {
-            text: format!("joined as {} at height {height}", kp.id()),
-            json: json!({ "device_id": kp.id().peer_id(), "height": height }),
+            text: format!("joined as {} at height {}", kp.id(), joined.height),
+            json: json!({ "device_id": kp.id().peer_id(), "height": joined.height }),
         })
     })
 }
@@ -347,17 +200,16 @@ pub fn device_revoke(
 ) -> Result<Output> {
     let admins = load_admins(admin_keys)?;
     let dev = parse_device(device)?;
+    let cfg = gw.config()?;
     runtime()?.block_on(async {
-        let client = gw.client(DeviceIdentity::new(admins[0].clone())).await?;
-        let body = TxBody::Revoke {
-            device: dev,
-            reason: reason.to_string(),
-        };
-        let (_, height) = admin_tx(&client, &admins, body).await?;
+        let client = Client::start(DeviceIdentity::new(admins[0].clone()), cfg).await?;
+        let done = admin::revoke(&client, &admins, dev, reason)
+            .await
+            .map_err(admin_error)?;
         client.shutdown().await;
         Ok(Output {
-            text: format!("revoked {dev} at height {height}"),
-            json: json!({ "device_id": dev.peer_id(), "height": height }),
+            text: format!("revoked {dev} at height {}", done.height),
+            json: json!({ "device_id": dev.peer_id(), "height": done.height }),
         })
     })
 }
@@ -369,51 +221,45 @@ pub fn policy_set(gw: Gateways, admin_keys: &[PathBuf], allow: &[String]) -> Res
         let (f, t) = a
             .split_once(':')
             .ok_or_else(|| anyhow!("--allow {a}: expected GROUP_A:GROUP_B"))?;
-        let g = parse_groups(&[f.to_string(), t.to_string()])?;
+        let g = parse_groups(&[f, t])?;
         pairs.push((g[0].clone(), g[1].clone()));
     }
-    pairs.sort();
-    pairs.dedup();
+    let cfg = gw.config()?;
     runtime()?.block_on(async {
-        let client = gw.client(DeviceIdentity::new(admins[0].clone())).await?;
-        let body = TxBody::SetPolicy {
-            allow: pairs.clone(),
-        };
-        let (_, height) = admin_tx(&client, &admins, body).await?;
+        let client = Client::start(DeviceIdentity::new(admins[0].clone()), cfg).await?;
+        let (pairs, done) = admin::set_policy(&client, &admins, pairs)
+            .await
+            .map_err(admin_error)?;
         client.shutdown().await;
         let list: Vec<String> = pairs.iter().map(|(a, b)| format!("{a}:{b}")).collect();
         Ok(Output {
-            text: format!("policy set at height {height}: {}", list.join(" ")),
-            json: json!({ "allow": list, "height": height }),
+            text: format!("policy set at height {}: {}", done.height, list.join(" ")),
+            json: json!({ "allow": list, "height": done.height }),
         })
     })
 }
 
 pub fn device_list(api: &str) -> Result<Output> {
-    let v = http::get_json(api, "/v1/devices", HTTP_TIMEOUT)?;
-    let mut lines = Vec::new();
-    for d in v["devices"].as_array().into_iter().flatten() {
-        lines.push(format!(
-            "{}  {}  groups={}",
-            d["id"].as_str().unwrap_or("?"),
-            d["status"].as_str().unwrap_or("?"),
-            d["groups"]
-                .as_array()
-                .map(|g| g
-                    .iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","))
-                .unwrap_or_default()
-        ));
-    }
+    let list = ApiClient::new(api)?.devices(None, None)?;
+    let lines: Vec<String> = list
+        .devices
+        .iter()
+        .map(|d| {
+            let status = match d.status {
+                DeviceState::Active => "active",
+                DeviceState::Revoked => "revoked",
+                DeviceState::Quarantined => "quarantined",
+            };
+            format!("{}  {status}  groups={}", d.id, d.groups.join(","))
+        })
+        .collect();
     Ok(Output {
         text: if lines.is_empty() {
             "no devices enrolled".into()
         } else {
             lines.join("\n")
         },
-        json: v,
+        json: serde_json::to_value(&list)?,
     })
 }
 
@@ -430,18 +276,26 @@ fn state_dir(key: &Path, dir: Option<&Path>) -> Result<StateDir> {
     Ok(StateDir::open(d)?)
 }
 
-async fn start_device(
+/// What a device needs to start: its identity, how it reaches gateways, its state directory.
+struct DeviceSetup {
+    identity: DeviceIdentity,
+    config: ClientConfig,
+    state: StateDir,
+}
+
+/// Reads the device's key file, finds its gateways (a blocking HTTP call with `--api`) and opens
+/// its state directory.
+fn device_setup(
     gw: &Gateways,
     key: &Path,
     dir: Option<&Path>,
     listen: &[String],
     mdns: bool,
-) -> Result<Device> {
+) -> Result<DeviceSetup> {
     let (account, kp) = keyfile::load_device(key)?;
-    let (addrs, chain) = gw.resolve()?;
-    let mut cfg = ClientConfig::new(chain, addrs);
+    let mut config = gw.config()?;
     if !listen.is_empty() {
-        cfg.listen = listen
+        config.listen = listen
             .iter()
             .map(|l| {
                 l.parse()
@@ -449,9 +303,16 @@ async fn start_device(
             })
             .collect::<Result<_>>()?;
     }
-    cfg.mdns = mdns;
-    let identity = DeviceIdentity { account, keys: kp };
-    Ok(Device::start(identity, cfg, state_dir(key, dir)?).await?)
+    config.mdns = mdns;
+    Ok(DeviceSetup {
+        identity: DeviceIdentity { account, keys: kp },
+        config,
+        state: state_dir(key, dir)?,
+    })
+}
+
+async fn start_device(s: DeviceSetup) -> Result<Device> {
+    Ok(Device::start(s.identity, s.config, s.state).await?)
 }
 
 fn received_json(r: &Received) -> Value {
@@ -462,28 +323,12 @@ fn received_json(r: &Received) -> Value {
     });
     match std::str::from_utf8(&r.payload) {
         Ok(t) => v["text"] = json!(t),
-        Err(_) => v["payload_b64"] = json!(base64_encode(&r.payload)),
-    }
-    v
-}
-
-/// Standard base64 with padding (RFC 4648), for binary payloads in JSON lines.
-fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16
-            | (*c.get(1).unwrap_or(&0) as u32) << 8
-            | *c.get(2).unwrap_or(&0) as u32;
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
+        // Standard base64 with padding (RFC 4648), for binary payloads in JSON lines.
+        Err(_) => {
+            v["payload_b64"] = json!(base64::engine::general_purpose::STANDARD.encode(&r.payload))
         }
     }
-    out
+    v
 }
 
 pub struct RunArgs {
@@ -497,8 +342,9 @@ pub struct RunArgs {
 
 /// `meshward device run`: prints each received message as one JSON line until SIGINT/SIGTERM.
 pub fn device_run(a: RunArgs) -> Result<Output> {
+    let setup = device_setup(&a.gw, &a.key, a.dir.as_deref(), &a.listen, a.mdns)?;
     runtime()?.block_on(async {
-        let dev = start_device(&a.gw, &a.key, a.dir.as_deref(), &a.listen, a.mdns).await?;
+        let dev = start_device(setup).await?;
         let addrs = dev.client().net().listen_addrs().await;
         eprintln!(
             "device {} listening on {}",
@@ -557,13 +403,14 @@ pub fn send(a: SendArgs) -> Result<Output> {
         );
     }
     let to = parse_device(&a.to)?;
+    let listen: Vec<String> = if a.mdns {
+        vec!["/ip4/0.0.0.0/tcp/0".into()]
+    } else {
+        Vec::new()
+    };
+    let setup = device_setup(&a.gw, &a.key, a.dir.as_deref(), &listen, a.mdns)?;
     runtime()?.block_on(async {
-        let listen: Vec<String> = if a.mdns {
-            vec!["/ip4/0.0.0.0/tcp/0".into()]
-        } else {
-            Vec::new()
-        };
-        let dev = start_device(&a.gw, &a.key, a.dir.as_deref(), &listen, a.mdns).await?;
+        let dev = start_device(setup).await?;
         let wait = a.wait_final.then(|| Duration::from_secs(a.timeout_s));
         let result = dev.send(&to, &[&a.payload], a.session, wait).await;
         dev.shutdown().await;
@@ -594,70 +441,21 @@ pub fn send(a: SendArgs) -> Result<Output> {
 }
 
 /// `meshward inbox`: fetches the mailbox over the HTTP API with a signed challenge, opens
-/// each envelope locally and acknowledges what it kept.
+/// each envelope locally and acknowledges what it fetched.
 pub fn inbox(api: &str, key: &Path, dir: Option<&Path>) -> Result<Output> {
-    let (account, kp) = keyfile::load_device(key)?;
-    let chain = http::get_json(api, "/v1/status", HTTP_TIMEOUT)?["chain_id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("the gateway's status has no chain id"))?
-        .to_string();
-    let signed = |action: &str, extra: Value| -> Result<Value> {
-        let c = http::post_json(api, "/v1/challenge", &json!({}), HTTP_TIMEOUT)?;
-        let nonce: [u8; 32] = c["nonce"]
-            .as_str()
-            .and_then(hex::decode)
-            .and_then(|v| v.try_into().ok())
-            .ok_or_else(|| anyhow!("the gateway's challenge is malformed"))?;
-        let sig = auth::sign_challenge(&kp.sign, &chain, &account, &nonce, action);
-        let mut body = json!({
-            "device": account.peer_id(),
-            "nonce": hex::encode(&nonce),
-            "signature": hex::encode(&sig.0),
-        });
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        http::post_json(api, &format!("/v1/{action}"), &body, HTTP_TIMEOUT)
+    let gw = Gateways {
+        api: Some(api.to_string()),
+        bootstrap: Vec::new(),
     };
-    let fetched = signed("mailbox/fetch", json!({ "after": 0 }))?;
-    let list = fetched["envelopes"].as_array().cloned().unwrap_or_default();
-    let rt = runtime()?;
-    let mut messages = Vec::new();
-    let mut last = 0u64;
-    let dev = rt.block_on(start_device(
-        &Gateways {
-            api: Some(api.to_string()),
-            bootstrap: Vec::new(),
-        },
-        key,
-        dir,
-        &[],
-        false,
-    ))?;
-    for item in &list {
-        let seq = item["seq"].as_u64().unwrap_or(0);
-        last = last.max(seq);
-        let Some(env) = item["envelope"]
-            .as_str()
-            .and_then(hex::decode)
-            .and_then(|b| Envelope::from_bytes(&b).ok())
-        else {
-            continue;
-        };
-        match rt.block_on(dev.open(&env)) {
-            Ok((sender, payload, commitment)) => messages.push(received_json(&Received {
-                from: sender.id,
-                commitment,
-                payload,
-                delivery: Delivery::Mailbox,
-            })),
-            Err(e) => tracing::warn!(error = %e, "mailbox envelope dropped"),
-        }
-    }
-    rt.block_on(dev.shutdown());
-    if last > 0 {
-        signed("mailbox/ack", json!({ "up_to": last }))?;
-    }
+    let setup = device_setup(&gw, key, dir, &[], false)?;
+    let api = ApiClient::new(api)?;
+    let received = runtime()?.block_on(async {
+        let dev = start_device(setup).await?;
+        let received = mailbox::receive(&api, &dev).await;
+        dev.shutdown().await;
+        anyhow::Ok(received?)
+    })?;
+    let messages: Vec<Value> = received.messages.iter().map(received_json).collect();
     let text = messages
         .iter()
         .map(|m| m.to_string())
@@ -674,68 +472,25 @@ pub fn inbox(api: &str, key: &Path, dir: Option<&Path>) -> Result<Output> {
 }
 
 pub fn device_rotate(gw: Gateways, key: &Path) -> Result<Output> {
-    let (account, old) = keyfile::load_device(key)?;
-    let new = Keypair::generate(&mut rand::rngs::OsRng);
-    let pending = {
-        let mut p = key.as_os_str().to_owned();
-        p.push(".new");
-        PathBuf::from(p)
-    };
-    // The new key is on disk before the rotation is submitted, so it is never lost.
-    keyfile::write(&pending, KeyKind::Device, &new, Some(&account))?;
-    let height = runtime()?.block_on(async {
-        let client = gw
-            .client(DeviceIdentity {
-                account,
-                keys: old.clone(),
-            })
-            .await?;
-        let seq = client.next_seq(&account).await?;
-        let chain = client.chain_id().to_string();
-        let body = meshward_core::tx::rotate_body(&chain, &account, seq, &new);
-        let tx = Tx::sign(&chain, account, &old.sign, seq, body);
-        let id = client.submit(&tx).await?;
-        client.shutdown().await;
-        // Once the rotation commits, gateways refuse the old key: wait as the new one.
-        let client = gw
-            .client(DeviceIdentity {
-                account,
-                keys: new.clone(),
-            })
-            .await?;
-        let h = client
-            .wait_final(&id, std::time::Instant::now() + Duration::from_secs(60))
-            .await?;
-        client.shutdown().await;
-        anyhow::Ok(h)
-    })?;
-    let mut old_path = key.as_os_str().to_owned();
-    old_path.push(".old");
-    std::fs::rename(key, &old_path)
-        .and_then(|_| std::fs::rename(&pending, key))
-        .with_context(|| {
-            format!(
-                "rotation is final, but cannot move the new key into {}",
-                key.display()
-            )
-        })?;
+    // The key file first, as before any gateway is asked: a wrong path is the likelier mistake.
+    keyfile::load_device(key)?;
+    let cfg = gw.config()?;
+    let r = runtime()?.block_on(rotate::rotate(key, cfg))?;
     Ok(Output {
         text: format!(
-            "rotated keys of {account} at height {height}; new signing key {}",
-            new.id()
+            "rotated keys of {} at height {}; new signing key {}",
+            r.account,
+            r.height,
+            r.new_keys.id()
         ),
-        json: json!({ "device_id": account.peer_id(), "new_sign_key": new.id().peer_id(), "height": height }),
+        json: json!({ "device_id": r.account.peer_id(), "new_sign_key": r.new_keys.id().peer_id(), "height": r.height }),
     })
 }
 
 pub fn proof(api: &str, commitment: &str, out: &Path) -> Result<Output> {
     let c = Hash::from_hex(commitment)
         .ok_or_else(|| anyhow!("{commitment} is not a 32-byte hex commitment"))?;
-    let text = http::get_text(
-        api,
-        &format!("/v1/anchors/{}/proof", c.to_hex()),
-        HTTP_TIMEOUT,
-    )?;
+    let text = ApiClient::new(api)?.anchor_proof(&c)?;
     std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Output {
         text: format!("proof of {c} written to {}", out.display()),

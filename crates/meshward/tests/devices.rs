@@ -7,18 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::fleet::{cli, s, Fleet, MIN};
+use meshward_core::clock::now_ms;
 use meshward_core::envelope::seal_oneshot;
 use meshward_core::rpc::{Request, Response};
 use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
 use meshward_testkit::wait_for;
 use rand::rngs::OsRng;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
 
 #[test]
 fn direct_message_is_anchored_and_its_proof_verifies_offline() {

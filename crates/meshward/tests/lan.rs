@@ -13,7 +13,7 @@ use std::time::Duration;
 use meshward_core::genesis::Genesis;
 use meshward_core::state::AdminSet;
 use meshward_core::tx::{Validator, ValidatorSet};
-use meshward_node::keyfile::{self, KeyKind};
+use meshward_sdk::keyfile::{self, KeyKind};
 use meshward_testkit::{have_tool, is_root, wait_for};
 
 const MIN: Duration = Duration::from_secs(60);

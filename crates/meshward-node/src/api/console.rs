@@ -155,7 +155,15 @@ pub(super) async fn console(State(s): State<Arc<Gateway>>) -> ApiResult<Console>
         max_envelopes: limits.max_total_envelopes,
         max_bytes: limits.max_total_bytes,
     };
-    let mut alerts = alerts(&s, now, height, last_block_time, &validators, &mailbox, &snap);
+    let mut alerts = alerts(
+        &s,
+        now,
+        height,
+        last_block_time,
+        &validators,
+        &mailbox,
+        &snap,
+    );
     alerts.sort_by_key(|a| a.severity);
     Ok(Json(Console {
         chain_id: s.ledger.read().genesis().chain_id.clone(),
@@ -164,11 +172,9 @@ pub(super) async fn console(State(s): State<Arc<Gateway>>) -> ApiResult<Console>
         last_block_time,
         blocks_per_s: snap.blocks_per_s,
         txs_per_s: snap.txs_per_s,
-        finality_ms: snap.finality.map(|(p50, p99, samples)| Quantiles {
-            p50,
-            p99,
-            samples,
-        }),
+        finality_ms: snap
+            .finality
+            .map(|(p50, p99, samples)| Quantiles { p50, p99, samples }),
         mempool_size: s.pool.len() as u64,
         validators,
         devices: counts,
@@ -177,14 +183,16 @@ pub(super) async fn console(State(s): State<Arc<Gateway>>) -> ApiResult<Console>
         history: snap
             .buckets
             .iter()
-            .map(|&(start_ms, span_ms, blocks, txs, p50, p99)| HistoryBucket {
-                start_ms,
-                span_ms,
-                blocks,
-                txs,
-                p50_ms: p50,
-                p99_ms: p99,
-            })
+            .map(
+                |&(start_ms, span_ms, blocks, txs, p50, p99)| HistoryBucket {
+                    start_ms,
+                    span_ms,
+                    blocks,
+                    txs,
+                    p50_ms: p50,
+                    p99_ms: p99,
+                },
+            )
             .collect(),
     }))
 }
@@ -380,7 +388,10 @@ fn action(tx: &Tx) -> Option<(&'static str, String, bool)> {
         ),
         TxBody::ValidatorSetChange(set) => (
             "validator_set_change",
-            format!("validator set changed to {} validators", set.validators.len()),
+            format!(
+                "validator set changed to {} validators",
+                set.validators.len()
+            ),
             false,
         ),
         TxBody::Anchor(_) | TxBody::Ack { .. } => return None,
@@ -558,10 +569,11 @@ pub(super) async fn admin_ticket(
     } else {
         req.groups
     } {
-        groups.push(
-            GroupName::new(&g)
-                .ok_or_else(|| bad(format!("{g:?} is not a group name (1 to 64 of a-z 0-9 . _ -)")))?,
-        );
+        groups.push(GroupName::new(&g).ok_or_else(|| {
+            bad(format!(
+                "{g:?} is not a group name (1 to 64 of a-z 0-9 . _ -)"
+            ))
+        })?);
     }
     let groups = meshward_core::tx::canonical_groups(groups);
     let mut secret = [0u8; 32];

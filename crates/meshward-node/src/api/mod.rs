@@ -18,6 +18,7 @@
 //! ```
 
 pub mod auth;
+mod console;
 mod device;
 mod stream;
 
@@ -101,6 +102,13 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
         ("GET", "/v1/groups/{name}") => get(device::get_group),
         ("GET", "/v1/anchors/{commitment}") => get(device::anchor_location),
         ("GET", "/v1/anchors/{commitment}/proof") => get(device::anchor_proof),
+        ("GET", "/v1/policy") => get(console::policy),
+        ("GET", "/v1/console") => get(console::console),
+        ("GET", "/v1/audit") => get(console::audit),
+        ("POST", "/v1/admin/revoke") => post(console::admin_revoke),
+        ("POST", "/v1/admin/ticket") => post(console::admin_ticket),
+        ("GET", "/") => get(console::index),
+        ("GET", "/assets/{file}") => get(console::asset),
         _ => return None,
     })
 }

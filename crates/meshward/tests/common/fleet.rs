@@ -147,8 +147,7 @@ impl Fleet {
         }
         let r = cli(&args).unwrap_or_else(|e| panic!("enroll {name}: {e}"));
         assert!(r["height"].as_u64().unwrap() > 0);
-        let kp =
-            meshward_node::keyfile::load(&key, meshward_node::keyfile::KeyKind::Device).unwrap();
+        let kp = meshward_sdk::keyfile::load(&key, meshward_sdk::keyfile::KeyKind::Device).unwrap();
         Dev {
             key,
             pk: PublicKey::from_peer_id(&id).unwrap(),

@@ -12,7 +12,7 @@ use meshward_core::ids::{Keypair, PublicKey};
 use meshward_core::state::AdminSet;
 use meshward_core::tx::{Validator, ValidatorSet};
 use meshward_core::Tx;
-use meshward_node::keyfile::{self, KeyKind};
+use meshward_sdk::keyfile::{self, KeyKind};
 use meshward_testkit::{free_ports, http, wait_for, wait_until};
 use serde_json::Value;
 
