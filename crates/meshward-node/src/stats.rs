@@ -17,6 +17,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
+use meshward_api::console::HistoryBucket;
 use meshward_consensus::proposer::ProposerHistory;
 use meshward_core::ids::PublicKey;
 use meshward_core::CertifiedBlock;
@@ -98,9 +99,8 @@ impl Default for ChainStats {
 /// A snapshot for the console.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// `(start_ms, span_ms, blocks, txs, p50_ms, p99_ms)` per bucket, oldest first, ending with
-    /// the bucket that holds `now`.
-    pub buckets: Vec<(u64, u64, u64, u64, Option<f64>, Option<f64>)>,
+    /// One per bucket, oldest first, ending with the bucket that holds `now`.
+    pub buckets: Vec<HistoryBucket>,
     /// Blocks and transactions per second over the last minute.
     pub blocks_per_s: f64,
     /// Transactions per second over the last minute.
@@ -256,14 +256,14 @@ impl ChainStats {
                 recent_blocks += blocks;
                 recent_txs += txs;
             }
-            buckets.push((
-                start,
-                span,
+            buckets.push(HistoryBucket {
+                start_ms: start,
+                span_ms: span,
                 blocks,
                 txs,
-                quantile(&f, 0.5),
-                quantile(&f, 0.99),
-            ));
+                p50_ms: quantile(&f, 0.5),
+                p99_ms: quantile(&f, 0.99),
+            });
             all.extend_from_slice(&f);
         }
         all.sort_unstable();
@@ -376,13 +376,13 @@ mod tests {
         }
         let snap = s.snapshot(t0 + 9_500);
         assert_eq!(snap.buckets.len(), BUCKETS);
-        let blocks: u64 = snap.buckets.iter().map(|b| b.2).sum();
+        let blocks: u64 = snap.buckets.iter().map(|b| b.blocks).sum();
         assert_eq!(blocks, 10);
         let (p50, p99, n) = snap.finality.unwrap();
         assert_eq!((p50, p99, n), (50.0, 99.0, 100));
         // Ten minutes later everything has aged out.
         let later = s.snapshot(t0 + 11 * 60_000);
-        assert_eq!(later.buckets.iter().map(|b| b.2).sum::<u64>(), 0);
+        assert_eq!(later.buckets.iter().map(|b| b.blocks).sum::<u64>(), 0);
         assert!(later.finality.is_none());
     }
 }

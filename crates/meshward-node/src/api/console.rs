@@ -14,8 +14,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use meshward_api::console::{
-    AdminDone, Alert, Audit, AuditAction, Console, DeviceCounts, HistoryBucket, MailboxDepth,
-    Quantiles, RevokeRequest, Severity, TicketIssued, TicketRequest, ValidatorHealth,
+    AdminDone, Alert, Audit, AuditAction, Console, DeviceCounts, MailboxDepth, Quantiles,
+    RevokeRequest, Severity, TicketIssued, TicketRequest, ValidatorHealth,
 };
 use meshward_api::types::{self, DeviceState};
 use meshward_core::ids::PublicKey;
@@ -180,20 +180,7 @@ pub(super) async fn console(State(s): State<Arc<Gateway>>) -> ApiResult<Console>
         devices: counts,
         mailbox,
         alerts,
-        history: snap
-            .buckets
-            .iter()
-            .map(
-                |&(start_ms, span_ms, blocks, txs, p50, p99)| HistoryBucket {
-                    start_ms,
-                    span_ms,
-                    blocks,
-                    txs,
-                    p50_ms: p50,
-                    p99_ms: p99,
-                },
-            )
-            .collect(),
+        history: snap.buckets.clone(),
     }))
 }
 
@@ -214,7 +201,7 @@ fn alerts(
     let heartbeat = s.idle_block_interval_ms;
     let stalled = match since {
         Some(age) => {
-            (s.pool.len() > 0 && age > STALL_PENDING_MS)
+            (!s.pool.is_empty() && age > STALL_PENDING_MS)
                 || (heartbeat > 0 && age > 2 * heartbeat + STALL_PENDING_MS)
         }
         None => false,
