@@ -35,8 +35,11 @@ pub struct Candidate {
     pub init: PartInit,
     /// The proposer's signature over the block hash (the `Fin` part).
     pub fin: Sig,
+    /// The proposed block.
     pub block: Arc<Block>,
+    /// Its block hash (the consensus value).
     pub hash: Hash,
+    /// Whether this node's checks accepted it.
     pub validity: Validity,
     /// The state changes of the block, if computed on the current state (not persisted).
     pub delta: Option<Delta>,
@@ -45,10 +48,12 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// The proposal's height.
     pub fn height(&self) -> u64 {
         self.init.height.0
     }
 
+    /// The proposal's round.
     pub fn round(&self) -> Round {
         self.init.round
     }

@@ -28,13 +28,21 @@ use malachitebft_core_types::LinearTimeouts;
 /// - `max_ms = 10 000`: no timeout grows beyond this however many rounds pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
+    /// How long round 0 waits for the proposer's block, ms (default 500).
     pub propose_ms: u64,
+    /// How much longer each later round waits for its proposal, ms (default 100).
     pub propose_delta_ms: u64,
+    /// How long to wait for the remaining prevotes once more than 2/3 arrived, ms (default 200).
     pub prevote_ms: u64,
+    /// How much longer each later round waits for prevotes, ms (default 100).
     pub prevote_delta_ms: u64,
+    /// How long to wait for the remaining precommits once more than 2/3 arrived, ms (default 200).
     pub precommit_ms: u64,
+    /// How much longer each later round waits for precommits, ms (default 100).
     pub precommit_delta_ms: u64,
+    /// How often a validator stuck in a round re-sends its votes, ms (default 1000).
     pub rebroadcast_ms: u64,
+    /// Cap on any timeout however many rounds pass, ms (default 10 000; at least `propose_ms`).
     pub max_ms: u64,
 }
 
@@ -95,7 +103,9 @@ pub struct ConsensusConfig {
     /// Multiaddrs of the other validators. They are kept connected, and exempt from the
     /// reconnect throttle.
     pub persistent_peers: Vec<String>,
+    /// Round timeouts ([`Timeouts`]); the only ones the engine uses.
     pub timeouts: Timeouts,
+    /// Most transactions in a block this node proposes (default [`DEFAULT_MAX_BLOCK_TXS`]).
     pub max_block_txs: usize,
     /// Most encoded transaction bytes in a block. Every validator should use the same value:
     /// a proposal stream larger than this plus 1 MiB of overhead is refused.
@@ -127,10 +137,12 @@ impl ConsensusConfig {
         }
     }
 
+    /// The write-ahead log's directory: `data_dir/wal`.
     pub fn wal_dir(&self) -> PathBuf {
         self.data_dir.join("wal")
     }
 
+    /// Where proposals seen for the current height are kept: `data_dir/proposals`.
     pub fn proposals_dir(&self) -> PathBuf {
         self.data_dir.join("proposals")
     }

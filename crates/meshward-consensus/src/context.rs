@@ -160,8 +160,11 @@ impl mc::SigningScheme for Ed25519 {
 /// A validator and its voting power.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Validator {
+    /// Its address: the same Ed25519 key, as Malachite identifies validators.
     pub address: Address,
+    /// Its Ed25519 consensus key.
     pub public_key: PublicKey,
+    /// Its voting power, as in the ledger's set.
     pub power: u64,
 }
 
@@ -204,10 +207,12 @@ impl ValidatorSet {
         }
     }
 
+    /// The validators, sorted by address.
     pub fn validators(&self) -> &[Validator] {
         &self.validators
     }
 
+    /// The validators' keys, sorted.
     pub fn keys(&self) -> Vec<PublicKey> {
         self.validators.iter().map(|v| v.public_key).collect()
     }
@@ -237,10 +242,15 @@ impl mc::ValidatorSet<MeshwardContext> for ValidatorSet {
 /// A signed vote's content.
 #[derive(Clone, Debug)]
 pub struct Vote {
+    /// Prevote or precommit.
     pub vote_type: VoteType,
+    /// The height voted at.
     pub height: Height,
+    /// The round voted in.
     pub round: Round,
+    /// The block hash voted for, or nil.
     pub value: NilOrVal<BlockHash>,
+    /// The voting validator.
     pub validator: Address,
     /// Always `None`: Meshward does not use vote extensions.
     pub extension: Option<mc::SignedExtension<MeshwardContext>>,
@@ -303,10 +313,15 @@ impl mc::Vote<MeshwardContext> for Vote {
 /// A proposal message: the proposed block hash, signed by the round's proposer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proposal {
+    /// The height of the proposal.
     pub height: Height,
+    /// Its round.
     pub round: Round,
+    /// The proposed block hash.
     pub value: BlockHash,
+    /// The proof-of-lock round the proposer re-proposes from, or nil for a new block.
     pub pol_round: Round,
+    /// The round's proposer.
     pub proposer: Address,
 }
 
@@ -339,9 +354,13 @@ impl mc::Proposal<MeshwardContext> for Proposal {
 /// The first part of a proposal stream: which proposal the following parts make up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PartInit {
+    /// The proposal's height.
     pub height: Height,
+    /// Its round.
     pub round: Round,
+    /// The proof-of-lock round it re-proposes from, or nil.
     pub pol_round: Round,
+    /// The proposer, whose signature the `Fin` part carries.
     pub proposer: Address,
 }
 
@@ -350,8 +369,12 @@ pub struct PartInit {
 /// Malachite does not sign parts (upstream issue #818).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProposalPart {
+    /// The first part: which proposal follows.
     Init(PartInit),
+    /// A chunk of the block's canonical encoding, in order.
     Data(Bytes),
+    /// The last part: the proposer's Ed25519 signature over
+    /// [`crate::signing::parts_signing_bytes`] (the block hash, height and rounds).
     Fin(Sig),
 }
 
@@ -374,6 +397,7 @@ pub struct MeshwardContext {
 }
 
 impl MeshwardContext {
+    /// A context for `chain_id` that selects round-0 proposers from `history`.
     pub fn new(chain_id: &str, history: ProposerHistory) -> Self {
         MeshwardContext {
             chain_id: Arc::from(chain_id),
@@ -381,6 +405,7 @@ impl MeshwardContext {
         }
     }
 
+    /// The chain id, part of every signed consensus message.
     pub fn chain_id(&self) -> &str {
         &self.chain_id
     }

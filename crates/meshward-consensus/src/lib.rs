@@ -133,27 +133,44 @@ pub trait Mempool: Send + Sync + 'static {
 pub enum ConsensusEvent {
     /// A block was committed to the store.
     Committed {
+        /// Height of the committed block.
         height: u64,
+        /// Its block hash (the consensus value).
         hash: Hash,
         /// The round its certificate is for.
         round: u32,
+        /// How many transactions it holds.
         txs: usize,
+        /// Its block time, ms since the Unix epoch.
         time_ms: u64,
+        /// The validator that proposed it.
         proposer: PublicKey,
     },
     /// `round` of `height` ended without a decision; consensus moved to the next round.
-    RoundTimeout { height: u64, round: u32 },
+    RoundTimeout {
+        /// The height.
+        height: u64,
+        /// The round that timed out.
+        round: u32,
+    },
     /// A proposal signed by the round's proposer failed the ledger checks.
     ProposalRejected {
+        /// The height of the proposal.
         height: u64,
+        /// Its round.
         round: u32,
+        /// The round's proposer, whose signature the proposal carried.
         proposer: PublicKey,
+        /// Why the ledger checks refused it.
         reason: String,
     },
     /// A validator signed two conflicting votes or proposals.
     Equivocation {
+        /// The height at which it happened.
         height: u64,
+        /// The validator that signed twice.
         validator: PublicKey,
+        /// Whether two votes or two proposals conflict.
         kind: EquivocationKind,
     },
 }
@@ -162,17 +179,29 @@ pub enum ConsensusEvent {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
+    /// A listen or peer address is not a valid multiaddr.
     #[error("invalid multiaddr {addr:?} in the consensus config: {reason} (use e.g. /ip4/127.0.0.1/tcp/27000)")]
-    Multiaddr { addr: String, reason: String },
+    Multiaddr {
+        /// The address as given.
+        addr: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// The WAL or proposals directory cannot be created under the data dir.
     #[error("cannot create {}: {source} (check the data dir and its permissions)", path.display())]
     DataDir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Reading the store or the saved proposals to resume failed.
     #[error("cannot prepare the consensus application: {0}")]
     App(#[from] AppError),
+    /// This validator's proof of its key, for the consensus network, cannot be signed or encoded.
     #[error("cannot sign the validator proof: {0}")]
     Proof(String),
+    /// The Malachite engine (or its network) refused to start, or to take a peer.
     #[error("cannot start the consensus engine: {0}")]
     Engine(String),
 }
@@ -182,9 +211,11 @@ pub enum StartError {
 pub struct ConsensusStatus {
     /// The height consensus works on.
     pub height: u64,
+    /// The round consensus is in at that height.
     pub round: u32,
     /// The last committed height (0 before block 1).
     pub committed_height: u64,
+    /// Whether this node's key is in the validator set (otherwise it follows by sync).
     pub is_validator: bool,
 }
 
@@ -391,6 +422,7 @@ impl ConsensusHandle {
         self.address
     }
 
+    /// Where consensus is now: height, round, committed height (read without waiting).
     pub fn status(&self) -> ConsensusStatus {
         ConsensusStatus {
             height: self.shared.height.load(Ordering::Relaxed),

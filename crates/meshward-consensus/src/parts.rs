@@ -67,24 +67,46 @@ impl PartLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PartError {
+    /// The stream's data parts add up to more than the stream limit.
     #[error("stream carries more than {max} bytes")]
-    StreamTooLarge { max: usize },
+    StreamTooLarge {
+        /// The limit, in block bytes ([`PartLimits`]).
+        max: usize,
+    },
+    /// A message's sequence number is beyond the last a stream of the limit can have.
     #[error("stream sequence {sequence} is beyond the last possible part {max}")]
-    SequenceTooHigh { sequence: u64, max: u64 },
+    SequenceTooHigh {
+        /// The sequence number received.
+        sequence: u64,
+        /// The highest possible one.
+        max: u64,
+    },
+    /// A part is where it cannot be: an init that is not first, data or a fin first or after the
+    /// fin, an end not right after the fin.
     #[error("part {what} at the wrong position in its stream")]
-    Misplaced { what: &'static str },
+    Misplaced {
+        /// Which part: `init`, `data`, `fin` or `end`.
+        what: &'static str,
+    },
+    /// The stream carries two different init, fin or end parts.
     #[error("stream has two different {what} parts")]
-    Conflicting { what: &'static str },
+    Conflicting {
+        /// Which part: `init`, `fin` or `end`.
+        what: &'static str,
+    },
 }
 
 /// Why an assembled stream is not a proposal by its named proposer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// The streamed bytes are not a canonical block.
     #[error("block does not decode: {0}")]
     Decode(meshward_core::codec::DecodeError),
+    /// The init part has a nil round.
     #[error("proposal has no round")]
     NoRound,
+    /// The `Fin` signature does not verify under the named proposer's key.
     #[error("proposer signature does not verify")]
     BadSignature,
 }
@@ -92,9 +114,13 @@ pub enum OpenError {
 /// A complete stream, not yet checked.
 #[derive(Debug, Clone)]
 pub struct Assembled {
+    /// The peer the stream came from (not necessarily the proposer).
     pub publisher: PeerId,
+    /// The init part: height, round, POL round and the named proposer.
     pub init: PartInit,
+    /// The `Fin` part: the proposer's signature.
     pub fin: Sig,
+    /// The block's canonical encoding, the data parts joined in order.
     pub block_bytes: Vec<u8>,
 }
 
@@ -204,6 +230,7 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
+    /// An empty reassembler enforcing `limits`.
     pub fn new(limits: PartLimits) -> Self {
         Reassembler {
             limits,
@@ -218,6 +245,7 @@ impl Reassembler {
         self.streams.len()
     }
 
+    /// Whether no stream is buffered.
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
     }

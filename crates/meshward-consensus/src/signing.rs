@@ -122,6 +122,7 @@ pub struct MeshwardSigner {
 }
 
 impl MeshwardSigner {
+    /// A signer with the validator's node key, for messages of `chain_id`.
     pub fn new(key: SignKey, chain_id: &str) -> Self {
         MeshwardSigner {
             key,
@@ -129,6 +130,7 @@ impl MeshwardSigner {
         }
     }
 
+    /// The validator's address: its public key.
     pub fn address(&self) -> Address {
         Address(self.key.public())
     }
@@ -194,6 +196,7 @@ pub struct MeshwardVerifier {
 }
 
 impl MeshwardVerifier {
+    /// A verifier for messages of `chain_id` (bound into every signed message).
     pub fn new(chain_id: &str) -> Self {
         MeshwardVerifier {
             chain_id: chain_id.to_owned(),

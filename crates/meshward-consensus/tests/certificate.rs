@@ -1,4 +1,8 @@
 //! A certificate Malachite decides is a Meshward certificate that `meshward-core` checks alone.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use malachitebft_core_types::{
     CommitCertificate, CommitSignature, Context, NilOrVal, Round, SignedMessage,

@@ -2,6 +2,14 @@
 //! verification), the raw signature ceiling for comparison, and Merkle proofs.
 //!
 //! Run: `cargo bench -p meshward-core --bench core`.
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark set-up: a failed unwrap is a broken benchmark"
+)]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented pub fn"
+)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use meshward_core::hash::Hash;

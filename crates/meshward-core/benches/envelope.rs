@@ -3,6 +3,14 @@
 //! Run: `cargo bench -p meshward-core --bench envelope`. Open benches pre-seal envelopes with
 //! increasing seqs and open them with a fresh `Receiver` per batch, so the replay guard accepts
 //! every one and the measured time is signature check + decryption + bookkeeping.
+#![allow(
+    clippy::unwrap_used,
+    reason = "benchmark set-up: a failed unwrap is a broken benchmark"
+)]
+#![allow(
+    missing_docs,
+    reason = "criterion_group! defines an undocumented pub fn"
+)]
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meshward_core::envelope::{seal_oneshot, Envelope, Receiver, SendSession};

@@ -25,15 +25,19 @@ pub const MAX_BLOCK_BYTES: usize = 64 * 1024 * 1024;
 /// What a block's hash commits to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockHeader {
+    /// The chain this block belongs to (at most [`MAX_CHAIN_ID`] bytes).
     pub chain_id: String,
+    /// Height, from 1 (the genesis has no block).
     pub height: u64,
     /// Hash of the previous header; the genesis hash for height 1.
     pub prev_hash: Hash,
     /// Milliseconds since the Unix epoch.
     pub time_ms: u64,
+    /// The validator that proposed the block.
     pub proposer: PublicKey,
     /// Merkle root over the encoded transactions.
     pub tx_root: Hash,
+    /// Number of transactions in the block.
     pub tx_count: u32,
     /// State root after applying this block.
     pub state_root: Hash,
@@ -44,6 +48,7 @@ pub struct BlockHeader {
 }
 
 impl BlockHeader {
+    /// The block hash: the hash of this header's encoding (the consensus value).
     pub fn hash(&self) -> Hash {
         hash::hash(domain::BLOCK_HEADER, &self.to_bytes())
     }
@@ -86,7 +91,9 @@ impl Decode for BlockHeader {
 /// One validator's precommit signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitSig {
+    /// The validator's consensus key.
     pub validator: PublicKey,
+    /// Its precommit signature over [`vote_signing_bytes`].
     pub sig: Signature,
 }
 
@@ -109,7 +116,9 @@ impl Decode for CommitSig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub enum VoteKind {
+    /// The first vote of a round.
     Prevote = 1,
+    /// The second vote of a round; a certificate is made of precommits.
     Precommit = 2,
 }
 
@@ -138,8 +147,11 @@ pub fn vote_signing_bytes(
 /// Precommits from more than 2/3 of the voting power for one block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitCertificate {
+    /// Height of the certified block.
     pub height: u64,
+    /// Consensus round in which the block was decided.
     pub round: u32,
+    /// Hash of the certified block's header.
     pub block_hash: Hash,
     /// Sorted by validator key, one per validator.
     pub signatures: Vec<CommitSig>,
@@ -149,18 +161,34 @@ pub struct CommitCertificate {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
+    /// The certificate is for another height than the block.
     #[error("certificate is for height {cert}, block is at {block}")]
-    WrongHeight { cert: u64, block: u64 },
+    WrongHeight {
+        /// The certificate's height.
+        cert: u64,
+        /// The block's height.
+        block: u64,
+    },
+    /// The certificate is for another block hash at the same height.
     #[error("certificate is for another block")]
     WrongBlock,
+    /// A signer is not in the validator set that certifies the block.
     #[error("signer {0} is not in the validator set")]
     UnknownValidator(PublicKey),
+    /// Signatures are not sorted by validator key, or one validator signed twice.
     #[error("signatures are not sorted by validator, or a validator signed twice")]
     NotCanonical,
+    /// A validator's precommit signature does not verify.
     #[error("signature of validator {0} does not verify")]
     BadSignature(PublicKey),
+    /// The signers hold at most 2/3 of the set's voting power.
     #[error("signers hold {signed} of {total} voting power; more than 2/3 is needed")]
-    InsufficientPower { signed: u64, total: u64 },
+    InsufficientPower {
+        /// Voting power of the signers.
+        signed: u64,
+        /// Voting power of the whole set.
+        total: u64,
+    },
 }
 
 impl CommitCertificate {
@@ -236,6 +264,7 @@ impl CommitCertificate {
         Ok(())
     }
 
+    /// The last-commit hash: what the next block's header carries as `last_commit_hash`.
     pub fn hash(&self) -> Hash {
         hash::hash(domain::LAST_COMMIT, &self.to_bytes())
     }
@@ -271,8 +300,11 @@ impl Decode for CommitCertificate {
 /// A block: header, transactions, and the previous block's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
+    /// The header, which the block hash commits to.
     pub header: BlockHeader,
+    /// The transactions, in order (at most [`MAX_BLOCK_TXS`]).
     pub txs: Vec<Tx>,
+    /// The previous block's certificate; `None` at height 1.
     pub last_commit: Option<CommitCertificate>,
 }
 
@@ -280,10 +312,18 @@ pub struct Block {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BodyError {
+    /// The header's transaction count differs from the body's.
     #[error("header says {header} transactions, body has {body}")]
-    TxCount { header: u32, body: usize },
+    TxCount {
+        /// The count in the header.
+        header: u32,
+        /// The number of transactions in the body.
+        body: usize,
+    },
+    /// The Merkle root of the body's transactions differs from the header's `tx_root`.
     #[error("transaction root does not match the header")]
     TxRoot,
+    /// The last commit's hash differs from the header's `last_commit_hash`.
     #[error("last commit does not match the header")]
     LastCommit,
 }
@@ -301,6 +341,7 @@ pub fn last_commit_hash(c: &Option<CommitCertificate>) -> Hash {
 }
 
 impl Block {
+    /// The block hash: the hash of its header.
     pub fn hash(&self) -> Hash {
         self.header.hash()
     }
@@ -366,7 +407,9 @@ impl Decode for Block {
 /// A block with the certificate that finalised it: what the store keeps and sync sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertifiedBlock {
+    /// The certified block.
     pub block: Block,
+    /// Precommits from more than 2/3 of the power of the block's validator set, for this block.
     pub certificate: CommitCertificate,
 }
 
@@ -387,6 +430,7 @@ impl Decode for CertifiedBlock {
 }
 
 impl CertifiedBlock {
+    /// Decodes a certified block, rejecting anything over [`MAX_BLOCK_BYTES`].
     pub fn decode_bytes(bytes: &[u8]) -> Result<CertifiedBlock, DecodeError> {
         if bytes.len() > MAX_BLOCK_BYTES {
             return Err(DecodeError::TooLong {

@@ -63,23 +63,38 @@ pub fn make_block(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ChainError {
+    /// The block is for another chain.
     #[error("block is for chain {found:?}, expected {expected:?}")]
     WrongChain {
+        /// This chain's id.
         expected: alloc::string::String,
+        /// The block's chain id.
         found: alloc::string::String,
     },
+    /// The block is not at the next height.
     #[error("block height {found}, expected {expected}")]
-    WrongHeight { expected: u64, found: u64 },
+    WrongHeight {
+        /// The next height of this chain.
+        expected: u64,
+        /// The block's height.
+        found: u64,
+    },
+    /// The block's `prev_hash` is not the hash of the chain's last block (or the genesis).
     #[error("block does not link to the previous block hash")]
     BrokenLink,
+    /// The block's `validator_set_hash` is not the hash of the validator set in force.
     #[error("block names a validator set other than the current one")]
     WrongValidatorSet,
+    /// The certificate does not certify the block under the set in force.
     #[error("certificate: {0}")]
     Certificate(#[from] CertError),
+    /// The body does not match the header (count, transaction root, last commit).
     #[error("body: {0}")]
     Body(#[from] BodyError),
+    /// A transaction of the block is rejected by the ledger rules.
     #[error("{0}")]
     Rejected(#[from] BlockReject),
+    /// The state root after the transactions differs from the header's `state_root`.
     #[error("state root after the block differs from the header's")]
     StateRoot,
 }
@@ -200,6 +215,7 @@ fn check_proposal_with(
 /// A block a proposer built, with what executing it changes and what it left out.
 #[derive(Debug, Clone)]
 pub struct Proposal {
+    /// The proposed block, its header filled in (state root included).
     pub block: Block,
     /// The state changes to apply once the block is decided.
     pub delta: Delta,

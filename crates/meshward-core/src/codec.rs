@@ -16,26 +16,54 @@ use alloc::vec::Vec;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
+    /// The input ran out before the value was complete (a truncated message or file).
     #[error("input ended early while reading {what}")]
-    UnexpectedEnd { what: &'static str },
+    UnexpectedEnd {
+        /// The field being read when the input ended.
+        what: &'static str,
+    },
+    /// A top-level value decoded, but bytes were left over ([`Decode::from_bytes`]).
     #[error("{count} trailing bytes after the value")]
-    TrailingBytes { count: usize },
+    TrailingBytes {
+        /// How many bytes were left after the value.
+        count: usize,
+    },
+    /// The format version byte is not the one this build reads.
     #[error("unknown {what} format version {found} (this build reads version {supported})")]
     UnknownVersion {
+        /// The object whose version was read.
         what: &'static str,
+        /// The version byte in the input.
         found: u8,
+        /// The only version this build decodes.
         supported: u8,
     },
+    /// An enum or option tag byte names no known variant.
     #[error("unknown {what} tag {tag}")]
-    UnknownTag { what: &'static str, tag: u8 },
+    UnknownTag {
+        /// The enum or option being read.
+        what: &'static str,
+        /// The tag byte in the input.
+        tag: u8,
+    },
+    /// A length or count prefix is over the field's documented limit (checked before
+    /// allocating).
     #[error("{what} is {len} long, over the limit of {max}")]
     TooLong {
+        /// The field whose length was read.
         what: &'static str,
+        /// The length or count in the input (bytes or items, as the field counts).
         len: usize,
+        /// The field's limit, in the same unit.
         max: usize,
     },
+    /// The bytes are well formed but not a valid value: a boolean other than 0 or 1, bad UTF-8,
+    /// a set out of order or with duplicates, a name outside its alphabet, a count out of range.
     #[error("invalid {what}")]
-    Invalid { what: &'static str },
+    Invalid {
+        /// The field or value that was refused.
+        what: &'static str,
+    },
 }
 
 /// Appends canonical encodings to a byte buffer.
@@ -45,43 +73,52 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// An empty writer.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty writer with room for `n` bytes, for callers that know the encoded size.
     pub fn with_capacity(n: usize) -> Self {
         Self {
             buf: Vec::with_capacity(n),
         }
     }
 
+    /// The bytes written so far.
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
     }
 
+    /// The bytes written so far, borrowed.
     pub fn as_slice(&self) -> &[u8] {
         &self.buf
     }
 
+    /// A `u8`, as one byte.
     pub fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
         self
     }
 
+    /// A boolean, as `0x00` or `0x01`.
     pub fn bool(&mut self, v: bool) -> &mut Self {
         self.u8(u8::from(v))
     }
 
+    /// A `u16`, 2 bytes big-endian.
     pub fn u16(&mut self, v: u16) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
     }
 
+    /// A `u32`, 4 bytes big-endian.
     pub fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
     }
 
+    /// A `u64`, 8 bytes big-endian.
     pub fn u64(&mut self, v: u64) -> &mut Self {
         self.buf.extend_from_slice(&v.to_be_bytes());
         self
@@ -100,6 +137,7 @@ impl Writer {
         self.raw(v)
     }
 
+    /// A UTF-8 string with a `u32` byte-length prefix, as [`Writer::bytes`].
     pub fn str(&mut self, v: &str) -> &mut Self {
         self.bytes(v.as_bytes())
     }
@@ -111,11 +149,13 @@ impl Writer {
         self.u32(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
+    /// Any [`Encode`] value, in its own encoding.
     pub fn put<T: Encode + ?Sized>(&mut self, v: &T) -> &mut Self {
         v.encode(self);
         self
     }
 
+    /// A list: `u32` count, then each item. Callers that encode a set pass it sorted and unique.
     pub fn list<T: Encode>(&mut self, items: &[T]) -> &mut Self {
         self.len(items.len());
         for it in items {
@@ -124,6 +164,7 @@ impl Writer {
         self
     }
 
+    /// An option: `0x00` for none, or `0x01` then the value.
     pub fn option<T: Encode>(&mut self, v: &Option<T>) -> &mut Self {
         match v {
             None => self.u8(0),
@@ -141,10 +182,12 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
+    /// How many bytes are left to read.
     pub fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -154,6 +197,7 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// Checks that every byte was read ([`DecodeError::TrailingBytes`] otherwise).
     pub fn finish(&self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
@@ -161,6 +205,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next `n` raw bytes; `what` names the field in the error if fewer are left.
     pub fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
             return Err(DecodeError::UnexpectedEnd { what });
@@ -170,6 +215,7 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// The next `N` raw bytes as an array (keys, hashes, signatures).
     pub fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], DecodeError> {
         let s = self.take(N, what)?;
         let mut a = [0u8; N];
@@ -177,10 +223,12 @@ impl<'a> Reader<'a> {
         Ok(a)
     }
 
+    /// A `u8`.
     pub fn u8(&mut self, what: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, what)?[0])
     }
 
+    /// A boolean; any byte other than `0x00` or `0x01` is [`DecodeError::Invalid`].
     pub fn bool(&mut self, what: &'static str) -> Result<bool, DecodeError> {
         match self.u8(what)? {
             0 => Ok(false),
@@ -189,14 +237,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A big-endian `u16`.
     pub fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array(what)?))
     }
 
+    /// A big-endian `u32`.
     pub fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array(what)?))
     }
 
+    /// A big-endian `u64`.
     pub fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array(what)?))
     }
@@ -210,15 +261,19 @@ impl<'a> Reader<'a> {
         Ok(len)
     }
 
+    /// Variable-size bytes: a `u32` length of at most `max`, then the bytes, borrowed from the
+    /// input.
     pub fn bytes(&mut self, max: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         let len = self.len(max, what)?;
         self.take(len, what)
     }
 
+    /// As [`Reader::bytes`], copied into a `Vec`.
     pub fn byte_vec(&mut self, max: usize, what: &'static str) -> Result<Vec<u8>, DecodeError> {
         Ok(self.bytes(max, what)?.to_vec())
     }
 
+    /// A string: at most `max` bytes of valid UTF-8 behind a `u32` length.
     pub fn string(&mut self, max: usize, what: &'static str) -> Result<String, DecodeError> {
         let b = self.bytes(max, what)?;
         core::str::from_utf8(b)
@@ -226,6 +281,7 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::Invalid { what })
     }
 
+    /// Any [`Decode`] value, in its own encoding.
     pub fn get<T: Decode>(&mut self) -> Result<T, DecodeError> {
         T::decode(self)
     }
@@ -245,6 +301,8 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// An option: `0x00` (none) or `0x01` then the value; any other tag is
+    /// [`DecodeError::UnknownTag`].
     pub fn option<T: Decode>(&mut self, what: &'static str) -> Result<Option<T>, DecodeError> {
         match self.u8(what)? {
             0 => Ok(None),
@@ -269,8 +327,10 @@ impl<'a> Reader<'a> {
 
 /// A value with a canonical encoding.
 pub trait Encode {
+    /// Appends the canonical encoding of `self` to `w`.
     fn encode(&self, w: &mut Writer);
 
+    /// The canonical encoding of `self` as a new byte string.
     fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
         self.encode(&mut w);
@@ -280,6 +340,7 @@ pub trait Encode {
 
 /// A value that can be read back from its canonical encoding.
 pub trait Decode: Sized {
+    /// Reads one value from `r`, leaving the rest of the input unread.
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
 
     /// Decodes a whole byte string, rejecting trailing bytes.

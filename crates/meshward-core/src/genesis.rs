@@ -14,11 +14,16 @@ use crate::tx::{ValidatorSet, MAX_CHAIN_ID};
 /// Genesis format version.
 pub const GENESIS_VERSION: u8 = 1;
 
+/// What a chain starts from (see `docs/FORMATS.md`, Genesis): its hash is block 1's `prev_hash`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Genesis {
+    /// The chain id: 1 to 64 bytes of `A-Z a-z 0-9 . _ -`, bound into every signature.
     pub chain_id: String,
+    /// When the chain was created, ms since the Unix epoch.
     pub genesis_time_ms: u64,
+    /// The admins and their k-of-n threshold.
     pub admins: AdminSet,
+    /// The validators of block 1.
     pub validators: ValidatorSet,
 }
 
@@ -31,6 +36,7 @@ pub fn valid_chain_id(s: &str) -> bool {
 }
 
 impl Genesis {
+    /// The genesis hash: `prev_hash` of block 1.
     pub fn hash(&self) -> Hash {
         hash::hash(domain::GENESIS, &self.to_bytes())
     }
@@ -110,18 +116,30 @@ mod json {
     #[derive(Debug, thiserror::Error)]
     #[non_exhaustive]
     pub enum GenesisJsonError {
+        /// The text is not JSON of the genesis layout (or has unknown fields).
         #[error("not valid genesis JSON: {0}")]
         Json(#[from] serde_json::Error),
+        /// The `version` field is not 1.
         #[error("unsupported genesis version {0} (this build reads version 1)")]
         Version(u8),
+        /// The chain id is empty, too long, or has a character outside `A-Z a-z 0-9 . _ -`.
         #[error("invalid chain id {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ -")]
         ChainId(String),
+        /// A key is not a valid peer id.
         #[error("{field} {value:?} is not a valid peer id")]
-        PeerId { field: &'static str, value: String },
+        PeerId {
+            /// Which key: `"admin key"` or `"validator key"`.
+            field: &'static str,
+            /// The text found.
+            value: String,
+        },
+        /// The admin keys are empty, too many or repeated, or the threshold is 0 or above their
+        /// number.
         #[error(
             "admin set is invalid: 1 to 16 distinct keys, threshold between 1 and their number"
         )]
         Admins,
+        /// The validators are empty, too many or repeated, or a power is 0.
         #[error("validator set is invalid: 1 to 128 distinct keys, each with power > 0")]
         Validators,
     }

@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+/// Lower-case hex, two digits per byte.
 pub fn encode(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -34,6 +35,7 @@ pub fn decode(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
+/// Decodes lower-case hex of exactly `N` bytes; `None` for any other length or character.
 pub fn decode_array<const N: usize>(s: &str) -> Option<[u8; N]> {
     decode(s)?.try_into().ok()
 }

@@ -37,14 +37,20 @@ pub struct Signature(pub [u8; 64]);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KeyError {
+    /// The 32 bytes are not a compressed Edwards point.
     #[error("not a valid Ed25519 public key")]
     InvalidPublicKey,
+    /// The key is a point, but of small order or with a torsion component, so its signatures prove
+    /// nothing.
     #[error("weak Ed25519 public key (small order or torsion)")]
     WeakPublicKey,
+    /// The 32 bytes do not map to a usable X25519 key (no Edwards point, small order or torsion).
     #[error("not a valid X25519 public key")]
     InvalidEncKey,
+    /// The signature does not verify under the key (strict RFC 8032 verification).
     #[error("signature does not verify")]
     BadSignature,
+    /// The text is not the base58 `PeerId` of an Ed25519 key.
     #[error("not a valid peer id")]
     InvalidPeerId,
 }
@@ -169,26 +175,32 @@ fixed_codec!(Signature, 64, "signature");
 pub struct SignKey(SigningKey);
 
 impl SignKey {
+    /// A fresh random key.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         SignKey(SigningKey::generate(rng))
     }
 
+    /// The key of a 32-byte RFC 8032 seed.
     pub fn from_seed(seed: &[u8; 32]) -> Self {
         SignKey(SigningKey::from_bytes(seed))
     }
 
+    /// The 32-byte RFC 8032 seed, zeroised when dropped.
     pub fn seed(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.0.to_bytes())
     }
 
+    /// The public key: the holder's identity.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
+    /// The public key, decompressed, for verification.
     pub fn verifying_key(&self) -> VerifyingKey {
         self.0.verifying_key()
     }
 
+    /// Signs `msg` (Ed25519, RFC 8032).
     pub fn sign(&self, msg: &[u8]) -> Signature {
         Signature(self.0.sign(msg).to_bytes())
     }
@@ -205,20 +217,24 @@ impl fmt::Debug for SignKey {
 pub struct EncSecret(x25519_dalek::StaticSecret);
 
 impl EncSecret {
+    /// A fresh random X25519 secret.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         let mut b = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut b[..]);
         EncSecret(x25519_dalek::StaticSecret::from(*b))
     }
 
+    /// The secret of these 32 bytes (clamped when used, as X25519 does).
     pub fn from_bytes(b: &[u8; 32]) -> Self {
         EncSecret(x25519_dalek::StaticSecret::from(*b))
     }
 
+    /// The 32 secret bytes, zeroised when dropped.
     pub fn to_bytes(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.0.to_bytes())
     }
 
+    /// The X25519 public key that envelopes to this holder are sealed to.
     pub fn public(&self) -> EncKey {
         EncKey(x25519_dalek::PublicKey::from(&self.0).to_bytes())
     }
@@ -257,7 +273,9 @@ impl EncSecret {
 /// A device's (or gateway's) two keys.
 #[derive(Clone)]
 pub struct Keypair {
+    /// Ed25519 signing key; its public key is the holder's identity.
     pub sign: SignKey,
+    /// X25519 secret that envelopes to the holder are opened with.
     pub enc: EncSecret,
 }
 
@@ -265,6 +283,7 @@ pub struct Keypair {
 pub const KEYPAIR_VERSION: u8 = 1;
 
 impl Keypair {
+    /// Two fresh random keys.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> Self {
         Keypair {
             sign: SignKey::generate(rng),
@@ -272,10 +291,12 @@ impl Keypair {
         }
     }
 
+    /// The holder's identity: the Ed25519 public key.
     pub fn id(&self) -> PublicKey {
         self.sign.public()
     }
 
+    /// The X25519 public key envelopes to the holder are sealed to.
     pub fn enc_key(&self) -> EncKey {
         self.enc.public()
     }
@@ -289,6 +310,8 @@ impl Keypair {
         v
     }
 
+    /// Parses the bytes of [`Keypair::to_secret_bytes`]; refuses another version or any other
+    /// length.
     pub fn from_secret_bytes(b: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(b);
         r.version(KEYPAIR_VERSION, "key file")?;

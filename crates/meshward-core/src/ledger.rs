@@ -28,6 +28,7 @@ use crate::tx::{
 /// What the block supplies to the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ApplyCtx {
+    /// Height of the block being applied (recorded as enrollment and revocation heights).
     pub height: u64,
     /// Block time, milliseconds since the Unix epoch.
     pub time_ms: u64,
@@ -37,62 +38,112 @@ pub struct ApplyCtx {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Reject {
+    /// The signer has no account (and the transaction is not a ticket enrollment by the device
+    /// itself).
     #[error("signer {0} has no account")]
     UnknownSigner(PublicKey),
+    /// The signer's signature does not verify under the account's current key.
     #[error("signature does not verify")]
     BadSignature,
+    /// The sequence number is not the signer's last one plus one: a replay or a gap.
     #[error("sequence number {got}, expected {expected} (replay or gap)")]
-    BadSequence { expected: u64, got: u64 },
+    BadSequence {
+        /// The signer's last sequence number plus one.
+        expected: u64,
+        /// The transaction's sequence number.
+        got: u64,
+    },
+    /// An admin-only transaction is signed by a key that is not an admin.
     #[error("signer is not an admin")]
     NotAdmin,
+    /// A co-signature is by the signer itself, by a non-admin, or does not verify.
     #[error("co-signature from {0} is not a valid admin signature")]
     BadCosignature(PublicKey),
+    /// A transaction that is not admin-only carries co-signatures.
     #[error("co-signatures are only allowed on admin transactions")]
     UnexpectedCosignatures,
+    /// An admin transaction has fewer signatures (signer plus co-signers) than the admin threshold.
     #[error("{have} admin signatures, {need} needed")]
-    AdminThreshold { have: usize, need: usize },
+    AdminThreshold {
+        /// Signatures present: the signer's plus its co-signatures.
+        have: usize,
+        /// The admin threshold.
+        need: usize,
+    },
+    /// The device key already has an account or is some account's current key.
     #[error("device {0} is already enrolled")]
     AlreadyEnrolled(PublicKey),
+    /// A new signing key is not a valid point or is weak (enrollment or key rotation).
     #[error("key is weak or not a valid point")]
     WeakKey,
+    /// A proof of possession (of the enrolled keys or of rotated keys) does not verify.
     #[error("proof of possession of the device keys does not verify")]
     BadProofOfPossession,
+    /// A key rotation's new signing key already belongs to an account.
     #[error("key is already used by another account")]
     KeyInUse,
+    /// No ticket with the hash of the enrollment's ticket secret.
     #[error("no such enrollment ticket")]
     UnknownTicket,
+    /// The enrollment ticket was already redeemed.
     #[error("enrollment ticket was already used")]
     TicketUsed,
+    /// The ticket expired (block time at or past its expiry), or a new ticket's expiry has passed.
     #[error("enrollment ticket has expired")]
     TicketExpired,
+    /// A ticket with this hash already exists.
     #[error("enrollment ticket already exists")]
     TicketExists,
+    /// A ticket enrollment is not signed by the device itself, or asks for other groups than the
+    /// ticket's.
     #[error("enrollment does not match its ticket: {0}")]
     TicketMismatch(&'static str),
+    /// The signer's account is not a device (key rotation, anchor, ack and the like are device
+    /// operations).
     #[error("signer is not an enrolled device")]
     NotADevice,
+    /// The signer is a revoked device.
     #[error("device {0} is revoked")]
     DeviceRevoked(PublicKey),
+    /// The device named (a revocation target, an ack's sender) is not an enrolled device.
     #[error("device {0} is not enrolled")]
     NotEnrolled(PublicKey),
+    /// An anchor's recipient is not an enrolled device.
     #[error("recipient {0} is not an enrolled device")]
     UnknownRecipient(PublicKey),
+    /// An anchor's recipient device is revoked.
     #[error("recipient {0} is revoked")]
     RecipientRevoked(PublicKey),
+    /// The group named does not exist.
     #[error("no group {0}")]
     UnknownGroup(GroupName),
+    /// The policy allows none of the sender's groups to send to the recipient.
     #[error("policy forbids sending from these groups to {to}")]
-    PolicyForbids { to: String },
+    PolicyForbids {
+        /// The recipient: a peer id, or `group:NAME`.
+        to: String,
+    },
+    /// A group key's epoch is not the group's current epoch plus one.
     #[error("group key epoch {got}, expected {expected}")]
-    StaleGroupEpoch { expected: u64, got: u64 },
+    StaleGroupEpoch {
+        /// The group's current epoch plus one.
+        expected: u64,
+        /// The epoch the transaction carries.
+        got: u64,
+    },
+    /// A group key does not hold exactly one sealed copy per current member, in member order.
     #[error("invalid group key: {0}")]
     BadGroupKey(&'static str),
+    /// The signer of a group key is neither an active member of the group nor an admin.
     #[error("signer may not distribute this group's key")]
     NotAuthorized,
+    /// The evidence does not prove misbehaviour (the reason says why).
     #[error("invalid evidence: {0}")]
     InvalidEvidence(&'static str),
+    /// The device to revoke is already revoked.
     #[error("device {0} is already revoked")]
     AlreadyRevoked(PublicKey),
+    /// A validator-set change is not well formed (see [`crate::tx::ValidatorSet::is_well_formed`]).
     #[error("invalid validator set")]
     InvalidValidatorSet,
 }
@@ -617,7 +668,9 @@ pub fn preverify_rest<V: StateView, T: Borrow<Tx>>(
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("transaction {index} rejected: {reason}")]
 pub struct BlockReject {
+    /// Position of the rejected transaction in the block, from 0.
     pub index: usize,
+    /// Why it was rejected.
     pub reason: Reject,
 }
 

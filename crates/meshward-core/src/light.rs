@@ -24,9 +24,13 @@ pub const MAX_HANDOFFS: usize = 256;
 /// A transaction proven included in a certified block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Inclusion {
+    /// The header of the block holding the transaction.
     pub header: BlockHeader,
+    /// The certificate of that block.
     pub certificate: CommitCertificate,
+    /// The proven transaction (carried as `bytes`, at most [`MAX_TX_BYTES`]).
     pub tx: Tx,
+    /// Its Merkle inclusion proof under the header's `tx_root` and `tx_count`.
     pub proof: merkle::Proof,
 }
 
@@ -86,6 +90,7 @@ pub struct AnchorProof {
     /// `ValidatorSetChange` transactions that lead from the genesis set to the set that
     /// certified the anchor's block, in chain order. Empty while the genesis set still rules.
     pub handoffs: Vec<Inclusion>,
+    /// The anchor transaction and its block.
     pub anchor: Inclusion,
 }
 
@@ -108,16 +113,27 @@ impl Decode for AnchorProof {
 /// What a valid proof proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProvenAnchor {
+    /// Height of the block holding the anchor.
     pub height: u64,
+    /// Hash of that block's header.
     pub block_hash: Hash,
+    /// That block's time, ms since the Unix epoch (certified by the validators).
     pub block_time_ms: u64,
+    /// Position of the anchor in the block, from 0.
     pub tx_index: u64,
+    /// The account that signed the anchor.
     pub sender: PublicKey,
+    /// The anchor's sequence number in its sender's account.
     pub seq: u64,
+    /// Who the anchored envelopes are for.
     pub recipient: Recipient,
+    /// The envelope commitment, or the batch root over `count` commitments.
     pub commitment: Hash,
+    /// How many envelopes the commitment covers (1 for one envelope).
     pub count: u32,
+    /// Total ciphertext bytes covered, as the sender declared.
     pub size_bytes: u64,
+    /// The sender's own clock at anchoring, ms since the Unix epoch (its claim, not block time).
     pub timestamp_ms: u64,
 }
 
@@ -125,18 +141,43 @@ pub struct ProvenAnchor {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// A proven block is for another chain than the genesis.
     #[error("proof is for another chain")]
     WrongChain,
+    /// A block is certified by a validator set that the genesis and the handoffs before it do not
+    /// lead to.
     #[error("block {height} is certified by a validator set the genesis does not lead to")]
-    UntrustedValidatorSet { height: u64 },
+    UntrustedValidatorSet {
+        /// The block's height.
+        height: u64,
+    },
+    /// A block's certificate does not hold under the trusted set.
     #[error("certificate of block {height} is invalid: {source}")]
-    Certificate { height: u64, source: CertError },
+    Certificate {
+        /// The block's height.
+        height: u64,
+        /// Why the certificate fails.
+        source: CertError,
+    },
+    /// The Merkle proof does not put the transaction in its block.
     #[error("transaction is not included in block {height}: {source}")]
-    Inclusion { height: u64, source: ProofError },
+    Inclusion {
+        /// The block's height.
+        height: u64,
+        /// Why the inclusion proof fails.
+        source: ProofError,
+    },
+    /// A handoff is not a `ValidatorSetChange` transaction.
     #[error("handoff at block {height} is not a validator-set change")]
-    NotAHandoff { height: u64 },
+    NotAHandoff {
+        /// The handoff block's height.
+        height: u64,
+    },
+    /// Handoffs are not in increasing (height, index) order, or one is not below the anchor's
+    /// block.
     #[error("handoffs are not in increasing height order")]
     HandoffOrder,
+    /// The proven transaction is not an `Anchor`.
     #[error("the proven transaction is not an anchor")]
     NotAnAnchor,
 }
@@ -222,9 +263,13 @@ mod proof_file {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct ProofFile {
+        /// Proof file version: 1.
         pub version: u8,
+        /// The chain the proof is for.
         pub chain_id: String,
+        /// Height of the block holding the anchor.
         pub height: u64,
+        /// Lower-case hex of the anchored commitment (32 bytes).
         pub commitment: String,
         /// Lower-case hex of the encoded [`AnchorProof`].
         pub proof: String,
@@ -234,23 +279,37 @@ mod proof_file {
     #[derive(Debug, thiserror::Error)]
     #[non_exhaustive]
     pub enum ProofFileError {
+        /// The text is not JSON in the proof file's layout (or has unknown fields).
         #[error("not a proof file: {0}")]
         Json(#[from] serde_json::Error),
+        /// The `version` field is not 1.
         #[error("unsupported proof file version {0} (this build reads version 1)")]
         Version(u8),
+        /// The file is for another chain than the genesis.
         #[error("proof is for chain {found:?}, the genesis is for {expected:?}")]
-        WrongChain { expected: String, found: String },
+        WrongChain {
+            /// The genesis's chain id.
+            expected: String,
+            /// The file's chain id.
+            found: String,
+        },
+        /// The `proof` field is not lower-case hex.
         #[error("proof bytes are not lower-case hex")]
         Hex,
+        /// The proof bytes are not a canonical [`AnchorProof`].
         #[error("proof bytes do not decode: {0}")]
         Decode(#[from] DecodeError),
+        /// The proof does not verify against the genesis.
         #[error("{0}")]
         Invalid(#[from] VerifyError),
+        /// A summary field (`height`, `commitment`) differs from what the proof proves, or the text
+        /// is not in compact layout (`layout`).
         #[error("the file's {0} does not match what the proof proves")]
         SummaryMismatch(&'static str),
     }
 
     impl ProofFile {
+        /// The proof file for `proof`; `None` if the proven transaction is not an anchor.
         pub fn new(chain_id: &str, proof: &AnchorProof) -> Option<ProofFile> {
             let crate::tx::TxBody::Anchor(a) = &proof.anchor.tx.body else {
                 return None;
@@ -264,6 +323,7 @@ mod proof_file {
             })
         }
 
+        /// The file's text: compact JSON, the only layout [`ProofFile::verify_json`] accepts.
         pub fn to_json(&self) -> String {
             serde_json::to_string(self).expect("proof file has only plain fields")
         }

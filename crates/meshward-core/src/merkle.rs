@@ -14,6 +14,7 @@ use crate::hash::Hash;
 /// The longest audit path we accept: a tree of 2^64 leaves.
 pub const MAX_PROOF_LEN: usize = 64;
 
+/// RFC 6962 leaf hash: `SHA-256(0x00 || leaf)`.
 pub fn leaf_hash(leaf: &[u8]) -> Hash {
     let mut h = Sha256::new();
     h.update([0u8]);
@@ -21,6 +22,7 @@ pub fn leaf_hash(leaf: &[u8]) -> Hash {
     Hash(h.finalize().into())
 }
 
+/// RFC 6962 interior node hash: `SHA-256(0x01 || left || right)`.
 pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
     let mut h = Sha256::new();
     h.update([1u8]);
@@ -65,8 +67,11 @@ pub fn root_of(leaf_hashes: &[Hash]) -> Hash {
 /// An inclusion proof: the audit path from a leaf to the root, leaf level first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Proof {
+    /// Position of the leaf, from 0.
     pub leaf_index: u64,
+    /// Number of leaves in the tree.
     pub tree_size: u64,
+    /// Sibling hashes from the leaf level up to the root (at most [`MAX_PROOF_LEN`]).
     pub path: Vec<Hash>,
 }
 
@@ -74,12 +79,26 @@ pub struct Proof {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProofError {
+    /// The proof's leaf index is not below its tree size.
     #[error("leaf index {index} is outside a tree of {size} leaves")]
-    IndexOutOfRange { index: u64, size: u64 },
+    IndexOutOfRange {
+        /// The leaf index the proof claims.
+        index: u64,
+        /// The number of leaves in the tree.
+        size: u64,
+    },
+    /// The proof is for a tree of another size than the signed context names.
     #[error("proof is for a tree of {claimed} leaves, but the tree has {expected}")]
-    SizeMismatch { claimed: u64, expected: u64 },
+    SizeMismatch {
+        /// The tree size the proof carries.
+        claimed: u64,
+        /// The tree size from the signed context (a header's transaction count).
+        expected: u64,
+    },
+    /// The audit path has more or fewer hashes than the tree's depth at this leaf.
     #[error("audit path has the wrong length for this tree")]
     WrongPathLength,
+    /// The audit path leads to another root: the leaf, the path or the root is not the one proven.
     #[error("audit path leads to a different root")]
     RootMismatch,
 }

@@ -51,9 +51,17 @@ pub enum Request {
     /// Gateway to gateway: a copy of a deposited envelope, so a mailbox survives its gateway.
     Replicate(Envelope),
     /// Device to gateway: the asking device's envelopes with a mailbox number above `after`.
-    Fetch { after: u64, max: u32 },
+    Fetch {
+        /// Mailbox number to start after: 0 for the first fetch, then the last number kept.
+        after: u64,
+        /// Most envelopes to return (at most [`MAX_FETCH`]).
+        max: u32,
+    },
     /// Device to gateway: the asking device has kept every envelope up to `up_to`.
-    AckMailbox { up_to: u64 },
+    AckMailbox {
+        /// The highest mailbox number the device has kept; every envelope up to it is removed.
+        up_to: u64,
+    },
     /// Anyone to gateway: admit a signed transaction to the mempool.
     SubmitTx(Tx),
     /// The ledger's record of a device, and where it listens if a gateway knows.
@@ -74,11 +82,15 @@ pub enum Request {
 /// What the ledger says of a device, as a gateway answers a `Lookup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
+    /// The device's account id (its enrollment key).
     pub id: PublicKey,
     /// The key that signs for the device now (differs from `id` after a rotation).
     pub sign_key: PublicKey,
+    /// The device's current X25519 key, to seal envelopes to.
     pub enc_key: EncKey,
+    /// The groups it belongs to, sorted.
     pub groups: Vec<GroupName>,
+    /// Whether the device may send and receive (false once revoked).
     pub active: bool,
     /// The last transaction sequence number the ledger has committed for the device.
     pub seq: u64,
@@ -89,41 +101,67 @@ pub struct DeviceInfo {
 /// A group as a gateway answers a `Group` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupInfo {
+    /// The group's name.
     pub name: GroupName,
     /// Active members and their encryption keys, sorted by id.
     pub members: Vec<(PublicKey, EncKey)>,
+    /// The group key's current epoch (0 before the first `GroupKey`).
     pub epoch: u64,
+    /// Whether membership changed since the last `GroupKey`, so a member should hand out a new one.
     pub needs_rekey: bool,
 }
 
 /// Where a transaction is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxState {
+    /// The gateway has never seen the transaction (or has forgotten it).
     Unknown,
+    /// In the gateway's mempool, waiting for a block.
     Pending,
-    Committed { height: u64 },
-    Rejected { reason: String },
+    /// In a committed block.
+    Committed {
+        /// Height of that block.
+        height: u64,
+    },
+    /// Refused, by admission or by the ledger rules.
+    Rejected {
+        /// Why, for a person.
+        reason: String,
+    },
 }
 
 /// A response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
+    /// Answer to `Deliver`: the recipient authenticated and opened the envelope.
     Delivered,
+    /// Answer to `Deposit` and `Replicate`: the envelope is in the recipient's mailbox.
     Stored {
+        /// How many gateways hold a copy, this one included.
         replicas: u32,
     },
     /// `(mailbox number, envelope)`, in increasing number order.
     Envelopes(Vec<(u64, Envelope)>),
+    /// Answer to `AckMailbox`.
     Acked {
+        /// How many envelopes were removed from the mailbox.
         removed: u64,
     },
+    /// Answer to `SubmitTx`: admitted to the mempool, with the transaction id.
     TxAccepted(Hash),
+    /// Answer to `Lookup`; `None`: no such device.
     Device(Option<DeviceInfo>),
+    /// Answer to `Group`; `None`: no such group.
     Group(Option<GroupInfo>),
+    /// Answer to `Policy`: the `(from, to)` group pairs allowed to send, sorted.
     Policy(Vec<(GroupName, GroupName)>),
+    /// Answer to `TxStatus`.
     TxStatus(TxState),
+    /// Answer to `Info`.
     Info {
+        /// The gateway's chain id.
         chain_id: String,
+        /// Its committed height (0 before block 1).
         height: u64,
     },
     /// `None`: no such account.
@@ -131,7 +169,9 @@ pub enum Response {
     /// The request was refused. `code` is stable and machine-readable (see
     /// `docs/FORMATS.md`), `message` says why for a person.
     Error {
+        /// Stable machine-readable code, at most [`MAX_CODE_LEN`] bytes.
         code: String,
+        /// What went wrong, for a person, at most [`MAX_MESSAGE_LEN`] bytes.
         message: String,
     },
 }
@@ -155,36 +195,36 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 mod tag {
-    pub const DELIVER: u8 = 1;
-    pub const DEPOSIT: u8 = 2;
-    pub const REPLICATE: u8 = 3;
-    pub const FETCH: u8 = 4;
-    pub const ACK_MAILBOX: u8 = 5;
-    pub const SUBMIT_TX: u8 = 6;
-    pub const LOOKUP: u8 = 7;
-    pub const GROUP: u8 = 8;
-    pub const POLICY: u8 = 9;
-    pub const TX_STATUS: u8 = 10;
-    pub const INFO: u8 = 11;
-    pub const NEXT_SEQ: u8 = 12;
+    pub(crate) const DELIVER: u8 = 1;
+    pub(crate) const DEPOSIT: u8 = 2;
+    pub(crate) const REPLICATE: u8 = 3;
+    pub(crate) const FETCH: u8 = 4;
+    pub(crate) const ACK_MAILBOX: u8 = 5;
+    pub(crate) const SUBMIT_TX: u8 = 6;
+    pub(crate) const LOOKUP: u8 = 7;
+    pub(crate) const GROUP: u8 = 8;
+    pub(crate) const POLICY: u8 = 9;
+    pub(crate) const TX_STATUS: u8 = 10;
+    pub(crate) const INFO: u8 = 11;
+    pub(crate) const NEXT_SEQ: u8 = 12;
 
-    pub const DELIVERED: u8 = 1;
-    pub const STORED: u8 = 2;
-    pub const ENVELOPES: u8 = 3;
-    pub const ACKED: u8 = 4;
-    pub const TX_ACCEPTED: u8 = 5;
-    pub const DEVICE: u8 = 6;
-    pub const GROUP_INFO: u8 = 7;
-    pub const POLICY_INFO: u8 = 8;
-    pub const TX_STATE: u8 = 9;
-    pub const ERROR: u8 = 10;
-    pub const INFO_ANSWER: u8 = 11;
-    pub const NEXT_SEQ_ANSWER: u8 = 12;
+    pub(crate) const DELIVERED: u8 = 1;
+    pub(crate) const STORED: u8 = 2;
+    pub(crate) const ENVELOPES: u8 = 3;
+    pub(crate) const ACKED: u8 = 4;
+    pub(crate) const TX_ACCEPTED: u8 = 5;
+    pub(crate) const DEVICE: u8 = 6;
+    pub(crate) const GROUP_INFO: u8 = 7;
+    pub(crate) const POLICY_INFO: u8 = 8;
+    pub(crate) const TX_STATE: u8 = 9;
+    pub(crate) const ERROR: u8 = 10;
+    pub(crate) const INFO_ANSWER: u8 = 11;
+    pub(crate) const NEXT_SEQ_ANSWER: u8 = 12;
 
-    pub const UNKNOWN: u8 = 0;
-    pub const PENDING: u8 = 1;
-    pub const COMMITTED: u8 = 2;
-    pub const REJECTED: u8 = 3;
+    pub(crate) const UNKNOWN: u8 = 0;
+    pub(crate) const PENDING: u8 = 1;
+    pub(crate) const COMMITTED: u8 = 2;
+    pub(crate) const REJECTED: u8 = 3;
 }
 
 impl Encode for Request {

@@ -44,6 +44,8 @@ pub const MAX_TX_BYTES: usize = 256 * 1024;
 pub struct GroupName(String);
 
 impl GroupName {
+    /// Checks and wraps a name; `None` if it is empty, over [`MAX_GROUP_NAME`] bytes, or has a byte
+    /// outside `a-z 0-9 . _ -`.
     pub fn new(s: &str) -> Option<GroupName> {
         let ok = !s.is_empty()
             && s.len() <= MAX_GROUP_NAME
@@ -53,6 +55,7 @@ impl GroupName {
         ok.then(|| GroupName(String::from(s)))
     }
 
+    /// The name as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -86,7 +89,9 @@ impl Decode for GroupName {
 /// Who an anchored message is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recipient {
+    /// One device, by its account id.
     Device(PublicKey),
+    /// Every member of a group.
     Group(GroupName),
 }
 
@@ -115,7 +120,9 @@ impl Decode for Recipient {
 /// One validator and its voting power.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validator {
+    /// The validator's Ed25519 consensus key.
     pub key: PublicKey,
+    /// Voting power, greater than 0.
     pub power: u64,
 }
 
@@ -137,6 +144,7 @@ impl Decode for Validator {
 /// The validators, sorted by key, each with power > 0.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ValidatorSet {
+    /// The validators, sorted by key and unique.
     pub validators: Vec<Validator>,
 }
 
@@ -152,6 +160,8 @@ impl ValidatorSet {
         set.is_well_formed().then_some(set)
     }
 
+    /// Whether the set is non-empty, at most [`MAX_VALIDATORS`], sorted by unique key, with every
+    /// power > 0 and a total of at most [`MAX_TOTAL_POWER`].
     pub fn is_well_formed(&self) -> bool {
         let v = &self.validators;
         !v.is_empty()
@@ -163,10 +173,12 @@ impl ValidatorSet {
                 .is_some_and(|t| t <= MAX_TOTAL_POWER)
     }
 
+    /// The sum of all voting powers.
     pub fn total_power(&self) -> u64 {
         self.validators.iter().map(|v| v.power).sum()
     }
 
+    /// The voting power of `key`, or `None` if it is not in the set.
     pub fn power_of(&self, key: &PublicKey) -> Option<u64> {
         self.validators
             .binary_search_by(|v| v.key.cmp(key))
@@ -174,6 +186,7 @@ impl ValidatorSet {
             .map(|i| self.validators[i].power)
     }
 
+    /// The validator-set hash named by block headers (`validator_set_hash`).
     pub fn hash(&self) -> Hash {
         hash::hash(domain::VALIDATOR_SET, &self.to_bytes())
     }
@@ -202,8 +215,11 @@ impl Decode for ValidatorSet {
 /// `Enroll`: a device joins the fleet with keys it generated itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Enroll {
+    /// The device's Ed25519 key, which becomes its account id.
     pub device: PublicKey,
+    /// The device's X25519 key, which envelopes to it are sealed to.
     pub enc_key: EncKey,
+    /// The groups the device joins: 1 to [`MAX_GROUPS_PER_DEVICE`], sorted and unique.
     pub groups: Vec<GroupName>,
     /// The one-time ticket secret, for self-enrollment. `None`: authorised by admin signatures.
     pub ticket: Option<[u8; 32]>,
@@ -231,11 +247,13 @@ pub fn ticket_hash(secret: &[u8; 32]) -> Hash {
 /// `Anchor`: the commitment to one envelope, or to the batch root over many.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anchor {
+    /// Who the anchored envelopes are for.
     pub recipient: Recipient,
     /// An envelope commitment, or a batch root (see [`batch_root`]).
     pub commitment: Hash,
     /// How many envelopes the commitment covers: 1 for a single envelope.
     pub count: u32,
+    /// The sender's time of anchoring, ms since the Unix epoch (checked against policy changes).
     pub timestamp_ms: u64,
     /// Total ciphertext bytes covered.
     pub size_bytes: u64,
@@ -259,55 +277,88 @@ pub fn batch_root(commitments: &[Hash]) -> Hash {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evidence {
     /// Two different anchors signed by the same sender with the same sequence number.
-    Equivocation { a: Box<Tx>, b: Box<Tx> },
+    Equivocation {
+        /// The first anchor transaction.
+        a: Box<Tx>,
+        /// The second anchor transaction, with the same signer and sequence number.
+        b: Box<Tx>,
+    },
     /// A signed anchor that the policy forbids.
-    PolicyViolation { anchor: Box<Tx> },
+    PolicyViolation {
+        /// The forbidden anchor transaction.
+        anchor: Box<Tx>,
+    },
 }
 
 /// One member's copy of a group key, sealed to the member's X25519 key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedGroupKey {
+    /// The member's account id.
     pub member: PublicKey,
+    /// HPKE encapsulated key (X25519) of this member's copy.
     pub enc: [u8; 32],
+    /// HPKE ciphertext of the 32-byte group secret (at most [`MAX_SEALED_KEY`] bytes).
     pub ciphertext: Vec<u8>,
 }
 
 /// The body of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxBody {
+    /// A device joins; signed by the admins, or by the device itself with a ticket.
     Enroll(Enroll),
+    /// The admins revoke a device: it is marked revoked (for good) and leaves its groups.
     Revoke {
+        /// The device's account id.
         device: PublicKey,
+        /// Why, for operators (at most [`MAX_REASON`] bytes).
         reason: String,
     },
+    /// An account replaces its signing and encryption keys; its id stays the same.
     RotateKeys {
+        /// The account's new Ed25519 signing key.
         new_sign: PublicKey,
+        /// The account's new X25519 key.
         new_enc: EncKey,
         /// The new Ed25519 key's signature over [`rotate_message`].
         new_sig: Signature,
         /// The new X25519 key's signature over [`rotate_message`].
         enc_pop: Signature,
     },
+    /// The admins replace the whole group-to-group send policy.
     SetPolicy {
         /// `(from, to)`: members of `from` may send to members of `to`. Sorted, no duplicates.
         allow: Vec<(GroupName, GroupName)>,
     },
+    /// A sender commits to an envelope (or a batch of them) before delivering it.
     Anchor(Anchor),
+    /// A recipient acknowledges an envelope it received.
     Ack {
+        /// The commitment of the acknowledged envelope (as anchored by its sender).
         commitment: Hash,
+        /// The account id of the envelope's sender.
         sender: PublicKey,
     },
+    /// Proof of a device's misbehaviour, submitted by anyone.
     Evidence(Evidence),
+    /// The admins replace the validator set (a handoff, as light-client proofs follow).
     ValidatorSetChange(ValidatorSet),
+    /// A member (or an admin) hands out the next epoch of a group's key, one sealed copy per
+    /// member.
     GroupKey {
+        /// The group.
         group: GroupName,
+        /// The new epoch: the group's current epoch plus one.
         epoch: u64,
         /// One entry per current member, sorted by member key.
         sealed: Vec<SealedGroupKey>,
     },
+    /// The admins create a single-use enrollment ticket.
     CreateTicket {
+        /// The hash of the ticket secret ([`ticket_hash`]); the secret itself stays off the ledger.
         ticket_hash: Hash,
+        /// Expiry, ms since the Unix epoch (block time); the ticket is refused from then on.
         expires_ms: u64,
+        /// The groups a device enrolled with the ticket joins (sorted, unique).
         groups: Vec<GroupName>,
     },
 }
@@ -332,19 +383,30 @@ pub fn rotate_message(
 
 /// The one-byte type tags, part of the encoding and of the signed domain.
 pub mod tag {
+    /// [`TxBody::Enroll`](super::TxBody::Enroll).
     pub const ENROLL: u8 = 1;
+    /// [`TxBody::Revoke`](super::TxBody::Revoke).
     pub const REVOKE: u8 = 2;
+    /// [`TxBody::RotateKeys`](super::TxBody::RotateKeys).
     pub const ROTATE_KEYS: u8 = 3;
+    /// [`TxBody::SetPolicy`](super::TxBody::SetPolicy).
     pub const SET_POLICY: u8 = 4;
+    /// [`TxBody::Anchor`](super::TxBody::Anchor).
     pub const ANCHOR: u8 = 5;
+    /// [`TxBody::Ack`](super::TxBody::Ack).
     pub const ACK: u8 = 6;
+    /// [`TxBody::Evidence`](super::TxBody::Evidence).
     pub const EVIDENCE: u8 = 7;
+    /// [`TxBody::ValidatorSetChange`](super::TxBody::ValidatorSetChange).
     pub const VALIDATOR_SET_CHANGE: u8 = 8;
+    /// [`TxBody::GroupKey`](super::TxBody::GroupKey).
     pub const GROUP_KEY: u8 = 9;
+    /// [`TxBody::CreateTicket`](super::TxBody::CreateTicket).
     pub const CREATE_TICKET: u8 = 10;
 }
 
 impl TxBody {
+    /// The one-byte type tag of this body ([`tag`]).
     pub fn tag(&self) -> u8 {
         match self {
             TxBody::Enroll(_) => tag::ENROLL,
@@ -360,6 +422,7 @@ impl TxBody {
         }
     }
 
+    /// A short snake_case name of the type, for logs, metrics and the API.
     pub fn name(&self) -> &'static str {
         match self {
             TxBody::Enroll(_) => "enroll",
@@ -597,7 +660,9 @@ pub fn canonical_groups(mut groups: Vec<GroupName>) -> Vec<GroupName> {
 /// An admin's co-signature on a transaction another admin sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CoSig {
+    /// The co-signing admin's key.
     pub key: PublicKey,
+    /// Its signature over the same [`Tx::signing_bytes`] as the signer's.
     pub sig: Signature,
 }
 
@@ -624,6 +689,7 @@ pub struct Tx {
     pub signer: PublicKey,
     /// Must be the signer's last sequence number plus one.
     pub seq: u64,
+    /// What the transaction does.
     pub body: TxBody,
     /// The signer's signature over [`Tx::signing_bytes`], made with the account's current key.
     pub sig: Signature,
@@ -654,6 +720,8 @@ impl Tx {
         }
     }
 
+    /// The bytes the signer and every co-signer sign: domain, chain id, type tag, signer, seq,
+    /// body.
     pub fn signing_bytes(&self, chain_id: &str) -> Vec<u8> {
         signing_bytes(chain_id, &self.signer, self.seq, &self.body)
     }

@@ -1,6 +1,10 @@
 //! Blocks made, checked and proven: a proposal checks out on another node's copy of the state,
 //! certificates need more than 2/3 of the power, and anchor proofs verify offline from the
 //! genesis alone and fail for any change.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use meshward_core::block::{CertError, CertifiedBlock, CommitCertificate};
 use meshward_core::chain::{apply_certified, check_proposal, make_block, ChainError};

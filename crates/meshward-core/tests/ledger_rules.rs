@@ -1,4 +1,8 @@
 //! One test per ledger rule, named after it.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, PublicKey, SignKey};

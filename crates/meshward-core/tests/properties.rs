@@ -1,5 +1,9 @@
 //! Property tests: every type round-trips through the canonical encoding, arbitrary bytes never
 //! make a decoder panic, and `apply` never panics and never changes state when it rejects.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use meshward_core::block::{Block, BlockHeader, CertifiedBlock, CommitCertificate, CommitSig};
 use meshward_core::codec::{Decode, Encode};

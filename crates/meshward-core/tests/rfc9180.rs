@@ -6,6 +6,10 @@
 //! Both sides are checked: the receiver decrypts every ciphertext and reproduces every export, and
 //! the sender, fed the vector's ephemeral input keying material, reproduces `enc`, every
 //! ciphertext and every export byte for byte.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use hpke::{
     aead::ChaCha20Poly1305, kdf::HkdfSha256, kem::X25519HkdfSha256, Deserializable, Kem, OpModeR,

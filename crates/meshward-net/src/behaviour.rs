@@ -22,14 +22,14 @@ pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshward/kad/1.0.
 pub const IDENTIFY_PROTOCOL_VERSION: &str = "/meshward/id/1.0.0";
 /// Bytes a gossipsub frame adds around a transaction: author key, signature, sequence number,
 /// topic and protobuf framing.
-pub const GOSSIP_FRAME_OVERHEAD_BYTES: usize = 1024;
+pub(crate) const GOSSIP_FRAME_OVERHEAD_BYTES: usize = 1024;
 /// Messages queued per connection for sending before gossipsub drops (forwards first). With
 /// messages of up to `gossip_max_transmit_size` bytes this bounds a slow peer's buffer. A node
 /// gossips its transactions in batches, so few messages are in flight even under load.
-pub const GOSSIP_QUEUE_PER_PEER: usize = 128;
+pub(crate) const GOSSIP_QUEUE_PER_PEER: usize = 128;
 
 #[derive(NetworkBehaviour)]
-pub struct MeshBehaviour {
+pub(crate) struct MeshBehaviour {
     // The gate comes first, so a denied peer is refused before any other behaviour sets up state.
     pub gate: Gate,
     pub limits: connection_limits::Behaviour,
@@ -42,7 +42,7 @@ pub struct MeshBehaviour {
 
 /// The gossip message id: the domain-separated transaction hash of the payload, so the same
 /// bytes from two authors are one message.
-pub fn message_id(data: &[u8]) -> gossipsub::MessageId {
+pub(crate) fn message_id(data: &[u8]) -> gossipsub::MessageId {
     gossipsub::MessageId::new(hash(domain::TX_ID, data).as_bytes())
 }
 
@@ -110,7 +110,7 @@ fn peer_score_thresholds() -> PeerScoreThresholds {
 }
 
 /// Everything needed to build the behaviour, checked before the swarm is built.
-pub struct Parts {
+pub(crate) struct Parts {
     gossipsub: gossipsub::Config,
     score: (PeerScoreParams, PeerScoreThresholds),
     limits: connection_limits::ConnectionLimits,
@@ -122,7 +122,7 @@ pub struct Parts {
 }
 
 impl Parts {
-    pub fn new(config: &NetConfig) -> Result<Parts, NetError> {
+    pub(crate) fn new(config: &NetConfig) -> Result<Parts, NetError> {
         let topic = gossipsub::IdentTopic::new(config.tx_topic());
         let params = peer_score_params(&topic);
         params
@@ -152,7 +152,7 @@ impl Parts {
         })
     }
 
-    pub fn build(
+    pub(crate) fn build(
         self,
         key: &identity::Keypair,
     ) -> Result<MeshBehaviour, Box<dyn std::error::Error + Send + Sync>> {

@@ -10,12 +10,12 @@ use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
 /// First re-dial delay.
-pub const BACKOFF_MIN: Duration = Duration::from_secs(1);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_secs(1);
 /// Longest re-dial delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A connection that lived this long resets the backoff when it closes; one closed sooner (e.g.
 /// refused by the remote's gate or limits) keeps backing off.
-pub const STABLE_CONNECTION: Duration = Duration::from_secs(30);
+pub(crate) const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Entry {
@@ -30,12 +30,12 @@ struct Entry {
 
 /// The bootstrap list and the re-dial state of each entry.
 #[derive(Debug, Default)]
-pub struct Bootstrap {
+pub(crate) struct Bootstrap {
     entries: Vec<Entry>,
 }
 
 /// A peer id in the address's last component, if any.
-pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+pub(crate) fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     match addr.iter().last() {
         Some(Protocol::P2p(peer)) => Some(peer),
         _ => None,
@@ -50,7 +50,7 @@ fn jittered(d: Duration) -> Duration {
 
 impl Bootstrap {
     /// All entries are due at `now`, except our own address.
-    pub fn new(addrs: &[Multiaddr], local: PeerId, now: Instant) -> Self {
+    pub(crate) fn new(addrs: &[Multiaddr], local: PeerId, now: Instant) -> Self {
         let entries = addrs
             .iter()
             .filter(|a| peer_of(a) != Some(local))
@@ -67,7 +67,7 @@ impl Bootstrap {
     }
 
     /// Peers with a known id and the address to reach them, to seed Kademlia.
-    pub fn known_peers(&self) -> impl Iterator<Item = (PeerId, Multiaddr)> + '_ {
+    pub(crate) fn known_peers(&self) -> impl Iterator<Item = (PeerId, Multiaddr)> + '_ {
         self.entries
             .iter()
             .filter_map(|e| e.peer.map(|p| (p, e.addr.clone())))
@@ -76,7 +76,7 @@ impl Bootstrap {
     /// Entries to dial now: not connected, not being dialled, not denied, and past their backoff.
     /// Each returned entry is marked as dialled (its next backoff doubles); report the dial with
     /// [`Bootstrap::dialing`] or [`Bootstrap::dial_failed`].
-    pub fn due(
+    pub(crate) fn due(
         &mut self,
         now: Instant,
         is_connected: impl Fn(&PeerId) -> bool,
@@ -103,14 +103,14 @@ impl Bootstrap {
     }
 
     /// The dial of entry `index` started as `connection`.
-    pub fn dialing(&mut self, index: usize, connection: ConnectionId) {
+    pub(crate) fn dialing(&mut self, index: usize, connection: ConnectionId) {
         if let Some(e) = self.entries.get_mut(index) {
             e.pending = Some(connection);
         }
     }
 
     /// A connection was established; if it was a bootstrap dial, learn the peer's id.
-    pub fn established(&mut self, connection: ConnectionId, peer: PeerId, now: Instant) {
+    pub(crate) fn established(&mut self, connection: ConnectionId, peer: PeerId, now: Instant) {
         for e in &mut self.entries {
             if e.pending == Some(connection) {
                 e.pending = None;
@@ -123,7 +123,7 @@ impl Bootstrap {
     }
 
     /// A dial failed. A refusal after the handshake still tells us who answered.
-    pub fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>) {
+    pub(crate) fn dial_failed(&mut self, connection: ConnectionId, peer: Option<PeerId>) {
         for e in &mut self.entries {
             if e.pending == Some(connection) {
                 e.pending = None;
@@ -135,7 +135,7 @@ impl Bootstrap {
     }
 
     /// The last connection to `peer` closed: schedule the re-dial.
-    pub fn disconnected(&mut self, peer: PeerId, now: Instant) {
+    pub(crate) fn disconnected(&mut self, peer: PeerId, now: Instant) {
         for e in &mut self.entries {
             if e.peer != Some(peer) {
                 continue;

@@ -20,7 +20,7 @@ use libp2p::PeerId;
 /// tell a refused peer from a connection limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("peer {peer} is denied by the connection gate")]
-pub struct PeerDenied {
+pub(crate) struct PeerDenied {
     pub peer: PeerId,
 }
 
@@ -28,22 +28,22 @@ pub struct PeerDenied {
 ///
 /// The set mirrors the ledger's revoked devices, so the ledger bounds its size.
 #[derive(Debug, Default)]
-pub struct Gate {
+pub(crate) struct Gate {
     denied: HashSet<PeerId>,
 }
 
 impl Gate {
     /// Denies `peer` from now on. Returns whether it was newly denied.
-    pub fn deny(&mut self, peer: PeerId) -> bool {
+    pub(crate) fn deny(&mut self, peer: PeerId) -> bool {
         self.denied.insert(peer)
     }
 
     /// Allows `peer` again. Returns whether it was denied.
-    pub fn allow(&mut self, peer: &PeerId) -> bool {
+    pub(crate) fn allow(&mut self, peer: &PeerId) -> bool {
         self.denied.remove(peer)
     }
 
-    pub fn is_denied(&self, peer: &PeerId) -> bool {
+    pub(crate) fn is_denied(&self, peer: &PeerId) -> bool {
         self.denied.contains(peer)
     }
 

@@ -52,9 +52,10 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL};
 pub use config::{
-    NetConfig, DEFAULT_PORT, DEFAULT_RPC_MAX_PENDING_INBOUND, DEFAULT_RPC_MAX_PENDING_OUTBOUND,
-    DEFAULT_RPC_MAX_REQUEST_BYTES, DEFAULT_RPC_MAX_RESPONSE_BYTES, DEFAULT_RPC_TIMEOUT_MS,
-    MAX_GOSSIP_TRANSMIT_SIZE, MAX_RPC_FRAME_BYTES,
+    NetConfig, DEFAULT_GOSSIP_MAX_TRANSMIT_SIZE, DEFAULT_PORT, DEFAULT_RPC_MAX_PENDING_INBOUND,
+    DEFAULT_RPC_MAX_PENDING_OUTBOUND, DEFAULT_RPC_MAX_REQUEST_BYTES,
+    DEFAULT_RPC_MAX_RESPONSE_BYTES, DEFAULT_RPC_TIMEOUT_MS, MAX_GOSSIP_TRANSMIT_SIZE,
+    MAX_RPC_FRAME_BYTES,
 };
 pub use libp2p::multiaddr;
 pub use libp2p::{Multiaddr, PeerId};
@@ -73,6 +74,7 @@ pub enum NetEvent {
         from: PeerId,
         /// Which message this is, for [`Net::report_tx`].
         id: TxMessageId,
+        /// The message as published (at most `gossip_max_transmit_size` bytes).
         bytes: Vec<u8>,
     },
     /// The first connection to a peer was established.
@@ -86,14 +88,19 @@ pub enum NetEvent {
     /// An rpc request. Answer it with [`Net::respond`] within `rpc_timeout_ms`; until then it
     /// counts against `rpc_max_pending_inbound`.
     Request {
+        /// The peer that sent the request (authenticated by Noise: its ledger id).
         from: PeerId,
+        /// Which request this is, for [`Net::respond`].
         id: RequestId,
+        /// The request frame's bytes (at most `rpc_max_request_bytes`).
         bytes: Vec<u8>,
     },
     /// A connected peer reported (or changed) the addresses it listens on, through identify. At
     /// most 16; also available from [`Net::peer_addrs`] while the peer is connected.
     Identified {
+        /// The peer.
         peer: PeerId,
+        /// Its listen addresses, as it reported them.
         listen_addrs: Vec<Multiaddr>,
     },
 }
@@ -143,28 +150,66 @@ pub enum TxVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
+    /// A configuration value is out of range or inconsistent, or the listeners reported no address
+    /// in time.
     #[error("invalid network configuration: {0}")]
     InvalidConfig(String),
+    /// The TCP or QUIC transport (Noise, Yamux) cannot be built.
     #[error("cannot build the libp2p transport: {0}")]
     Transport(String),
+    /// A listen address cannot be bound.
     #[error("cannot listen on {addr}: {reason} (is the port in use, or the address not local?)")]
-    Listen { addr: Multiaddr, reason: String },
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why, as libp2p reports it.
+        reason: String,
+    },
+    /// A dial failed: it could not start (our own id, no address, a limit), or it did not connect.
     #[error("cannot dial {addr}: {reason}")]
-    Dial { addr: Multiaddr, reason: String },
+    Dial {
+        /// The address, or the peer's `/p2p/` address.
+        addr: Multiaddr,
+        /// Why, as libp2p reports it.
+        reason: String,
+    },
+    /// A gossip message is over `gossip_max_transmit_size`.
     #[error("transaction of {len} bytes exceeds the gossip limit of {max} bytes")]
-    TxTooLarge { len: usize, max: usize },
+    TxTooLarge {
+        /// Its size, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// No connected peer subscribes to the transaction topic yet.
     #[error("no connected peer subscribes to transactions yet (retry once peers are connected)")]
     NoPeers,
+    /// Gossipsub already published or saw this message recently.
     #[error("transaction already published or seen recently")]
     Duplicate,
+    /// Gossipsub refused the message for another reason.
     #[error("cannot publish transaction: {0}")]
     Publish(String),
+    /// The swarm task has stopped ([`Net::shutdown`], or it failed).
     #[error("the network task has stopped")]
     Closed,
+    /// An rpc request is over `rpc_max_request_bytes`.
     #[error("rpc request of {len} bytes exceeds the limit of {max} bytes")]
-    RequestTooLarge { len: usize, max: usize },
+    RequestTooLarge {
+        /// Its size, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// An rpc request got no answer.
     #[error("rpc request to {peer} failed: {reason}")]
-    Rpc { peer: PeerId, reason: RpcFailure },
+    Rpc {
+        /// The peer asked.
+        peer: PeerId,
+        /// What failed: the dial, the timeout, the stream, or the peer was busy.
+        reason: RpcFailure,
+    },
+    /// The peer is denied by the connection gate (its id).
     #[error("peer {0} is denied by the connection gate (allow it again to talk to it)")]
     Denied(PeerId),
 }

@@ -23,7 +23,7 @@ pub const RPC_MAX_CONCURRENT_STREAMS: usize = 64;
 
 /// Reads and writes the frames, refusing any over the configured limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RpcCodec {
+pub(crate) struct RpcCodec {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
 }

@@ -31,76 +31,171 @@ fn link_target(prev: u64) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Corruption {
+    /// No block row at a height at or below the tip, or an index points at a height with none.
     #[error("block is missing")]
     Missing,
+    /// A block row exists above the recorded tip height.
     #[error("block is stored beyond the recorded tip (height {tip})")]
-    BeyondTip { tip: u64 },
+    BeyondTip {
+        /// The recorded tip height.
+        tip: u64,
+    },
+    /// The row is not a canonical certified block.
     #[error("block does not decode: {0}")]
     Decode(DecodeError),
+    /// The block decodes but names another height than its row's key.
     #[error("block says it is at height {found}")]
-    WrongHeight { found: u64 },
+    WrongHeight {
+        /// The height in the block's header.
+        found: u64,
+    },
+    /// The block's `prev_hash` is not the hash of the block below (or the genesis).
     #[error("block does not link to {}", link_target(*prev))]
-    BrokenLink { prev: u64 },
+    BrokenLink {
+        /// Height of the block it should link to (0: the genesis).
+        prev: u64,
+    },
+    /// The certificate's height or block hash is not the block's.
     #[error("certificate is for another block")]
     CertificateMismatch,
+    /// The block's transactions or last commit do not match its header.
     #[error("block body does not match its header: {0}")]
     Body(BodyError),
+    /// The `block_hash` index does not map the block's header hash to its height.
     #[error("hash index does not map this block's header hash to its height")]
     HashIndex,
+    /// The `block_hash` index has another number of rows than there are blocks.
     #[error("hash index has {rows} rows for {blocks} blocks")]
-    HashIndexRows { rows: u64, blocks: u64 },
+    HashIndexRows {
+        /// Rows in the index.
+        rows: u64,
+        /// Blocks in the store.
+        blocks: u64,
+    },
+    /// The state records on disk do not hash to the tip's `state_root`.
     #[error("stored state records do not match the state root at this height")]
     StateRoot,
+    /// Re-executing the block on the replayed state fails (`verify_chain`).
     #[error("block does not replay: {0}")]
     Replay(ChainError),
+    /// The `commitments` index has no row, or a wrong one, for an anchor of the block.
     #[error("commitment index has no correct row for the anchor in transaction {index}")]
-    CommitmentIndex { index: u32 },
+    CommitmentIndex {
+        /// Position of the anchor transaction in the block.
+        index: u32,
+    },
+    /// The `commitments` index has another number of rows than distinct anchored commitments.
     #[error("commitment index has {rows} rows for {anchors} distinct anchored commitments")]
-    CommitmentRows { rows: u64, anchors: u64 },
+    CommitmentRows {
+        /// Rows in the index.
+        rows: u64,
+        /// Distinct commitments anchored in the chain.
+        anchors: u64,
+    },
+    /// The `handoffs` index does not list a validator-set change of the block.
     #[error("handoff index does not list the validator-set change in transaction {index}")]
-    HandoffIndex { index: u32 },
+    HandoffIndex {
+        /// Position of the transaction in the block.
+        index: u32,
+    },
+    /// The `handoffs` index has another number of rows than validator-set changes.
     #[error("handoff index has {rows} rows for {changes} validator-set changes")]
-    HandoffRows { rows: u64, changes: u64 },
+    HandoffRows {
+        /// Rows in the index.
+        rows: u64,
+        /// `ValidatorSetChange` transactions in the chain.
+        changes: u64,
+    },
+    /// A state record on disk differs from the one the replayed chain produces (`verify_chain`).
     #[error("state record at slot {slot} differs from the replayed chain")]
-    StateRecord { slot: u64 },
+    StateRecord {
+        /// The record's slot.
+        slot: u64,
+    },
 }
 
 /// Why [`crate::Store::create`] or [`crate::Store::open`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
+    /// Creating: a file is already at the path (nothing is overwritten).
     #[error("cannot create store at {}: the file already exists (open it instead, or use another data dir)", path.display())]
-    Exists { path: PathBuf },
+    Exists {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Opening: no file at the path.
     #[error("no store at {} (create one first, e.g. with meshward init)", path.display())]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// Another process holds the file open (redb's lock).
     #[error("store at {} is in use by another process (stop the other meshward process first)", path.display())]
-    InUse { path: PathBuf },
+    InUse {
+        /// The store file.
+        path: PathBuf,
+    },
+    /// The file is damaged (redb says so, or reading it panicked), of an old redb format, or not
+    /// a redb file at all.
     #[error("{} is damaged or not a meshward store: {reason} (restore it from a backup, or move it away and resync from peers)", path.display())]
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        /// The store file.
+        path: PathBuf,
+        /// What is wrong, as found.
+        reason: String,
+    },
+    /// The file cannot be read or written (redb error other than the above).
     #[error("cannot access store at {}: {source} (check the disk, free space and permissions)", path.display())]
     Storage {
+        /// The store file.
         path: PathBuf,
+        /// The redb error.
         source: Box<redb::Error>,
     },
+    /// A filesystem operation on the path failed (permissions, missing parent, disk).
     #[error("cannot access {}: {source} (check the path and its permissions)", path.display())]
     Io {
+        /// The path concerned.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The `format_version` in `meta` is not the one this build reads.
     #[error("store at {} has format version {found}, this build reads version {supported} (use a matching meshward release)", path.display())]
     UnsupportedFormat {
+        /// The store file.
         path: PathBuf,
+        /// The version in the file.
         found: u32,
+        /// The version this build reads ([`crate::format::FORMAT_VERSION`]).
         supported: u32,
     },
+    /// A `meta` row (format version, genesis, tip height) or a table is missing or malformed.
     #[error("store at {} has a missing or invalid {what} (restore it from a backup, or move it away and resync from peers)", path.display())]
-    Meta { path: PathBuf, what: &'static str },
+    Meta {
+        /// The store file.
+        path: PathBuf,
+        /// Which row or table.
+        what: &'static str,
+    },
+    /// The stored state records do not load into a state (decode, gap in slots, duplicate,
+    /// missing).
     #[error("store at {} has invalid state records: {source} (run meshward store verify --dir {} for a full check)", path.display(), dir_of(path).display())]
-    State { path: PathBuf, source: LoadError },
+    State {
+        /// The store file.
+        path: PathBuf,
+        /// What is wrong with them.
+        source: LoadError,
+    },
+    /// A stored block or its index rows fail the structural checks on open.
     #[error("store at {} is corrupt at height {height}: {reason} (run meshward store verify --dir {} for a full check)", path.display(), dir_of(path).display())]
     Corrupt {
+        /// The store file.
         path: PathBuf,
+        /// The first bad height.
         height: u64,
+        /// What is wrong there.
         reason: Box<Corruption>,
     },
 }
@@ -120,37 +215,64 @@ impl OpenError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ApplyError {
+    /// The block does not extend the chain (links, certificate, body, rules, state root).
     #[error("block {height} was not stored: {source} (the store is unchanged)")]
-    Rejected { height: u64, source: ChainError },
+    Rejected {
+        /// The block's height.
+        height: u64,
+        /// Why it was refused.
+        source: ChainError,
+    },
+    /// Writing the block failed; the transaction was not committed.
     #[error("cannot write block {height} to {}: {source} (nothing was stored; check free space and permissions, then retry)", path.display())]
     Storage {
+        /// The store file.
         path: PathBuf,
+        /// The height of the block that was not written.
         height: u64,
+        /// The redb error.
         source: Box<redb::Error>,
     },
+    /// An earlier write failed and the in-memory state could not be reloaded: reopen the store.
     #[error("store at {} must be reopened: {reason}", path.display())]
-    Poisoned { path: PathBuf, reason: String },
+    Poisoned {
+        /// The store file.
+        path: PathBuf,
+        /// Why the state could not be reloaded.
+        reason: String,
+    },
 }
 
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReadError {
+    /// redb failed while reading.
     #[error("cannot read store at {}: {source} (check the disk and its permissions)", path.display())]
     Storage {
+        /// The store file.
         path: PathBuf,
+        /// The redb error.
         source: Box<redb::Error>,
     },
+    /// A row read is missing or does not decode.
     #[error("store at {} is corrupt at height {height}: {reason} (run meshward store verify --dir {} for a full check)", path.display(), dir_of(path).display())]
     Corrupt {
+        /// The store file.
         path: PathBuf,
+        /// The height of the bad row.
         height: u64,
+        /// What is wrong there.
         reason: Box<Corruption>,
     },
+    /// An anchor proof would need more validator-set handoffs than a proof may carry.
     #[error("the anchor at height {height} needs {count} validator-set handoffs, over the proof limit of {max}")]
     TooManyHandoffs {
+        /// Height of the anchor's block.
         height: u64,
+        /// Handoffs below that height.
         count: usize,
+        /// The proof limit ([`meshward_core::light::MAX_HANDOFFS`]).
         max: usize,
     },
 }
@@ -161,38 +283,64 @@ pub enum ReadError {
 pub enum MailboxError {
     /// The envelope is over [`crate::MailboxLimits::max_envelope_bytes`].
     #[error("envelope of {len} bytes is over the mailbox limit of {max} bytes (send it directly, or split it)")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The envelope's size, in bytes.
+        len: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
     /// The recipient already has [`crate::MailboxLimits::max_per_recipient`] envelopes waiting.
     #[error("mailbox of {recipient} is full: {limit} envelopes wait (the device must fetch and acknowledge them first)")]
-    RecipientFull { recipient: PublicKey, limit: u32 },
+    RecipientFull {
+        /// The recipient's account id.
+        recipient: PublicKey,
+        /// The per-recipient limit, in envelopes.
+        limit: u32,
+    },
     /// The whole file is at one of its totals.
     #[error("mailboxes are full: {envelopes} envelopes of {bytes} bytes wait, limits are {max_envelopes} envelopes and {max_bytes} bytes (retry once devices fetch theirs)")]
     StoreFull {
+        /// Envelopes in the file now.
         envelopes: u64,
+        /// Their total size, in bytes.
         bytes: u64,
+        /// The file's limit, in envelopes.
         max_envelopes: u64,
+        /// The file's limit, in bytes.
         max_bytes: u64,
     },
     /// The mailbox file could not be opened or created.
     #[error("cannot open the mailbox database {}: {source} (check the data dir's free space and permissions; if the file is damaged, move it aside to start with empty mailboxes)", path.display())]
     Open {
+        /// The mailbox file.
         path: PathBuf,
+        /// The redb error.
         source: Box<redb::Error>,
     },
     /// The mailbox file has another format version.
     #[error("mailbox database {} has format version {found}, this meshward reads version {supported} (use the meshward release that wrote it)", path.display())]
     Version {
+        /// The mailbox file.
         path: PathBuf,
+        /// The version in the file.
         found: u32,
+        /// The version this build reads.
         supported: u32,
     },
     /// A counter or load row is missing or malformed.
     #[error("mailbox database {} has a missing or invalid {what} (move the file aside to start with empty mailboxes)", path.display())]
-    Corrupt { path: PathBuf, what: &'static str },
+    Corrupt {
+        /// The mailbox file.
+        path: PathBuf,
+        /// Which counter or row.
+        what: &'static str,
+    },
     /// redb failed (I/O, disk full, damage).
     #[error("mailbox database {} failed: {source} (check free space and permissions, then retry)", path.display())]
     Storage {
+        /// The mailbox file.
         path: PathBuf,
+        /// The redb error.
         source: Box<redb::Error>,
     },
 }
@@ -201,17 +349,25 @@ pub enum MailboxError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// Opening the store failed, before any block was checked.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// redb failed while reading the chain.
     #[error("cannot read store at {}: {source} (check the disk and its permissions)", path.display())]
     Storage {
+        /// The store file.
         path: PathBuf,
+        /// The redb error.
         source: Box<redb::Error>,
     },
+    /// A block fails verification: structure, signatures, replay, indexes or state records.
     #[error("store at {} fails verification at height {height}: {reason} (restore the data dir from a backup, or move it away and resync from peers)", path.display())]
     Corrupt {
+        /// The store file.
         path: PathBuf,
+        /// The first bad height.
         height: u64,
+        /// What is wrong there.
         reason: Box<Corruption>,
     },
 }

@@ -705,20 +705,22 @@ impl Store {
         }
     }
 
-    /// The path of the store file.
     /// The redb database, for this crate's own maintenance (moving legacy mailboxes out).
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
 
+    /// The path of the store file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The chain's genesis, as stored in `meta`.
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
     }
 
+    /// The genesis hash: block 1's `prev_hash`.
     pub fn genesis_hash(&self) -> Hash {
         self.genesis_hash
     }

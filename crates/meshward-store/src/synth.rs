@@ -98,26 +98,61 @@ const KEYS_VERSION: u8 = 1;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SynthError {
+    /// Creating: the dir already holds a key file or a store.
     #[error("cannot create a synthetic fleet in {}: {} already exists (resume it with Synth::open, or use an empty dir)", dir.display(), file.display())]
-    Exists { dir: PathBuf, file: PathBuf },
+    Exists {
+        /// The fleet's dir.
+        dir: PathBuf,
+        /// The file already there.
+        file: PathBuf,
+    },
+    /// A file operation on the keys, the store or the dir failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
+        /// The file or dir concerned.
         path: PathBuf,
+        /// What was being done: `create`, `write`, `read`, `sync`, `rename into place`, ….
         action: &'static str,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// The key file does not parse (magic, version, counts, key bodies).
     #[error("synthetic key file {} is invalid: {reason} (delete the dir and create the fleet again)", path.display())]
-    Keys { path: PathBuf, reason: String },
+    Keys {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store's genesis is not the one the key file's keys make.
     #[error("store at {} does not belong to the keys in {} (its genesis differs)", store.display(), keys.display())]
-    GenesisMismatch { store: PathBuf, keys: PathBuf },
+    GenesisMismatch {
+        /// The store file.
+        store: PathBuf,
+        /// The key file.
+        keys: PathBuf,
+    },
+    /// The fleet size requested is 0 or over [`MAX_SYNTH_DEVICES`].
     #[error("{devices} devices requested, the synthetic fleet allows 1 to {max}")]
-    DeviceCount { devices: usize, max: usize },
+    DeviceCount {
+        /// Devices requested.
+        devices: usize,
+        /// The limit ([`MAX_SYNTH_DEVICES`]).
+        max: usize,
+    },
+    /// Anchors were asked of a fleet with fewer than 2 devices.
     #[error("anchors need at least 2 devices, the fleet has {devices} (create it with more)")]
-    TooFewDevices { devices: usize },
+    TooFewDevices {
+        /// Devices in the fleet.
+        devices: usize,
+    },
+    /// Creating or opening the store failed.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// Writing a block failed.
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// Reading the store back failed.
     #[error(transparent)]
     Read(#[from] ReadError),
 }
@@ -207,6 +242,10 @@ impl SynthKeys {
                 validators.len()
             ));
         }
+        // `create` never writes an empty fleet, and resuming one would divide by its size.
+        if devices.is_empty() {
+            return Err("it holds no device keys".into());
+        }
         Ok(SynthKeys {
             genesis_time_ms,
             admin,
@@ -220,9 +259,13 @@ impl SynthKeys {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct SynthReport {
+    /// Blocks written.
     pub blocks: u64,
+    /// Transactions in them.
     pub txs: u64,
+    /// Devices enrolled by them.
     pub enrolled: u64,
+    /// Anchors in them.
     pub anchors: u64,
     /// The height of the last block written.
     pub tip_height: u64,
@@ -480,6 +523,7 @@ impl Synth {
         self.last_commit.as_ref()
     }
 
+    /// The fleet's store.
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -490,22 +534,27 @@ impl Synth {
         &mut self.store
     }
 
+    /// The fleet's store, the fleet dropped.
     pub fn into_store(self) -> Store {
         self.store
     }
 
+    /// The fleet's dir: the key file and the store.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The admin's signing key (the only admin, threshold 1).
     pub fn admin(&self) -> &SignKey {
         &self.keys.admin
     }
 
+    /// The validators' signing keys (four, power 1 each).
     pub fn validators(&self) -> &[SignKey] {
         &self.keys.validators
     }
 
+    /// Every device's keys, enrolled or not yet, in fleet order.
     pub fn devices(&self) -> &[Keypair] {
         &self.keys.devices
     }
@@ -558,5 +607,17 @@ mod tests {
             panic!("version 2 was accepted")
         };
         assert!(reason.contains("version"), "{reason}");
+    }
+
+    #[test]
+    fn key_file_without_devices_is_refused_not_resumed() {
+        let mut keys = SynthKeys::generate(1);
+        keys.devices.clear();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEYS_FILE_NAME), keys.to_bytes()).unwrap();
+        let Err(SynthError::Keys { reason, .. }) = Synth::open(dir.path()) else {
+            panic!("a key file without devices was opened")
+        };
+        assert!(reason.contains("no device keys"), "{reason}");
     }
 }

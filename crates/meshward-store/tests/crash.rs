@@ -54,7 +54,8 @@ fn killed_writer_reopens_consistent() {
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
+        // Far more room than the few commits of one round: the reader never blocks on it.
+        let (tx, rx) = mpsc::sync_channel(1024);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(h) = line.strip_prefix("committed ") {

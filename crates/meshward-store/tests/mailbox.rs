@@ -1,5 +1,9 @@
 //! Mailboxes for offline devices: order, acknowledgement, limits, a model check, and moving the
 //! mailboxes of a format-1 chain store into the mailbox file.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 mod common;
 

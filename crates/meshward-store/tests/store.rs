@@ -1,4 +1,8 @@
 //! Blocks, state and indexes: commit, reopen, tamper detection, verification, proofs.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 mod common;
 

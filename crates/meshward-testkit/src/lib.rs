@@ -20,7 +20,6 @@
 //! never("a negative count", Duration::ZERO, || polls < 0);
 //! ```
 #![deny(missing_docs)]
-#![warn(unreachable_pub)]
 
 mod http;
 mod ports;

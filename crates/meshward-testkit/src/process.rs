@@ -2,15 +2,23 @@
 
 use std::process::{Command, Stdio};
 
+use rustix::process::{Pid, Signal};
+
 /// Sends signal `sig` (e.g. `libc::SIGTERM`) to process `pid`, a child this test spawned and
-/// has not reaped yet. Returns whether it was sent (false: no such process, or not ours).
+/// has not reaped yet. Returns whether it was sent (false: no such process, or not ours, or a
+/// pid or signal number kill(2) cannot take here: pid 0, which would name a process group, or a
+/// real-time signal). Signal 0 only checks that the process exists and may be signalled.
 pub fn signal(pid: u32, sig: libc::c_int) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(pid) = libc::pid_t::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    // SAFETY: kill(2) takes no pointers. The pid is positive (from `Child::id`), so this never
-    // signals a process group.
-    unsafe { libc::kill(pid, sig) == 0 }
+    if sig == 0 {
+        return rustix::process::test_kill_process(pid).is_ok();
+    }
+    let Some(sig) = Signal::from_named_raw(sig) else {
+        return false;
+    };
+    rustix::process::kill_process(pid, sig).is_ok()
 }
 
 /// SIGTERM: asks a child to shut down cleanly. See [`signal`].
@@ -39,8 +47,7 @@ pub fn alive(pid: u32) -> bool {
 
 /// Whether this process runs as root (network namespaces and iptables need it).
 pub fn is_root() -> bool {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    rustix::process::geteuid().is_root()
 }
 
 /// Whether the command `name` is on the `PATH` (as `command -v` sees it).
@@ -68,6 +75,18 @@ mod tests {
     #[test]
     fn this_process_is_alive() {
         assert!(alive(std::process::id()));
+    }
+
+    #[test]
+    fn signal_zero_checks_a_process_and_pid_zero_is_refused() {
+        assert!(
+            signal(std::process::id(), 0),
+            "signal 0 only checks the process exists"
+        );
+        assert!(
+            !signal(0, libc::SIGTERM),
+            "pid 0 would name our process group"
+        );
     }
 
     #[test]

@@ -104,13 +104,20 @@ pub(crate) struct App {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AppError {
+    /// A block needed to resume (the tip, or one of the last blocks for proposer history) cannot be
+    /// read.
     #[error("cannot read block {height} from the store: {source}")]
     Read {
+        /// The height of the block.
         height: u64,
+        /// The read error.
         source: meshward_store::ReadError,
     },
+    /// A block at or below the store's tip is missing (the height).
     #[error("block {0} is missing from the store")]
     Missing(u64),
+    /// The proposals directory ([`crate::ConsensusConfig::proposals_dir`]) cannot be created or
+    /// read.
     #[error("cannot open the proposals directory: {0}")]
     Proposals(std::io::Error),
 }
@@ -331,7 +338,9 @@ impl App {
 /// The kind of a reported equivocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EquivocationKind {
+    /// Two different votes of one type for the same height and round.
     Vote,
+    /// Two different proposals for the same height and round.
     Proposal,
 }
 

@@ -44,10 +44,15 @@ const MAX_PROOF_KEY_BYTES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
+    /// The bytes are not a canonical encoding (see `docs/FORMATS.md`, Consensus messages).
     #[error("{0}")]
     Decode(#[from] DecodeError),
+    /// The bytes decode but hold a value Malachite's types refuse (a nil round where one is
+    /// required, a bad peer id).
     #[error("invalid {0}")]
     Invalid(&'static str),
+    /// A message is over one of the wire limits (too many signatures, a field too long) or uses a
+    /// disabled feature (vote extensions), so it is not sent.
     #[error("cannot encode: {0}")]
     Unencodable(&'static str),
 }

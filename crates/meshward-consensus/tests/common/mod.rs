@@ -2,6 +2,10 @@
 //! mempool and Malachite network on 127.0.0.1.
 
 #![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
@@ -21,9 +25,9 @@ use meshward_store::Store;
 use tempfile::TempDir;
 
 /// Network tests share two cores: run them one at a time.
-pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -35,12 +39,12 @@ pub fn init_tracing() {
 
 /// A mempool for tests: a FIFO of transactions, with their ids and sizes computed once.
 #[derive(Default)]
-pub struct TestMempool {
+pub(crate) struct TestMempool {
     txs: Mutex<VecDeque<(Hash, usize, Tx)>>,
 }
 
 impl TestMempool {
-    pub fn push(&self, txs: impl IntoIterator<Item = Tx>) {
+    pub(crate) fn push(&self, txs: impl IntoIterator<Item = Tx>) {
         let entries: Vec<(Hash, usize, Tx)> = txs
             .into_iter()
             .map(|t| (t.id(), t.to_bytes().len(), t))
@@ -83,13 +87,13 @@ impl Mempool for TestMempool {
     }
 }
 
-pub struct Node {
+pub(crate) struct Node {
     pub handle: ConsensusHandle,
     pub store: SharedStore,
     pub mempool: Arc<TestMempool>,
 }
 
-pub struct Net {
+pub(crate) struct Net {
     pub genesis: Genesis,
     pub admin: SignKey,
     pub keys: Vec<Keypair>,
@@ -102,7 +106,7 @@ pub struct Net {
 
 impl Net {
     /// `n` validators with equal power, not started.
-    pub fn new(n: usize) -> Net {
+    pub(crate) fn new(n: usize) -> Net {
         let admin = SignKey::from_seed(&[200; 32]);
         let keys: Vec<Keypair> = (0..n)
             .map(|i| {
@@ -142,7 +146,7 @@ impl Net {
         }
     }
 
-    pub fn config(&self, i: usize) -> ConsensusConfig {
+    pub(crate) fn config(&self, i: usize) -> ConsensusConfig {
         let mut c = ConsensusConfig::new(
             self.dirs[i].path(),
             format!("/ip4/127.0.0.1/tcp/{}", self.ports[i]),
@@ -157,7 +161,7 @@ impl Net {
     }
 
     /// Starts validator `i`, creating its store on first start and reopening it after.
-    pub async fn start(&mut self, i: usize) {
+    pub(crate) async fn start(&mut self, i: usize) {
         let path = self.dirs[i].path().join("meshward.redb");
         let store = if path.exists() {
             Store::open(&path).unwrap()
@@ -181,35 +185,35 @@ impl Net {
         });
     }
 
-    pub async fn start_all(&mut self) {
+    pub(crate) async fn start_all(&mut self) {
         for i in 0..self.nodes.len() {
             self.start(i).await;
         }
     }
 
     /// Stops validator `i` and releases its store.
-    pub async fn stop(&mut self, i: usize) {
+    pub(crate) async fn stop(&mut self, i: usize) {
         if let Some(node) = self.nodes[i].take() {
             node.handle.shutdown().await;
             drop(node.store);
         }
     }
 
-    pub async fn stop_all(&mut self) {
+    pub(crate) async fn stop_all(&mut self) {
         for i in 0..self.nodes.len() {
             self.stop(i).await;
         }
     }
 
-    pub fn node(&self, i: usize) -> &Node {
+    pub(crate) fn node(&self, i: usize) -> &Node {
         self.nodes[i].as_ref().unwrap()
     }
 
-    pub fn running(&self) -> impl Iterator<Item = &Node> {
+    pub(crate) fn running(&self) -> impl Iterator<Item = &Node> {
         self.nodes.iter().flatten()
     }
 
-    pub fn tip(&self, i: usize) -> u64 {
+    pub(crate) fn tip(&self, i: usize) -> u64 {
         self.node(i)
             .store
             .read()
@@ -219,21 +223,21 @@ impl Net {
     }
 
     /// The lowest tip among running validators.
-    pub fn min_tip(&self) -> u64 {
+    pub(crate) fn min_tip(&self) -> u64 {
         self.running()
             .map(|n| n.store.read().unwrap().tip().map_or(0, |(h, _)| h))
             .min()
             .unwrap_or(0)
     }
 
-    pub fn max_tip(&self) -> u64 {
+    pub(crate) fn max_tip(&self) -> u64 {
         self.running()
             .map(|n| n.store.read().unwrap().tip().map_or(0, |(h, _)| h))
             .max()
             .unwrap_or(0)
     }
 
-    pub fn block(&self, i: usize, h: u64) -> CertifiedBlock {
+    pub(crate) fn block(&self, i: usize, h: u64) -> CertifiedBlock {
         self.node(i)
             .store
             .read()
@@ -244,7 +248,7 @@ impl Net {
     }
 
     /// Checks that every running validator stores the same block at every height up to `upto`.
-    pub fn assert_same_chain(&self, upto: u64) {
+    pub(crate) fn assert_same_chain(&self, upto: u64) {
         let running: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].is_some())
             .collect();
@@ -261,14 +265,14 @@ impl Net {
     }
 
     /// Puts `txs` into every running validator's mempool, as gossip would.
-    pub fn submit(&self, txs: &[Tx]) {
+    pub(crate) fn submit(&self, txs: &[Tx]) {
         for n in self.running() {
             n.mempool.push(txs.iter().cloned());
         }
     }
 
     /// Admin transactions enrolling `n` new devices (admin seq from `first_seq`).
-    pub fn enroll_txs(&self, devices: &[Keypair], first_seq: u64) -> Vec<Tx> {
+    pub(crate) fn enroll_txs(&self, devices: &[Keypair], first_seq: u64) -> Vec<Tx> {
         devices
             .iter()
             .enumerate()
@@ -291,7 +295,7 @@ impl Net {
     }
 
     /// An anchor from `from` (its `seq`-th transaction) to `to`.
-    pub fn anchor_tx(&self, from: &Keypair, to: &Keypair, seq: u64, tag: u64) -> Tx {
+    pub(crate) fn anchor_tx(&self, from: &Keypair, to: &Keypair, seq: u64, tag: u64) -> Tx {
         let mut c = [0u8; 32];
         c[..8].copy_from_slice(&tag.to_be_bytes());
         c[8..16].copy_from_slice(&seq.to_be_bytes());
@@ -308,7 +312,7 @@ impl Net {
 }
 
 /// Devices with deterministic keys.
-pub fn devices(n: usize, salt: u8) -> Vec<Keypair> {
+pub(crate) fn devices(n: usize, salt: u8) -> Vec<Keypair> {
     (0..n)
         .map(|i| {
             let mut seed = [0u8; 65];
@@ -325,7 +329,7 @@ pub fn devices(n: usize, salt: u8) -> Vec<Keypair> {
 }
 
 /// Runs `f` with the network-test lock held.
-pub async fn serial<F: Future<Output = ()>>(f: F) {
+pub(crate) async fn serial<F: Future<Output = ()>>(f: F) {
     let _guard = SERIAL.lock().await;
     init_tracing();
     f.await;

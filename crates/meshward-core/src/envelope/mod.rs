@@ -143,52 +143,76 @@ const SESSION_EXPORT: &[u8] = b"meshward/session-keys/v1";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EnvelopeError {
+    /// The bytes are not a canonical envelope.
     #[error("malformed envelope: {0}")]
     Decode(#[from] DecodeError),
+    /// The sender's signature does not verify under the key given for the sender.
     #[error(
         "envelope signature does not verify against the sender's key (tampered in transit, or \
          signed with a key the ledger no longer lists for the sender); drop it"
     )]
     BadSignature,
+    /// The envelope is addressed to another device than this receiver.
     #[error(
         "envelope is addressed to {found}, not to this device ({expected}); do not open it here"
     )]
     WrongRecipient {
+        /// This receiver's id.
         expected: PublicKey,
+        /// The envelope's recipient.
         found: PublicKey,
     },
+    /// The sender's `seq` was already accepted, or is below its replay window.
     #[error(
         "envelope seq {seq} was already accepted or is below the replay window; drop it (a sender \
          that restarted must continue its seq counter, not reset it)"
     )]
-    Replay { seq: u64 },
+    Replay {
+        /// The refused sequence number.
+        seq: u64,
+    },
+    /// The ciphertext does not open with this receiver's key (or the session's key).
     #[error(
         "envelope does not decrypt with this device's key (tampered by the signer, or sealed to \
          another encryption key); drop it"
     )]
     Decrypt,
+    /// A `Session` envelope names a session this receiver holds no key for.
     #[error(
         "envelope belongs to a session this device does not know (its SessionOpen has not arrived \
          yet or was evicted); keep it for later or ask the sender to reopen the session"
     )]
     UnknownSession,
+    /// A `SessionOpen` envelope's session id is not the one derived from its encapsulated key.
     #[error("SessionOpen envelope's session id does not match its encapsulated key; drop it")]
     SessionMismatch,
+    /// A payload (sealing) or ciphertext (opening) is over its limit.
     #[error(
         "{what} is {len} bytes, over the limit of {max}; split the data over several envelopes"
     )]
     PayloadTooLarge {
+        /// What is too large: `payload` or `ciphertext`.
         what: &'static str,
+        /// Its length, in bytes.
         len: usize,
+        /// The limit, in bytes ([`MAX_PAYLOAD_BYTES`] or [`MAX_CIPHERTEXT_BYTES`]).
         max: usize,
     },
+    /// Sealing with a `seq` of 0, or not above the last one this session sealed.
     #[error(
         "seq {seq} is too low, the next envelope to this recipient needs seq >= {min} (seq starts \
          at 1 and strictly increases)"
     )]
-    SeqTooLow { seq: u64, min: u64 },
+    SeqTooLow {
+        /// The refused sequence number.
+        seq: u64,
+        /// The lowest sequence number that would be accepted.
+        min: u64,
+    },
+    /// The recipient's encryption key is not a usable X25519 public key (sealing).
     #[error("recipient encryption key is not a usable X25519 key; check the key the ledger lists")]
     InvalidRecipientKey,
+    /// The HPKE library failed at the step named (sealing or exporting keys); not caused by input.
     #[error("internal HPKE failure while {0}")]
     Hpke(&'static str),
 }

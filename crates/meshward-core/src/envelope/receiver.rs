@@ -21,9 +21,13 @@ use super::{
 /// A decrypted, authenticated envelope.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Opened {
+    /// The sender's id, authenticated by the envelope's signature.
     pub sender: PublicKey,
+    /// The envelope's sequence number, accepted by the replay guard.
     pub seq: u64,
+    /// The sender's clock when sealing, ms since the Unix epoch; informational only.
     pub timestamp_ms: u64,
+    /// The decrypted payload (at most [`super::MAX_PAYLOAD_BYTES`]).
     pub payload: Vec<u8>,
     /// The envelope's [`commitment`](Envelope::commitment), e.g. for acknowledging it.
     pub commitment: Hash,
@@ -142,10 +146,12 @@ impl Receiver {
         }
     }
 
+    /// The id of the device this receiver opens envelopes for.
     pub fn id(&self) -> PublicKey {
         self.id
     }
 
+    /// The replay guard: per-sender windows of accepted sequence numbers.
     pub fn replay_guard(&self) -> &ReplayGuard {
         &self.replay
     }

@@ -157,10 +157,12 @@ impl ReplayGuard {
         self.windows.len()
     }
 
+    /// Whether no sender is tracked.
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
     }
 
+    /// The most senders tracked at once; beyond, the least recently seen is evicted.
     pub fn max_senders(&self) -> usize {
         self.max_senders
     }

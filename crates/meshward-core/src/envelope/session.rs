@@ -141,10 +141,12 @@ impl SendSession {
         })
     }
 
+    /// The 16-byte session id, derived from the session's encapsulated key.
     pub fn session_id(&self) -> [u8; 16] {
         self.session
     }
 
+    /// The id of the device this session seals to.
     pub fn recipient(&self) -> PublicKey {
         self.recipient
     }

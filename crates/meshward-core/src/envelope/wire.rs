@@ -19,11 +19,22 @@ const KIND_SESSION: u8 = 3;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum EnvelopeKind {
     /// A fresh HPKE encapsulation for this message alone.
-    OneShot { enc: [u8; 32] },
+    OneShot {
+        /// HPKE encapsulated key (X25519), 32 bytes.
+        enc: [u8; 32],
+    },
     /// The first message of a session; carries the encapsulation every later message reuses.
-    SessionOpen { session: [u8; 16], enc: [u8; 32] },
+    SessionOpen {
+        /// Session id, 16 bytes: derived from `enc` ([`super::session_id_for`]).
+        session: [u8; 16],
+        /// HPKE encapsulated key (X25519) of the session, 32 bytes.
+        enc: [u8; 32],
+    },
     /// A later message of a session: no key agreement.
-    Session { session: [u8; 16] },
+    Session {
+        /// Session id, 16 bytes, of an earlier `SessionOpen`.
+        session: [u8; 16],
+    },
 }
 
 impl EnvelopeKind {
@@ -82,6 +93,7 @@ pub struct Envelope {
     pub seq: u64,
     /// The sender's clock when sealing; informational, never trusted for ordering.
     pub timestamp_ms: u64,
+    /// How the payload key was agreed: one-shot, session open, or a later session message.
     pub kind: EnvelopeKind,
     /// AEAD output: payload and 16-byte tag, at most [`MAX_CIPHERTEXT_BYTES`].
     pub ciphertext: Vec<u8>,

@@ -38,12 +38,19 @@ use slot_tree::SlotTree;
 
 /// Read access to ledger state, for the rules in [`crate::ledger`].
 pub trait StateView {
+    /// The chain id, bound into every signature.
     fn chain_id(&self) -> &str;
+    /// The admins and their threshold.
     fn admins(&self) -> &AdminSet;
+    /// The validator set in force.
     fn validators(&self) -> &ValidatorSet;
+    /// The group-to-group send policy.
     fn policy(&self) -> &Policy;
+    /// The account with this id, if any.
     fn account(&self, id: &PublicKey) -> Option<&Account>;
+    /// The ticket with this hash (of its secret), if any.
     fn ticket(&self, h: &Hash) -> Option<&Ticket>;
+    /// The group with this name, if any.
     fn group(&self, g: &GroupName) -> Option<&Group>;
     /// The account that signs with `key` now, if any.
     fn key_owner(&self, key: &PublicKey) -> Option<PublicKey>;
@@ -78,6 +85,7 @@ pub struct State {
 /// What [`State::flush`] hands to the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flushed {
+    /// The state root after the flushed changes.
     pub root: Hash,
     /// `(slot, encoded record)` for every record changed since the last flush, by slot.
     pub records: Vec<(u64, Vec<u8>)>,
@@ -87,14 +95,32 @@ pub struct Flushed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError {
+    /// A stored record does not decode.
     #[error("state record at slot {slot} does not decode: {source}")]
-    Decode { slot: u64, source: DecodeError },
+    Decode {
+        /// The record's slot.
+        slot: u64,
+        /// Why it does not decode.
+        source: DecodeError,
+    },
+    /// Slots do not run 0, 1, 2, … without a gap.
     #[error("state records are not numbered 0, 1, 2, … (found slot {slot})")]
-    SlotGap { slot: u64 },
+    SlotGap {
+        /// The first slot out of sequence.
+        slot: u64,
+    },
+    /// A record that exists once (meta, admins, validators, policy, or one key) appears twice.
     #[error("state record {what} appears twice")]
-    Duplicate { what: &'static str },
+    Duplicate {
+        /// Which record.
+        what: &'static str,
+    },
+    /// A record every state has (meta, admins, validators or policy) is missing.
     #[error("state is missing its {what} record")]
-    Missing { what: &'static str },
+    Missing {
+        /// Which record.
+        what: &'static str,
+    },
 }
 
 impl State {
@@ -342,14 +368,17 @@ impl State {
         out
     }
 
+    /// Every account, by id.
     pub fn accounts(&self) -> impl Iterator<Item = &Account> {
         self.accounts.values()
     }
 
+    /// Every group, by name.
     pub fn groups(&self) -> impl Iterator<Item = (&GroupName, &Group)> {
         self.groups.iter()
     }
 
+    /// The number of records (slots) in the state.
     pub fn record_count(&self) -> u64 {
         self.slots.len() as u64
     }

@@ -28,6 +28,7 @@ pub struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
+    /// An overlay with no changes yet on top of `base`.
     pub fn new(base: &'a State) -> Self {
         Overlay {
             base,

@@ -23,16 +23,22 @@ const MAX_POLICY_RECORD_RULES: usize = crate::tx::MAX_POLICY_RULES;
 pub struct AdminSet {
     /// Sorted, unique.
     pub keys: Vec<PublicKey>,
+    /// How many admins (the sender plus co-signers) must sign an admin transaction: 1 to
+    /// `keys.len()`.
     pub threshold: u16,
 }
 
 impl AdminSet {
+    /// Builds a set, sorting the keys; `None` unless it is well formed
+    /// ([`AdminSet::is_well_formed`]).
     pub fn new(mut keys: Vec<PublicKey>, threshold: u16) -> Option<AdminSet> {
         keys.sort();
         let set = AdminSet { keys, threshold };
         set.is_well_formed().then_some(set)
     }
 
+    /// Whether there are 1 to [`MAX_ADMINS`] unique sorted keys and a threshold between 1 and their
+    /// number.
     pub fn is_well_formed(&self) -> bool {
         !self.keys.is_empty()
             && self.keys.len() <= MAX_ADMINS
@@ -41,6 +47,7 @@ impl AdminSet {
             && usize::from(self.threshold) <= self.keys.len()
     }
 
+    /// Whether `k` is an admin key.
     pub fn contains(&self, k: &PublicKey) -> bool {
         self.keys.binary_search(k).is_ok()
     }
@@ -68,21 +75,32 @@ impl Decode for AdminSet {
 /// Whether a device may take part.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceStatus {
+    /// Enrolled and in good standing: may send, receive and sign.
     Active,
-    Revoked { reason: String, height: u64 },
+    /// Revoked for good, by the admins or on evidence.
+    Revoked {
+        /// Why (at most [`MAX_REASON`] bytes): the admins' reason, or the evidence.
+        reason: String,
+        /// Height of the block that revoked it.
+        height: u64,
+    },
 }
 
 /// What the ledger knows of an enrolled device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Device {
+    /// The X25519 key envelopes to the device are sealed to (replaced by `RotateKeys`).
     pub enc_key: EncKey,
     /// Sorted, unique, 1 to 16.
     pub groups: Vec<GroupName>,
+    /// Active, or revoked with a reason.
     pub status: DeviceStatus,
+    /// Height of the block that enrolled the device.
     pub enrolled_height: u64,
 }
 
 impl Device {
+    /// Whether the device is not revoked.
     pub fn is_active(&self) -> bool {
         self.status == DeviceStatus::Active
     }
@@ -98,14 +116,18 @@ pub struct Account {
     pub sign_key: PublicKey,
     /// The last sequence number used.
     pub seq: u64,
+    /// What the ledger knows of the device; `None` for admin and validator accounts.
     pub device: Option<Device>,
 }
 
 /// A one-time enrollment ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ticket {
+    /// Expiry, ms since the Unix epoch (block time).
     pub expires_ms: u64,
+    /// The groups a device enrolled with this ticket joins (sorted, unique).
     pub groups: Vec<GroupName>,
+    /// Whether a device has redeemed it (a ticket is single use).
     pub used: bool,
 }
 
@@ -130,6 +152,7 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether a device in one of `from` may send to a device (or group) in one of `to`.
     pub fn allows(&self, from: &[GroupName], to: &[GroupName]) -> bool {
         from.iter().any(|f| {
             to.iter().any(|t| {
@@ -146,28 +169,47 @@ impl Policy {
 /// Where a record lives in the state.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum RecordKey {
+    /// The chain's metadata (one record).
     Meta,
+    /// The admin set (one record).
     Admins,
+    /// The validator set (one record).
     Validators,
+    /// The send policy (one record).
     Policy,
+    /// An account, by its id.
     Account(PublicKey),
+    /// A ticket, by the hash of its secret.
     Ticket(Hash),
+    /// A group, by name.
     Group(GroupName),
 }
 
-/// One unit of state, as committed and stored.
+/// One unit of state, as committed and stored: a version byte, a tag and the fields (see
+/// `docs/FORMATS.md`, State records).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Meta { chain_id: String },
+    /// Tag 0: the chain id.
+    Meta {
+        /// The chain id.
+        chain_id: String,
+    },
+    /// Tag 1: the admin keys and threshold.
     Admins(AdminSet),
+    /// Tag 2: the validator set in force.
     Validators(ValidatorSet),
+    /// Tag 3: the send policy and when it last changed.
     Policy(Policy),
+    /// Tag 4: an account and its device, if it is one.
     Account(Account),
+    /// Tag 5: an enrollment ticket, keyed by the hash of its secret.
     Ticket(Hash, Ticket),
+    /// Tag 6: a group's members and key epoch.
     Group(GroupName, Group),
 }
 
 impl Record {
+    /// Where this record lives in the state.
     pub fn key(&self) -> RecordKey {
         match self {
             Record::Meta { .. } => RecordKey::Meta,

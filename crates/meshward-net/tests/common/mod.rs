@@ -2,6 +2,10 @@
 //! with `meshward_testkit`'s waits and [`DEADLINE`].
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,12 +16,12 @@ use meshward_testkit::wait_until_future;
 
 /// How long a test waits for a condition. Generous: two cores, unoptimised code, several tests
 /// at once.
-pub const DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const DEADLINE: Duration = Duration::from_secs(30);
 /// How often [`TestNode::publish_until`] looks for its condition. It publishes again every
 /// fourth look: this paces the publishing, so a peer whose subscription is late is not flooded.
 const PUBLISH_POLL: Duration = Duration::from_millis(50);
 
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -25,7 +29,7 @@ pub fn init_tracing() {
 }
 
 /// Loopback only, TCP and QUIC on ephemeral ports, mDNS off, no discovery dials.
-pub fn config() -> NetConfig {
+pub(crate) fn config() -> NetConfig {
     let mut c = NetConfig::new("test-chain");
     c.listen = vec![
         "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
@@ -36,7 +40,7 @@ pub fn config() -> NetConfig {
     c
 }
 
-pub struct TestNode {
+pub(crate) struct TestNode {
     pub key: Keypair,
     pub net: Net,
     pub peer: PeerId,
@@ -45,18 +49,21 @@ pub struct TestNode {
 }
 
 /// A node that accepts every transaction.
-pub async fn node(config: NetConfig) -> TestNode {
+pub(crate) async fn node(config: NetConfig) -> TestNode {
     node_with(config, |_| TxVerdict::Accept).await
 }
 
 /// A node whose "ledger" judges transactions with `verdict`. It never answers rpc requests.
-pub async fn node_with(config: NetConfig, verdict: fn(&[u8]) -> TxVerdict) -> TestNode {
+pub(crate) async fn node_with(config: NetConfig, verdict: fn(&[u8]) -> TxVerdict) -> TestNode {
     start(config, verdict, |_| None).await
 }
 
 /// A node that accepts every transaction and answers rpc requests with `respond` (`None`: no
 /// answer, the request is left pending).
-pub async fn serving_node(config: NetConfig, respond: fn(&[u8]) -> Option<Vec<u8>>) -> TestNode {
+pub(crate) async fn serving_node(
+    config: NetConfig,
+    respond: fn(&[u8]) -> Option<Vec<u8>>,
+) -> TestNode {
     start(config, |_| TxVerdict::Accept, respond).await
 }
 
@@ -103,22 +110,22 @@ impl TestNode {
             .map(|a| a.with_p2p(self.peer).unwrap())
     }
 
-    pub async fn tcp_addr(&self) -> Multiaddr {
+    pub(crate) async fn tcp_addr(&self) -> Multiaddr {
         self.addr(self.net.listen_addrs().await, false)
             .expect("node listens on tcp")
     }
 
-    pub async fn quic_addr(&self) -> Multiaddr {
+    pub(crate) async fn quic_addr(&self) -> Multiaddr {
         self.addr(self.net.listen_addrs().await, true)
             .expect("node listens on quic")
     }
 
-    pub async fn is_connected_to(&self, other: &TestNode) -> bool {
+    pub(crate) async fn is_connected_to(&self, other: &TestNode) -> bool {
         self.net.peers().await.contains(&other.peer)
     }
 
     /// How many times the transaction `bytes` was handed to the node, and by whom.
-    pub fn txs(&self, bytes: &[u8]) -> Vec<PeerId> {
+    pub(crate) fn txs(&self, bytes: &[u8]) -> Vec<PeerId> {
         self.seen
             .lock()
             .unwrap()
@@ -131,7 +138,7 @@ impl TestNode {
     }
 
     /// The rpc requests the node was handed: who sent them, their ids and bytes.
-    pub fn requests(&self) -> Vec<(PeerId, RequestId, Vec<u8>)> {
+    pub(crate) fn requests(&self) -> Vec<(PeerId, RequestId, Vec<u8>)> {
         self.seen
             .lock()
             .unwrap()
@@ -143,16 +150,16 @@ impl TestNode {
             .collect()
     }
 
-    pub fn events_len(&self) -> usize {
+    pub(crate) fn events_len(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
 
-    pub fn events_since(&self, index: usize) -> Vec<NetEvent> {
+    pub(crate) fn events_since(&self, index: usize) -> Vec<NetEvent> {
         self.seen.lock().unwrap()[index..].to_vec()
     }
 
     /// How many transactions starting with `prefix` the node was handed.
-    pub fn txs_with_prefix(&self, prefix: &[u8]) -> usize {
+    pub(crate) fn txs_with_prefix(&self, prefix: &[u8]) -> usize {
         self.seen
             .lock()
             .unwrap()
@@ -164,7 +171,7 @@ impl TestNode {
     /// Publishes `prefix #0`, `prefix #1`, … until `cond` holds. For a publisher whose peers are
     /// connected but may not have announced their subscription yet: a publish reaches only the
     /// peers known to subscribe at that moment.
-    pub async fn publish_until<F>(&self, prefix: &[u8], mut cond: F)
+    pub(crate) async fn publish_until<F>(&self, prefix: &[u8], mut cond: F)
     where
         F: FnMut() -> bool,
     {
@@ -190,7 +197,7 @@ impl TestNode {
     }
 
     /// Publishes once a peer subscribed to the topic is connected.
-    pub async fn publish(&self, bytes: &[u8]) {
+    pub(crate) async fn publish(&self, bytes: &[u8]) {
         wait_until_future("a subscribed peer to publish to", DEADLINE, || async {
             match self.net.publish_tx(bytes.to_vec()).await {
                 Ok(()) => true,

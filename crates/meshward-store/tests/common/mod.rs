@@ -1,5 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::path::{Path, PathBuf};
 
@@ -14,19 +18,19 @@ use rand::rngs::OsRng;
 use redb::{Database, ReadableDatabase};
 
 /// The store file of a fleet dir.
-pub fn store_path(dir: &Path) -> PathBuf {
+pub(crate) fn store_path(dir: &Path) -> PathBuf {
     dir.join(format::FILE_NAME)
 }
 
 /// A fleet of `devices` with `blocks` blocks of `anchors` anchors each (the first block enrolls).
-pub fn fleet(dir: &Path, devices: usize, blocks: u64, anchors: usize) -> Synth {
+pub(crate) fn fleet(dir: &Path, devices: usize, blocks: u64, anchors: usize) -> Synth {
     let mut s = Synth::create(dir, devices).unwrap();
     s.write_blocks(blocks, anchors).unwrap();
     s
 }
 
 /// A genesis with fresh keys, for tests that need a store and no chain.
-pub fn genesis() -> Genesis {
+pub(crate) fn genesis() -> Genesis {
     let admin = SignKey::generate(&mut OsRng);
     let vals = (0..4)
         .map(|_| Validator {
@@ -43,7 +47,7 @@ pub fn genesis() -> Genesis {
 }
 
 /// The stored bytes of block `height`, read with redb directly.
-pub fn raw_block(path: &Path, height: u64) -> Vec<u8> {
+pub(crate) fn raw_block(path: &Path, height: u64) -> Vec<u8> {
     let db = Database::open(path).unwrap();
     let rtx = db.begin_read().unwrap();
     let t = rtx.open_table(format::BLOCKS).unwrap();
@@ -53,7 +57,7 @@ pub fn raw_block(path: &Path, height: u64) -> Vec<u8> {
 
 /// Rewrites the row of block `height` with redb directly (so redb's checksums stay valid and
 /// only the store's own checks can notice), after `edit` changes it.
-pub fn edit_block_row(path: &Path, height: u64, edit: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn edit_block_row(path: &Path, height: u64, edit: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = raw_block(path, height);
     edit(&mut bytes);
     let db = Database::open(path).unwrap();
@@ -68,12 +72,12 @@ pub fn edit_block_row(path: &Path, height: u64, edit: impl FnOnce(&mut Vec<u8>))
 /// Offset of a byte inside the block header's `time_ms` field of a stored row:
 /// certified-block version, block version, header version, chain id (u32 length + bytes),
 /// height, previous hash, then the time.
-pub fn header_time_offset(chain_id: &str) -> usize {
+pub(crate) fn header_time_offset(chain_id: &str) -> usize {
     3 + 4 + chain_id.len() + 8 + 32 + 4
 }
 
 /// Offset of a byte in the signature of transaction `index` of the stored row at `height`.
-pub fn tx_signature_offset(path: &Path, height: u64, index: usize) -> usize {
+pub(crate) fn tx_signature_offset(path: &Path, height: u64, index: usize) -> usize {
     let row = raw_block(path, height);
     let cb = meshward_core::CertifiedBlock::decode_bytes(&row).unwrap();
     let tx = cb.block.txs[index].to_bytes();
