@@ -20,8 +20,7 @@ use anyhow::{bail, Context, Result};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
-use super::{percentile, Outcome, Progress};
-use crate::devnet;
+use crate::{percentile, Outcome, Progress};
 
 const PAYLOAD_BYTES: usize = 256;
 const TOPIC: &str = "meshward/bench";
@@ -47,7 +46,7 @@ struct Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(c) = self.child.take() {
-            devnet::stop_children(&mut [c], Duration::from_secs(3));
+            meshward_devnet::stop_children(&mut [c], Duration::from_secs(3));
         }
     }
 }
@@ -164,7 +163,8 @@ fn payload(seq: u64) -> Vec<u8> {
     p
 }
 
-pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
+/// Runs the `mqtt` part, or skips it with [`INSTALL_HINT`] when Mosquitto is missing.
+pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let Some(bin) = find_mosquitto() else {
         p.note(INSTALL_HINT);
         return Ok(Outcome::Skipped(INSTALL_HINT.into()));

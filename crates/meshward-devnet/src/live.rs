@@ -1,192 +1,56 @@
-//! `meshward devnet`: a whole fleet on one machine. Creates (or resumes) admin keys, node data
-//! dirs and a genesis, starts every validator as its own `meshward node run` process on
-//! 127.0.0.1, prints a live summary, and stops every child on Ctrl-C or SIGTERM.
+//! The live devnet: starts (or resumes) every node, runs the simulated fleet if asked, prints a
+//! summary line every second, and stops every child on Ctrl-C or SIGTERM.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use meshward_core::genesis::Genesis;
-use meshward_core::state::AdminSet;
-use meshward_core::tx::{Validator, ValidatorSet};
-use meshward_node::keyfile::{self, KeyKind};
-use serde::{Deserialize, Serialize};
+use meshward_api::client::ApiClient;
 
-use crate::http;
+use crate::file::{create, DevnetFile, DEVNET_FILE};
+use crate::fleetsim;
+use crate::process::{stop_children, NodeLauncher};
 
-pub const DEVNET_FILE: &str = "devnet.json";
-const CHAIN_ID: &str = "devnet";
-
-#[derive(Serialize, Deserialize, Clone)]
-pub struct DevnetFile {
-    pub chain_id: String,
-    pub genesis: PathBuf,
-    pub admin_keys: Vec<PathBuf>,
-    pub nodes: Vec<DevnetNode>,
-    /// The simulated devices of `--devices N`: key files and ids.
-    #[serde(default)]
-    pub devices: Vec<crate::fleetsim::DevnetDevice>,
-}
-
-#[derive(Serialize, Deserialize, Clone)]
-pub struct DevnetNode {
-    pub name: String,
-    pub dir: PathBuf,
-    pub api: String,
-    pub token_file: PathBuf,
-    pub p2p: String,
-    pub peer_id: String,
-    pub pid: Option<u32>,
-}
-
+/// What `meshward devnet` was asked for.
+#[derive(Clone, Debug)]
 pub struct Options {
+    /// Where the devnet lives; resumed if it already holds one. `None`: a new temp dir, kept.
     pub dir: Option<PathBuf>,
+    /// Validators of a new devnet.
     pub validators: usize,
+    /// Node `i` uses ports `base_port + 10i` (API), `+1` (mesh) and `+2` (consensus).
     pub base_port: u16,
     /// Simulated devices exchanging messages (0: none).
     pub devices: usize,
     /// Their messages per second, in total (0: as fast as they can).
     pub device_rate: f64,
+    /// The `meshward` binary the nodes run as; `None`: this executable
+    /// ([`NodeLauncher::current_exe`]).
+    pub exe: Option<PathBuf>,
 }
 
-/// Ports of node `i`: API, mesh, and consensus (mesh + 1).
-fn ports(base: u16, i: usize) -> Result<(u16, u16)> {
-    let off = u16::try_from(i * 10).context("too many validators")?;
-    let api = base.checked_add(off).context("--base-port too high")?;
-    let p2p = api.checked_add(1).context("--base-port too high")?;
-    p2p.checked_add(1).context("--base-port too high")?;
-    Ok((api, p2p))
-}
-
-pub(crate) fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFile> {
-    if !(1..=64).contains(&validators) {
-        bail!("--validators must be between 1 and 64, not {validators}");
-    }
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let admin_path = dir.join("admin.key");
-    let admin = keyfile::generate(&admin_path, KeyKind::Admin)?;
-    let mut nodes = Vec::new();
-    let mut vals = Vec::new();
-    for i in 0..validators {
-        let (api, p2p) = ports(base_port, i)?;
-        let name = format!("node{i}");
-        let nd = dir.join(&name);
-        let api_addr = format!("127.0.0.1:{api}");
-        let p2p_addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
-        // mDNS stays off: a devnet lives on the loopback interface.
-        let r = meshward_node::init_data_dir(&nd, &api_addr, &p2p_addr, false)?;
-        let kp = keyfile::load(&r.node_key, KeyKind::Node)?;
-        vals.push(Validator {
-            key: kp.id(),
-            power: 1,
-        });
-        nodes.push(DevnetNode {
-            name,
-            dir: nd,
-            api: format!("http://{api_addr}"),
-            token_file: r.token_file,
-            p2p: p2p_addr,
-            peer_id: r.peer_id,
-            pid: None,
-        });
-    }
-    let genesis = Genesis {
-        chain_id: CHAIN_ID.into(),
-        genesis_time_ms: crate::now_ms(),
-        admins: AdminSet::new(vec![admin.id()], 1).context("one admin key is a valid set")?,
-        validators: ValidatorSet::new(vals).context("fresh node keys are distinct")?,
-    };
-    let genesis_path = dir.join("genesis.json");
-    fs::write(&genesis_path, genesis.to_json() + "\n")
-        .with_context(|| format!("cannot write {}", genesis_path.display()))?;
-    Ok(DevnetFile {
-        chain_id: CHAIN_ID.into(),
-        genesis: genesis_path,
-        admin_keys: vec![admin_path],
-        nodes,
-        devices: Vec::new(),
-    })
-}
-
-fn write_file(dir: &Path, f: &DevnetFile) -> Result<()> {
-    let path = dir.join(DEVNET_FILE);
-    let tmp = dir.join(format!("{DEVNET_FILE}.tmp"));
-    fs::write(&tmp, serde_json::to_string_pretty(f)? + "\n")
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
-}
-
-pub(crate) fn spawn_node(f: &DevnetFile, i: usize) -> Result<Child> {
-    let exe = std::env::current_exe().context("cannot find the meshward binary")?;
-    let n = &f.nodes[i];
-    let log_path = n.dir.join("node.log");
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("node")
-        .arg("run")
-        .arg("--dir")
-        .arg(&n.dir)
-        .arg("--genesis")
-        .arg(&f.genesis);
-    for (j, other) in f.nodes.iter().enumerate() {
-        if j != i {
-            cmd.arg("--bootstrap")
-                .arg(format!("{}/p2p/{}", other.p2p, other.peer_id));
-        }
-    }
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "info");
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("cannot start {}", n.name))
-}
-
-/// Sends SIGTERM, waits up to `grace` for every child, then SIGKILLs what is left.
-pub fn stop_children(children: &mut [Child], grace: Duration) {
-    for c in children.iter() {
-        send_signal(c.id(), libc::SIGTERM);
-    }
-    let deadline = Instant::now() + grace;
-    for c in children.iter_mut() {
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-            }
+impl Default for Options {
+    /// The CLI's defaults: a temp dir, 4 validators from port 27000, no devices.
+    fn default() -> Options {
+        Options {
+            dir: None,
+            validators: 4,
+            base_port: 27000,
+            devices: 0,
+            device_rate: 10.0,
+            exe: None,
         }
     }
 }
 
-/// Sends `sig` to a child process. std only offers SIGKILL; a node needs SIGTERM to shut down
-/// cleanly.
-fn send_signal(pid: u32, sig: i32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill(2) takes no pointers; `pid` is a child we spawned and have not reaped,
-        // so it cannot name an unrelated process.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    }
-}
+/// The series the summary line reads its transaction rate from.
+const FINALIZED_TXS_METRIC: &str = "meshward_chain_finalized_txs_total";
+/// How long one poll of a node may take: the summary comes every second.
+const POLL_TIMEOUT: Duration = Duration::from_millis(500);
 
 struct Sample {
     at: Instant,
@@ -194,23 +58,10 @@ struct Sample {
     txs: f64,
 }
 
-fn finalized_txs(api: &str) -> Option<f64> {
-    let r = http::request(
-        "GET",
-        api,
-        "/metrics",
-        None,
-        None,
-        Duration::from_millis(500),
-    )
-    .ok()?;
-    let text = String::from_utf8(r.body).ok()?;
-    text.lines()
-        .find(|l| l.starts_with("meshward_chain_finalized_txs_total "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
-
+/// Runs a devnet until Ctrl-C or SIGTERM (or until a node exits): creates or resumes it in
+/// `opts.dir`, starts every node, writes `devnet.json` with their process ids, prints a summary
+/// line every second (one JSON object a line with `json`), then stops every node and clears the
+/// process ids.
 pub fn run(opts: Options, json: bool) -> Result<()> {
     let dir = match opts.dir {
         Some(d) => d,
@@ -225,9 +76,7 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         }
     };
     let mut file = if dir.join(DEVNET_FILE).exists() {
-        let text = fs::read_to_string(dir.join(DEVNET_FILE))?;
-        let f: DevnetFile = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a devnet file", dir.join(DEVNET_FILE).display()))?;
+        let f = DevnetFile::load(&dir)?;
         eprintln!("resuming the devnet in {}", dir.display());
         f
     } else {
@@ -240,6 +89,21 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         create(&dir, opts.validators, opts.base_port)?
     };
 
+    let launcher = match opts.exe {
+        Some(exe) => NodeLauncher::new(exe),
+        None => NodeLauncher::current_exe()?,
+    };
+    // One client per node for the whole run: ureq keeps its connection alive between polls.
+    let clients = file
+        .nodes
+        .iter()
+        .map(|n| {
+            ApiClient::new(&n.api)
+                .map(|c| c.with_timeout(POLL_TIMEOUT))
+                .with_context(|| format!("{} in {DEVNET_FILE}", n.name))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone()).context("cannot handle signals")?;
@@ -247,7 +111,7 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
 
     let mut children = Vec::new();
     for i in 0..file.nodes.len() {
-        match spawn_node(&file, i) {
+        match launcher.spawn(&file, i) {
             Ok(c) => {
                 file.nodes[i].pid = Some(c.id());
                 children.push(c);
@@ -258,10 +122,10 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
             }
         }
     }
-    let stats = Arc::new(crate::fleetsim::FleetStats::default());
+    let stats = Arc::new(fleetsim::FleetStats::default());
     let mut fleet = None;
     if opts.devices > 0 {
-        file.devices = crate::fleetsim::ensure_keys(&dir, opts.devices)?;
+        file.devices = fleetsim::ensure_keys(&dir, opts.devices)?;
         let (f, d, r, st, sx) = (
             file.clone(),
             file.devices.clone(),
@@ -269,9 +133,7 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
             stop.clone(),
             stats.clone(),
         );
-        fleet = Some(std::thread::spawn(move || {
-            crate::fleetsim::run(f, d, r, st, sx)
-        }));
+        fleet = Some(std::thread::spawn(move || fleetsim::run(f, d, r, st, sx)));
         eprintln!(
             "{} simulated devices (keys in {}), {} messages/s in total",
             opts.devices,
@@ -279,7 +141,7 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
             opts.device_rate
         );
     }
-    write_file(&dir, &file)?;
+    file.save(&dir)?;
     eprintln!(
         "devnet {}: {} validators; APIs {}; logs in <node dir>/node.log; Ctrl-C stops it",
         file.chain_id,
@@ -308,28 +170,13 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         if result.is_err() {
             break;
         }
-        let statuses: Vec<Option<serde_json::Value>> = file
-            .nodes
+        let statuses: Vec<_> = clients.iter().filter_map(|c| c.status().ok()).collect();
+        let up = statuses.len();
+        let height = statuses.iter().map(|s| s.height).max().unwrap_or(0);
+        let peers = statuses.iter().map(|s| s.peers).min().unwrap_or(0);
+        let txs = clients
             .iter()
-            .map(|n| http::get_json(&n.api, "/v1/status", Duration::from_millis(500)).ok())
-            .collect();
-        let up = statuses.iter().flatten().count();
-        let height = statuses
-            .iter()
-            .flatten()
-            .filter_map(|s| s["height"].as_u64())
-            .max()
-            .unwrap_or(0);
-        let peers = statuses
-            .iter()
-            .flatten()
-            .filter_map(|s| s["peers"].as_u64())
-            .min()
-            .unwrap_or(0);
-        let txs = file
-            .nodes
-            .iter()
-            .find_map(|n| finalized_txs(&n.api))
+            .find_map(|c| c.metric(FINALIZED_TXS_METRIC).ok().flatten())
             .unwrap_or(0.0);
         let now = Sample {
             at: Instant::now(),
@@ -418,7 +265,7 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
     for n in &mut file.nodes {
         n.pid = None;
     }
-    write_file(&dir, &file)?;
+    file.save(&dir)?;
     if let (Some(f), Some(l)) = (first, last) {
         eprintln!(
             "devnet stopped at height {} ({} blocks this run); resume with meshward devnet --dir {}",

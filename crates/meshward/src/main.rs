@@ -1,10 +1,10 @@
 //! `meshward`: the one binary. Each subcommand parses its arguments, calls into the libraries
 //! and prints a human line or, with `--json`, one JSON object. Errors print one line naming the
-//! file or value at fault and exit non-zero.
+//! file or value at fault and exit non-zero. `meshward devnet` is `meshward-devnet`, and
+//! `meshward bench` is `meshward-bench`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -17,10 +17,7 @@ use meshward_node::keyfile::{self, KeyKind};
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
 use serde_json::json;
 
-mod bench;
-mod devnet;
 mod fleet;
-mod fleetsim;
 mod http;
 
 #[derive(Parser)]
@@ -155,8 +152,8 @@ struct BenchCmd {
     /// Which part to run: crypto (signature and HPKE ceiling), consensus (4 validators under
     /// load, one killed), direct (device to device), mqtt (Mosquitto baseline), scale (4/7/10
     /// validators, 1k/10k/100k devices), or all.
-    #[arg(value_enum, default_value_t = bench::Part::All)]
-    part: bench::Part,
+    #[arg(value_enum, default_value_t = meshward_bench::Part::All)]
+    part: meshward_bench::Part,
     /// Where results.json and report.html go.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
@@ -588,11 +585,11 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
         Cmd::Node(NodeCmd::Run(args)) => node_run(args),
         Cmd::Status { api } => status(&api),
-        Cmd::Bench(b) if b.part == bench::Part::Client => {
+        Cmd::Bench(b) if b.part == meshward_bench::Part::Client => {
             let spec = b
                 .spec
                 .context("bench client needs --spec (it is started by meshward bench)")?;
-            let r = bench::client::run(&spec)?;
+            let r = meshward_bench::client::run(&spec)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(Output {
                 text: String::new(),
@@ -600,12 +597,14 @@ fn run(cli: Cli) -> Result<Output> {
             })
         }
         Cmd::Bench(b) => {
-            let r = bench::run(&bench::Options {
+            let r = meshward_bench::run(&meshward_bench::Options {
                 part: b.part,
                 out: b.out,
                 quick: b.quick,
                 base_port: b.base_port,
                 json: cli.json,
+                // This binary is the meshward the bench starts.
+                exe: None,
             })?;
             if !r.any_ok {
                 eprintln!("{}", r.summary);
@@ -623,13 +622,15 @@ fn run(cli: Cli) -> Result<Output> {
             devices,
             device_rate,
         } => {
-            devnet::run(
-                devnet::Options {
+            meshward_devnet::run(
+                meshward_devnet::Options {
                     dir,
                     validators,
                     base_port,
                     devices,
                     device_rate,
+                    // The nodes run as this binary.
+                    exe: None,
                 },
                 cli.json,
             )?;
@@ -743,13 +744,6 @@ fn init(dir: &Path) -> Result<Output> {
     })
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn genesis_new(a: &GenesisNew) -> Result<Output> {
     if !valid_chain_id(&a.chain_id) {
         bail!(
@@ -785,7 +779,7 @@ fn genesis_new(a: &GenesisNew) -> Result<Output> {
         .context("invalid validator set: at most 128 validators, each data directory once")?;
     let genesis = Genesis {
         chain_id: a.chain_id.clone(),
-        genesis_time_ms: now_ms(),
+        genesis_time_ms: meshward_core::clock::now_ms(),
         admins,
         validators,
     };
