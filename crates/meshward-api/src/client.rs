@@ -92,6 +92,27 @@ impl ApiClientError {
             _ => None,
         }
     }
+
+    /// Whether no connection could be made: the node refused it (nothing listens there, e.g.
+    /// the node is down) or its address is unreachable. A caller that spreads load over several
+    /// nodes can drop such a node; other transport errors (a reset, a timeout on an open
+    /// connection) may be passing.
+    pub fn is_connect_failure(&self) -> bool {
+        let ApiClientError::Transport { source, .. } = self else {
+            return false;
+        };
+        match source.as_ref() {
+            ureq::Error::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::HostUnreachable
+                    | std::io::ErrorKind::NetworkUnreachable
+                    | std::io::ErrorKind::AddrNotAvailable
+            ),
+            ureq::Error::ConnectionFailed | ureq::Error::Timeout(ureq::Timeout::Connect) => true,
+            _ => false,
+        }
+    }
 }
 
 /// A client of one node's API.
@@ -424,5 +445,7 @@ mod tests {
         let e = c.status().unwrap_err();
         assert!(matches!(e, ApiClientError::Transport { .. }), "{e}");
         assert!(e.to_string().contains("is the node running"), "{e}");
+        assert!(e.is_connect_failure(), "{e:?}");
+        assert!(e.code().is_none() && e.status().is_none());
     }
 }

@@ -34,19 +34,6 @@ pub mod evidence;
 pub mod follower;
 mod gossip;
 pub mod init;
-// temporary: bench/devnet imports, removed at merge
-/// Key files live in [`meshward_sdk::keyfile`]. This re-exports them for the devnet and bench
-/// code still importing `meshward_node::keyfile`; `bench/scale.rs` returns
-/// `write_secret_file`'s result as an `anyhow::Result`, so that one function keeps its old
-/// signature here.
-pub mod keyfile {
-    pub use meshward_sdk::keyfile::*;
-
-    /// [`meshward_sdk::keyfile::write_secret_file`] with an `anyhow` error.
-    pub fn write_secret_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-        Ok(meshward_sdk::keyfile::write_secret_file(path, bytes)?)
-    }
-}
 pub mod ledger;
 pub mod mailboxes;
 pub mod mempool;

@@ -96,15 +96,9 @@ fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> ClientError {
     ClientError::State(format!("{what} {}: {e}", path.display()))
 }
 
-struct Lock(File);
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: flock on a descriptor we own; unlocking cannot affect memory safety.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
+/// The state directory's lock: an exclusive advisory lock on its lock file, released when the
+/// file is closed (dropped).
+struct Lock(#[allow(dead_code, reason = "held for its lock, released on drop")] File);
 
 impl StateDir {
     /// Opens (creating, mode 0700) a device state directory.
@@ -119,7 +113,6 @@ impl StateDir {
     }
 
     fn lock(&self) -> Result<Lock, ClientError> {
-        use std::os::unix::io::AsRawFd;
         let p = self.dir.join(LOCK_FILE);
         let f = OpenOptions::new()
             .create(true)
@@ -127,11 +120,8 @@ impl StateDir {
             .write(true)
             .open(&p)
             .map_err(|e| err("cannot open", &p, e))?;
-        // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
-        let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-        if rc != 0 {
-            return Err(err("cannot lock", &p, std::io::Error::last_os_error()));
-        }
+        // Blocks until the lock is ours (flock(2) on Unix).
+        f.lock().map_err(|e| err("cannot lock", &p, e))?;
         Ok(Lock(f))
     }
 

@@ -1,6 +1,7 @@
 //! `meshward`: the one binary. Each subcommand parses its arguments, calls into the libraries
 //! and prints a human line or, with `--json`, one JSON object. Errors print one line naming the
-//! file or value at fault and exit non-zero.
+//! file or value at fault and exit non-zero. `meshward devnet` is `meshward-devnet`, and
+//! `meshward bench` is `meshward-bench`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,14 +18,7 @@ use meshward_node::{NODE_KEY_FILE, STORE_FILE};
 use meshward_sdk::keyfile::{self, KeyKind};
 use serde_json::json;
 
-mod bench;
-mod devnet;
 mod fleet;
-mod fleetsim;
-// Temporary: only the devnet and the bench still use it (the CLI commands call
-// `meshward_api::client::ApiClient`); it goes when their move lands.
-#[allow(dead_code)]
-mod http;
 
 #[derive(Parser)]
 #[command(
@@ -158,8 +152,8 @@ struct BenchCmd {
     /// Which part to run: crypto (signature and HPKE ceiling), consensus (4 validators under
     /// load, one killed), direct (device to device), mqtt (Mosquitto baseline), scale (4/7/10
     /// validators, 1k/10k/100k devices), or all.
-    #[arg(value_enum, default_value_t = bench::Part::All)]
-    part: bench::Part,
+    #[arg(value_enum, default_value_t = meshward_bench::Part::All)]
+    part: meshward_bench::Part,
     /// Where results.json and report.html go.
     #[arg(long, default_value = "bench-out")]
     out: PathBuf,
@@ -408,6 +402,10 @@ enum StoreCmd {
 /// threads gain little from more than two: with two, a validator with 10k devices held 77-78 MiB
 /// after anchor load against 85-86 MiB with glibc's default, at no loss of throughput (two runs
 /// each of `meshward bench scale --quick`). An explicit `MALLOC_ARENA_MAX` in the environment wins.
+#[allow(
+    unsafe_code,
+    reason = "mallopt has no safe wrapper; see the SAFETY comment"
+)]
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
@@ -591,11 +589,11 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
         Cmd::Node(NodeCmd::Run(args)) => node_run(args),
         Cmd::Status { api } => status(&api),
-        Cmd::Bench(b) if b.part == bench::Part::Client => {
+        Cmd::Bench(b) if b.part == meshward_bench::Part::Client => {
             let spec = b
                 .spec
                 .context("bench client needs --spec (it is started by meshward bench)")?;
-            let r = bench::client::run(&spec)?;
+            let r = meshward_bench::client::run(&spec)?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(Output {
                 text: String::new(),
@@ -603,12 +601,14 @@ fn run(cli: Cli) -> Result<Output> {
             })
         }
         Cmd::Bench(b) => {
-            let r = bench::run(&bench::Options {
+            let r = meshward_bench::run(&meshward_bench::Options {
                 part: b.part,
                 out: b.out,
                 quick: b.quick,
                 base_port: b.base_port,
                 json: cli.json,
+                // This binary is the meshward the bench starts.
+                exe: None,
             })?;
             if !r.any_ok {
                 eprintln!("{}", r.summary);
@@ -626,13 +626,15 @@ fn run(cli: Cli) -> Result<Output> {
             devices,
             device_rate,
         } => {
-            devnet::run(
-                devnet::Options {
+            meshward_devnet::run(
+                meshward_devnet::Options {
                     dir,
                     validators,
                     base_port,
                     devices,
                     device_rate,
+                    // The nodes run as this binary.
+                    exe: None,
                 },
                 cli.json,
             )?;
@@ -746,11 +748,6 @@ fn init(dir: &Path) -> Result<Output> {
             "config": r.config,
         }),
     })
-}
-
-/// Temporary, goes at merge: the devnet and bench code still call `crate::now_ms`.
-pub(crate) fn now_ms() -> u64 {
-    meshward_core::clock::now_ms()
 }
 
 fn genesis_new(a: &GenesisNew) -> Result<Output> {

@@ -22,7 +22,7 @@ use meshward_core::rpc::{Request, Response};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use serde_json::{json, Value};
 
-use super::percentile;
+use crate::percentile;
 
 const PAYLOAD_BYTES: usize = 256;
 /// Messages in flight in the throughput phase.

@@ -1,7 +1,7 @@
 //! `scale` part: how costs grow on this machine.
 //!
 //! - Validators: peak throughput and finality at 50% of it with 4, 7 and 10 validators, each a
-//!   fresh devnet of `meshward node run` processes (see [`super::consensus`]).
+//!   fresh devnet of `meshward node run` processes (see [`crate::consensus`]).
 //! - Devices: for 1k, 10k and 100k enrolled devices, `meshward store synth` (a child process)
 //!   writes a real signed chain that enrolls them (in groups of at most 1024, the most a group
 //!   can be rekeyed for), then a run of anchors; from it come the bytes
@@ -19,18 +19,18 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use meshward_core::hex;
 use meshward_core::ids::{EncSecret, Keypair, SignKey};
 use meshward_core::light::ProofFile;
 use meshward_core::state::StateView;
-use meshward_node::keyfile::{self, KEYFILE_VERSION};
+use meshward_sdk::keyfile;
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
 use meshward_store::synth::{synth_commitment, synth_groups, Synth, ENROLLS_PER_BLOCK};
 use serde_json::{json, Value};
 
-use super::consensus::{self, Cluster, Fleet, Load};
-use super::{median, num, Outcome, Progress};
-use crate::devnet::{DevnetFile, DevnetNode};
+use meshward_devnet::{DevnetFile, DevnetNode};
+
+use crate::consensus::{self, Cluster, Fleet, Load};
+use crate::{median, num, Exes, Outcome, Progress};
 
 /// Anchors per synthetic block when measuring disk growth.
 const ANCHORS_PER_BLOCK: usize = 256;
@@ -53,8 +53,7 @@ pub fn rss_mb(pid: u32) -> Option<f64> {
 }
 
 /// Runs `meshward <args> --json` and returns what it printed.
-fn run_cli(args: &[&str]) -> Result<Value> {
-    let exe = super::self_exe()?;
+fn run_cli(exe: &Path, args: &[&str]) -> Result<Value> {
     let out = Command::new(exe)
         .args(args)
         .arg("--json")
@@ -97,24 +96,20 @@ fn write_node_key(path: &Path, sign: &SignKey) -> Result<()> {
         sign: SignKey::from_seed(&sign.seed()),
         enc: EncSecret::generate(&mut rand::rngs::OsRng),
     };
-    let json = json!({
-        "version": KEYFILE_VERSION,
-        "kind": "node",
-        "id": kp.id().peer_id(),
-        "enc_key": kp.enc_key().to_string(),
-        "secret": hex::encode(&kp.to_secret_bytes()),
-    });
     if path.exists() {
         fs::remove_file(path).with_context(|| format!("cannot replace {}", path.display()))?;
     }
-    keyfile::write_secret_file(
-        path,
-        (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
-    )
+    Ok(keyfile::write(path, keyfile::KeyKind::Node, &kp, None)?)
 }
 
 /// One point of the device curve.
-fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<Value> {
+fn devices_point(
+    n: usize,
+    quick: bool,
+    base_port: u16,
+    exes: &Exes,
+    p: &Progress,
+) -> Result<Value> {
     let dir = tempfile::Builder::new()
         .prefix("meshward-bench-scale-")
         .tempdir()
@@ -125,18 +120,21 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
 
     p.step(format!("{n} devices: synthetic chain enrolling them"));
     let enroll_blocks = n.div_ceil(ENROLLS_PER_BLOCK).to_string();
-    let v = run_cli(&[
-        "store",
-        "synth",
-        "--dir",
-        &sd,
-        "--devices",
-        &n.to_string(),
-        "--blocks",
-        &enroll_blocks,
-        "--anchors-per-block",
-        "1",
-    ])?;
+    let v = run_cli(
+        &exes.cli,
+        &[
+            "store",
+            "synth",
+            "--dir",
+            &sd,
+            "--devices",
+            &n.to_string(),
+            "--blocks",
+            &enroll_blocks,
+            "--anchors-per-block",
+            "1",
+        ],
+    )?;
     let enroll_s = v["seconds"].as_f64().unwrap_or(f64::NAN);
     let size_enrolled = file_len(&synth_store)?;
     let used_enrolled = allocated_bytes(&synth_store)?;
@@ -146,16 +144,19 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     p.step(format!(
         "{n} devices: synthetic chain with {anchors} anchors"
     ));
-    let v = run_cli(&[
-        "store",
-        "synth",
-        "--dir",
-        &sd,
-        "--blocks",
-        &anchor_blocks.to_string(),
-        "--anchors-per-block",
-        &ANCHORS_PER_BLOCK.to_string(),
-    ])?;
+    let v = run_cli(
+        &exes.cli,
+        &[
+            "store",
+            "synth",
+            "--dir",
+            &sd,
+            "--blocks",
+            &anchor_blocks.to_string(),
+            "--anchors-per-block",
+            &ANCHORS_PER_BLOCK.to_string(),
+        ],
+    )?;
     let anchor_write_s = v["seconds"].as_f64().unwrap_or(f64::NAN);
     let size_anchored = file_len(&synth_store)?;
     let used_anchored = allocated_bytes(&synth_store)?;
@@ -229,7 +230,7 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
         nodes,
         devices: Vec::new(),
     };
-    let mut c = Cluster::launch(file, &net)?;
+    let mut c = Cluster::launch(file, &net, exes)?;
     c.wait_height(tip + 2, Duration::from_secs(180))?;
     let rss_idle: Vec<f64> = (0..4).filter_map(|i| c.pid(i).and_then(rss_mb)).collect();
 
@@ -284,7 +285,8 @@ fn devices_point(n: usize, quick: bool, base_port: u16, p: &Progress) -> Result<
     }))
 }
 
-pub fn run(quick: bool, base_port: u16, p: &Progress) -> Result<Outcome> {
+/// Runs the `scale` part: the validator curve from `base_port`, then the device curve.
+pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Result<Outcome> {
     let validator_counts = [4usize, 7, 10];
     let device_counts: &[usize] = if quick {
         &[1_000, 10_000]
@@ -295,7 +297,7 @@ pub fn run(quick: bool, base_port: u16, p: &Progress) -> Result<Outcome> {
     let mut errors = Vec::new();
     // Each cluster gets its own port range: 10 ports per node, 120 per cluster.
     for (k, &n) in validator_counts.iter().enumerate() {
-        match consensus::validators_point(n, quick, base_port + 120 * k as u16, p) {
+        match consensus::validators_point(n, quick, base_port + 120 * k as u16, exes, p) {
             Ok(v) => validators.push(v),
             Err(e) => {
                 p.note(format!("{n} validators failed: {e:#}"));
@@ -305,7 +307,7 @@ pub fn run(quick: bool, base_port: u16, p: &Progress) -> Result<Outcome> {
     }
     let mut devices = Vec::new();
     for (k, &n) in device_counts.iter().enumerate() {
-        match devices_point(n, quick, base_port + 400 + 50 * k as u16, p) {
+        match devices_point(n, quick, base_port + 400 + 50 * k as u16, exes, p) {
             Ok(v) => devices.push(v),
             Err(e) => {
                 p.note(format!("{n} devices failed: {e:#}"));

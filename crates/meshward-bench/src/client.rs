@@ -7,28 +7,39 @@
 //! `POST /v1/txs`, taking the nodes in turn, and prints a [`ClientReport`] as one JSON line on
 //! stdout: what was accepted and when it was sent (wall-clock microseconds, the clock the bench
 //! shares), what was refused, and each device's next sequence number.
+//!
+//! The process is one thread with one [`ApiClient`] per node for the whole run: ureq keeps each
+//! connection alive, so the hot loop does not pay a TCP handshake per batch.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use meshward_core::codec::{Encode, Writer};
+use meshward_api::client::{ApiClient, ApiClientError};
+use meshward_api::types::TxBatchResult;
+use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::hex;
 use meshward_core::ids::Keypair;
 use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
 use serde::{Deserialize, Serialize};
 
-use crate::http;
+/// How long one `POST /v1/txs` may take.
+const POST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What one client process does, written by the bench as JSON.
 #[derive(Serialize, Deserialize)]
 pub struct ClientSpec {
+    /// The chain the transactions are signed for.
     pub chain_id: String,
     /// Node API URLs, with the bearer token of each at the same index.
     pub apis: Vec<String>,
+    /// The nodes' bearer tokens.
     pub tokens: Vec<String>,
+    /// The devices that sign the load.
     pub devices: Vec<ClientDevice>,
+    /// How long to send, in seconds.
     pub secs: f64,
     /// Transactions per second; `None` sends batches back to back.
     pub rate: Option<f64>,
@@ -40,14 +51,17 @@ pub struct ClientSpec {
     pub record: bool,
 }
 
+/// One device of a [`ClientSpec`].
 #[derive(Serialize, Deserialize, Clone)]
 pub struct ClientDevice {
     /// `Keypair::to_secret_bytes`, hex.
     pub secret: String,
+    /// Its next sequence number.
     pub seq: u64,
 }
 
 impl ClientDevice {
+    /// The spec entry of `kp`, whose next sequence number is `seq`.
     pub fn new(kp: &Keypair, seq: u64) -> ClientDevice {
         ClientDevice {
             secret: hex::encode(&kp.to_secret_bytes()),
@@ -56,11 +70,15 @@ impl ClientDevice {
     }
 }
 
+/// What a client process did, printed as one JSON line.
 #[derive(Serialize, Deserialize, Default)]
 pub struct ClientReport {
+    /// Transactions delivered to a node (admitted or refused by it).
     pub sent: u64,
+    /// Transactions the nodes admitted.
     pub accepted: u64,
-    /// Refusals by the node's error code; `http_error` counts failed requests.
+    /// Refusals by the node's error code; `http_error` counts transactions whose request got
+    /// no answer (they are resent); a whole batch refused by the node counts under its code.
     pub refused: BTreeMap<String, u64>,
     /// Each device's next sequence number, in spec order.
     pub next_seqs: Vec<u64>,
@@ -68,13 +86,10 @@ pub struct ClientReport {
     pub ids: Vec<(String, u64)>,
 }
 
-fn batch_body(txs: &[Tx]) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.len(txs.len());
-    for t in txs {
-        w.bytes(&t.to_bytes());
-    }
-    w.into_bytes()
+/// Posts `txs` to `node` as one `POST /v1/txs`.
+fn post(node: &ApiClient, txs: &[Tx]) -> Result<TxBatchResult, ApiClientError> {
+    let encoded: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
+    node.submit_txs(&encoded)
 }
 
 /// Codes after which the refused transaction left a gap: its sender must resend from there.
@@ -101,6 +116,21 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
         .collect::<Result<_>>()?;
     anyhow::ensure!(devices.len() >= 2, "the client needs at least 2 devices");
     anyhow::ensure!(!spec.apis.is_empty(), "the client needs at least one API");
+    anyhow::ensure!(
+        spec.tokens.len() == spec.apis.len(),
+        "the client needs one token per API"
+    );
+    // One client per node for the whole run, so each keeps its connection alive.
+    let nodes: Vec<ApiClient> = spec
+        .apis
+        .iter()
+        .zip(&spec.tokens)
+        .map(|(api, token)| {
+            Ok(ApiClient::new(api)?
+                .with_timeout(POST_TIMEOUT)
+                .with_token(token.clone()))
+        })
+        .collect::<Result<_>>()?;
     let ids: Vec<_> = devices.iter().map(|d| d.id()).collect();
     let mut seqs: Vec<u64> = spec.devices.iter().map(|d| d.seq).collect();
     // Nodes still answering; one that refuses a connection is dropped (a killed validator).
@@ -132,49 +162,40 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
         let node = live[k % live.len()];
         k += 1;
         let sent_us = super::now_us();
-        let r = http::request(
-            "POST",
-            &spec.apis[node],
-            "/v1/txs",
-            Some(&spec.tokens[node]),
-            Some(("application/octet-stream", &batch_body(&txs))),
-            Duration::from_secs(10),
-        )
-        .and_then(|r| r.json());
+        let r = post(&nodes[node], &txs);
         report.sent += txs.len() as u64;
         let v = match r {
             Ok(v) => v,
+            Err(ApiClientError::Api { code, .. }) => {
+                // The node refused the whole request (bad token, bad encoding): nothing was
+                // admitted, and resending the same bytes would be refused again.
+                *report.refused.entry(code).or_insert(0) += txs.len() as u64;
+                continue;
+            }
             Err(e) => {
                 *report.refused.entry("http_error".into()).or_insert(0) += txs.len() as u64;
                 report.sent -= txs.len() as u64;
-                if format!("{e:#}").contains("cannot connect") {
+                if e.is_connect_failure() {
                     live.retain(|&n| n != node);
                 }
                 resend = Some((txs, who));
                 continue;
             }
         };
-        if let Some(acc) = v["accepted"].as_array() {
-            report.accepted += acc.len() as u64;
-            if spec.record {
-                report.ids.extend(
-                    acc.iter()
-                        .filter_map(|h| h.as_str())
-                        .map(|h| (h.to_string(), sent_us)),
-                );
-            }
+        report.accepted += v.accepted.len() as u64;
+        if spec.record {
+            report
+                .ids
+                .extend(v.accepted.into_iter().map(|h| (h, sent_us)));
         }
-        if let Some(rej) = v["rejected"].as_array().filter(|r| !r.is_empty()) {
+        if !v.rejected.is_empty() {
             // Refused for lack of room: resend exactly those transactions (later ones of the
             // same senders may be admitted and wait for them; re-signing would equivocate).
             let mut again: Vec<(Tx, usize)> = Vec::new();
-            for r in rej {
-                let code = r["code"].as_str().unwrap_or("?");
-                *report.refused.entry(code.to_string()).or_insert(0) += 1;
-                if let Some(i) = r["index"].as_u64().map(|i| i as usize) {
-                    if leaves_gap(code) && i < txs.len() {
-                        again.push((txs[i].clone(), who[i]));
-                    }
+            for r in &v.rejected {
+                *report.refused.entry(r.code.clone()).or_insert(0) += 1;
+                if leaves_gap(&r.code) && r.index < txs.len() {
+                    again.push((txs[r.index].clone(), who[r.index]));
                 }
             }
             if !again.is_empty() {
@@ -193,16 +214,7 @@ pub fn run(spec_path: &Path) -> Result<ClientReport> {
             break;
         }
         let node = live[(k + attempt) % live.len()];
-        let ok = http::request(
-            "POST",
-            &spec.apis[node],
-            "/v1/txs",
-            Some(&spec.tokens[node]),
-            Some(("application/octet-stream", &batch_body(txs))),
-            Duration::from_secs(10),
-        )
-        .and_then(|r| r.json())
-        .is_ok_and(|v| v["rejected"].as_array().is_none_or(|r| r.is_empty()));
+        let ok = post(&nodes[node], txs).is_ok_and(|v| v.rejected.is_empty());
         if ok {
             resend = None;
         } else {
@@ -241,7 +253,7 @@ fn next_batch(
             recipient: Recipient::Device(ids[to]),
             commitment: Hash(rand::random()),
             count: spec.count,
-            timestamp_ms: crate::now_ms(),
+            timestamp_ms: meshward_core::clock::now_ms(),
             size_bytes: 256 * u64::from(spec.count),
         });
         txs.push(Tx::sign(

@@ -13,15 +13,15 @@ use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::json;
 
-use super::{percentile, Outcome, Progress};
-use crate::devnet;
+use crate::{percentile, Outcome, Progress};
 
 const PAYLOAD_BYTES: usize = 256;
 const TOPIC: &str = "meshward/bench";
@@ -47,7 +47,7 @@ struct Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(c) = self.child.take() {
-            devnet::stop_children(&mut [c], Duration::from_secs(3));
+            meshward_devnet::stop_children(&mut [c], Duration::from_secs(3));
         }
     }
 }
@@ -108,14 +108,31 @@ fn options(id: &str, port: u16) -> MqttOptions {
     o
 }
 
-/// Starts the subscriber; returns its client and a channel of (arrival, sequence number).
-fn subscriber(port: u16) -> Result<(Client, mpsc::Receiver<(Instant, u64)>)> {
+/// Sequence numbers from here on are throughput messages: the subscriber counts them rather
+/// than reporting each.
+const THROUGHPUT_BASE: u64 = 1 << 40;
+
+/// What the subscriber thread reports: each latency-phase arrival on a bounded channel (one
+/// message is in flight then), and a count of the throughput messages that arrived before the
+/// window's end.
+struct Arrivals {
+    latency: mpsc::Receiver<(Instant, u64)>,
+    window_end: Arc<OnceLock<Instant>>,
+    in_window: Arc<AtomicU64>,
+}
+
+/// Starts the subscriber; returns its client and what it reports.
+fn subscriber(port: u16) -> Result<(Client, Arrivals)> {
     let (client, mut conn) = Client::new(options("meshward-bench-sub", port), 1000);
     client
         .subscribe(TOPIC, QoS::AtLeastOnce)
         .context("subscribing")?;
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
+    // One message is in flight during the latency phase; the bound only absorbs stragglers.
+    let (tx, rx) = mpsc::sync_channel(1024);
+    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+    let window_end: Arc<OnceLock<Instant>> = Arc::default();
+    let in_window: Arc<AtomicU64> = Arc::default();
+    let (end, count) = (window_end.clone(), in_window.clone());
     std::thread::spawn(move || {
         for ev in conn.iter() {
             match ev {
@@ -126,12 +143,17 @@ fn subscriber(port: u16) -> Result<(Client, mpsc::Receiver<(Instant, u64)>)> {
                         .get(..8)
                         .and_then(|b| b.try_into().ok())
                         .map_or(u64::MAX, u64::from_be_bytes);
-                    if tx.send((now, seq)).is_err() {
-                        break;
+                    if seq >= THROUGHPUT_BASE {
+                        if end.get().is_some_and(|e| now < *e) {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    } else if tx.try_send((now, seq)).is_err() {
+                        // Full (a straggler nobody waits for) or closed: drop it.
+                        continue;
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
-                    let _ = ready_tx.send(());
+                    let _ = ready_tx.try_send(());
                 }
                 Ok(_) => {}
                 // The broker stopped or the client disconnected.
@@ -142,7 +164,14 @@ fn subscriber(port: u16) -> Result<(Client, mpsc::Receiver<(Instant, u64)>)> {
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .context("the subscriber got no SUBACK from mosquitto within 10 s")?;
-    Ok((client, rx))
+    Ok((
+        client,
+        Arrivals {
+            latency: rx,
+            window_end,
+            in_window,
+        },
+    ))
 }
 
 /// Starts the publisher and the thread that drives its connection.
@@ -164,7 +193,8 @@ fn payload(seq: u64) -> Vec<u8> {
     p
 }
 
-pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
+/// Runs the `mqtt` part, or skips it with [`INSTALL_HINT`] when Mosquitto is missing.
+pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let Some(bin) = find_mosquitto() else {
         p.note(INSTALL_HINT);
         return Ok(Outcome::Skipped(INSTALL_HINT.into()));
@@ -175,7 +205,7 @@ pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
         .context("cannot create a temp dir")?;
     p.step(format!("starting {}", bin.display()));
     let broker = start_broker(&bin, dir.path())?;
-    let (sub, rx) = subscriber(broker.port)?;
+    let (sub, arrivals) = subscriber(broker.port)?;
     let publ = publisher(broker.port);
 
     let (warmup, rounds, secs) = if quick {
@@ -192,7 +222,8 @@ pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
         publ.publish(TOPIC, QoS::AtLeastOnce, false, payload(i))
             .context("publishing")?;
         loop {
-            let (at, seq) = rx
+            let (at, seq) = arrivals
+                .latency
                 .recv_timeout(Duration::from_secs(5))
                 .context("the subscriber did not receive a message within 5 s")?;
             if seq == i {
@@ -208,25 +239,20 @@ pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     p.note(format!("QoS 1 latency p50/p99: {p50:.0}/{p99:.0} µs"));
 
     p.step(format!("throughput: publishing for {secs} s"));
-    let base = 1u64 << 40;
+    let base = THROUGHPUT_BASE;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
+    let _ = arrivals.window_end.set(end);
     let mut published = 0u64;
     while Instant::now() < end {
         publ.publish(TOPIC, QoS::AtLeastOnce, false, payload(base + published))
             .context("publishing")?;
         published += 1;
     }
-    // Count what arrived within the window; wait a little for messages already on the wire,
-    // but only those that arrived before `end` count.
-    let mut received = 0u64;
-    let drain_until = end + Duration::from_millis(500);
-    while let Ok((at, seq)) = rx.recv_timeout(drain_until.saturating_duration_since(Instant::now()))
-    {
-        if seq >= base && at < end {
-            received += 1;
-        }
-    }
+    // Only what arrived before `end` counts; the subscriber thread counted it. Pausing here
+    // lets it handle messages that arrived in time but were still queued.
+    std::thread::sleep(Duration::from_millis(500));
+    let received = arrivals.in_window.load(Ordering::Relaxed);
     let msgs_per_s = received as f64 / secs;
     p.note(format!(
         "QoS 1 throughput: {msgs_per_s:.0} msgs/s received ({published} published)"

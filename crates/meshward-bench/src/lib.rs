@@ -1,24 +1,49 @@
-//! `meshward bench`: measurements on this machine, with real processes on 127.0.0.1.
+//! `meshward bench`: measurements on this machine, with real processes on 127.0.0.1. The
+//! `meshward` binary parses the command line and calls [`run`] (and, in the load-generating
+//! child processes it starts, [`client::run`]); everything else lives here.
 //!
 //! Parts (each runs on its own; `all` runs them in this order):
-//! - `crypto` ([`crypto`]): the machine's own ceiling, Ed25519 batch verification per core and
+//! - `crypto` (`crypto.rs`): the machine's own ceiling, Ed25519 batch verification per core and
 //!   across all cores, and HPKE seal/open rates, measured in this process.
-//! - `consensus` ([`consensus`]): four validators as `meshward node run` processes, loaded by
+//! - `consensus` (`consensus/`): four validators as `meshward node run` processes, loaded by
 //!   separate `meshward bench client` processes over the HTTP API.
-//! - `direct` ([`direct`]): device-to-device delivery.
-//! - `mqtt` ([`mqtt`]): Debian's Mosquitto broker with one rumqttc publisher and one subscriber,
-//!   the baseline that `direct` is compared with.
-//! - `scale` ([`scale`]): finality and throughput at 4, 7 and 10 validators, and node memory,
+//! - `direct` (`direct.rs`): device-to-device delivery.
+//! - `mqtt` (`mqtt.rs`): Debian's Mosquitto broker with one rumqttc publisher and one
+//!   subscriber, the baseline that `direct` is compared with.
+//! - `scale` (`scale.rs`): finality and throughput at 4, 7 and 10 validators, and node memory,
 //!   disk and proof size with 1k, 10k and 100k enrolled devices.
 //!
-//! Every run writes `<out>/results.json` (schema in [`report`]) and a self-contained
+//! Every run writes `<out>/results.json` (schema in `report.rs`) and a self-contained
 //! `<out>/report.html`, and prints a summary table that puts each figure beside its target. A
 //! part that fails is reported with its reason; the other parts still run. Figures are medians
 //! of several rounds where a part repeats itself.
+//!
+//! The parts that start processes run the `meshward` binary: by default this executable (the
+//! CLI is that binary), or [`Options::exe`].
+//!
+//! ```no_run
+//! use meshward_bench::{run, Options, Part};
+//!
+//! let report = run(&Options {
+//!     part: Part::Crypto,
+//!     out: "bench-out".into(),
+//!     quick: true,
+//!     base_port: 29000,
+//!     json: false,
+//!     exe: Some("/usr/local/bin/meshward".into()),
+//! })?;
+//! println!("{}", report.summary);
+//! assert!(report.results["ceiling"]["anchors_per_s"].as_f64().is_some());
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use meshward_devnet::NodeLauncher;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -34,13 +59,20 @@ mod scale;
 
 /// One part of the benchmark, as named on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+// The parts are described in the help of the CLI's `part` argument; a doc comment on a variant
+// would add a line per part to `meshward bench --help`.
 pub enum Part {
     /// Every part below, in order.
     All,
+    #[allow(missing_docs)]
     Crypto,
+    #[allow(missing_docs)]
     Consensus,
+    #[allow(missing_docs)]
     Direct,
+    #[allow(missing_docs)]
     Mqtt,
+    #[allow(missing_docs)]
     Scale,
     /// Internal: the load generator that `consensus` and `scale` spawn.
     #[value(hide = true)]
@@ -70,24 +102,63 @@ const PARTS: [Part; 5] = [
     Part::Scale,
 ];
 
+/// What `meshward bench` was asked for.
 pub struct Options {
+    /// The part to run (`All`: every measuring part).
     pub part: Part,
+    /// Where `results.json` and `report.html` go.
     pub out: PathBuf,
+    /// Short phases and small fleets, for CI's smoke test.
     pub quick: bool,
+    /// First port of the validators' range (each part uses its own range above it).
     pub base_port: u16,
     /// `--json`: no summary table and no progress lines on a terminal.
     pub json: bool,
+    /// The `meshward` binary that nodes, load generators and `meshward store synth` run as;
+    /// `None`: this executable (the devnet's [`NodeLauncher::current_exe`] for nodes,
+    /// [`self_exe`] for the rest).
+    pub exe: Option<PathBuf>,
+}
+
+/// The binaries the bench starts: validators through the devnet's launcher, load generators
+/// (`bench client`) and CLI steps (`store synth`) directly.
+pub(crate) struct Exes {
+    /// Starts validators.
+    pub(crate) nodes: NodeLauncher,
+    /// Runs `meshward bench client` and `meshward store synth`.
+    pub(crate) cli: PathBuf,
+}
+
+impl Exes {
+    /// Both `exe`; or, for `None`, this executable: the devnet's default for nodes
+    /// ([`NodeLauncher::current_exe`]) and [`self_exe`] for the rest.
+    pub(crate) fn new(exe: Option<PathBuf>) -> Result<Exes> {
+        Ok(match exe {
+            Some(exe) => Exes {
+                nodes: NodeLauncher::new(exe.clone()),
+                cli: exe,
+            },
+            None => Exes {
+                nodes: NodeLauncher::current_exe()?,
+                cli: self_exe()?,
+            },
+        })
+    }
 }
 
 /// What a part produced: its results, or why it did not run.
 pub enum Outcome {
+    /// The part's object of `results.json`.
     Done(Value),
+    /// Why it did not run (e.g. Mosquitto is not installed).
     Skipped(String),
 }
 
 /// What `meshward bench` hands back to the CLI: the table and the results document.
 pub struct Report {
+    /// The table of figures beside their targets, for people.
     pub summary: String,
+    /// The `results.json` document.
     pub results: Value,
     /// True when at least one part ran to the end (or was skipped on purpose).
     pub any_ok: bool,
@@ -197,7 +268,8 @@ pub fn run(opts: &Options) -> Result<Report> {
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("cannot create the output dir {}", opts.out.display()))?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let started_ms = crate::now_ms();
+    let exes = Exes::new(opts.exe.clone())?;
+    let started_ms = meshward_core::clock::now_ms();
     let t0 = Instant::now();
     let mut results = json!({
         "version": 1,
@@ -215,10 +287,10 @@ pub fn run(opts: &Options) -> Result<Report> {
         let start = Instant::now();
         let outcome = match part {
             Part::Crypto => crypto::run(opts.quick, &p),
-            Part::Consensus => consensus::run(opts.quick, port(0), &p),
+            Part::Consensus => consensus::run(opts.quick, port(0), &exes, &p),
             Part::Direct => direct::run(opts.quick, port(800)).map(Outcome::Done),
             Part::Mqtt => mqtt::run(opts.quick, &p),
-            Part::Scale => scale::run(opts.quick, port(200), &p),
+            Part::Scale => scale::run(opts.quick, port(200), &exes, &p),
             Part::All | Part::Client => unreachable!("expanded above"),
         };
         let secs = start.elapsed().as_secs_f64();

@@ -20,7 +20,7 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use serde_json::json;
 
-use super::{median, Outcome, Progress};
+use crate::{median, Outcome, Progress};
 
 /// Signatures per batch verification.
 const BATCH: usize = 64;

@@ -11,31 +11,37 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use meshward_core::ids::{Keypair, PublicKey};
 use meshward_core::tx::{enroll_body, GroupName, Tx};
-use meshward_node::keyfile::{self, KeyKind};
+use meshward_sdk::keyfile::{self, KeyKind};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use meshward_sdk::device::Device;
 use meshward_sdk::dirstate::StateDir;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::devnet::DevnetFile;
+use crate::file::DevnetFile;
 
 /// A simulated device, as listed in `devnet.json`.
 #[derive(Serialize, Deserialize, Clone)]
 pub struct DevnetDevice {
+    /// Its device id (a libp2p peer id).
     pub id: String,
+    /// Its key file; its SDK state lives in `<key>.d`.
     pub key: PathBuf,
 }
 
 /// What the simulated fleet has done so far.
 #[derive(Default)]
 pub struct FleetStats {
+    /// Messages sealed, anchored and sent.
     pub sent: AtomicU64,
+    /// Messages received and opened by their recipients.
     pub received: AtomicU64,
+    /// Sends that failed.
     pub failed: AtomicU64,
 }
 
-/// Creates the key files that do not exist yet, and returns every device.
+/// Creates the key files (`<dir>/devices/device<i>.key`) that do not exist yet, and returns
+/// every device.
 pub fn ensure_keys(dir: &Path, n: usize) -> Result<Vec<DevnetDevice>> {
     let ddir = dir.join("devices");
     std::fs::create_dir_all(&ddir).with_context(|| format!("cannot create {}", ddir.display()))?;
@@ -68,7 +74,11 @@ fn gateway_addrs(file: &DevnetFile) -> Result<Vec<meshward_net::Multiaddr>> {
 
 /// Enrolls every device the ledger does not know yet, signed by the devnet's admin.
 async fn enroll(file: &DevnetFile, devices: &[(PathBuf, Keypair)]) -> Result<()> {
-    let admin = keyfile::load(&file.admin_keys[0], KeyKind::Admin)?;
+    let admin_key = file
+        .admin_keys
+        .first()
+        .context("the devnet file lists no admin key to enroll the devices with")?;
+    let admin = keyfile::load(admin_key, KeyKind::Admin)?;
     let cfg = ClientConfig::new(Some(file.chain_id.clone()), gateway_addrs(file)?);
     let client = Client::start(DeviceIdentity::new(admin.clone()), cfg).await?;
     let group = GroupName::new("sim").expect("a valid literal");
@@ -127,6 +137,9 @@ pub fn run(
             }
         }
         let gws = gateway_addrs(&file)?;
+        if gws.is_empty() {
+            bail!("the devnet has no nodes for the devices to use as gateways");
+        }
         let ids: Vec<PublicKey> = keys.iter().map(|(_, k)| k.id()).collect();
         let n = keys.len();
         let mut tasks = tokio::task::JoinSet::new();
