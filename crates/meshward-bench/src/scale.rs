@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use meshward_core::ids::{EncSecret, Keypair, SignKey};
 use meshward_core::light::ProofFile;
 use meshward_core::state::StateView;
-use meshward_sdk::keyfile;
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
+use meshward_sdk::keyfile;
 use meshward_store::synth::{synth_commitment, synth_groups, Synth, ENROLLS_PER_BLOCK};
 use serde_json::{json, Value};
 

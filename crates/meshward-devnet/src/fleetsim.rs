@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use meshward_core::ids::{Keypair, PublicKey};
 use meshward_core::tx::{enroll_body, GroupName, Tx};
-use meshward_sdk::keyfile::{self, KeyKind};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use meshward_sdk::device::Device;
 use meshward_sdk::dirstate::StateDir;
+use meshward_sdk::keyfile::{self, KeyKind};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 

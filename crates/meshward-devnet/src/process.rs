@@ -107,7 +107,10 @@ pub fn stop_children(children: &mut [Child], grace: Duration) {
 /// Sends `sig` to a child process. std only offers SIGKILL; a node needs SIGTERM to shut down
 /// cleanly. `pid` must be a child of this process that has not been reaped yet.
 pub fn send_signal(pid: u32, sig: rustix::process::Signal) {
-    if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
         // A child that already exited: nothing to signal.
         let _ = rustix::process::kill_process(pid, sig);
     }

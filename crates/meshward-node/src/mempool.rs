@@ -55,18 +55,36 @@ impl Default for MempoolLimits {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AdmitError {
+    /// The same transaction (same id) is already pending.
     #[error("transaction is already pending")]
     Duplicate,
+    /// A different transaction of the same signer and sequence number is pending (for
+    /// anchors, evidence of equivocation).
     #[error("another transaction with the same signer and sequence number is pending")]
     Conflict,
+    /// The signer's sequence number is already committed.
     #[error("sequence number {seq} was already used (next is {next})")]
-    Stale { seq: u64, next: u64 },
+    Stale {
+        /// The transaction's sequence number.
+        seq: u64,
+        /// The signer's next one.
+        next: u64,
+    },
+    /// Further past the signer's next sequence number than [`MempoolLimits::max_seq_ahead`].
     #[error("sequence number {seq} is too far ahead (next is {next})")]
-    TooFarAhead { seq: u64, next: u64 },
+    TooFarAhead {
+        /// The transaction's sequence number.
+        seq: u64,
+        /// The signer's next one.
+        next: u64,
+    },
+    /// The signer already has [`MempoolLimits::max_per_sender`] transactions pending.
     #[error("sender has {0} transactions pending, the most allowed")]
     SenderQuota(usize),
+    /// The mempool is at its count or byte limit.
     #[error("mempool is full")]
     Full,
+    /// The ledger's rules refuse it (bad signature, revoked device, forbidden pair, …).
     #[error("rejected by the ledger: {0}")]
     Rejected(Reject),
 }
@@ -136,6 +154,7 @@ pub struct Evicted {
 }
 
 impl Mempool {
+    /// An empty mempool with `limits`.
     pub fn new(limits: MempoolLimits) -> Self {
         Mempool {
             limits,
@@ -147,14 +166,17 @@ impl Mempool {
         meshward_core::sync::lock(&self.inner, "mempool")
     }
 
+    /// How many transactions are pending.
     pub fn len(&self) -> usize {
         self.lock().count
     }
 
+    /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// Whether the transaction `id` is pending.
     pub fn contains(&self, id: &Hash) -> bool {
         self.lock().ids.contains_key(id)
     }

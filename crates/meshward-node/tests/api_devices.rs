@@ -7,6 +7,10 @@
 //! - block 3: the admin revokes d2;
 //! - block 4: d1 rotates its keys;
 //! - block 5: d0 reports d3's equivocation, which revokes d3.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,6 +1,10 @@
 //! `meshward bench` as a user runs it: the real binary, its results.json and report.html.
 //! Figures are not asserted (performance is measured, never asserted by tests); only that the
 //! parts run and that the documents carry every key.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::path::Path;
 use std::process::Command;

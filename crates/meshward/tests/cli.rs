@@ -1,4 +1,8 @@
 //! The CLI as a user runs it: real `meshward` processes, real files.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::fs;
 use std::path::Path;

@@ -1,5 +1,9 @@
 //! Four real `meshward node run` processes on 127.0.0.1 finalising blocks by BFT consensus,
 //! under load, through kills and restarts.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 mod common;
 

@@ -1,6 +1,10 @@
 //! Devices as real processes on a real 4-validator cluster: direct delivery with anchors and
 //! offline proofs, replicated mailboxes, gateway failover, revocation and quarantine, typed
 //! rejections, key rotation and policy changes.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 mod common;
 

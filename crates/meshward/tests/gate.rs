@@ -10,6 +10,10 @@
 //! revocations of the block each `Committed` event names) fails it: the revocations in the
 //! blocks whose events were lost never reach the gate. (A real load did not make the loops lag
 //! on this machine: one event per height is easy to keep up with.)
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 mod common;
 

@@ -4,6 +4,10 @@
 //! they are `#[ignore]`d: a plain `cargo test` reports them as ignored, never as passed.
 //! `cargo test -p meshward --test lan -- --include-ignored` runs them; without root or a tool
 //! each fails, naming what is missing. `.ci/run` installs the tools and runs them as root.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -63,6 +63,7 @@ impl Challenges {
         Self::with_limits(Duration::from_millis(CHALLENGE_TTL_MS), MAX_CHALLENGES)
     }
 
+    /// Nonces that live `ttl`, at most `max` outstanding (at least 1).
     pub fn with_limits(ttl: Duration, max: usize) -> Self {
         Challenges {
             inner: Mutex::new(Inner::default()),
@@ -79,6 +80,7 @@ impl Challenges {
         );
     }
 
+    /// How long nonces issued now live.
     pub fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
     }
@@ -88,6 +90,7 @@ impl Challenges {
         self.lock().by_nonce.len()
     }
 
+    /// Whether no nonce is outstanding.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

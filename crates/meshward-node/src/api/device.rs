@@ -30,10 +30,12 @@ pub const MAX_FETCH_ENVELOPES: u64 = 256;
 pub const MAX_FETCH_BYTES: usize = 4 * 1024 * 1024;
 /// Devices one `GET /v1/devices` returns by default, and at most.
 pub const DEFAULT_DEVICE_PAGE: usize = 1000;
+/// The most devices one `GET /v1/devices` returns.
 pub const MAX_DEVICE_PAGE: usize = 10_000;
 
-/// The action names signed for each device endpoint.
+/// The action a device signs for `POST /v1/mailbox/fetch` (see `meshward_core::auth`).
 pub const ACTION_MAILBOX_FETCH: &str = "mailbox/fetch";
+/// The action a device signs for `POST /v1/mailbox/ack`.
 pub const ACTION_MAILBOX_ACK: &str = "mailbox/ack";
 
 fn lock_store(s: &Gateway) -> std::sync::RwLockReadGuard<'_, meshward_store::Store> {

@@ -18,9 +18,9 @@
 //! ```
 
 pub mod auth;
-mod console;
-mod device;
-mod stream;
+pub mod console;
+pub mod device;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -53,6 +53,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error answer: its HTTP status, stable code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -488,6 +489,7 @@ async fn submit_txs(
     Ok(Json(types::TxBatchResult { accepted, rejected }))
 }
 
+/// The API's answer to a transaction the mempool did not admit.
 pub fn admit_error(e: &AdmitError) -> ApiError {
     let (status, code) = match e {
         AdmitError::Duplicate => (StatusCode::CONFLICT, "duplicate"),

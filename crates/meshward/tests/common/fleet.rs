@@ -1,5 +1,9 @@
 //! Devices on top of a [`Cluster`]: key files, enrollment through the CLI, device agents as
 //! real processes whose JSON lines are collected, and an SDK client for low-level checks.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};

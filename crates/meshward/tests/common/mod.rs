@@ -1,4 +1,8 @@
 //! A cluster of real `meshward node run` processes on 127.0.0.1 for integration tests.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers: a failed unwrap is a failed test"
+)]
 #![allow(dead_code)]
 
 use std::fs;

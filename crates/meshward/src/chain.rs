@@ -1,0 +1,210 @@
+//! Genesis files, offline store commands (`store verify|synth|proof`) and `meshward verify`:
+//! everything that works on files, with no node running.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use meshward_core::genesis::{valid_chain_id, Genesis};
+use meshward_core::hash::Hash;
+use meshward_core::light::ProofFile;
+use meshward_core::state::AdminSet;
+use meshward_core::tx::{Recipient, Validator, ValidatorSet};
+use meshward_node::{NODE_KEY_FILE, STORE_FILE};
+use meshward_sdk::keyfile::{self, KeyKind};
+use serde_json::json;
+
+use crate::cli::GenesisNew;
+use crate::Output;
+
+pub(crate) fn genesis_new(a: &GenesisNew) -> Result<Output> {
+    if !valid_chain_id(&a.chain_id) {
+        bail!(
+            "invalid --chain-id {:?}: use 1-64 characters of A-Z a-z 0-9 . _ -",
+            a.chain_id
+        );
+    }
+    let mut admin_keys = Vec::new();
+    for f in &a.admins {
+        admin_keys.push(keyfile::load(f, KeyKind::Admin)?.id());
+    }
+    let n = admin_keys.len();
+    let admins = AdminSet::new(admin_keys, a.admin_threshold).with_context(|| {
+        format!(
+            "invalid admin set: {n} admin key(s) (at most 16, no duplicates) with --admin-threshold {} (must be 1..={n})",
+            a.admin_threshold
+        )
+    })?;
+    let mut vals = Vec::new();
+    for d in &a.validators {
+        let kp = keyfile::load(&d.join(NODE_KEY_FILE), KeyKind::Node).with_context(|| {
+            format!(
+                "validator directory {} (create it with meshward init)",
+                d.display()
+            )
+        })?;
+        vals.push(Validator {
+            key: kp.id(),
+            power: 1,
+        });
+    }
+    let validators = ValidatorSet::new(vals)
+        .context("invalid validator set: at most 128 validators, each data directory once")?;
+    let genesis = Genesis {
+        chain_id: a.chain_id.clone(),
+        genesis_time_ms: meshward_core::clock::now_ms(),
+        admins,
+        validators,
+    };
+    if a.out.exists() {
+        bail!(
+            "{} already exists; refusing to overwrite a genesis",
+            a.out.display()
+        );
+    }
+    fs::write(&a.out, genesis.to_json() + "\n")
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    Ok(Output {
+        text: format!(
+            "genesis for chain {} written to {}\ngenesis hash: {}",
+            genesis.chain_id,
+            a.out.display(),
+            genesis.hash()
+        ),
+        json: json!({
+            "chain_id": genesis.chain_id,
+            "file": a.out,
+            "genesis_hash": genesis.hash().to_hex(),
+            "validators": genesis.validators.validators.len(),
+            "admins": genesis.admins.keys.len(),
+            "admin_threshold": genesis.admins.threshold,
+        }),
+    })
+}
+
+fn load_genesis(path: &Path) -> Result<Genesis> {
+    let text = fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read genesis file {} (create one with meshward genesis new)",
+            path.display()
+        )
+    })?;
+    Genesis::from_json(&text).with_context(|| format!("genesis file {}", path.display()))
+}
+
+pub(crate) fn store_verify(dir: &Path) -> Result<Output> {
+    let path = dir.join(STORE_FILE);
+    let r = meshward_store::verify_chain(&path)?;
+    Ok(Output {
+        text: format!(
+            "store {} is valid: {} blocks, {} transactions ({} anchors), tip height {}",
+            path.display(),
+            r.blocks,
+            r.txs,
+            r.anchors,
+            r.tip_height
+        ),
+        json: json!({
+            "ok": true,
+            "blocks": r.blocks,
+            "txs": r.txs,
+            "anchors": r.anchors,
+            "tip_height": r.tip_height,
+        }),
+    })
+}
+
+pub(crate) fn store_synth(
+    dir: &Path,
+    blocks: u64,
+    anchors_per_block: usize,
+    devices: usize,
+) -> Result<Output> {
+    use meshward_store::synth::{Synth, KEYS_FILE_NAME};
+    // The keys file is written first, so its presence means a fleet to resume.
+    let mut synth = if dir.join(KEYS_FILE_NAME).exists() {
+        Synth::open(dir)?
+    } else {
+        Synth::create(dir, devices)?
+    };
+    let start = std::time::Instant::now();
+    synth.write_blocks(blocks, anchors_per_block)?;
+    let secs = start.elapsed().as_secs_f64();
+    let (height, hash) = synth.store().tip().unwrap_or((0, Hash::ZERO));
+    Ok(Output {
+        text: format!("wrote {blocks} blocks in {secs:.2} s; tip height {height} ({hash})"),
+        json: json!({
+            "blocks_written": blocks,
+            "seconds": secs,
+            "tip_height": height,
+            "tip_hash": hash.to_hex(),
+        }),
+    })
+}
+
+pub(crate) fn store_proof(dir: &Path, commitment: &str, out: &Path) -> Result<Output> {
+    let c = Hash::from_hex(commitment)
+        .with_context(|| format!("--commitment {commitment:?} is not 64 lower-case hex digits"))?;
+    let path = dir.join(STORE_FILE);
+    let store = meshward_store::Store::open(&path)?;
+    let proof = store
+        .anchor_proof(&c)?
+        .with_context(|| format!("no anchor with commitment {c} in {}", path.display()))?;
+    let file = ProofFile::new(&store.genesis().chain_id, &proof)
+        .context("the indexed transaction is not an anchor (store index is inconsistent)")?;
+    if out.exists() {
+        bail!("{} already exists; refusing to overwrite", out.display());
+    }
+    fs::write(out, file.to_json() + "\n")
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(Output {
+        text: format!(
+            "proof of {c} (block {}) written to {}",
+            file.height,
+            out.display()
+        ),
+        json: json!({ "commitment": c.to_hex(), "height": file.height, "file": out }),
+    })
+}
+
+pub(crate) fn verify(genesis_path: &Path, proof_path: &Path) -> Result<Output> {
+    let genesis = load_genesis(genesis_path)?;
+    let text = fs::read_to_string(proof_path)
+        .with_context(|| format!("cannot read proof file {}", proof_path.display()))?;
+    let p = ProofFile::verify_json(&text, &genesis)
+        .with_context(|| format!("proof {} is invalid", proof_path.display()))?;
+    let recipient = match &p.recipient {
+        Recipient::Device(d) => d.peer_id(),
+        Recipient::Group(g) => format!("group:{g}"),
+    };
+    Ok(Output {
+        text: format!(
+            "valid: {} anchored {} (seq {}, {} envelope(s), {} bytes) to {} in block {} ({}) at time {} ms, certified by the validators of chain {}",
+            p.sender,
+            p.commitment,
+            p.seq,
+            p.count,
+            p.size_bytes,
+            recipient,
+            p.height,
+            p.block_hash,
+            p.block_time_ms,
+            genesis.chain_id
+        ),
+        json: json!({
+            "valid": true,
+            "chain_id": genesis.chain_id,
+            "height": p.height,
+            "block_hash": p.block_hash.to_hex(),
+            "block_time_ms": p.block_time_ms,
+            "tx_index": p.tx_index,
+            "sender": p.sender.peer_id(),
+            "seq": p.seq,
+            "recipient": recipient,
+            "commitment": p.commitment.to_hex(),
+            "count": p.count,
+            "size_bytes": p.size_bytes,
+            "timestamp_ms": p.timestamp_ms,
+        }),
+    })
+}
