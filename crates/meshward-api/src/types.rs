@@ -46,6 +46,9 @@ pub struct Status {
     pub peer_id: String,
     /// The mesh's listen addresses, each ending in `/p2p/<peer id>`.
     pub mesh_addrs: Vec<String>,
+    /// The node's process id, for tools that supervise it on the same machine (the devnet).
+    #[serde(default)]
+    pub pid: Option<u32>,
 }
 
 /// A transaction, summarised, with its canonical bytes.

@@ -49,8 +49,15 @@ pub struct DevnetNode {
     pub p2p: String,
     /// Its libp2p peer id.
     pub peer_id: String,
-    /// The process id while the devnet runs; `None` once it stopped.
+    /// The node's process id while it runs; `None` while it is down or the devnet stopped.
     pub pid: Option<u32>,
+}
+
+impl DevnetNode {
+    /// The node's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("node.log")
+    }
 }
 
 impl DevnetFile {
@@ -61,6 +68,27 @@ impl DevnetFile {
             fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         serde_json::from_str(&text)
             .with_context(|| format!("{} is not a devnet file", path.display()))
+    }
+
+    /// Reads `<dir>/devnet.json`, changes it with `f` and writes it back, holding an exclusive
+    /// lock (`devnet.json.lock`) throughout, so the running devnet and `meshward devnet
+    /// kill|stop|start` never lose each other's changes. Returns what `f` returned.
+    pub fn update<T>(dir: &Path, f: impl FnOnce(&mut DevnetFile) -> T) -> Result<T> {
+        let lock_path = dir.join(format!("{DEVNET_FILE}.lock"));
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot open {}", lock_path.display()))?;
+        lock.lock()
+            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        let mut file = DevnetFile::load(dir)?;
+        let out = f(&mut file);
+        file.save(dir)?;
+        // The lock goes with the file handle.
+        drop(lock);
+        Ok(out)
     }
 
     /// Writes `<dir>/devnet.json` atomically (a temp file, then a rename).
@@ -103,6 +131,17 @@ pub fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFil
         let p2p_addr = format!("/ip4/127.0.0.1/tcp/{p2p}");
         // mDNS stays off: a devnet lives on the loopback interface.
         let r = meshward_node::init_data_dir(&nd, &api_addr, &p2p_addr, false)?;
+        // The console's actions (revoke, tickets) sign with the devnet's one admin key.
+        let mut cfg = fs::read_to_string(&r.config)
+            .with_context(|| format!("cannot read {}", r.config.display()))?;
+        let admin_abs = fs::canonicalize(&admin_path)
+            .with_context(|| format!("cannot resolve {}", admin_path.display()))?;
+        cfg.push_str(&format!(
+            "# The devnet's admin key, for the console's token-authenticated actions.\nadmin_key = {:?}\n",
+            admin_abs.display().to_string()
+        ));
+        fs::write(&r.config, cfg)
+            .with_context(|| format!("cannot write {}", r.config.display()))?;
         let kp = keyfile::load(&r.node_key, KeyKind::Node)?;
         vals.push(Validator {
             key: kp.id(),

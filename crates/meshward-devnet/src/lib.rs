@@ -4,8 +4,9 @@
 //! of SDK devices exchanging encrypted, anchored messages.
 //!
 //! The pieces are usable on their own: [`create`] lays out a new devnet, a [`NodeLauncher`]
-//! starts its nodes (the benchmark does this), [`stop_children`] stops them, and [`run`] is the
-//! whole interactive devnet with its live summary.
+//! starts its nodes (the benchmark does this), [`stop_children`] stops them, [`run`] is the
+//! whole interactive devnet with its live summary, and [`control`] kills, stops and starts one
+//! node of a devnet, running or not.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -25,11 +26,14 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod control;
 mod file;
 pub mod fleetsim;
 mod live;
 mod process;
 
 pub use file::{create, DevnetFile, DevnetNode, DEVNET_FILE};
-pub use live::{run, Options};
-pub use process::{send_signal, spawn_node, stop_children, NodeLauncher};
+pub use live::{describe_exit, run, Options};
+pub use process::{
+    alive, send_signal, spawn_node, stop_children, NodeLauncher, NODE_LOG_MAX_BYTES,
+};

@@ -1,9 +1,18 @@
 //! The live devnet: starts (or resumes) every node, runs the simulated fleet if asked, prints a
-//! summary line every second, and stops every child on Ctrl-C or SIGTERM.
+//! summary line every second, and stops every node on Ctrl-C or SIGTERM.
+//!
+//! It supervises rather than owns: a node that exits (killed, crashed, stopped with `meshward
+//! devnet kill|stop`) is reported down, with its exit status and log, while the others go on;
+//! `devnet.json` always holds each node's current process id (`null` while down). A node started
+//! again, by `meshward devnet start N` or by hand with `meshward node run` from its data dir and
+//! ports, is seen up again (through `devnet.json` or its API, which reports its pid). With
+//! `restart_on_exit` the devnet restarts an exited node itself, after 1 s, then 2, 4, … up to
+//! 30 s while it keeps exiting.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::{Child, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +22,7 @@ use meshward_api::client::ApiClient;
 
 use crate::file::{create, DevnetFile, DEVNET_FILE};
 use crate::fleetsim;
-use crate::process::{stop_children, NodeLauncher};
+use crate::process::{alive, send_signal, NodeLauncher};
 
 /// What `meshward devnet` was asked for.
 #[derive(Clone, Debug)]
@@ -31,6 +40,8 @@ pub struct Options {
     /// The `meshward` binary the nodes run as; `None`: this executable
     /// ([`NodeLauncher::current_exe`]).
     pub exe: Option<PathBuf>,
+    /// Restart a node that exits, with backoff.
+    pub restart_on_exit: bool,
 }
 
 impl Default for Options {
@@ -43,6 +54,7 @@ impl Default for Options {
             devices: 0,
             device_rate: 10.0,
             exe: None,
+            restart_on_exit: false,
         }
     }
 }
@@ -58,10 +70,68 @@ struct Sample {
     txs: f64,
 }
 
-/// Runs a devnet until Ctrl-C or SIGTERM (or until a node exits): creates or resumes it in
-/// `opts.dir`, starts every node, writes `devnet.json` with their process ids, prints a summary
-/// line every second (one JSON object a line with `json`), then stops every node and clears the
-/// process ids.
+/// First and longest wait before restarting a node that exited.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+/// A node up this long has its backoff reset.
+const RESTART_RESET_AFTER: Duration = Duration::from_secs(60);
+/// How long a clean stop may take before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What the devnet knows of one node.
+enum NodeState {
+    /// Running as this devnet's child.
+    Child { child: Child, since: Instant },
+    /// Running, but not this devnet's child (`devnet start`, or by hand): known by its pid.
+    External { pid: u32 },
+    /// Down.
+    Down {
+        why: String,
+        restarts: u32,
+        retry_at: Option<Instant>,
+    },
+}
+
+impl NodeState {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            NodeState::Child { child, .. } => Some(child.id()),
+            NodeState::External { pid } => Some(*pid),
+            NodeState::Down { .. } => None,
+        }
+    }
+}
+
+/// How a process ended, in words: "exit status 1", "signal 9 (SIGKILL)".
+pub fn describe_exit(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => {
+            let name = match s {
+                1 => " (SIGHUP)",
+                2 => " (SIGINT)",
+                6 => " (SIGABRT)",
+                9 => " (SIGKILL)",
+                11 => " (SIGSEGV)",
+                15 => " (SIGTERM)",
+                _ => "",
+            };
+            format!("signal {s}{name}")
+        }
+        _ => status.to_string(),
+    }
+}
+
+fn backoff(restarts: u32) -> Duration {
+    RESTART_FIRST
+        .saturating_mul(1u32.checked_shl(restarts.min(16)).unwrap_or(u32::MAX))
+        .min(RESTART_MAX)
+}
+
+/// Runs a devnet until Ctrl-C or SIGTERM: creates or resumes it in `opts.dir`, starts every
+/// node, supervises them (see the module doc), prints a summary line every second (one JSON
+/// object a line with `json`), then stops every node and clears the process ids.
 pub fn run(opts: Options, json: bool) -> Result<()> {
     let dir = match opts.dir {
         Some(d) => d,
@@ -88,6 +158,9 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         }
         create(&dir, opts.validators, opts.base_port)?
     };
+    if let Some(n) = file.nodes.first() {
+        eprintln!("dashboard: {}/", n.api);
+    }
 
     let launcher = match opts.exe {
         Some(exe) => NodeLauncher::new(exe),
@@ -109,18 +182,27 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("cannot handle signals")?;
     }
 
-    let mut children = Vec::new();
+    // A node still running from before (a devnet that was killed) is taken over, not doubled.
+    let mut nodes: Vec<NodeState> = Vec::new();
     for i in 0..file.nodes.len() {
-        match launcher.spawn(&file, i) {
-            Ok(c) => {
-                file.nodes[i].pid = Some(c.id());
-                children.push(c);
-            }
-            Err(e) => {
-                stop_children(&mut children, Duration::from_secs(5));
-                return Err(e);
-            }
-        }
+        let running = file.nodes[i].pid.filter(|p| alive(*p));
+        let state = match running {
+            Some(pid) => NodeState::External { pid },
+            None => match launcher.spawn(&file, i) {
+                Ok(child) => NodeState::Child {
+                    child,
+                    since: Instant::now(),
+                },
+                Err(e) => {
+                    stop_all(&mut nodes);
+                    return Err(e);
+                }
+            },
+        };
+        nodes.push(state);
+    }
+    for (n, s) in file.nodes.iter_mut().zip(&nodes) {
+        n.pid = s.pid();
     }
     let stats = Arc::new(fleetsim::FleetStats::default());
     let mut fleet = None;
@@ -143,14 +225,16 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
     }
     file.save(&dir)?;
     eprintln!(
-        "devnet {}: {} validators; APIs {}; logs in <node dir>/node.log; Ctrl-C stops it",
+        "devnet {}: {} validators; APIs {}; logs in <node dir>/node.log; \
+         meshward devnet kill|stop|start N --dir {} controls a node; Ctrl-C stops them all",
         file.chain_id,
         file.nodes.len(),
         file.nodes
             .iter()
             .map(|n| n.api.as_str())
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
+        dir.display()
     );
 
     let tty = std::io::stdout().is_terminal() && !json;
@@ -158,22 +242,114 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
     let mut last: Option<Sample> = None;
     let mut result = Ok(());
     while !stop.load(Ordering::Relaxed) {
-        for (i, c) in children.iter_mut().enumerate() {
-            if let Ok(Some(status)) = c.try_wait() {
-                result = Err(anyhow::anyhow!(
-                    "{} exited with {status}; see {}",
-                    file.nodes[i].name,
-                    file.nodes[i].dir.join("node.log").display()
-                ));
+        let statuses: Vec<Option<meshward_api::types::Status>> =
+            clients.iter().map(|c| c.status().ok()).collect();
+        let recorded = DevnetFile::load(&dir).map(|f| f.nodes).unwrap_or_default();
+        for (i, state) in nodes.iter_mut().enumerate() {
+            let node = &file.nodes[i];
+            let next = match state {
+                NodeState::Child { child, since } => match child.try_wait() {
+                    Ok(Some(status)) => {
+                        let why = describe_exit(status);
+                        report(
+                            tty,
+                            &format!(
+                                "{} exited: {why}; log {}",
+                                node.name,
+                                node.log_path().display()
+                            ),
+                        );
+                        let restarts = if since.elapsed() > RESTART_RESET_AFTER {
+                            0
+                        } else {
+                            1
+                        };
+                        Some(NodeState::Down {
+                            why,
+                            restarts,
+                            retry_at: opts
+                                .restart_on_exit
+                                .then(|| Instant::now() + backoff(restarts.saturating_sub(1))),
+                        })
+                    }
+                    _ => None,
+                },
+                NodeState::External { pid } => (!alive(*pid)).then(|| {
+                    let why = "exited (not started by this devnet: status unknown)".to_string();
+                    report(
+                        tty,
+                        &format!("{} {why}; log {}", node.name, node.log_path().display()),
+                    );
+                    NodeState::Down {
+                        why,
+                        restarts: 0,
+                        retry_at: opts.restart_on_exit.then(|| Instant::now() + RESTART_FIRST),
+                    }
+                }),
+                NodeState::Down {
+                    restarts, retry_at, ..
+                } => {
+                    // Started again by `devnet start` (its pid in devnet.json), or by hand (its
+                    // API answers with its pid)?
+                    let by_file = recorded.get(i).and_then(|n| n.pid).filter(|p| alive(*p));
+                    let by_api = statuses[i]
+                        .as_ref()
+                        .and_then(|s| s.pid)
+                        .filter(|p| alive(*p));
+                    if let Some(pid) = by_file.or(by_api) {
+                        report(tty, &format!("{} is up again (pid {pid})", node.name));
+                        Some(NodeState::External { pid })
+                    } else if retry_at.is_some_and(|t| Instant::now() >= t) {
+                        match launcher.spawn(&file, i) {
+                            Ok(child) => {
+                                report(
+                                    tty,
+                                    &format!(
+                                        "{} restarted (pid {}, restart {})",
+                                        node.name,
+                                        child.id(),
+                                        *restarts + 1
+                                    ),
+                                );
+                                Some(NodeState::Child {
+                                    child,
+                                    since: Instant::now(),
+                                })
+                            }
+                            Err(e) => {
+                                let r = *restarts + 1;
+                                Some(NodeState::Down {
+                                    why: format!("cannot restart: {e:#}"),
+                                    restarts: r,
+                                    retry_at: Some(Instant::now() + backoff(r)),
+                                })
+                            }
+                        }
+                    } else {
+                        None
+                    }
+                }
+            };
+            if let Some(n) = next {
+                *state = n;
             }
         }
-        if result.is_err() {
-            break;
+        let pids: Vec<Option<u32>> = nodes.iter().map(NodeState::pid).collect();
+        if file.nodes.iter().map(|n| n.pid).ne(pids.iter().copied()) {
+            for (n, p) in file.nodes.iter_mut().zip(&pids) {
+                n.pid = *p;
+            }
+            DevnetFile::update(&dir, |f| {
+                for (n, p) in f.nodes.iter_mut().zip(&pids) {
+                    n.pid = *p;
+                }
+            })?;
         }
-        let statuses: Vec<_> = clients.iter().filter_map(|c| c.status().ok()).collect();
-        let up = statuses.len();
-        let height = statuses.iter().map(|s| s.height).max().unwrap_or(0);
-        let peers = statuses.iter().map(|s| s.peers).min().unwrap_or(0);
+
+        let live: Vec<&meshward_api::types::Status> = statuses.iter().flatten().collect();
+        let up = nodes.iter().filter(|s| s.pid().is_some()).count();
+        let height = live.iter().map(|s| s.height).max().unwrap_or(0);
+        let peers = live.iter().map(|s| s.peers).min().unwrap_or(0);
         let txs = clients
             .iter()
             .find_map(|c| c.metric(FINALIZED_TXS_METRIC).ok().flatten())
@@ -209,10 +385,20 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
                 break;
             }
         }
+        let down: Vec<(String, String, PathBuf)> = nodes
+            .iter()
+            .zip(&file.nodes)
+            .filter_map(|(s, n)| match s {
+                NodeState::Down { why, .. } => Some((n.name.clone(), why.clone(), n.log_path())),
+                _ => None,
+            })
+            .collect();
         if json {
             println!(
                 "{}",
-                serde_json::json!({"height": height, "blocks_per_s": bps, "txs_per_s": tps, "peers": peers, "nodes_up": up,
+                serde_json::json!({"height": height, "blocks_per_s": bps, "txs_per_s": tps, "peers": peers,
+                    "nodes_up": up, "nodes": file.nodes.len(),
+                    "nodes_down": down.iter().map(|(n, w, l)| serde_json::json!({"name": n, "status": w, "log": l})).collect::<Vec<_>>(),
                     "devices": file.devices.len(), "messages_sent": sent, "messages_received": received, "send_failures": failed})
             );
         } else {
@@ -224,12 +410,23 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
                     file.devices.len()
                 )
             };
+            let down_part = if down.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "  down: {}",
+                    down.iter()
+                        .map(|(n, w, l)| format!("{n} ({w}; log {})", l.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             let line = format!(
-                "height {height:>7}  blocks/s {bps:>6.1}  tx/s {tps:>8.1}  peers {peers}  nodes up {up}/{}{fleet_part}",
+                "height {height:>7}  blocks/s {bps:>6.1}  tx/s {tps:>8.1}  peers {peers}  nodes up {up}/{}{fleet_part}{down_part}",
                 file.nodes.len()
             );
             if tty {
-                print!("\r{line}  ");
+                print!("\r{line}\x1b[K");
                 let _ = std::io::stdout().flush();
             } else {
                 println!("{line}");
@@ -260,12 +457,16 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
             Ok(Ok(())) => {}
         }
     }
-    eprintln!("stopping {} nodes", children.len());
-    stop_children(&mut children, Duration::from_secs(10));
-    for n in &mut file.nodes {
-        n.pid = None;
-    }
-    file.save(&dir)?;
+    eprintln!(
+        "stopping {} nodes",
+        nodes.iter().filter(|s| s.pid().is_some()).count()
+    );
+    stop_all(&mut nodes);
+    DevnetFile::update(&dir, |f| {
+        for n in &mut f.nodes {
+            n.pid = None;
+        }
+    })?;
     if let (Some(f), Some(l)) = (first, last) {
         eprintln!(
             "devnet stopped at height {} ({} blocks this run); resume with meshward devnet --dir {}",
@@ -275,4 +476,66 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         );
     }
     result
+}
+
+/// A line about a node, on its own line even while the live line is drawn in place.
+fn report(tty: bool, msg: &str) {
+    if tty {
+        eprintln!("\r\x1b[K{msg}");
+    } else {
+        eprintln!("{msg}");
+    }
+}
+
+/// SIGTERM to every running node, up to [`STOP_GRACE`] for them to exit, then SIGKILL.
+fn stop_all(nodes: &mut [NodeState]) {
+    for s in nodes.iter() {
+        if let Some(pid) = s.pid() {
+            send_signal(pid, rustix::process::Signal::TERM);
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for s in nodes.iter_mut() {
+        loop {
+            let gone = match s {
+                NodeState::Child { child, .. } => matches!(child.try_wait(), Ok(Some(_))),
+                NodeState::External { pid } => !alive(*pid),
+                NodeState::Down { .. } => true,
+            };
+            if gone {
+                break;
+            }
+            if Instant::now() >= deadline {
+                if let Some(pid) = s.pid() {
+                    send_signal(pid, rustix::process::Signal::KILL);
+                }
+                if let NodeState::Child { child, .. } = s {
+                    let _ = child.wait();
+                }
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_to_a_ceiling() {
+        assert_eq!(backoff(0), Duration::from_secs(1));
+        assert_eq!(backoff(1), Duration::from_secs(2));
+        assert_eq!(backoff(3), Duration::from_secs(8));
+        assert_eq!(backoff(10), RESTART_MAX);
+        assert_eq!(backoff(u32::MAX), RESTART_MAX);
+    }
+
+    #[test]
+    fn exits_are_described_in_words() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit status 1");
+    }
 }

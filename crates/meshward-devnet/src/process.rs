@@ -1,5 +1,8 @@
-//! Node processes: each validator runs as its own `meshward node run` child, its output appended
-//! to `<node dir>/node.log`, and is stopped with SIGTERM (a clean shutdown), then SIGKILL.
+//! Node processes: each validator runs as its own `meshward node run` process, logging to
+//! `<node dir>/node.log` (rotated at [`NODE_LOG_MAX_BYTES`], so a devnet's logs stay bounded;
+//! anything the process prints itself, such as a panic, goes to `<node dir>/node.out`), in a
+//! process group of its own (so a Ctrl-C meant for the devnet reaches only the devnet, which
+//! then stops its nodes), and is stopped with SIGTERM (a clean shutdown), then SIGKILL.
 
 use std::fs;
 use std::path::PathBuf;
@@ -9,6 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 
 use crate::file::DevnetFile;
+
+/// Size at which a devnet node's log is rotated: each node keeps at most about twice this.
+pub const NODE_LOG_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Starts devnet nodes as `<exe> node run …` processes.
 ///
@@ -38,21 +44,26 @@ impl NodeLauncher {
         &self.exe
     }
 
-    /// Starts node `i` of `f` with every other node as a bootstrap peer. Its stdout and stderr
-    /// are appended to `<node dir>/node.log`; `RUST_LOG` defaults to `info`.
+    /// Starts node `i` of `f` with every other node as a bootstrap peer (see the module doc for
+    /// where its output goes).
     pub fn spawn(&self, f: &DevnetFile, i: usize) -> Result<Child> {
+        use std::os::unix::process::CommandExt;
         let n = f
             .nodes
             .get(i)
             .with_context(|| format!("the devnet has {} nodes, not a node {i}", f.nodes.len()))?;
-        let log_path = n.dir.join("node.log");
-        let log = fs::OpenOptions::new()
+        let out_path = n.dir.join("node.out");
+        let out = fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log_path)
-            .with_context(|| format!("cannot open {}", log_path.display()))?;
+            .open(&out_path)
+            .with_context(|| format!("cannot open {}", out_path.display()))?;
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("node")
+        cmd.arg("--log-file")
+            .arg(n.log_path())
+            .arg("--log-max-bytes")
+            .arg(NODE_LOG_MAX_BYTES.to_string())
+            .arg("node")
             .arg("run")
             .arg("--dir")
             .arg(&n.dir)
@@ -64,12 +75,10 @@ impl NodeLauncher {
                     .arg(format!("{}/p2p/{}", other.p2p, other.peer_id));
             }
         }
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
         cmd.stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .process_group(0)
             .spawn()
             .with_context(|| format!("cannot start {}", n.name))
     }
@@ -101,6 +110,18 @@ pub fn stop_children(children: &mut [Child], grace: Duration) {
                 }
             }
         }
+    }
+}
+
+/// Whether process `pid` exists and is not a zombie (exited, not yet reaped).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
     }
 }
 

@@ -125,6 +125,15 @@ function drawChart(svg, history, series, classes) {
     p.setAttribute("class", classes[k]);
     p.setAttribute("d", d);
     parts.push(p);
+    // A value with no neighbour draws no line: show it as a dot.
+    vs.forEach((v, i) => {
+      if (v !== null && (i === 0 || vs[i - 1] === null) && (i === vs.length - 1 || vs[i + 1] === null)) {
+        const c = document.createElementNS(ns, "circle");
+        c.setAttribute("class", classes[k] + " dot");
+        c.setAttribute("cx", x(i).toFixed(1)); c.setAttribute("cy", y(v).toFixed(1)); c.setAttribute("r", 3);
+        parts.push(c);
+      }
+    });
   });
   const t = document.createElementNS(ns, "text");
   t.setAttribute("x", W - P); t.setAttribute("y", H - 6); t.setAttribute("text-anchor", "end");

@@ -92,6 +92,8 @@ pub fn touched_accounts(block: &CertifiedBlock) -> BTreeSet<PublicKey> {
 #[derive(Debug)]
 pub struct Follower {
     applied: u64,
+    /// The validators signing at the last applied height, to log when one stops or comes back.
+    signing: Option<BTreeSet<PublicKey>>,
 }
 
 impl Follower {
@@ -122,7 +124,28 @@ impl Follower {
             denied = deny.len(),
             "connection gate applied up to the store's tip"
         );
-        Follower { applied }
+        Follower {
+            applied,
+            signing: None,
+        }
+    }
+
+    /// Logs validators that stopped signing (the last K last commits lack them, so round 0
+    /// skips them as proposer) and validators that signed again.
+    fn log_signing_changes(&mut self, gw: &Gateway, height: u64) {
+        let now = gw.stats.active();
+        if let Some(before) = &self.signing {
+            for v in before.difference(&now) {
+                warn!(validator = %v, height, window = SIGNING_WINDOW, "validator stopped signing: skipped as round-0 proposer");
+            }
+            // Before the first certificates every validator "starts" signing: not news.
+            if !before.is_empty() {
+                for v in now.difference(before) {
+                    info!(validator = %v, height, "validator signing again");
+                }
+            }
+        }
+        self.signing = Some(now);
     }
 
     /// The height up to which blocks have been applied.
@@ -201,6 +224,7 @@ impl Follower {
                 }
                 (block, deny)
             };
+            self.log_signing_changes(gw, h);
             gw.events.publish_block(&block);
             apply_denials(net, &deny).await;
             gw.metrics.height.set(h as i64);

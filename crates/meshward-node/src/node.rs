@@ -23,6 +23,7 @@ use meshward_consensus::{ConsensusConfig, ConsensusEvent, ConsensusHandle};
 use meshward_core::codec::Encode;
 use meshward_core::genesis::Genesis;
 use meshward_core::rpc::Response;
+use meshward_core::state::StateView;
 use meshward_net::{NetConfig, NetEvent, TxVerdict};
 use meshward_store::{MailboxLimits, MailboxStore, Store};
 use tokio::sync::{broadcast, mpsc};
@@ -208,6 +209,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     if let Some(p) = config.propose_timeout_ms {
         cc.timeouts.propose_ms = p;
     }
+    // Consensus peers already known, so a gateway discovered again is not added twice.
+    let mut consensus_peers: std::collections::HashSet<String> =
+        cc.persistent_peers.iter().cloned().collect();
     let consensus = meshward_consensus::start(cc, key.clone(), ledger.shared(), pool.clone())
         .await
         .context("cannot start consensus")?;
@@ -273,7 +277,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                         drop(permit);
                     });
                 }
-                Some(ev) => on_net_event(&consensus, ev).await,
+                Some(ev) => on_net_event(&gw, &consensus, &mut consensus_peers, ev).await,
                 None => { warn!("mesh stopped"); break; }
             },
             ev = consensus_events.recv() => match ev {
@@ -329,15 +333,39 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     Ok(())
 }
 
-/// A gateway found on the LAN or through Kademlia: tell consensus where it listens.
-async fn on_net_event(consensus: &ConsensusHandle, ev: NetEvent) {
-    if let NetEvent::Discovered(peer, addrs) = ev {
-        for a in addrs.iter().filter_map(consensus_addr_for) {
-            debug!(%peer, addr = %a, "adding consensus peer");
-            if let Err(e) = consensus.add_peer(&a.to_string()).await {
-                debug!(%peer, error = %e, "consensus peer not added");
+/// A validator found on the LAN or through Kademlia: tell consensus where it listens. Gateways
+/// joining and leaving the mesh are logged at info, devices at debug.
+async fn on_net_event(
+    gw: &Gateway,
+    consensus: &ConsensusHandle,
+    known: &mut std::collections::HashSet<String>,
+    ev: NetEvent,
+) {
+    let is_gateway = |peer: &meshward_net::PeerId| {
+        meshward_net::public_key_of(peer)
+            .is_some_and(|k| gw.ledger.read().state().validators().power_of(&k).is_some())
+    };
+    match ev {
+        // Only validators run consensus: a device's addresses (discovered like any peer's)
+        // would have consensus dial ports nothing listens on.
+        NetEvent::Discovered(peer, addrs) if is_gateway(&peer) => {
+            for a in addrs.iter().filter_map(consensus_addr_for) {
+                if !known.insert(a.to_string()) {
+                    continue;
+                }
+                debug!(%peer, addr = %a, "adding consensus peer");
+                if let Err(e) = consensus.add_peer(&a.to_string()).await {
+                    debug!(%peer, error = %e, "consensus peer not added");
+                }
             }
         }
+        NetEvent::PeerConnected(peer) if is_gateway(&peer) => info!(%peer, "gateway connected"),
+        NetEvent::PeerDisconnected(peer) if is_gateway(&peer) => {
+            info!(%peer, "gateway disconnected")
+        }
+        NetEvent::PeerConnected(peer) => debug!(%peer, "peer connected"),
+        NetEvent::PeerDisconnected(peer) => debug!(%peer, "peer disconnected"),
+        _ => {}
     }
 }
 

@@ -212,6 +212,13 @@ impl ChainStats {
         update
     }
 
+    /// The validators in the round-0 rotation for the next height: those that signed one of
+    /// the last K last commits (empty: none did, so all take turns).
+    pub fn active(&self) -> std::collections::BTreeSet<PublicKey> {
+        let g = self.lock();
+        g.history.active_signers(g.next_height)
+    }
+
     /// Records that a transaction this node saw arrive became final `latency_ms` later.
     pub fn on_final(&self, latency_ms: u64, now_ms: u64) {
         let mut g = self.lock();

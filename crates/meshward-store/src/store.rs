@@ -452,7 +452,7 @@ impl Store {
             tip,
         } = Self::load(&db, &path).map_err(|f| f.into_open(&path))?;
         let genesis_hash = genesis.hash();
-        info!(
+        debug!(
             path = %path.display(),
             chain_id = %genesis.chain_id,
             height = tip.map_or(0, |t| t.0),

@@ -16,6 +16,13 @@ pub(crate) struct Cli {
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
+    /// Write logs to this file instead of stderr, rotated (to FILE.1) at --log-max-bytes. The
+    /// level is RUST_LOG's, by default Meshward's own lifecycle at info, everything else at warn.
+    #[arg(long, global = true)]
+    pub(crate) log_file: Option<PathBuf>,
+    /// Size at which --log-file is rotated; at most about twice this is kept.
+    #[arg(long, global = true, default_value_t = crate::logging::DEFAULT_LOG_MAX_BYTES)]
+    pub(crate) log_max_bytes: u64,
     #[command(subcommand)]
     pub(crate) cmd: Cmd,
 }
@@ -115,6 +122,7 @@ pub(crate) enum Cmd {
     },
     /// Start a whole fleet on this machine: validators as separate processes, with a live
     /// summary. Ctrl-C stops every node.
+    #[command(args_conflicts_with_subcommands = true)]
     Devnet {
         /// Where the devnet lives; resumed if it already holds one. Default: a new temp dir.
         #[arg(long)]
@@ -130,6 +138,41 @@ pub(crate) enum Cmd {
         /// Their messages per second in total (0: as fast as they can).
         #[arg(long, default_value_t = 10.0)]
         device_rate: f64,
+        /// Restart a node that exits, after 1 s, then 2, 4, … up to 30 s.
+        #[arg(long)]
+        restart_on_exit: bool,
+        /// Control one node of a devnet instead of running it.
+        #[command(subcommand)]
+        node: Option<DevnetNodeCmd>,
+    },
+}
+
+/// `meshward devnet kill|stop|start N --dir D`.
+#[derive(Subcommand)]
+pub(crate) enum DevnetNodeCmd {
+    /// SIGKILL node N (a crash): the devnet goes on without it.
+    Kill {
+        /// The node's index (node0 is 0).
+        n: usize,
+        /// The devnet's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop node N cleanly (SIGTERM).
+    Stop {
+        /// The node's index.
+        n: usize,
+        /// The devnet's directory.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Start node N again with its data dir and ports; it catches up from the others.
+    Start {
+        /// The node's index.
+        n: usize,
+        /// The devnet's directory.
+        #[arg(long)]
+        dir: PathBuf,
     },
 }
 

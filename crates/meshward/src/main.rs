@@ -13,6 +13,7 @@ use serde_json::json;
 mod chain;
 mod cli;
 mod fleet;
+mod logging;
 mod node_cmd;
 
 use chain::{genesis_new, store_proof, store_synth, store_verify, verify};
@@ -40,16 +41,12 @@ fn limit_malloc_arenas() {
 
 fn main() {
     limit_malloc_arenas();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     let json = cli.json;
+    if let Err(e) = logging::init(cli.log_file.clone(), cli.log_max_bytes) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
     match run(cli) {
         Ok(out) => print_output(json, out),
         Err(e) => {
@@ -241,11 +238,16 @@ fn run(cli: Cli) -> Result<Output> {
             })
         }
         Cmd::Devnet {
+            node: Some(cmd), ..
+        } => devnet_node(cmd),
+        Cmd::Devnet {
             dir,
             validators,
             base_port,
             devices,
             device_rate,
+            restart_on_exit,
+            node: None,
         } => {
             meshward_devnet::run(
                 meshward_devnet::Options {
@@ -256,6 +258,7 @@ fn run(cli: Cli) -> Result<Output> {
                     device_rate,
                     // The nodes run as this binary.
                     exe: None,
+                    restart_on_exit,
                 },
                 cli.json,
             )?;
@@ -265,4 +268,39 @@ fn run(cli: Cli) -> Result<Output> {
             })
         }
     }
+}
+
+fn devnet_node(cmd: DevnetNodeCmd) -> Result<Output> {
+    use meshward_devnet::control;
+    Ok(match cmd {
+        DevnetNodeCmd::Kill { n, dir } => {
+            let (name, pid) = control::kill(&dir, n)?;
+            Output {
+                text: format!("{name} (pid {pid}) killed"),
+                json: json!({ "node": name, "pid": pid, "killed": true }),
+            }
+        }
+        DevnetNodeCmd::Stop { n, dir } => {
+            let (name, pid, clean) = control::stop(&dir, n)?;
+            Output {
+                text: format!(
+                    "{name} (pid {pid}) stopped{}",
+                    if clean {
+                        ""
+                    } else {
+                        " (it did not stop cleanly: killed)"
+                    }
+                ),
+                json: json!({ "node": name, "pid": pid, "clean": clean }),
+            }
+        }
+        DevnetNodeCmd::Start { n, dir } => {
+            let launcher = meshward_devnet::NodeLauncher::current_exe()?;
+            let (name, pid) = control::start(&dir, n, &launcher)?;
+            Output {
+                text: format!("{name} started (pid {pid}); it catches up from the others"),
+                json: json!({ "node": name, "pid": pid }),
+            }
+        }
+    })
 }

@@ -577,3 +577,186 @@ fn devnet_with_devices_shows_a_living_fleet() {
     let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
     assert!(status.success(), "devnet exit: {status}");
 }
+
+/// A devnet's JSON summary lines, collected from its stdout.
+fn devnet_lines(devnet: &mut std::process::Child) -> Arc<Mutex<Vec<serde_json::Value>>> {
+    use std::io::BufRead;
+    let lines = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let l2 = lines.clone();
+    let out = devnet.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&l) {
+                l2.lock().unwrap().push(v);
+            }
+        }
+    });
+    lines
+}
+
+fn devnet_pids(dir: &std::path::Path) -> Option<Vec<Option<u32>>> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).ok()?).ok()?;
+    Some(
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .map(|n| n["pid"].as_u64().map(|p| p as u32))
+            .collect(),
+    )
+}
+
+fn devnet_cmd(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
+    let out = common::meshward()
+        .arg("--json")
+        .args(["devnet"])
+        .args(args)
+        .arg("--dir")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "meshward devnet {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `meshward devnet --devices 20`: SIGKILL one validator and the devnet rides it out (the other
+/// three and the devnet keep running, the live line says which node is down, with its exit
+/// status and log, and devnet.json drops its pid); `meshward devnet start 3` brings it back
+/// with its data dir and ports, and it catches up to identical hashes.
+#[test]
+fn devnet_rides_out_a_killed_validator_and_takes_it_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = meshward_testkit::free_ports(40);
+    let mut devnet = common::meshward()
+        .args(["--json", "devnet", "--dir"])
+        .arg(&dir)
+        .args(["--base-port", &base.to_string()])
+        .args(["--devices", "20", "--device-rate", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = devnet_lines(&mut devnet);
+    wait_for("the devices to exchange messages", 3 * MIN, || {
+        let l = lines.lock().unwrap().last().cloned()?;
+        (l["messages_received"].as_u64()? >= 20 && l["nodes_up"] == 4).then_some(())
+    });
+    let before = devnet_pids(&dir).unwrap();
+    let killed = devnet_cmd(&["kill", "3"], &dir);
+    assert_eq!(killed["node"], "node3");
+    assert_eq!(killed["pid"].as_u64().map(|p| p as u32), before[3]);
+    // The live line reports node3 down, with its exit status and log; the devnet goes on.
+    let down = wait_for("the live line to show node3 down", MIN, || {
+        let l = lines.lock().unwrap().last().cloned()?;
+        (l["nodes_up"] == 3).then_some(l)
+    });
+    assert_eq!(down["nodes_down"][0]["name"], "node3", "{down}");
+    assert!(
+        down["nodes_down"][0]["status"]
+            .as_str()
+            .unwrap()
+            .contains("signal 9"),
+        "{down}"
+    );
+    assert!(down["nodes_down"][0]["log"]
+        .as_str()
+        .unwrap()
+        .ends_with("node3/node.log"));
+    assert!(
+        devnet.try_wait().unwrap().is_none(),
+        "the devnet exited with its node"
+    );
+    let pids = devnet_pids(&dir).unwrap();
+    assert_eq!(pids[3], None);
+    assert!(pids[..3]
+        .iter()
+        .all(|p| p.is_some_and(meshward_testkit::alive)));
+    // The other three go on finalising, and the devices keep talking.
+    let h = http(base, "GET", "/v1/status", &[], b"").unwrap().json()["height"]
+        .as_u64()
+        .unwrap();
+    let received = down["messages_received"].as_u64().unwrap();
+    wait_for("the three to finalise and deliver more", MIN, || {
+        let l = lines.lock().unwrap().last().cloned()?;
+        (l["height"].as_u64()? > h + 10 && l["messages_received"].as_u64()? > received + 10)
+            .then_some(())
+    });
+
+    // Back: same data dir and ports; it catches up.
+    let started = devnet_cmd(&["start", "3"], &dir);
+    let pid = started["pid"].as_u64().unwrap() as u32;
+    wait_for("the live line to show 4/4 again", MIN, || {
+        let l = lines.lock().unwrap().last().cloned()?;
+        (l["nodes_up"] == 4).then_some(())
+    });
+    assert_eq!(devnet_pids(&dir).unwrap()[3], Some(pid));
+    let api = |i: u16| base + 10 * i;
+    let height = |i: u16| -> Option<u64> {
+        http(api(i), "GET", "/v1/status", &[], b"")?.json()["height"].as_u64()
+    };
+    let target = height(0).unwrap();
+    wait_for("node3 to catch up", 2 * MIN, || {
+        (height(3)? >= target).then_some(())
+    });
+    for hgt in 1..=target {
+        let hash = |i: u16| -> Option<String> {
+            let r = http(api(i), "GET", &format!("/v1/blocks/{hgt}"), &[], b"")?;
+            r.json()["hash"].as_str().map(str::to_string)
+        };
+        let h0 = hash(0).unwrap();
+        for i in 1..4 {
+            assert_eq!(
+                hash(i).as_deref(),
+                Some(h0.as_str()),
+                "height {hgt}, node{i}"
+            );
+        }
+    }
+    // Ctrl-C stops every node, the restarted one too.
+    meshward_testkit::int(devnet.id());
+    let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
+    assert!(status.success(), "devnet exit: {status}");
+    assert!(
+        !meshward_testkit::alive(pid),
+        "the restarted node3 still runs"
+    );
+    assert!(devnet_pids(&dir).unwrap().iter().all(Option::is_none));
+}
+
+/// `--restart-on-exit`: a node that is killed comes back by itself, with a new pid.
+#[test]
+fn devnet_restarts_an_exited_node_when_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("net");
+    let base = meshward_testkit::free_ports(40);
+    let mut devnet = common::meshward()
+        .args(["--json", "devnet", "--restart-on-exit", "--dir"])
+        .arg(&dir)
+        .args(["--base-port", &base.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = devnet_lines(&mut devnet);
+    let before = wait_for("the four nodes up", MIN, || {
+        let l = lines.lock().unwrap().last().cloned()?;
+        (l["nodes_up"] == 4).then_some(())?;
+        devnet_pids(&dir)
+    });
+    devnet_cmd(&["kill", "1"], &dir);
+    let after = wait_for("node1 restarted", MIN, || {
+        let p = devnet_pids(&dir)?;
+        p[1].filter(|p| Some(*p) != before[1] && meshward_testkit::alive(*p))?;
+        Some(p)
+    });
+    assert_eq!(after[0], before[0]);
+    meshward_testkit::int(devnet.id());
+    let status = wait_for("devnet to exit", MIN, || devnet.try_wait().unwrap());
+    assert!(status.success(), "devnet exit: {status}");
+}

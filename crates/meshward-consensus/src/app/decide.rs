@@ -11,7 +11,7 @@ use malachitebft_app_channel::Reply;
 use meshward_core::block::CertifiedBlock;
 use meshward_core::state::StateView;
 use meshward_core::tx::Tx;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use crate::cert::to_core_certificate;
 use crate::context::{BlockHash, Height};
@@ -107,7 +107,7 @@ impl App {
         self.candidates.prune_through(height);
         self.parts.prune_below(height + 1);
         self.mempool.on_committed(&cb, dropped);
-        info!(height, round = %round, block = %BlockHash(hash), txs = cb.block.txs.len(), "block committed");
+        debug!(height, round = %round, block = %BlockHash(hash), txs = cb.block.txs.len(), "block committed");
         self.emit(ConsensusEvent::Committed {
             height,
             hash,

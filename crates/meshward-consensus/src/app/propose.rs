@@ -94,7 +94,7 @@ impl App {
             )
         };
         let hash = proposal.block.hash();
-        info!(height, round = %round, txs = proposal.block.txs.len(), reaped, dropped = proposal.dropped.len(), block = %BlockHash(hash), "proposing");
+        debug!(height, round = %round, txs = proposal.block.txs.len(), reaped, dropped = proposal.dropped.len(), block = %BlockHash(hash), "proposing");
         let c = Candidate {
             init: PartInit {
                 height: Height(height),

@@ -11,7 +11,7 @@ use malachitebft_app_channel::app::types::sync::RawDecidedValue;
 use malachitebft_app_channel::app::types::ProposedValue;
 use malachitebft_app_channel::Reply;
 use meshward_core::block::CertifiedBlock;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, warn};
 
 use crate::cert::to_engine_certificate;
 use crate::codec::MAX_SYNC_VALUES;
@@ -162,7 +162,7 @@ impl App {
         let cert_round = Round::new(cb.certificate.round);
         match self.commit(cb, None, &[], cert_round) {
             Ok(()) => {
-                info!(height, block = %BlockHash(hash), "block synced");
+                debug!(height, block = %BlockHash(hash), "block synced");
                 self.synced.insert(height, ());
                 verdict(Validity::Valid)
             }

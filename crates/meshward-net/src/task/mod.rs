@@ -198,7 +198,7 @@ pub(crate) async fn spawn(
         next_discovery: Instant::now() + DISCOVERY_INTERVAL_MIN,
         gossip_max_transmit_size: config.gossip_max_transmit_size,
     };
-    info!(peer = %local, mdns = config.mdns, subscribe_tx = config.subscribe_tx, "network starting");
+    debug!(peer = %local, mdns = config.mdns, subscribe_tx = config.subscribe_tx, "network starting");
     tokio::spawn(task.run(commands_rx));
 
     let net = Net {
@@ -308,7 +308,7 @@ impl Task {
                 listener_id,
                 address,
             } => {
-                info!(address = %address, "listening");
+                debug!(address = %address, "listening");
                 if let Some((pending, _)) = &mut self.startup {
                     pending.remove(&listener_id);
                 }
