@@ -326,6 +326,11 @@ impl ApiClient {
         }))
     }
 
+    /// `GET /v1/console`: the fleet at a glance.
+    pub fn console(&self) -> Result<crate::console::Console, ApiClientError> {
+        self.get("/v1/console")
+    }
+
     /// `GET /v1/openapi.json`.
     pub fn openapi(&self) -> Result<serde_json::Value, ApiClientError> {
         self.get("/v1/openapi.json")

@@ -71,23 +71,74 @@ async fn shutdown_signal() {
     }
 }
 
+/// `meshward status`: the node's status line, then the fleet's health as the node sees it:
+/// validators up or down with the last height each signed, devices by status, the mailbox
+/// depth and the alerts. `--json`: the status fields plus `fleet` (`GET /v1/console`).
 pub(crate) fn status(api: &str) -> Result<Output> {
-    let st = ApiClient::new(api)?
-        .with_timeout(std::time::Duration::from_secs(5))
-        .status()?;
-    Ok(Output {
-        text: format!(
-            "chain {}  height {}  last block {}  peers {}  validators {}  validator: {}  mempool {}",
-            st.chain_id,
-            st.height,
-            st.last_block_hash.as_deref().unwrap_or("-"),
-            st.peers,
-            st.validators,
-            st.is_validator,
-            st.mempool_size,
-        ),
-        json: serde_json::to_value(&st)?,
-    })
+    let client = ApiClient::new(api)?.with_timeout(std::time::Duration::from_secs(5));
+    let st = client.status()?;
+    let fleet = client.console()?;
+    let mut text = format!(
+        "chain {}  height {}  last block {}  peers {}  validators {}  validator: {}  mempool {}",
+        st.chain_id,
+        st.height,
+        st.last_block_hash.as_deref().unwrap_or("-"),
+        st.peers,
+        st.validators,
+        st.is_validator,
+        st.mempool_size,
+    );
+    let up = fleet.validators.iter().filter(|v| v.up).count();
+    text.push_str(&format!(
+        "\n{:.2} blocks/s  {:.1} tx/s  finality p50/p99 {}",
+        fleet.blocks_per_s,
+        fleet.txs_per_s,
+        fleet
+            .finality_ms
+            .map_or("-".to_string(), |q| format!("{:.0}/{:.0} ms", q.p50, q.p99))
+    ));
+    text.push_str(&format!(
+        "\nvalidators {up}/{} up",
+        fleet.validators.len()
+    ));
+    for v in &fleet.validators {
+        text.push_str(&format!(
+            "\n  {}  {:<4}  last signed {:>8}  missed {:>6}{}{}",
+            v.id,
+            if v.up { "up" } else { "DOWN" },
+            v.last_signed_height
+                .map_or("never".to_string(), |h| h.to_string()),
+            v.missed,
+            if v.round0_eligible {
+                ""
+            } else {
+                "  (skipped as round-0 proposer)"
+            },
+            if v.is_self { "  (this node)" } else { "" },
+        ));
+    }
+    let d = fleet.devices;
+    text.push_str(&format!(
+        "\ndevices {} active, {} revoked, {} quarantined   mailbox {} envelopes ({} bytes)",
+        d.active, d.revoked, d.quarantined, fleet.mailbox.envelopes, fleet.mailbox.bytes
+    ));
+    if fleet.alerts.is_empty() {
+        text.push_str("\nno alert");
+    } else {
+        text.push_str("\nalerts:");
+        for a in &fleet.alerts {
+            let sev = serde_json::to_value(a.severity)?;
+            text.push_str(&format!(
+                "\n  [{}] {}: {}",
+                sev.as_str().unwrap_or("?"),
+                a.kind,
+                a.message
+            ));
+        }
+    }
+    let mut json = serde_json::to_value(&st)?;
+    json["fleet"] = serde_json::to_value(&fleet)?;
+    Ok(Output { text, json })
 }
 
 pub(crate) fn init(dir: &Path) -> Result<Output> {

@@ -688,6 +688,64 @@ fn devnet_rides_out_a_killed_validator_and_takes_it_back() {
             .then_some(())
     });
 
+    // The operator's series: node3's missed signatures grow while it is down.
+    let node3 = {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("devnet.json")).unwrap())
+                .unwrap();
+        v["nodes"][3]["peer_id"].as_str().unwrap().to_string()
+    };
+    let metrics = || -> String {
+        String::from_utf8(http(base, "GET", "/metrics", &[], b"").unwrap().body).unwrap()
+    };
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let missed = format!("meshward_consensus_validator_missed_total{{validator=\"{node3}\"}}");
+    let m0 = value(&metrics(), &missed).unwrap_or(0.0);
+    wait_for("node3's missed signatures to grow", MIN, || {
+        (value(&metrics(), &missed)? > m0 + 5.0).then_some(())
+    });
+    let text = metrics();
+    assert!(
+        value(
+            &text,
+            &format!("meshward_consensus_validator_last_signed_height{{validator=\"{node3}\"}}")
+        )
+        .is_some_and(|h| h > 0.0),
+        "{text}"
+    );
+    assert_eq!(value(&text, "meshward_devices{status=\"active\"}"), Some(20.0), "{text}");
+    for series in [
+        "meshward_devices{status=\"revoked\"}",
+        "meshward_devices{status=\"quarantined\"}",
+        "meshward_quarantines_total",
+        "meshward_mailbox_envelopes",
+        "meshward_mailbox_bytes",
+        "meshward_rpc_busy_total",
+        "meshward_disk_free_bytes",
+    ] {
+        assert!(value(&text, series).is_some(), "{series} missing:\n{text}");
+    }
+    assert!(value(&text, "meshward_store_bytes{file=\"chain\"}").is_some_and(|b| b > 0.0));
+    assert!(
+        value(&text, "meshward_net_connections{kind=\"gateway\"}").is_some_and(|n| n >= 2.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "meshward_net_connections{kind=\"device\"}").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "meshward_api_request_duration_seconds_count{method=\"GET\",route=\"/v1/status\"}"
+        )),
+        "{text}"
+    );
+
     // Back: same data dir and ports; it catches up.
     let started = devnet_cmd(&["start", "3"], &dir);
     let pid = started["pid"].as_u64().unwrap() as u32;
