@@ -97,10 +97,7 @@ pub(crate) fn status(api: &str) -> Result<Output> {
             .finality_ms
             .map_or("-".to_string(), |q| format!("{:.0}/{:.0} ms", q.p50, q.p99))
     ));
-    text.push_str(&format!(
-        "\nvalidators {up}/{} up",
-        fleet.validators.len()
-    ));
+    text.push_str(&format!("\nvalidators {up}/{} up", fleet.validators.len()));
     for v in &fleet.validators {
         text.push_str(&format!(
             "\n  {}  {:<4}  last signed {:>8}  missed {:>6}{}{}",

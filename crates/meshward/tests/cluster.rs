@@ -718,7 +718,11 @@ fn devnet_rides_out_a_killed_validator_and_takes_it_back() {
         .is_some_and(|h| h > 0.0),
         "{text}"
     );
-    assert_eq!(value(&text, "meshward_devices{status=\"active\"}"), Some(20.0), "{text}");
+    assert_eq!(
+        value(&text, "meshward_devices{status=\"active\"}"),
+        Some(20.0),
+        "{text}"
+    );
     for series in [
         "meshward_devices{status=\"revoked\"}",
         "meshward_devices{status=\"quarantined\"}",

@@ -292,9 +292,10 @@ fn equivocating_device_is_quarantined_without_an_admin() {
     f.rt.block_on(client.submit(&anchor(1))).unwrap();
     let second = f.rt.block_on(client.submit(&anchor(2)));
     assert!(second.is_err(), "the conflicting anchor was admitted");
+    // Revoked by committed evidence, not by an admin: quarantined.
     let revoked_at = wait_for("a to be revoked by evidence", MIN, || {
         let d = f.device_json(1, &a.id)?;
-        (d["status"] == "revoked").then(|| d["revoked_height"].as_u64())?
+        (d["status"] == "quarantined").then(|| d["revoked_height"].as_u64())?
     });
     assert!(
         revoked_at <= start + 3 + 1,
