@@ -4,7 +4,8 @@
 //! keeps a connection to every gateway it was given and uses whichever answers: each request
 //! goes to the gateway that answered last, and on a transport failure to the next one, so a dead
 //! gateway costs one timeout and no reconfiguration. Requests other devices send to this one
-//! (direct envelopes) come out of [`Client::take_requests`], for the [`crate::agent`].
+//! (direct envelopes) come out of [`Client::take_requests`], for the device agent
+//! ([`Device::run_agent`](crate::device::Device::run_agent)).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +27,9 @@ use tracing::debug;
 /// with; after a key rotation `keys` holds the new keys while `account` stays the same.
 #[derive(Clone)]
 pub struct DeviceIdentity {
+    /// The device's ledger id: the signing key it was enrolled with, unchanged by rotations.
     pub account: PublicKey,
+    /// The device's current signing and encryption keys; the signing key is its libp2p identity.
     pub keys: Keypair,
 }
 
@@ -123,34 +126,66 @@ impl ClientConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// No gateway gave an answer: each one tried timed out or failed in transport, or every
+    /// gateway failed within the last [`GATEWAY_RETRY`] and none was tried.
     #[error("no gateway answered ({tried} tried; last error: {last})")]
-    NoGateway { tried: usize, last: String },
+    NoGateway {
+        /// How many gateways were asked.
+        tried: usize,
+        /// The last failure, as text.
+        last: String,
+    },
+    /// Every gateway tried closed or denied this device's connection; holds how many were
+    /// tried. Gateways do this to a revoked device.
     #[error("every gateway refused this device's connection ({0} tried): the device is probably revoked (check with meshward device list)")]
     ConnectionsRefused(usize),
+    /// A gateway, a peer or the ledger answered with an error ([`Response::Error`], or a
+    /// rejected transaction).
     #[error("refused by {by}: {code}: {message}")]
     Refused {
+        /// Who refused: the peer id of the gateway or device, or `ledger` / `gateway`.
         by: String,
+        /// Its stable error code, e.g. `stale_sequence`, `tx_rejected`; see [`ClientError::code`].
         code: String,
+        /// Its human-readable explanation.
         message: String,
     },
+    /// An answer that does not decode or is not the kind the request asks for; holds the
+    /// request (or the peer and the decoding error).
     #[error("unexpected answer from {0}")]
     Unexpected(String),
+    /// The ledger has no device with this id (peer id text).
     #[error("device {0} is not enrolled")]
     UnknownDevice(String),
+    /// The recipient of a send is revoked (its peer id text).
     #[error("recipient {0} is revoked")]
     RecipientRevoked(String),
+    /// The ledger marks this device itself as revoked.
     #[error("this device is revoked: it can no longer send")]
     SelfRevoked,
+    /// The fleet's policy allows no group of the sender to send to a group of the recipient.
     #[error("policy forbids sending from groups {from:?} to {to}")]
-    PolicyForbids { from: Vec<String>, to: String },
+    PolicyForbids {
+        /// The sending device's groups.
+        from: Vec<String>,
+        /// The recipient's peer id text.
+        to: String,
+    },
+    /// Sealing an envelope failed: a payload over the size limit, a sequence number too low, or
+    /// an unusable recipient encryption key.
     #[error("cannot seal the envelope: {0}")]
     Envelope(#[from] EnvelopeError),
+    /// A direct delivery found no address for the recipient, neither given nor discovered.
     #[error("the recipient could not be reached directly and no gateway took the envelope")]
     Undeliverable,
+    /// No answer in time; holds what was being waited for (`a peer's answer`, `finality`).
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
+    /// The libp2p node failed: it could not start, dial or carry a request.
     #[error("mesh: {0}")]
     Net(#[from] NetError),
+    /// The device's state directory could not be read or written, or the call's arguments or
+    /// the device's state do not allow it (a send of no payloads, the agent already running).
     #[error("device state: {0}")]
     State(String),
 }
@@ -179,8 +214,11 @@ impl ClientError {
 /// A request another device sent us.
 #[derive(Debug)]
 pub struct Incoming {
+    /// The peer that sent it.
     pub from: PeerId,
+    /// Its request id: pass it to [`Client::respond`] to answer.
     pub id: RequestId,
+    /// The decoded request.
     pub request: Request,
 }
 
@@ -307,14 +345,17 @@ impl Client {
         Ok(client)
     }
 
+    /// The fleet's chain id: the configured one, else the first gateway's, else the fallback.
     pub fn chain_id(&self) -> &str {
         &self.chain_id
     }
 
+    /// The device's ledger id and current keys.
     pub fn identity(&self) -> &DeviceIdentity {
         &self.identity
     }
 
+    /// The handle of the device's libp2p node.
     pub fn net(&self) -> &Net {
         &self.net
     }
@@ -451,6 +492,8 @@ impl Client {
         }
     }
 
+    /// What the ledger says of group `g` (members, epoch, whether it needs a rekey); `None`
+    /// if there is no such group.
     pub async fn group(&self, g: &GroupName) -> Result<Option<GroupInfo>, ClientError> {
         match self.call(&Request::Group(g.clone())).await? {
             Response::Group(info) => Ok(info),
@@ -458,6 +501,7 @@ impl Client {
         }
     }
 
+    /// The fleet's policy: the (sender group, recipient group) pairs allowed to send.
     pub async fn policy(&self) -> Result<Vec<(GroupName, GroupName)>, ClientError> {
         match self.call(&Request::Policy).await? {
             Response::Policy(p) => Ok(p),
@@ -473,6 +517,7 @@ impl Client {
         }
     }
 
+    /// Where a transaction is: pending, committed (at a height), rejected or unknown.
     pub async fn tx_status(&self, id: &Hash) -> Result<TxState, ClientError> {
         match self.call(&Request::TxStatus(*id)).await? {
             Response::TxStatus(s) => Ok(s),

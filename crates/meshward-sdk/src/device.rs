@@ -29,6 +29,8 @@ const ACK_QUEUE: usize = 1024;
 /// How long a looked-up sender record is trusted when checking incoming envelopes.
 const SENDER_CACHE_TTL: Duration = Duration::from_secs(2);
 
+/// The wall-clock time in milliseconds since the Unix epoch (0 if the clock is before it), as
+/// envelopes and anchors carry it.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -46,11 +48,14 @@ fn now_us() -> u64 {
 /// How an envelope reached its recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// Straight to the recipient over the mesh, which answered that it opened it.
     Direct,
+    /// Through gateways' mailboxes, where the recipient fetches it.
     Mailbox,
 }
 
 impl Delivery {
+    /// Its name for output and scripts: `direct` or `mailbox`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Delivery::Direct => "direct",
@@ -62,7 +67,9 @@ impl Delivery {
 /// What a send did.
 #[derive(Debug, Clone)]
 pub struct SendReport {
+    /// What the anchor commits to: the envelope's commitment, or the batch root of several.
     pub commitment: Hash,
+    /// How the envelopes reached the recipient.
     pub delivery: Delivery,
     /// The anchor transaction's id.
     pub anchor_tx: Hash,
@@ -77,8 +84,11 @@ pub struct SendReport {
 pub struct Received {
     /// The sender's ledger id.
     pub from: PublicKey,
+    /// The envelope's commitment, which the device acknowledges on the ledger.
     pub commitment: Hash,
+    /// The opened plaintext.
     pub payload: Vec<u8>,
+    /// How it arrived.
     pub delivery: Delivery,
 }
 
@@ -94,6 +104,9 @@ pub struct Device {
 }
 
 impl Device {
+    /// Starts the device's mesh client (see [`Client::start`]) with its state directory. Without
+    /// a configured fallback chain id, the one remembered in `state` is used, and the chain id
+    /// the client settles on is remembered for next time.
     pub async fn start(
         identity: DeviceIdentity,
         config: ClientConfig,
@@ -116,10 +129,12 @@ impl Device {
         })
     }
 
+    /// The device's mesh client.
     pub fn client(&self) -> &Client {
         &self.client
     }
 
+    /// The device's state directory.
     pub fn state(&self) -> &StateDir {
         &self.state
     }
@@ -645,6 +660,7 @@ impl Device {
         Ok(())
     }
 
+    /// Stops the device's mesh node.
     pub async fn shutdown(self) {
         self.client.shutdown().await;
     }
@@ -653,15 +669,21 @@ impl Device {
 /// Why an incoming envelope was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
+    /// The sender's device record could not be had: not enrolled, or no gateway answered and
+    /// none is cached.
     #[error("sender unknown: {0}")]
     Sender(ClientError),
+    /// The ledger marks the sender as revoked.
     #[error("sender is revoked")]
     SenderRevoked,
+    /// The envelope does not open: not signed by the sender's current key, not for this
+    /// device, replayed, or it does not decrypt.
     #[error("{0}")]
     Envelope(EnvelopeError),
 }
 
 impl OpenError {
+    /// A stable machine-readable code, sent back to a direct sender in its `Error` answer.
     pub fn code(&self) -> &'static str {
         match self {
             OpenError::Sender(_) => "unknown_sender",

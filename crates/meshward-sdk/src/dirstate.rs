@@ -21,19 +21,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::ClientError;
 
+/// The state file's name inside the state directory.
 pub const STATE_FILE: &str = "device-state.json";
 const LOCK_FILE: &str = "device-state.lock";
 /// Most device records cached.
 pub const MAX_KNOWN: usize = 4096;
 
+/// The contents of the state file. Every field defaults when absent, so older files still load.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DeviceState {
     /// The fleet's chain id, once learned from a gateway.
     #[serde(default)]
     pub chain_id: Option<String>,
-    /// The last transaction sequence number handed out, and that transaction's id.
+    /// The last transaction sequence number handed out (0: none yet).
     #[serde(default)]
     pub last_tx_seq: u64,
+    /// That transaction's id, in hex.
     #[serde(default)]
     pub last_tx_id: Option<String>,
     /// Last envelope sequence number per recipient (peer id string).
@@ -47,16 +50,24 @@ pub struct DeviceState {
     pub groups: BTreeMap<String, (u64, String)>,
 }
 
+/// A cached device record, as the state file stores a [`DeviceInfo`] (without its sequence
+/// number).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KnownDevice {
+    /// Its current signing key, as peer id text.
     pub sign_key: String,
+    /// Its X25519 encryption key, 32 bytes in hex.
     pub enc_key: String,
+    /// The names of the groups it belongs to.
     pub groups: Vec<String>,
+    /// Whether it was active (not revoked) when looked up.
     pub active: bool,
+    /// Its listen addresses, as multiaddr text.
     pub addrs: Vec<String>,
 }
 
 impl KnownDevice {
+    /// The cache entry for a device record.
     pub fn from_info(d: &DeviceInfo) -> Self {
         KnownDevice {
             sign_key: d.sign_key.peer_id(),
@@ -108,6 +119,7 @@ impl StateDir {
         Ok(StateDir { dir })
     }
 
+    /// The directory's path.
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -190,6 +202,8 @@ impl StateDir {
         })
     }
 
+    /// Caches a device record under its ledger id, replacing an older one; once [`MAX_KNOWN`]
+    /// are cached, records of new devices are not kept.
     pub fn remember(&self, info: &DeviceInfo) -> Result<(), ClientError> {
         self.update(|s| {
             if s.known.len() < MAX_KNOWN || s.known.contains_key(&info.id.peer_id()) {
@@ -199,6 +213,8 @@ impl StateDir {
         })
     }
 
+    /// The cached record of device `id` (by ledger id); `None` if none is cached or the cached
+    /// entry is malformed.
     pub fn known(&self, id: &PublicKey) -> Result<Option<DeviceInfo>, ClientError> {
         Ok(self
             .load()?

@@ -67,16 +67,19 @@ pub fn parse_groups<S: AsRef<str>>(names: &[S]) -> Result<Vec<GroupName>, Invali
 pub struct GroupSecret(Zeroizing<[u8; 32]>);
 
 impl GroupSecret {
+    /// A fresh random secret.
     pub fn generate<R: RngCore + CryptoRng>(rng: &mut R) -> GroupSecret {
         let mut s = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(&mut s[..]);
         GroupSecret(s)
     }
 
+    /// The secret with these 32 bytes (e.g. as read back from a device's state file).
     pub fn from_bytes(b: [u8; 32]) -> GroupSecret {
         GroupSecret(Zeroizing::new(b))
     }
 
+    /// The secret's 32 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
