@@ -29,10 +29,13 @@ const MSG_BYTES: usize = 160;
 /// Envelope payload size, the same as the MQTT comparison.
 const PAYLOAD_BYTES: usize = 256;
 /// The validators of the consensus benchmark, each verifying every anchor.
-pub const VALIDATORS: usize = 4;
+pub(crate) const VALIDATORS: usize = 4;
 
+/// How long each rate is measured: `rounds` rounds of `round` each, the median kept.
 struct Rounds {
+    /// How many rounds.
     rounds: usize,
+    /// How long one round lasts.
     round: Duration,
 }
 
@@ -55,12 +58,16 @@ fn median_rate(r: &Rounds, mut f: impl FnMut() -> u64) -> f64 {
 
 /// A batch of signed messages from distinct keys.
 struct SigBatch {
+    /// [`BATCH`] random messages of [`MSG_BYTES`] bytes.
     msgs: Vec<Vec<u8>>,
+    /// Each message's signature, at the same index.
     sigs: Vec<Signature>,
+    /// Each signer's key, at the same index.
     keys: Vec<VerifyingKey>,
 }
 
 impl SigBatch {
+    /// [`BATCH`] messages, each signed by a fresh key.
     fn new() -> SigBatch {
         let mut msgs = Vec::with_capacity(BATCH);
         let mut sigs = Vec::with_capacity(BATCH);
@@ -183,7 +190,10 @@ fn hpke_rates(r: &Rounds) -> Result<serde_json::Value> {
     }))
 }
 
-pub fn run(quick: bool, p: &Progress) -> Result<Outcome> {
+/// Runs the `crypto` part: batch verification on one core and on all, and HPKE rates. Its
+/// `ceiling` (verifications on all cores shared by [`VALIDATORS`]) becomes the top-level
+/// `ceiling` of `results.json`.
+pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let r = if quick {
         Rounds {

@@ -24,13 +24,14 @@ use serde_json::{json, Value};
 
 use crate::percentile;
 
+/// Payload size of every message, the same as the MQTT comparison.
 const PAYLOAD_BYTES: usize = 256;
 /// Messages in flight in the throughput phase.
 const WINDOW: usize = 32;
 
 /// Runs the direct-delivery benchmark and returns the `direct` object of results.json:
 /// `{"session": {"msgs_per_s", "latency_us": {"p50","p99"}}, "oneshot": {...}}`.
-pub fn run(quick: bool, _base_port: u16) -> Result<Value> {
+pub(crate) fn run(quick: bool, _base_port: u16) -> Result<Value> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -42,19 +43,28 @@ pub fn run(quick: bool, _base_port: u16) -> Result<Value> {
 /// (envelope seq, when the recipient opened it).
 type OpenedLog = Vec<(u64, Instant)>;
 
+/// How the sender seals.
 enum Sealer {
+    /// Each envelope with its own HPKE setup.
     OneShot,
+    /// Every envelope under one HPKE session.
     Session(Box<SendSession>),
 }
 
+/// The sending end and what it needs to reach the receiver.
 struct Ends {
+    /// The sending device's mesh client.
     sender: Client,
+    /// The sender's keys.
     a: Keypair,
+    /// The receiver's keys (their public halves are what the sender seals to).
     b: Keypair,
+    /// The receiver's peer id.
     b_peer: meshward_net::PeerId,
 }
 
 impl Ends {
+    /// A sealer for `mode`: `session` for an HPKE session, anything else one-shot.
     fn sealer(&self, mode: &str) -> Result<Sealer> {
         Ok(match mode {
             "session" => Sealer::Session(Box::new(SendSession::new(
@@ -67,6 +77,7 @@ impl Ends {
         })
     }
 
+    /// Seals `payload` to the receiver as envelope `seq`.
     fn seal(&self, sealer: &mut Sealer, seq: u64, payload: &[u8]) -> Result<Envelope> {
         Ok(match sealer {
             Sealer::OneShot => seal_oneshot(
@@ -82,6 +93,7 @@ impl Ends {
         })
     }
 
+    /// Sends one `Deliver` request and waits for the receiver's `Delivered`.
     async fn deliver(&self, env: Envelope) -> Result<()> {
         match self
             .sender
@@ -94,10 +106,12 @@ impl Ends {
     }
 }
 
+/// A client on a fixed chain id with no gateways: the two ends talk directly.
 fn client_config() -> ClientConfig {
     ClientConfig::new(Some("bench-direct".into()), Vec::new())
 }
 
+/// Starts both ends and measures latency and throughput for one-shot and session envelopes.
 async fn bench(quick: bool) -> Result<Value> {
     let a = Keypair::generate(&mut rand::rngs::OsRng);
     let b = Keypair::generate(&mut rand::rngs::OsRng);

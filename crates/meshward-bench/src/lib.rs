@@ -80,6 +80,7 @@ pub enum Part {
 }
 
 impl Part {
+    /// Its name on the command line and its key in `results.json`.
     fn name(self) -> &'static str {
         match self {
             Part::All => "all",
@@ -166,12 +167,17 @@ pub struct Report {
 
 /// Shows what a part is doing: a spinner on a terminal, one line per step otherwise.
 pub struct Progress {
+    /// The spinner, when stderr is a terminal and output is not quiet.
     bar: Option<ProgressBar>,
+    /// The part's name, shown before each line.
     part: &'static str,
+    /// `--json`: print nothing.
     quiet: bool,
 }
 
 impl Progress {
+    /// Progress for `part`: a spinner on a terminal, plain lines on stderr otherwise, nothing
+    /// when `quiet`.
     fn new(part: &'static str, quiet: bool) -> Progress {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let b = ProgressBar::new_spinner();
@@ -204,6 +210,7 @@ impl Progress {
         }
     }
 
+    /// Ends the part's progress with its outcome (done, skipped, failed).
     fn finish(&self, msg: String) {
         match &self.bar {
             Some(b) => b.finish_with_message(msg),

@@ -23,14 +23,16 @@ use serde_json::json;
 
 use crate::{percentile, Outcome, Progress};
 
+/// Payload size of every message, the same as the `direct` part's.
 const PAYLOAD_BYTES: usize = 256;
+/// The one topic published and subscribed to.
 const TOPIC: &str = "meshward/bench";
 /// How to get the broker when it is missing.
-pub const INSTALL_HINT: &str = "mosquitto is not installed; install it with `apt-get install -y mosquitto` (Debian/Ubuntu), then run `meshward bench mqtt` again";
+pub(crate) const INSTALL_HINT: &str = "mosquitto is not installed; install it with `apt-get install -y mosquitto` (Debian/Ubuntu), then run `meshward bench mqtt` again";
 
 /// Finds the `mosquitto` binary: on PATH, or where Debian puts it (`/usr/sbin`, often not on a
 /// user's PATH).
-pub fn find_mosquitto() -> Option<PathBuf> {
+pub(crate) fn find_mosquitto() -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from))
@@ -40,7 +42,9 @@ pub fn find_mosquitto() -> Option<PathBuf> {
 
 /// A running broker; stopped (SIGTERM, then SIGKILL) on drop.
 struct Broker {
+    /// The broker process; `None` once it exited or was stopped.
     child: Option<Child>,
+    /// The port it listens on, on 127.0.0.1.
     port: u16,
 }
 
@@ -52,11 +56,14 @@ impl Drop for Broker {
     }
 }
 
+/// A port on 127.0.0.1 that was free a moment ago.
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("cannot find a free port on 127.0.0.1")?;
     Ok(l.local_addr()?.port())
 }
 
+/// Starts Mosquitto from `bin` with its config and log in `dir`, and waits (up to 10 s) until
+/// it accepts connections.
 fn start_broker(bin: &Path, dir: &Path) -> Result<Broker> {
     let port = free_port()?;
     let conf = dir.join("mosquitto.conf");
@@ -102,6 +109,7 @@ fn start_broker(bin: &Path, dir: &Path) -> Result<Broker> {
     }
 }
 
+/// Client options for client id `id` on the broker's `port`, with a 30 s keep-alive.
 fn options(id: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
@@ -116,8 +124,11 @@ const THROUGHPUT_BASE: u64 = 1 << 40;
 /// message is in flight then), and a count of the throughput messages that arrived before the
 /// window's end.
 struct Arrivals {
+    /// Latency-phase arrivals: when, and the message's sequence number.
     latency: mpsc::Receiver<(Instant, u64)>,
+    /// The end of the throughput window, set when the window starts.
     window_end: Arc<OnceLock<Instant>>,
+    /// Throughput messages received before `window_end`.
     in_window: Arc<AtomicU64>,
 }
 
@@ -187,6 +198,7 @@ fn publisher(port: u16) -> Client {
     client
 }
 
+/// A [`PAYLOAD_BYTES`]-byte payload whose first 8 bytes are `seq`, big-endian.
 fn payload(seq: u64) -> Vec<u8> {
     let mut p = vec![0u8; PAYLOAD_BYTES];
     p[..8].copy_from_slice(&seq.to_be_bytes());

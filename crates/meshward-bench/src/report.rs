@@ -23,21 +23,24 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
+/// The HTML report, with `/*RESULTS_JSON*/null` where the results go.
 const TEMPLATE: &str = include_str!("report.html");
 
 /// Looks up a dotted path such as `consensus.finality_ms.p50`.
-pub fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+pub(crate) fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.')
         .try_fold(v, |v, k| v.get(k))
         .filter(|v| !v.is_null())
 }
 
+/// The finite number at a dotted path, if there is one.
 fn f(v: &Value, path: &str) -> Option<f64> {
     get(v, path)
         .and_then(Value::as_f64)
         .filter(|x| x.is_finite())
 }
 
+/// `a / b` as JSON; null when either is missing or `b` is not positive.
 fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => json!(a / b),
@@ -52,7 +55,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Value {
 /// envelopes behind them, so the anchored message rate is capped by the rate `direct` measured,
 /// in the same run, for sealing, sending, receiving, verifying and opening session envelopes:
 /// no more messages per second can be both anchored and opened on this machine.
-pub fn ratios(r: &Value) -> Value {
+pub(crate) fn ratios(r: &Value) -> Value {
     let ceiling = f(r, "ceiling.anchors_per_s");
     let delivered = match (
         f(r, "consensus.peak_messages_per_s"),
@@ -128,7 +131,7 @@ const TARGETS: [(&str, &str, &str, f64); 9] = [
 ];
 
 /// Each target with its figure and whether it was met (null: not measured).
-pub fn targets(r: &Value) -> Value {
+pub(crate) fn targets(r: &Value) -> Value {
     TARGETS
         .iter()
         .map(|&(key, label, op, target)| {
@@ -151,7 +154,7 @@ fn fmt(x: f64) -> String {
 }
 
 /// The summary table: measured figures, then each target beside its figure.
-pub fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
+pub(crate) fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
     let mut out = String::new();
     let quick = if r["quick"] == true { " (quick)" } else { "" };
     out.push_str(&format!(
@@ -265,7 +268,7 @@ pub fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
 }
 
 /// The self-contained HTML report: the template with the results embedded as a script.
-pub fn html(r: &Value) -> Result<String> {
+pub(crate) fn html(r: &Value) -> Result<String> {
     // `</` would end the script element early; `<\/` means the same in a JS string.
     let data = serde_json::to_string(r)?.replace("</", "<\\/");
     Ok(TEMPLATE.replace("/*RESULTS_JSON*/null", &data))

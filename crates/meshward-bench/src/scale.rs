@@ -40,7 +40,7 @@ const LOAD_DEVICES: usize = 256;
 const EXTRA_ENROLLS: usize = 200;
 
 /// Resident memory of a process in MiB, from `/proc/<pid>/status`.
-pub fn rss_mb(pid: u32) -> Option<f64> {
+pub(crate) fn rss_mb(pid: u32) -> Option<f64> {
     let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kb: f64 = s
         .lines()
@@ -72,6 +72,7 @@ fn run_cli(exe: &Path, args: &[&str]) -> Result<Value> {
         .with_context(|| format!("meshward {} printed no JSON", args.join(" ")))
 }
 
+/// The length of file `p`, in bytes.
 fn file_len(p: &Path) -> Result<u64> {
     Ok(fs::metadata(p)
         .with_context(|| format!("cannot stat {}", p.display()))?

@@ -24,10 +24,12 @@ const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
 const TX_STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Validators running as child processes; every one still running is stopped on drop.
-pub struct Cluster {
+pub(crate) struct Cluster {
     /// The devnet the validators belong to.
     pub file: DevnetFile,
+    /// The node processes by index; `None` once killed.
     children: Vec<Option<Child>>,
+    /// Each node's API bearer token, by index.
     tokens: Vec<String>,
     /// One status client per node, kept for the cluster's life (polled every 100 ms).
     status: Vec<ApiClient>,
@@ -46,7 +48,12 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Creates a devnet of `n` validators in `dir`, starts it and waits for height 2.
-    pub fn create(dir: &Path, n: usize, base_port: u16, exes: &crate::Exes) -> Result<Cluster> {
+    pub(crate) fn create(
+        dir: &Path,
+        n: usize,
+        base_port: u16,
+        exes: &crate::Exes,
+    ) -> Result<Cluster> {
         let file = meshward_devnet::create(dir, n, base_port)?;
         let mut c = Cluster::launch(file, dir, exes)?;
         c.wait_height(2, Duration::from_secs(90))?;
@@ -54,7 +61,7 @@ impl Cluster {
     }
 
     /// Starts every node of `file` (their data dirs must exist).
-    pub fn launch(file: DevnetFile, dir: &Path, exes: &crate::Exes) -> Result<Cluster> {
+    pub(crate) fn launch(file: DevnetFile, dir: &Path, exes: &crate::Exes) -> Result<Cluster> {
         let mut tokens = Vec::new();
         let mut status = Vec::new();
         for n in &file.nodes {
@@ -78,6 +85,7 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Starts every node of the devnet with `launcher`.
     fn spawn_all(&mut self, launcher: &NodeLauncher) -> Result<()> {
         for i in 0..self.file.nodes.len() {
             let child = launcher.spawn(&self.file, i)?;
@@ -87,7 +95,7 @@ impl Cluster {
     }
 
     /// Waits until every node reports at least `height`.
-    pub fn wait_height(&mut self, height: u64, timeout: Duration) -> Result<()> {
+    pub(crate) fn wait_height(&mut self, height: u64, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         while !(0..self.file.nodes.len()).all(|i| self.height(i).is_some_and(|h| h >= height)) {
             if Instant::now() > deadline {
@@ -113,14 +121,14 @@ impl Cluster {
     }
 
     /// The nodes not killed.
-    pub fn alive(&self) -> Vec<usize> {
+    pub(crate) fn alive(&self) -> Vec<usize> {
         (0..self.children.len())
             .filter(|&i| self.children[i].is_some())
             .collect()
     }
 
     /// Node `i`'s API URL.
-    pub fn api(&self, i: usize) -> &str {
+    pub(crate) fn api(&self, i: usize) -> &str {
         &self.file.nodes[i].api
     }
 
@@ -137,12 +145,12 @@ impl Cluster {
     }
 
     /// Node `i`'s process id, unless it was killed.
-    pub fn pid(&self, i: usize) -> Option<u32> {
+    pub(crate) fn pid(&self, i: usize) -> Option<u32> {
         self.children[i].as_ref().map(|c| c.id())
     }
 
     /// SIGKILLs node `i`.
-    pub fn kill(&mut self, i: usize) {
+    pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.children[i].take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -150,7 +158,7 @@ impl Cluster {
     }
 
     /// Node `i`'s height, if it answers.
-    pub fn height(&self, i: usize) -> Option<u64> {
+    pub(crate) fn height(&self, i: usize) -> Option<u64> {
         self.status[i].status().ok().map(|s| s.height)
     }
 
@@ -165,7 +173,7 @@ impl Cluster {
 
     /// Waits (up to a minute) until every live node's mempool is empty, so that a phase
     /// measures its own load and not the backlog of the one before.
-    pub fn drain(&self, p: &Progress) {
+    pub(crate) fn drain(&self, p: &Progress) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let pending: u64 = self
@@ -183,7 +191,7 @@ impl Cluster {
 }
 
 /// The devices that offer load, with each one's next sequence number.
-pub struct Fleet {
+pub(crate) struct Fleet {
     /// Their keys.
     pub devices: Vec<Keypair>,
     /// Each one's next sequence number, at the same index.
@@ -192,7 +200,7 @@ pub struct Fleet {
 
 /// Enrolls `n` new devices, signed by `admin` from sequence number `first_seq`, and waits
 /// until they are final. Returns the fleet and the seconds it took.
-pub fn enroll(
+pub(crate) fn enroll(
     c: &Cluster,
     admin: &SignKey,
     first_seq: u64,

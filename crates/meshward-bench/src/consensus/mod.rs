@@ -31,17 +31,18 @@ mod cluster;
 mod phase;
 mod watcher;
 
-pub use cluster::{enroll, Cluster, Fleet};
+pub(crate) use cluster::{enroll, Cluster, Fleet};
 use phase::BIN_SECS;
-pub use phase::{run_phase, Load, PhaseResult};
+pub(crate) use phase::{run_phase, Load, PhaseResult};
 
 /// Envelopes each benchmark anchor stands for: the most a device batches into one root.
-pub const ENVELOPES_PER_ANCHOR: u32 = 64;
+pub(crate) const ENVELOPES_PER_ANCHOR: u32 = 64;
 /// Devices enrolled for the load.
 const DEVICES: usize = 512;
 /// Load-generating processes at peak load.
 const PEAK_CLIENTS: usize = 2;
 
+/// A phase's latency as `{"p50", "p99"}` in ms; null when nothing was measured.
 fn lat_json(p: &PhaseResult) -> Value {
     match p.latency_ms {
         Some((a, b)) => json!({"p50": a, "p99": b}),

@@ -21,7 +21,7 @@ const TAIL_SECS: f64 = 2.0;
 pub(crate) const BIN_SECS: f64 = 0.5;
 
 /// The load one phase offers.
-pub struct Load {
+pub(crate) struct Load {
     /// How long the clients send, in seconds.
     pub secs: f64,
     /// Total transactions per second over all clients; `None`: as fast as the nodes take them.
@@ -35,7 +35,7 @@ pub struct Load {
 }
 
 /// What one phase measured.
-pub struct PhaseResult {
+pub(crate) struct PhaseResult {
     /// Finalised anchors per second (after the warm-up).
     pub txs_per_s: f64,
     /// Finalised envelopes per second (the anchors' `count`s).
@@ -50,6 +50,7 @@ pub struct PhaseResult {
     pub accepted: u64,
     /// Accepted but not seen final before the watcher stopped.
     pub unconfirmed: u64,
+    /// Refusals by error code, summed over the clients (see [`ClientReport::refused`]).
     pub refused: BTreeMap<String, u64>,
     /// (seconds since the load started, finalised tx/s in that bin).
     pub series: Vec<(f64, f64)>,
@@ -60,7 +61,7 @@ pub struct PhaseResult {
 }
 
 /// Runs one phase of load from client processes and measures what the chain finalised.
-pub fn run_phase(
+pub(crate) fn run_phase(
     c: &mut Cluster,
     fleet: &mut Fleet,
     load: &Load,

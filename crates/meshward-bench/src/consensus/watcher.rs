@@ -20,16 +20,23 @@ const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// A block the watcher saw: when (µs), transactions, envelopes.
 #[derive(Clone, Copy)]
 pub(crate) struct SeenBlock {
+    /// When it was first seen: wall clock, µs since the Unix epoch.
     pub(crate) at_us: u64,
+    /// Transactions in it.
     pub(crate) txs: u64,
+    /// Envelopes its anchors stand for (the sum of their `count`s).
     pub(crate) msgs: u64,
 }
 
 /// Polls the chain on live nodes and records when each block and transaction was first seen.
 pub(crate) struct Watcher {
+    /// Set to stop the polling thread.
     stop: Arc<AtomicBool>,
+    /// Transaction id (hex) -> when it was first seen in a block (µs), when recording.
     seen: Arc<Mutex<HashMap<String, u64>>>,
+    /// Every block seen, in height order.
     blocks: Arc<Mutex<Vec<SeenBlock>>>,
+    /// The polling thread, until it is joined.
     handle: Option<std::thread::JoinHandle<()>>,
 }
 
