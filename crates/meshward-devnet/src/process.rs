@@ -147,7 +147,7 @@ mod tests {
     fn a_launcher_runs_the_binary_it_names() {
         let t = tempfile::tempdir().unwrap();
         let f = crate::file::create(t.path(), 2, 27100).unwrap();
-        // A stand-in for meshward: prints its arguments to node.log, then waits for SIGTERM.
+        // A stand-in for meshward: prints its arguments (to node.out), then waits for SIGTERM.
         let script = t.path().join("fake-meshward");
         fs::write(&script, "#!/bin/sh\necho \"$@\"\nexec sleep 60\n").unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -155,7 +155,7 @@ mod tests {
         let launcher = NodeLauncher::new(&script);
         assert_eq!(launcher.exe(), script.as_path());
         let mut children = vec![launcher.spawn(&f, 0).unwrap()];
-        let log = f.nodes[0].dir.join("node.log");
+        let log = f.nodes[0].dir.join("node.out");
         let deadline = Instant::now() + Duration::from_secs(10);
         let line = loop {
             let text = fs::read_to_string(&log).unwrap_or_default();
@@ -164,7 +164,14 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        assert!(line.starts_with("node run --dir "), "{line}");
+        // Logs go to the node's rotated log file; then the command.
+        assert!(
+            line.starts_with(&format!(
+                "--log-file {} --log-max-bytes {NODE_LOG_MAX_BYTES} node run --dir ",
+                f.nodes[0].log_path().display()
+            )),
+            "{line}"
+        );
         assert!(
             line.contains(&format!(
                 "--bootstrap {}/p2p/{}",
