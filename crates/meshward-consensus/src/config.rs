@@ -82,8 +82,17 @@ impl Timeouts {
 pub const DEFAULT_MAX_BLOCK_TXS: usize = 10_000;
 /// Default most encoded transaction bytes in a block.
 pub const DEFAULT_MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
-/// Default heartbeat cadence of an idle chain.
-pub const DEFAULT_IDLE_BLOCK_INTERVAL_MS: u64 = 1000;
+/// Default heartbeat cadence of an idle chain: one empty block every 30 s (about 2,900 a day),
+/// which keeps the proposer-skip window and the validators' signing record fresh.
+pub const DEFAULT_IDLE_BLOCK_INTERVAL_MS: u64 = 30_000;
+/// Default batching window under light load. At a fleet's usual few messages a second it
+/// gathers several into one block (a block's header and certificates cost more than a message),
+/// while a transaction waits at most this long for its height to start.
+pub const DEFAULT_BLOCK_BATCH_MS: u64 = 250;
+/// Default number of pending transactions that starts the next height at once. Small enough
+/// that under load (hundreds of transactions a second and more) the window never holds a height
+/// back, large enough that a block's fixed cost is spread over many transactions.
+pub const DEFAULT_BATCH_FILL_TXS: usize = 64;
 /// Default K of proposer skipping: recent last commits that decide who proposes at round 0.
 pub const DEFAULT_PROPOSER_HISTORY: u64 = 8;
 /// Default capacity of the event channel; a subscriber that lags further loses events.
@@ -110,8 +119,15 @@ pub struct ConsensusConfig {
     /// Most encoded transaction bytes in a block. Every validator should use the same value:
     /// a proposal stream larger than this plus 1 MiB of overhead is refused.
     pub max_block_bytes: usize,
-    /// How long an idle chain waits for a transaction before writing an empty heartbeat block.
+    /// How long an idle chain waits for a transaction before writing an empty heartbeat block
+    /// (0: no heartbeat; an idle chain writes nothing). See [`crate::cadence`].
     pub idle_block_interval_ms: u64,
+    /// Under light load, how long after the oldest pending transaction arrived the next height
+    /// starts, so that what arrives within this window goes into one block.
+    pub block_batch_ms: u64,
+    /// With this many transactions pending, the next height starts at once (heavy load: heights
+    /// back to back).
+    pub batch_fill_txs: usize,
     /// K: how many recent committed last-commits decide which validators propose at round 0.
     pub proposer_history: u64,
     /// Most connections Malachite's network accepts from one IP address.
@@ -131,6 +147,8 @@ impl ConsensusConfig {
             max_block_txs: DEFAULT_MAX_BLOCK_TXS,
             max_block_bytes: DEFAULT_MAX_BLOCK_BYTES,
             idle_block_interval_ms: DEFAULT_IDLE_BLOCK_INTERVAL_MS,
+            block_batch_ms: DEFAULT_BLOCK_BATCH_MS,
+            batch_fill_txs: DEFAULT_BATCH_FILL_TXS,
             proposer_history: DEFAULT_PROPOSER_HISTORY,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             event_capacity: DEFAULT_EVENT_CAPACITY,

@@ -38,13 +38,14 @@
 //! again, it is back.
 //!
 //! # Cadence
-//! Under load heights follow back to back. When the mempool is empty the reply to Malachite's
-//! `Finalized` message, which starts the next height, is held until the mempool has a
-//! transaction or [`ConsensusConfig::idle_block_interval_ms`] has passed since the height
-//! started: an idle chain writes one heartbeat block about every second instead of dozens.
-//! Every validator runs the same rule and gossip fills every mempool within milliseconds, so
-//! they start a height nearly together; the propose timeout (500 ms by default) is well above
-//! that skew. Blocks committed through sync are never held.
+//! The reply to Malachite's `Finalized` message, which starts the next height, is held by the
+//! rule in [`cadence`]: at once under load ([`ConsensusConfig::batch_fill_txs`] pending);
+//! [`ConsensusConfig::block_batch_ms`] after the oldest pending transaction under light load, so
+//! a few arrivals share a block; and while idle only for a heartbeat every
+//! [`ConsensusConfig::idle_block_interval_ms`] (30 s by default; 0: none). Every validator runs
+//! the same rule and gossip fills every mempool within milliseconds, so they start a height
+//! nearly together; the propose timeout (500 ms by default) is well above that skew. Blocks
+//! committed through sync are never held.
 //!
 //! # Wire formats
 //! Malachite's messages are encoded with Meshward's canonical encoding ([`codec`]). Consensus
@@ -56,6 +57,7 @@
 #![forbid(unsafe_code)]
 
 mod app;
+pub mod cadence;
 pub mod candidates;
 pub mod cert;
 pub mod codec;
@@ -120,6 +122,13 @@ pub trait Mempool: Send + Sync + 'static {
     /// knows none.
     fn verified_keys(&self, txs: &[Tx]) -> Vec<Option<meshward_core::ids::PublicKey>> {
         vec![None; txs.len()]
+    }
+
+    /// When the oldest pending transaction arrived, if the pool knows: the start of the
+    /// cadence's batching window ([`cadence`]). The default knows nothing (the window then
+    /// starts when consensus first sees a transaction pending).
+    fn oldest_pending(&self) -> Option<std::time::Instant> {
+        None
     }
 
     /// A block was committed: evict its transactions, and those this node's proposal dropped as

@@ -359,9 +359,9 @@ async fn one_validator_down_chain_continues() {
         .await;
         net.stop_all().await;
 
-        // Empty blocks back to back (no idle wait): consensus alone, no execution.
+        // Empty blocks nearly back to back (a 1 ms heartbeat): consensus alone, no execution.
         let mut net = Net::new(4);
-        net.idle_block_interval_ms = 0;
+        net.idle_block_interval_ms = 1;
         net.start_all().await;
         wait_until_async("blocks flowing", Duration::from_secs(30), || {
             net.min_tip() >= 20

@@ -33,8 +33,10 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Discover peers on the LAN by mDNS.
     pub mdns: bool,
-    /// How long an idle chain waits before a heartbeat block.
+    /// How long an idle chain waits before a heartbeat block (0: never).
     pub idle_block_interval_ms: u64,
+    /// Under light load, how long after the oldest pending transaction the next height starts.
+    pub block_batch_ms: u64,
     /// Overrides consensus's propose timeout.
     pub propose_timeout_ms: Option<u64>,
     /// Capacity of consensus's event channel. Nothing that must not be missed travels on it
@@ -59,6 +61,7 @@ struct ConfigFile {
     consensus: Option<String>,
     mdns: Option<bool>,
     idle_block_interval_ms: Option<u64>,
+    block_batch_ms: Option<u64>,
     propose_timeout_ms: Option<u64>,
     consensus_event_capacity: Option<usize>,
     fault_slow_event_loop_ms: Option<u64>,
@@ -79,6 +82,7 @@ impl NodeConfig {
             bootstrap: Vec::new(),
             mdns: true,
             idle_block_interval_ms: meshward_consensus::config::DEFAULT_IDLE_BLOCK_INTERVAL_MS,
+            block_batch_ms: meshward_consensus::config::DEFAULT_BLOCK_BATCH_MS,
             propose_timeout_ms: None,
             consensus_event_capacity: meshward_consensus::config::DEFAULT_EVENT_CAPACITY,
             fault_slow_event_loop_ms: 0,
@@ -117,6 +121,9 @@ impl NodeConfig {
         }
         if let Some(i) = f.idle_block_interval_ms {
             c.idle_block_interval_ms = i;
+        }
+        if let Some(b) = f.block_batch_ms {
+            c.block_batch_ms = b;
         }
         c.propose_timeout_ms = f.propose_timeout_ms.or(c.propose_timeout_ms);
         if let Some(n) = f.consensus_event_capacity {

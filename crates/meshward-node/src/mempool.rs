@@ -176,6 +176,16 @@ impl Mempool {
         self.len() == 0
     }
 
+    /// When the oldest pending transaction arrived here.
+    pub fn oldest_received(&self) -> Option<Instant> {
+        let inner = self.lock();
+        // `arrivals` may lead with entries already removed; the first live one is the oldest.
+        inner.arrivals.iter().find_map(|(signer, seq, id)| {
+            let e = inner.by_sender.get(signer)?.get(seq)?;
+            (e.id == *id).then_some(e.received)
+        })
+    }
+
     /// Whether the transaction `id` is pending.
     pub fn contains(&self, id: &Hash) -> bool {
         self.lock().ids.contains_key(id)

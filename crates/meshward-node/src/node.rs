@@ -205,6 +205,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         .map(|a| a.to_string())
         .collect();
     cc.idle_block_interval_ms = config.idle_block_interval_ms;
+    cc.block_batch_ms = config.block_batch_ms;
     cc.event_capacity = config.consensus_event_capacity;
     if let Some(p) = config.propose_timeout_ms {
         cc.timeouts.propose_ms = p;

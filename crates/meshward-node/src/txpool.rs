@@ -232,6 +232,10 @@ impl meshward_consensus::Mempool for TxPool {
         self.mempool.verified_keys(txs)
     }
 
+    fn oldest_pending(&self) -> Option<Instant> {
+        self.mempool.oldest_received()
+    }
+
     fn on_committed(&self, block: &CertifiedBlock, dropped: &[Tx]) {
         // Consensus has released the store's write guard before it calls this.
         let evicted = {

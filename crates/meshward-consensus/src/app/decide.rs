@@ -2,7 +2,7 @@
 //! evidence and starts the next height, held back by the cadence rule while the mempool is empty.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use malachitebft_app_channel::app::consensus::MisbehaviorEvidence;
 use malachitebft_app_channel::app::engine::host::Next;
@@ -23,8 +23,10 @@ use super::{last_commit_signers, App, Ctx, EquivocationKind, Tip};
 pub(super) struct Held {
     reply: tokio::sync::oneshot::Sender<Next<Ctx>>,
     next: Next<Ctx>,
-    deadline: Instant,
     height: u64,
+    /// When this height's hold first saw a pending transaction (the window's start when the
+    /// mempool cannot say when its oldest transaction arrived).
+    first_pending: Option<Instant>,
 }
 
 impl App {
@@ -154,23 +156,51 @@ impl App {
         let next = Next::Start(Height(height + 1), self.height_params());
         let via_sync = self.synced.remove(&height).is_some();
         self.synced = self.synced.split_off(&height);
-        let deadline = self.height_started + Duration::from_millis(self.cfg.idle_block_interval_ms);
-        if via_sync || !self.mempool.is_empty() || Instant::now() >= deadline {
-            self.height_started = Instant::now();
-            if reply.send(next).is_err() {
-                error!(height, "finalized reply dropped");
-            }
-            return;
-        }
-        // Cadence: an idle chain waits for a transaction, or writes a heartbeat block once the
-        // idle interval since this height started has passed.
-        debug!(height, "mempool empty; holding the next height");
-        self.held = Some(Held {
+        let mut held = Held {
             reply,
             next,
-            deadline,
             height,
-        });
+            first_pending: None,
+        };
+        if via_sync || self.cadence_ready(&mut held) {
+            self.start_next(held);
+            return;
+        }
+        // The cadence rule holds the next height (crate::cadence).
+        debug!(
+            height,
+            pending = self.mempool.len(),
+            "holding the next height"
+        );
+        self.held = Some(held);
+    }
+
+    /// Whether the cadence rule starts the next height now.
+    fn cadence_ready(&self, held: &mut Held) -> bool {
+        let now = Instant::now();
+        let pending = self.mempool.len();
+        if pending > 0 && held.first_pending.is_none() {
+            held.first_pending = Some(now);
+        }
+        let oldest = match (self.mempool.oldest_pending(), held.first_pending) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        matches!(
+            crate::cadence::next_start(&self.cfg, now, self.height_started, pending, oldest),
+            crate::cadence::Start::Now
+        )
+    }
+
+    fn start_next(&mut self, held: Held) {
+        debug!(height = held.height + 1, "starting next height");
+        self.height_started = Instant::now();
+        if held.reply.send(held.next).is_err() {
+            error!(
+                height = held.height,
+                "finalized reply dropped by the engine"
+            );
+        }
     }
 
     fn report_evidence(&self, height: u64, evidence: &MisbehaviorEvidence<Ctx>) {
@@ -192,19 +222,15 @@ impl App {
         }
     }
 
+    /// Polled while a height is held: starts it once the cadence rule says so.
     pub(super) fn check_held(&mut self) {
-        let ready = match &self.held {
-            None => return,
-            Some(h) => Instant::now() >= h.deadline || !self.mempool.is_empty(),
+        let Some(mut held) = self.held.take() else {
+            return;
         };
-        if ready {
-            if let Some(h) = self.held.take() {
-                debug!(height = h.height + 1, "starting next height");
-                self.height_started = Instant::now();
-                if h.reply.send(h.next).is_err() {
-                    error!(height = h.height, "finalized reply dropped by the engine");
-                }
-            }
+        if self.cadence_ready(&mut held) {
+            self.start_next(held);
+        } else {
+            self.held = Some(held);
         }
     }
 }
