@@ -45,6 +45,19 @@ fn now_us() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a gateway refused a transaction outright, so that it is in no gateway's mempool:
+/// refused by the ledger's rules or for lack of room. Not: a duplicate, a stale, conflicting or
+/// gapped number (another transaction holds that number or the one before), or no answer.
+fn refused_outright(e: &ClientError) -> bool {
+    match e {
+        ClientError::Refused { code, .. } => !matches!(
+            code.as_str(),
+            "duplicate" | "stale_sequence" | "conflicting_sequence" | "sequence_gap"
+        ),
+        _ => false,
+    }
+}
+
 /// How an envelope reached its recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
@@ -173,40 +186,69 @@ impl Device {
         }
     }
 
-    /// The next transaction sequence number: one past the ledger's, unless this device has a
-    /// later transaction still pending.
-    pub async fn next_tx_seq(&self) -> Result<u64, ClientError> {
+    /// Signs `build(seq)` with the device's next transaction sequence number. The state
+    /// directory's reservation (see [`crate::dirstate`]) is held from choosing the number,
+    /// after looking up the committed one on the ledger, through signing to saving, so no two
+    /// processes or tasks of this device ever sign two transactions with one number. Returns
+    /// the transaction and the earlier ones still outstanding, to resubmit first.
+    async fn sign_next(
+        &self,
+        build: impl FnOnce(u64) -> Option<Tx>,
+    ) -> Result<(Tx, Vec<Tx>), ClientError> {
+        let dir = self.state.clone();
+        let mut held = tokio::task::spawn_blocking(move || dir.reserve_tx())
+            .await
+            .map_err(|e| ClientError::State(format!("state directory lock: {e}")))??;
         let me = self.account();
-        let ledger = match self.client.lookup(&me).await? {
+        let committed = match self.client.lookup(&me).await? {
             Some(info) if !info.active => return Err(ClientError::SelfRevoked),
             Some(info) => info.seq,
             None => return Err(ClientError::UnknownDevice(me.peer_id())),
         };
-        let st = self.state.load()?;
-        if st.last_tx_seq > ledger {
-            let pending = match st.last_tx_id.as_deref().and_then(Hash::from_hex) {
-                Some(id) => matches!(
-                    self.client.tx_status(&id).await,
-                    Ok(TxState::Pending) | Ok(TxState::Committed { .. })
-                ),
-                None => false,
-            };
-            if pending {
-                return Ok(st.last_tx_seq + 1);
-            }
-        }
-        Ok(ledger + 1)
+        let seq = held.next_seq(committed);
+        let tx =
+            build(seq).ok_or_else(|| ClientError::State("cannot build the transaction".into()))?;
+        let earlier = held.outstanding();
+        held.save(&tx)?;
+        Ok((tx, earlier))
     }
 
-    /// Signs a transaction body with the next sequence number, submits it and records it.
+    /// Submits `tx` after resubmitting `earlier` (the same bytes: a duplicate or a stale number
+    /// among them is expected and ignored). If a gateway refuses `tx` outright, its number is
+    /// given back ([`StateDir::release_tx`]).
+    async fn submit_signed(&self, tx: &Tx, earlier: &[Tx]) -> Result<Hash, ClientError> {
+        for e in earlier.iter().filter(|e| e.seq < tx.seq) {
+            if let Err(err) = self.client.submit(e).await {
+                debug!(seq = e.seq, error = %err, "outstanding transaction not resubmitted");
+            }
+        }
+        match self.client.submit(tx).await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                if refused_outright(&e) {
+                    self.state.release_tx(tx.seq, &tx.id())?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Signs a transaction body with the next sequence number, records it and submits it.
     pub async fn submit_body(&self, body: TxBody) -> Result<Hash, ClientError> {
         let _serial = self.tx_lock.lock().await;
-        let seq = self.next_tx_seq().await?;
         let id = self.client.identity();
-        let tx = Tx::sign(self.client.chain_id(), id.account, &id.keys.sign, seq, body);
-        let h = self.client.submit(&tx).await?;
-        self.state.set_last_tx(seq, &h)?;
-        Ok(h)
+        let (tx, earlier) = self
+            .sign_next(|seq| {
+                Some(Tx::sign(
+                    self.client.chain_id(),
+                    id.account,
+                    &id.keys.sign,
+                    seq,
+                    body,
+                ))
+            })
+            .await?;
+        self.submit_signed(&tx, &earlier).await
     }
 
     fn check_policy(
@@ -293,37 +335,37 @@ impl Device {
     /// a new one, since two different anchors with one sequence number are equivocation.
     async fn try_anchor(
         &self,
-        built: &mut Option<Tx>,
+        built: &mut Option<(Tx, Vec<Tx>)>,
         anchor_to: &Recipient,
         envs: &[&Envelope],
     ) -> Result<Option<Hash>, ClientError> {
         let _serial = self.tx_lock.lock().await;
         if built.is_none() {
-            let seq = match self.next_tx_seq().await {
-                Ok(seq) => seq,
+            let id = self.client.identity();
+            let signed = self
+                .sign_next(|seq| {
+                    anchor_tx(
+                        self.client.chain_id(),
+                        id.account,
+                        &id.keys.sign,
+                        seq,
+                        anchor_to.clone(),
+                        envs,
+                        now_ms(),
+                    )
+                })
+                .await;
+            *built = match signed {
+                Ok(signed) => Some(signed),
                 Err(ClientError::NoGateway { .. }) => return Ok(None),
                 Err(e) => return Err(e),
             };
-            let id = self.client.identity();
-            *built = Some(
-                anchor_tx(
-                    self.client.chain_id(),
-                    id.account,
-                    &id.keys.sign,
-                    seq,
-                    anchor_to.clone(),
-                    envs,
-                    now_ms(),
-                )
-                .ok_or_else(|| ClientError::State("cannot build the anchor".into()))?,
-            );
         }
-        let tx = built.as_ref().expect("built above");
-        match self.client.submit(tx).await {
-            Ok(h) => {
-                self.state.set_last_tx(tx.seq, &h)?;
-                Ok(Some(h))
-            }
+        let (tx, earlier) = built.as_mut().expect("built above");
+        // Earlier transactions are resubmitted once, with the first attempt.
+        let earlier = std::mem::take(earlier);
+        match self.submit_signed(tx, &earlier).await {
+            Ok(h) => Ok(Some(h)),
             Err(ClientError::NoGateway { .. }) => Ok(None),
             // A resubmission of a transaction that meanwhile committed.
             Err(ClientError::Refused { code, .. }) if code == "stale_sequence" => {
@@ -352,7 +394,7 @@ impl Device {
         // Anchor first: the gateway's admission check (revoked sender or recipient, policy)
         // refuses a send before anything is delivered or stored. With no gateway reachable the
         // envelopes still go directly, and the anchor is submitted once one answers.
-        let mut built: Option<Tx> = None;
+        let mut built: Option<(Tx, Vec<Tx>)> = None;
         let mut anchor = self.try_anchor(&mut built, &anchor_to, &refs).await?;
         let commitment = crate::anchor::commitment_of(&refs).expect("1..=64 envelopes");
 
@@ -455,18 +497,20 @@ impl Device {
     async fn ack(&self, commitment: Hash, sender: PublicKey) {
         let result = async {
             let _serial = self.tx_lock.lock().await;
-            let seq = self.next_tx_seq().await?;
             let id = self.client.identity();
-            let tx = ack_tx(
-                self.client.chain_id(),
-                id.account,
-                &id.keys.sign,
-                seq,
-                commitment,
-                sender,
-            );
-            let h = self.client.submit(&tx).await?;
-            self.state.set_last_tx(seq, &h)
+            let (tx, earlier) = self
+                .sign_next(|seq| {
+                    Some(ack_tx(
+                        self.client.chain_id(),
+                        id.account,
+                        &id.keys.sign,
+                        seq,
+                        commitment,
+                        sender,
+                    ))
+                })
+                .await?;
+            self.submit_signed(&tx, &earlier).await
         }
         .await;
         if let Err(e) = result {

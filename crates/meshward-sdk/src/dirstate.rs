@@ -4,19 +4,30 @@
 //!
 //! One JSON file, `device-state.json` (mode 0600: it holds group secrets), rewritten through a
 //! temporary file and a rename so a crash leaves the old or the new version. Every update holds
-//! an exclusive `flock` on `device-state.lock`, so two processes of one device (an agent and a
-//! `send`) never hand out the same sequence number.
+//! an exclusive `flock` on `device-state.lock`.
+//!
+//! Transaction sequence numbers. Two transactions of one device with one sequence number are
+//! equivocation, which the ledger punishes by revoking the device, so a number is never signed
+//! twice: a [`TxReservation`] holds the lock from choosing the number (above the ledger's
+//! committed one and above every number this directory handed out) through signing to saving
+//! the signed transaction, across every process that shares the directory (an agent and any
+//! number of `send`s, through any gateways). A signed transaction stays in
+//! [`DeviceState::outstanding`] until the ledger commits its number; later reservations resubmit
+//! it (the same bytes) so a crash between saving and submitting, or a gateway that dropped it,
+//! cannot leave a gap. A number goes back only when a gateway refused its transaction outright
+//! and no later number was reserved meanwhile ([`StateDir::release_tx`]).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use meshward_core::codec::{Decode as _, Encode as _};
 use meshward_core::hash::Hash;
 use meshward_core::hex;
 use meshward_core::ids::{EncKey, PublicKey};
 use meshward_core::rpc::DeviceInfo;
-use meshward_core::tx::GroupName;
+use meshward_core::tx::{GroupName, Tx};
 use serde::{Deserialize, Serialize};
 
 use crate::client::ClientError;
@@ -26,6 +37,12 @@ pub const STATE_FILE: &str = "device-state.json";
 const LOCK_FILE: &str = "device-state.lock";
 /// Most device records cached.
 pub const MAX_KNOWN: usize = 4096;
+/// How far (µs) the clock may run ahead of a recipient's last envelope number before the next
+/// number jumps to the clock: 10 s.
+pub const ENVELOPE_SEQ_CLOCK_SLACK_US: u64 = 10_000_000;
+/// Most signed, not yet committed transactions remembered (the oldest forgotten first; a
+/// gateway holds at most this far ahead of the committed number anyway).
+pub const MAX_OUTSTANDING: usize = 256;
 
 /// The contents of the state file. Every field defaults when absent, so older files still load.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -39,6 +56,10 @@ pub struct DeviceState {
     /// That transaction's id, in hex.
     #[serde(default)]
     pub last_tx_id: Option<String>,
+    /// Transactions signed with a number the ledger had not committed when last looked up:
+    /// sequence number -> the signed transaction's canonical encoding in hex.
+    #[serde(default)]
+    pub outstanding: BTreeMap<u64, String>,
     /// Last envelope sequence number per recipient (peer id string).
     #[serde(default)]
     pub envelope_seq: BTreeMap<String, u64>,
@@ -186,8 +207,11 @@ impl StateDir {
     }
 
     /// Reserves `n` consecutive envelope sequence numbers towards `recipient` and returns the
-    /// first: above every one used before, and at least the current time in microseconds, so a
-    /// lost state file never repeats one.
+    /// first: above every one used before. The first number towards a recipient, and the next
+    /// after [`ENVELOPE_SEQ_CLOCK_SLACK_US`] without a send, is at least the current time in
+    /// microseconds, so a lost or restored state file never repeats one. Between those, numbers
+    /// follow one by one, so envelopes of concurrent senders on one key (a `send` beside an
+    /// agent) stay within the receiver's out-of-order window of 64 positions.
     pub fn reserve_envelope_seqs(
         &self,
         recipient: &PublicKey,
@@ -196,7 +220,11 @@ impl StateDir {
     ) -> Result<u64, ClientError> {
         self.update(|s| {
             let e = s.envelope_seq.entry(recipient.peer_id()).or_insert(0);
-            let first = (*e + 1).max(now_us);
+            let first = if *e == 0 || now_us > e.saturating_add(ENVELOPE_SEQ_CLOCK_SLACK_US) {
+                (*e + 1).max(now_us)
+            } else {
+                *e + 1
+            };
             *e = first + n.saturating_sub(1);
             first
         })
@@ -223,14 +251,72 @@ impl StateDir {
             .and_then(|k| k.to_info(id)))
     }
 
-    /// Records the transaction sequence number just used and the transaction's id.
-    pub fn set_last_tx(&self, seq: u64, id: &Hash) -> Result<(), ClientError> {
-        self.update(|s| {
-            if seq >= s.last_tx_seq {
-                s.last_tx_seq = seq;
-                s.last_tx_id = Some(id.to_hex());
-            }
+    /// Starts a transaction reservation: waits (blocking the thread; call it from a blocking
+    /// task) until no other process or task of this device holds one.
+    pub fn reserve_tx(&self) -> Result<TxReservation, ClientError> {
+        let lock = self.lock()?;
+        let state = self.read()?;
+        Ok(TxReservation {
+            dir: self.clone(),
+            _lock: lock,
+            state,
         })
+    }
+
+    /// Gives back sequence number `seq`, whose transaction `id` a gateway refused outright (so
+    /// it is in no gateway's mempool), if it is still the last one handed out. Returns whether it
+    /// went back; when a later number was reserved meanwhile, `seq` stays used (that later
+    /// reservation may be resubmitting it).
+    pub fn release_tx(&self, seq: u64, id: &Hash) -> Result<bool, ClientError> {
+        self.update(|s| {
+            let last = s.last_tx_seq == seq && s.last_tx_id.as_deref() == Some(&id.to_hex());
+            if last {
+                s.outstanding.remove(&seq);
+                s.last_tx_seq = seq - 1;
+                s.last_tx_id = None;
+            }
+            last
+        })
+    }
+}
+
+/// The device's transaction sequence, held: the state directory's lock from choosing a number
+/// through signing to [`TxReservation::save`]. Dropping it unsaved hands out nothing.
+pub struct TxReservation {
+    dir: StateDir,
+    _lock: Lock,
+    state: DeviceState,
+}
+
+impl TxReservation {
+    /// The number to sign with, given the ledger's committed one: one past it and past every
+    /// number this directory handed out. Forgets outstanding transactions the ledger committed.
+    pub fn next_seq(&mut self, committed: u64) -> u64 {
+        self.state.outstanding.retain(|seq, _| *seq > committed);
+        committed.max(self.state.last_tx_seq) + 1
+    }
+
+    /// The signed transactions still outstanding, lowest number first, to resubmit before a new
+    /// one (entries that no longer decode are skipped).
+    pub fn outstanding(&self) -> Vec<Tx> {
+        self.state
+            .outstanding
+            .values()
+            .filter_map(|h| Tx::from_bytes(&hex::decode(h)?).ok())
+            .collect()
+    }
+
+    /// Records `tx` as handed out (its number, id and bytes) and saves the state, ending the
+    /// reservation.
+    pub fn save(mut self, tx: &Tx) -> Result<(), ClientError> {
+        let s = &mut self.state;
+        s.last_tx_seq = s.last_tx_seq.max(tx.seq);
+        s.last_tx_id = Some(tx.id().to_hex());
+        s.outstanding.insert(tx.seq, hex::encode(&tx.to_bytes()));
+        while s.outstanding.len() > MAX_OUTSTANDING {
+            s.outstanding.pop_first();
+        }
+        self.dir.write(&self.state)
     }
 }
 
@@ -250,6 +336,50 @@ mod tests {
         assert_eq!(first, 12);
         let again = StateDir::open(d.path()).unwrap();
         assert_eq!(again.reserve_envelope_seqs(&r, 1, 0).unwrap(), 17);
+        // Within the slack, numbers follow one by one; past it, they jump to the clock.
+        let near = 17 + ENVELOPE_SEQ_CLOCK_SLACK_US;
+        assert_eq!(again.reserve_envelope_seqs(&r, 1, near).unwrap(), 18);
+        let far = 18 + ENVELOPE_SEQ_CLOCK_SLACK_US + 1;
+        assert_eq!(again.reserve_envelope_seqs(&r, 1, far).unwrap(), far);
+    }
+
+    fn tx(seq: u64, n: u8) -> Tx {
+        let kp = meshward_core::ids::Keypair::generate(&mut rand::rngs::OsRng);
+        Tx::sign(
+            "c",
+            kp.id(),
+            &kp.sign,
+            seq,
+            meshward_core::tx::TxBody::Ack {
+                commitment: Hash([n; 32]),
+                sender: PublicKey([n; 32]),
+            },
+        )
+    }
+
+    #[test]
+    fn a_reserved_number_is_never_handed_out_twice_and_goes_back_only_while_last() {
+        let d = tempfile::tempdir().unwrap();
+        let s = StateDir::open(d.path()).unwrap();
+        let mut r = s.reserve_tx().unwrap();
+        assert_eq!(r.next_seq(4), 5);
+        let t5 = tx(5, 1);
+        r.save(&t5).unwrap();
+        // The ledger has not committed 5: the next reservation still goes past it, and offers
+        // the transaction at 5 for resubmission.
+        let mut r = s.reserve_tx().unwrap();
+        assert_eq!(r.next_seq(4), 6);
+        assert_eq!(r.outstanding(), vec![t5.clone()]);
+        let t6 = tx(6, 2);
+        r.save(&t6).unwrap();
+        // 5 cannot go back once 6 was reserved after it; 6 can, being last.
+        assert!(!s.release_tx(5, &t5.id()).unwrap());
+        assert!(s.release_tx(6, &t6.id()).unwrap());
+        let mut r = s.reserve_tx().unwrap();
+        assert_eq!(r.next_seq(4), 6);
+        // A committed number is forgotten; a ledger ahead of the file wins.
+        assert_eq!(r.next_seq(9), 10);
+        assert!(r.outstanding().is_empty());
     }
 
     #[test]

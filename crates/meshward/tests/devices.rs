@@ -312,6 +312,58 @@ fn equivocating_device_is_quarantined_without_an_admin() {
     f.rt.block_on(client.shutdown());
 }
 
+/// Two `meshward send` processes with one key file, through two different gateways at once,
+/// never sign two transactions with one sequence number: the device is never convicted of
+/// equivocation, and every anchor becomes final.
+#[test]
+fn two_senders_on_one_key_through_different_gateways_never_convict_the_device() {
+    const ROUNDS: u64 = 100;
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let b = f.device("b", &["fleet"]);
+    let agent = f.agent(&b, &[0, 1, 2, 3]);
+    f.wait_online(&b, &[0, 1, 2, 3]);
+    let send = |gateway: usize, msg: String| {
+        let mut args = vec![
+            s("send"),
+            s("--key"),
+            a.key.to_string_lossy().to_string(),
+            s("--to"),
+            b.id.clone(),
+            s("--message"),
+            msg,
+        ];
+        args.extend(f.gw(&[gateway]));
+        cli(&args)
+    };
+    for round in 0..ROUNDS {
+        let (x, y) = std::thread::scope(|scope| {
+            let x = scope.spawn(|| send(1, format!("round {round} via 1")));
+            let y = scope.spawn(|| send(2, format!("round {round} via 2")));
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        for sent in [x, y] {
+            if let Err(e) = sent {
+                let d = f.device_json(0, &a.id);
+                panic!("round {round}: a send failed: {e}\ndevice a: {d:?}");
+            }
+        }
+    }
+    // Every anchor is final: the committed sequence number counts them all.
+    let client = f.client(None, &[0]);
+    let seq = wait_for("every anchor of a to be final", MIN, || {
+        let info = f.rt.block_on(client.lookup(&a.pk)).ok()??;
+        (info.seq >= 2 * ROUNDS || !info.active).then_some(info.seq)
+    });
+    assert_eq!(seq, 2 * ROUNDS);
+    for i in 0..4 {
+        let d = f.device_json(i, &a.id).unwrap();
+        assert_eq!(d["status"], "active", "node {i}: {d}");
+    }
+    f.rt.block_on(client.shutdown());
+    agent.stop();
+}
+
 #[test]
 fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
     let f = Fleet::start();
