@@ -51,6 +51,8 @@ pub struct NodeConfig {
     /// token-authenticated actions (revoke a device, issue a ticket). Only for a fleet whose
     /// admin threshold is 1, and only on a gateway the admins trust with their key.
     pub admin_key: Option<PathBuf>,
+    /// The API server's connection limits and read timeouts.
+    pub api_limits: crate::api::serve::ServeLimits,
 }
 
 #[derive(Deserialize, Default)]
@@ -66,6 +68,10 @@ struct ConfigFile {
     consensus_event_capacity: Option<usize>,
     fault_slow_event_loop_ms: Option<u64>,
     admin_key: Option<PathBuf>,
+    api_max_connections: Option<usize>,
+    api_max_connections_per_address: Option<usize>,
+    api_header_read_timeout_ms: Option<u64>,
+    api_body_read_timeout_ms: Option<u64>,
 }
 
 impl NodeConfig {
@@ -87,6 +93,7 @@ impl NodeConfig {
             consensus_event_capacity: meshward_consensus::config::DEFAULT_EVENT_CAPACITY,
             fault_slow_event_loop_ms: 0,
             admin_key: None,
+            api_limits: crate::api::serve::ServeLimits::default(),
         }
     }
 
@@ -137,6 +144,44 @@ impl NodeConfig {
         }
         if let Some(ms) = f.fault_slow_event_loop_ms {
             c.fault_slow_event_loop_ms = ms;
+        }
+        for (key, value, field) in [
+            (
+                "api_max_connections",
+                f.api_max_connections,
+                &mut c.api_limits.max_connections,
+            ),
+            (
+                "api_max_connections_per_address",
+                f.api_max_connections_per_address,
+                &mut c.api_limits.max_per_address,
+            ),
+        ] {
+            if let Some(n) = value {
+                if n == 0 {
+                    bail!("{}: {key} must be at least 1", path.display());
+                }
+                *field = n;
+            }
+        }
+        for (key, value, field) in [
+            (
+                "api_header_read_timeout_ms",
+                f.api_header_read_timeout_ms,
+                &mut c.api_limits.header_read_timeout,
+            ),
+            (
+                "api_body_read_timeout_ms",
+                f.api_body_read_timeout_ms,
+                &mut c.api_limits.body_read_timeout,
+            ),
+        ] {
+            if let Some(ms) = value {
+                if ms == 0 {
+                    bail!("{}: {key} must be at least 1", path.display());
+                }
+                *field = std::time::Duration::from_millis(ms);
+            }
         }
         if let Some(k) = f.admin_key {
             // Relative to the data dir, like every other path a node reads from it.

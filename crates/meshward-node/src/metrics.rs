@@ -105,6 +105,8 @@ pub struct Metrics {
     pub api_latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     /// Mesh requests refused as busy (too many in progress, or the mailbox queue full).
     pub rpc_busy: Counter,
+    /// API connections closed on accept: over the total or the per-address limit.
+    pub api_connections_refused: Counter,
 }
 
 impl Default for Metrics {
@@ -142,6 +144,7 @@ impl Metrics {
             disk_size_bytes: Gauge::default(),
             api_latency: Family::new_with_constructor(latency_histogram),
             rpc_busy: Counter::default(),
+            api_connections_refused: Counter::default(),
             registry: Registry::default(),
         };
         r.register(
@@ -258,6 +261,11 @@ impl Metrics {
             "meshward_rpc_busy",
             "Mesh requests refused as busy",
             m.rpc_busy.clone(),
+        );
+        r.register(
+            "meshward_api_connections_refused",
+            "API connections closed on accept, over the total or per-address limit",
+            m.api_connections_refused.clone(),
         );
         Metrics { registry: r, ..m }
     }

@@ -114,6 +114,9 @@ fn read_token(dir: &Path) -> Result<ApiToken> {
 /// Runs a node until `shutdown` completes, then stops every part cleanly.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     let genesis = load_genesis(&config.genesis)?;
+    if let Some(n) = crate::api::serve::raise_open_files_limit() {
+        debug!(open_files = n, "open-files limit");
+    }
     let key = keyfile::load(&config.dir.join(NODE_KEY_FILE), KeyKind::Node).with_context(|| {
         format!(
             "data dir {} (create it with meshward init)",
@@ -225,13 +228,13 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     info!(addr = %config.api, "api listening");
     let (stop_api_tx, stop_api_rx) = tokio::sync::oneshot::channel::<()>();
     let router = crate::api::router(gw.clone());
-    let api = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop_api_rx.await;
-            })
-            .await
-    });
+    let api = tokio::spawn(crate::api::serve::serve(
+        listener,
+        router,
+        config.api_limits,
+        gw.metrics.clone(),
+        stop_api_rx,
+    ));
 
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(TICK);
@@ -314,8 +317,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     info!("shutting down");
     let _ = stop_api_tx.send(());
-    if let Ok(Err(e)) = api.await {
-        warn!(error = %e, "api server ended with an error");
+    if let Err(e) = api.await {
+        warn!(error = %e, "api server task failed");
     }
     consensus.shutdown().await;
     net.shutdown().await;

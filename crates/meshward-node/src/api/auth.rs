@@ -11,9 +11,13 @@
 //!    `bad_signature`).
 //!
 //! At most [`MAX_CHALLENGES`] nonces are outstanding; issuing one more forgets the oldest, so a
-//! flood of challenge requests costs bounded memory (and at worst makes devices ask again).
+//! flood of challenge requests costs bounded memory. At most [`MAX_CHALLENGES_PER_ADDRESS`] are
+//! outstanding for one client IP address: beyond that, that address is refused (429
+//! `too_many_challenges`) until its nonces are spent or expire, so one flooding address cannot
+//! evict the nonces other devices are about to use.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -32,6 +36,19 @@ use super::ApiError;
 pub const CHALLENGE_TTL_MS: u64 = 60_000;
 /// Most outstanding challenge nonces; the oldest is forgotten past this.
 pub const MAX_CHALLENGES: usize = 16_384;
+/// Most outstanding challenge nonces issued to one client IP address.
+pub const MAX_CHALLENGES_PER_ADDRESS: usize = 1024;
+
+/// Why no nonce was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// The operating system's random source failed.
+    #[error("no randomness: {0}")]
+    NoRandomness(#[from] rand::Error),
+    /// The address already holds [`MAX_CHALLENGES_PER_ADDRESS`] outstanding nonces.
+    #[error("{0} has {MAX_CHALLENGES_PER_ADDRESS} challenges outstanding")]
+    AddressQuota(IpAddr),
+}
 
 pub use meshward_core::auth::challenge_message;
 
@@ -44,11 +61,30 @@ pub struct Challenges {
 
 #[derive(Default)]
 struct Inner {
-    /// Nonce -> (issue number, expiry).
-    by_nonce: HashMap<[u8; NONCE_BYTES], (u64, Instant)>,
+    /// Nonce -> (issue number, expiry, the address it was issued to).
+    by_nonce: HashMap<[u8; NONCE_BYTES], (u64, Instant, Option<IpAddr>)>,
     /// Issue number -> nonce, oldest first, for eviction.
     order: BTreeMap<u64, [u8; NONCE_BYTES]>,
+    /// Outstanding nonces per address.
+    per_address: HashMap<IpAddr, usize>,
     next: u64,
+}
+
+impl Inner {
+    /// Forgets `nonce`; returns its issue number and expiry if it was outstanding.
+    fn forget(&mut self, nonce: &[u8; NONCE_BYTES]) -> Option<(u64, Instant)> {
+        let (n, exp, addr) = self.by_nonce.remove(nonce)?;
+        self.order.remove(&n);
+        if let Some(a) = addr {
+            if let Some(c) = self.per_address.get_mut(&a) {
+                *c -= 1;
+                if *c == 0 {
+                    self.per_address.remove(&a);
+                }
+            }
+        }
+        Some((n, exp))
+    }
 }
 
 impl Default for Challenges {
@@ -99,28 +135,41 @@ impl Challenges {
         meshward_core::sync::lock(&self.inner, "challenges")
     }
 
-    /// Issues a fresh random nonce and returns it with its lifetime.
-    pub fn issue(&self) -> Result<([u8; NONCE_BYTES], Duration), rand::Error> {
+    /// Issues a fresh random nonce to a client at `addr` (if known) and returns it with its
+    /// lifetime.
+    pub fn issue(&self, addr: Option<IpAddr>) -> Result<([u8; NONCE_BYTES], Duration), IssueError> {
         let mut nonce = [0u8; NONCE_BYTES];
         rand::rngs::OsRng.try_fill_bytes(&mut nonce)?;
         let ttl = self.ttl();
-        self.insert(nonce, ttl);
+        self.insert(nonce, ttl, addr)?;
         Ok((nonce, ttl))
     }
 
-    fn insert(&self, nonce: [u8; NONCE_BYTES], ttl: Duration) {
+    fn insert(
+        &self,
+        nonce: [u8; NONCE_BYTES],
+        ttl: Duration,
+        addr: Option<IpAddr>,
+    ) -> Result<(), IssueError> {
         let now = Instant::now();
-        let mut g = self.lock();
-        let inner = &mut *g;
+        let mut inner = self.lock();
         // Drop expired nonces from the old end, then make room.
-        while let Some((&n, nonce)) = inner.order.first_key_value() {
-            let expired = inner.by_nonce.get(nonce).is_none_or(|(_, exp)| *exp <= now);
+        while let Some((_, oldest)) = inner.order.first_key_value() {
+            let oldest = *oldest;
+            let expired = inner
+                .by_nonce
+                .get(&oldest)
+                .is_none_or(|(_, exp, _)| *exp <= now);
             if !expired && inner.by_nonce.len() < self.max {
                 break;
             }
-            let nonce = *nonce;
-            inner.order.remove(&n);
-            inner.by_nonce.remove(&nonce);
+            inner.forget(&oldest);
+        }
+        if let Some(a) = addr {
+            let held = inner.per_address.get(&a).copied().unwrap_or(0);
+            if held >= MAX_CHALLENGES_PER_ADDRESS {
+                return Err(IssueError::AddressQuota(a));
+            }
         }
         let n = inner.next;
         inner.next += 1;
@@ -128,22 +177,20 @@ impl Challenges {
         let exp = now
             .checked_add(ttl)
             .unwrap_or(now + Duration::from_secs(1 << 30));
-        if let Some((old, _)) = inner.by_nonce.insert(nonce, (n, exp)) {
-            inner.order.remove(&old);
-        }
+        inner.forget(&nonce);
+        inner.by_nonce.insert(nonce, (n, exp, addr));
         inner.order.insert(n, nonce);
+        if let Some(a) = addr {
+            *inner.per_address.entry(a).or_insert(0) += 1;
+        }
+        Ok(())
     }
 
     /// Spends `nonce`: true if it was outstanding and unexpired. It is forgotten either way.
     pub fn take(&self, nonce: &[u8; NONCE_BYTES]) -> bool {
-        let mut g = self.lock();
-        match g.by_nonce.remove(nonce) {
-            Some((n, exp)) => {
-                g.order.remove(&n);
-                Instant::now() < exp
-            }
-            None => false,
-        }
+        self.lock()
+            .forget(nonce)
+            .is_some_and(|(_, exp)| Instant::now() < exp)
     }
 }
 
@@ -243,7 +290,7 @@ mod tests {
     #[test]
     fn nonce_is_single_use() {
         let c = Challenges::new();
-        let (n, ttl) = c.issue().unwrap();
+        let (n, ttl) = c.issue(None).unwrap();
         assert_eq!(ttl, Duration::from_millis(CHALLENGE_TTL_MS));
         assert!(c.take(&n));
         assert!(!c.take(&n));
@@ -255,14 +302,14 @@ mod tests {
     fn expired_nonce_is_refused() {
         let c = Challenges::new();
         c.set_ttl(Duration::ZERO);
-        let (n, _) = c.issue().unwrap();
+        let (n, _) = c.issue(None).unwrap();
         assert!(!c.take(&n));
     }
 
     #[test]
     fn bounded_evicting_the_oldest() {
         let c = Challenges::with_limits(Duration::from_secs(60), 3);
-        let nonces: Vec<_> = (0..5).map(|_| c.issue().unwrap().0).collect();
+        let nonces: Vec<_> = (0..5).map(|_| c.issue(None).unwrap().0).collect();
         assert_eq!(c.len(), 3);
         assert!(!c.take(&nonces[0]));
         assert!(!c.take(&nonces[1]));
@@ -273,10 +320,30 @@ mod tests {
     }
 
     #[test]
+    fn one_address_cannot_hold_more_than_its_quota_or_evict_others() {
+        let c = Challenges::with_limits(Duration::from_secs(60), MAX_CHALLENGES_PER_ADDRESS + 10);
+        let other = c.issue(Some([10, 0, 0, 2].into())).unwrap().0;
+        let flood: IpAddr = [10, 0, 0, 1].into();
+        let mut first = None;
+        for _ in 0..MAX_CHALLENGES_PER_ADDRESS {
+            first.get_or_insert(c.issue(Some(flood)).unwrap().0);
+        }
+        assert!(matches!(
+            c.issue(Some(flood)),
+            Err(IssueError::AddressQuota(a)) if a == flood
+        ));
+        // Spending one of its nonces makes room for one more.
+        assert!(c.take(&first.unwrap()));
+        c.issue(Some(flood)).unwrap();
+        assert!(c.take(&other), "another address's nonce was evicted");
+        assert_eq!(c.lock().per_address[&flood], MAX_CHALLENGES_PER_ADDRESS);
+    }
+
+    #[test]
     fn expired_nonces_are_dropped_when_issuing() {
         let c = Challenges::with_limits(Duration::ZERO, 100);
         for _ in 0..10 {
-            c.issue().unwrap();
+            c.issue(None).unwrap();
         }
         // Each issue drops the expired ones before it.
         assert_eq!(c.len(), 1);

@@ -62,14 +62,26 @@ fn mailbox_refusal(e: crate::mailboxes::MailboxRefusal) -> ApiError {
 }
 
 /// `POST /v1/challenge`: a fresh single-use nonce. No credential, no body needed.
-pub(super) async fn challenge(State(s): State<Arc<Gateway>>) -> ApiResult<types::Challenge> {
-    let (nonce, ttl) = s.challenges.issue().map_err(|e| {
-        tracing::error!(error = %e, "no randomness for a challenge nonce");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_randomness",
-            "the node could not draw a random nonce; try again",
-        )
+pub(super) async fn challenge(
+    State(s): State<Arc<Gateway>>,
+    req: axum::extract::Request,
+) -> ApiResult<types::Challenge> {
+    use super::auth::IssueError;
+    let peer = super::serve::client_addr(&req).map(|a| a.ip());
+    let (nonce, ttl) = s.challenges.issue(peer).map_err(|e| match e {
+        IssueError::NoRandomness(e) => {
+            tracing::error!(error = %e, "no randomness for a challenge nonce");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_randomness",
+                "the node could not draw a random nonce; try again",
+            )
+        }
+        e @ IssueError::AddressQuota(_) => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_challenges",
+            format!("{e}; spend them or wait until they expire"),
+        ),
     })?;
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     Ok(Json(types::Challenge {

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod console;
 pub mod device;
+pub mod serve;
 pub mod stream;
 
 use std::sync::Arc;
@@ -363,11 +364,18 @@ pub fn tx_json(tx: &Tx) -> types::Tx {
     t
 }
 
+/// The credential of an `Authorization: Bearer <token>` value; the scheme's name is
+/// case-insensitive (RFC 7235 §2.1), and any whitespace may follow it.
+fn bearer_credential(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once([' ', '\t'])?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
 fn check_auth(s: &Gateway, headers: &HeaderMap) -> Result<(), ApiError> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_credential)
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
