@@ -121,6 +121,7 @@ pub enum TxKind {
     ValidatorSetChange,
     GroupKey,
     CreateTicket,
+    Reinstate,
 }
 
 /// A block header, as `GET /v1/blocks/{height}` shows it.

@@ -143,6 +143,9 @@ pub enum Reject {
     /// The device to revoke is already revoked.
     #[error("device {0} is already revoked")]
     AlreadyRevoked(PublicKey),
+    /// A reinstatement names a device that is active, not revoked.
+    #[error("device {0} is not revoked")]
+    NotRevoked(PublicKey),
     /// A validator-set change is not well formed (see [`crate::tx::ValidatorSet::is_well_formed`]).
     #[error("invalid validator set")]
     InvalidValidatorSet,
@@ -206,6 +209,54 @@ pub fn apply_with<V: StateView>(
             let target = enrolled_device(v, device)?;
             out.push(Record::Account(signer(bumped)?));
             revoke(v, target, reason.clone(), ctx.height, &mut out);
+        }
+        TxBody::Reinstate {
+            device,
+            new_sign,
+            new_enc,
+            pop_sign,
+            pop_enc,
+        } => {
+            let mut target = match v.account(device) {
+                Some(
+                    a @ Account {
+                        device: Some(d), ..
+                    },
+                ) if !d.is_active() => a.clone(),
+                Some(Account {
+                    device: Some(_), ..
+                }) => return Err(Reject::NotRevoked(*device)),
+                _ => return Err(Reject::NotEnrolled(*device)),
+            };
+            if v.key_owner(new_sign).is_some() || v.account(new_sign).is_some() {
+                return Err(Reject::KeyInUse);
+            }
+            new_sign.verifying_key().map_err(|_| Reject::WeakKey)?;
+            let m = pop_message(chain_id, new_sign, new_enc);
+            new_sign
+                .verify(&m, pop_sign)
+                .and_then(|_| new_enc.verify_possession(&m, pop_enc))
+                .map_err(|_| Reject::BadProofOfPossession)?;
+            out.push(Record::Account(signer(bumped)?));
+            target.sign_key = *new_sign;
+            let groups = match target.device.as_mut() {
+                Some(d) => {
+                    d.enc_key = *new_enc;
+                    d.status = DeviceStatus::Active;
+                    d.groups.clone()
+                }
+                None => Vec::new(),
+            };
+            for g in &groups {
+                let mut grp = v.group(g).cloned().unwrap_or_default();
+                if let Err(i) = grp.members.binary_search(device) {
+                    grp.members.insert(i, *device);
+                }
+                // The returning member needs the group key: the next `GroupKey` includes it.
+                grp.needs_rekey = true;
+                out.push(Record::Group(g.clone(), grp));
+            }
+            out.push(Record::Account(target));
         }
         TxBody::RotateKeys {
             new_sign,

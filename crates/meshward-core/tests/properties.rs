@@ -116,6 +116,22 @@ fn arb_body() -> impl Strategy<Value = TxBody> {
                 })
             }),
         (arb_key(), "[ -~]{0,40}").prop_map(|(device, reason)| TxBody::Revoke { device, reason }),
+        (
+            arb_key(),
+            arb_key(),
+            any::<[u8; 32]>(),
+            arb_sig(),
+            arb_sig()
+        )
+            .prop_map(
+                |(device, new_sign, e, pop_sign, pop_enc)| TxBody::Reinstate {
+                    device,
+                    new_sign,
+                    new_enc: EncKey(e),
+                    pop_sign,
+                    pop_enc,
+                }
+            ),
         (arb_key(), any::<[u8; 32]>(), arb_sig(), arb_sig()).prop_map(|(k, e, s1, s2)| {
             TxBody::RotateKeys {
                 new_sign: k,
@@ -435,7 +451,7 @@ fn pool_tx(p: &Pool, choice: (u8, u8, u8, u64, u8, u8)) -> Tx {
         })
     };
     let seq = p.state.account(&signer_kp.0).map_or(1, |a| a.seq + 1) + seq_off % 3;
-    let body = match kind % 12 {
+    let body = match kind % 13 {
         0 => enroll_body(CHAIN, stranger, vec![g("even")], None),
         1 => enroll_body(CHAIN, stranger, vec![g("odd")], Some([extra; 32])),
         2 => TxBody::Revoke {
@@ -492,6 +508,16 @@ fn pool_tx(p: &Pool, choice: (u8, u8, u8, u64, u8, u8)) -> Tx {
                 enc: [0; 32],
                 ciphertext: vec![1; 48],
             }],
+        },
+        11 => match enroll_body(CHAIN, stranger, vec![g("odd")], None) {
+            TxBody::Enroll(e) => TxBody::Reinstate {
+                device: tgt.id(),
+                new_sign: e.device,
+                new_enc: e.enc_key,
+                pop_sign: e.pop_sign,
+                pop_enc: e.pop_enc,
+            },
+            other => other,
         },
         _ => TxBody::CreateTicket {
             ticket_hash: ticket_hash(&[extra; 32]),

@@ -1,5 +1,5 @@
-//! Admin transactions, signed k-of-n: enrolling and revoking devices, setting the policy and
-//! creating enrollment tickets.
+//! Admin transactions, signed k-of-n: enrolling, revoking and reinstating devices, setting the
+//! policy and creating enrollment tickets.
 //!
 //! The fleet's genesis fixes its admin keys and how many of them must sign an admin
 //! transaction. The first admin key signs (its account's sequence number orders the admin's
@@ -131,6 +131,25 @@ pub async fn revoke(
     let body = TxBody::Revoke {
         device,
         reason: reason.to_string(),
+    };
+    admin_tx(client, admins, body).await
+}
+
+/// Reinstates a revoked (or quarantined) device under the new keys in `new` (an enrollment
+/// body from the device's public file of its new key, [`crate::devicepub`]): it keeps its id,
+/// groups and sequence number; its old keys stay refused.
+pub async fn reinstate(
+    client: &Client,
+    admins: &[Keypair],
+    device: PublicKey,
+    new: &Enroll,
+) -> Result<Committed, AdminError> {
+    let body = TxBody::Reinstate {
+        device,
+        new_sign: new.device,
+        new_enc: new.enc_key,
+        pop_sign: new.pop_sign,
+        pop_enc: new.pop_enc,
     };
     admin_tx(client, admins, body).await
 }

@@ -241,6 +241,10 @@ pub(crate) enum DeviceCmd {
     Keygen {
         #[arg(long)]
         out: PathBuf,
+        /// The device id these keys are for, when it is not the new key itself: a revoked
+        /// device's new keys, for `meshward device reinstate`.
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Write a device's public enrollment data (ids and proofs of possession) for an admin.
     Export {
@@ -309,6 +313,19 @@ pub(crate) enum DeviceCmd {
         device_id: String,
         #[arg(long, default_value = "revoked by admin")]
         reason: String,
+    },
+    /// Reinstate a revoked or quarantined device under new keys (k-of-n admins): it keeps its
+    /// id, groups and sequence number; its old keys stay refused. The device makes the new keys
+    /// with `device keygen --account <id>` and `device export`.
+    Reinstate {
+        #[command(flatten)]
+        gw: GatewayArgs,
+        #[arg(long = "admin-key", required = true)]
+        admin_keys: Vec<PathBuf>,
+        /// The public file of the device's new key, from `meshward device export`.
+        #[arg(long = "device-pub")]
+        device_pub: PathBuf,
+        device_id: String,
     },
     /// Replace this device's keys (the device id stays).
     Rotate {

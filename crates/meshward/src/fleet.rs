@@ -24,7 +24,7 @@ use meshward_sdk::device::{Delivery, Device, Received};
 use meshward_sdk::devicepub::{self, DevicePub};
 use meshward_sdk::dirstate::StateDir;
 use meshward_sdk::group::parse_groups;
-use meshward_sdk::keyfile;
+use meshward_sdk::keyfile::{self, KeyKind};
 use meshward_sdk::ticket::{self, Ticket};
 use meshward_sdk::{inbox as mailbox, rotate};
 use serde_json::{json, Value};
@@ -95,6 +95,32 @@ fn groups_or_default(groups: &[String]) -> Result<Vec<GroupName>> {
         groups.push(GroupName::new("default").expect("a valid literal"));
     }
     Ok(groups)
+}
+
+pub fn device_keygen(out: &Path, account: Option<&str>) -> Result<Output> {
+    let kp = match account {
+        None => keyfile::generate(out, KeyKind::Device)?,
+        Some(a) => {
+            let account = parse_device(a)?;
+            let kp = Keypair::generate(&mut rand::rngs::OsRng);
+            keyfile::write(out, KeyKind::Device, &kp, Some(&account))?;
+            kp
+        }
+    };
+    let id = account.map_or_else(|| kp.id().peer_id(), str::to_string);
+    Ok(Output {
+        text: format!(
+            "device key written to {}\ndevice_id: {id}\nsign_key: {}\nenc_key: {}",
+            out.display(),
+            kp.id(),
+            kp.enc_key()
+        ),
+        json: json!({
+            "device_id": id,
+            "sign_key": kp.id().peer_id(),
+            "enc_key": kp.enc_key().to_string(),
+        }),
+    })
 }
 
 pub fn device_export(key: &Path, chain_id: &str, out: &Path) -> Result<Output> {
@@ -210,6 +236,36 @@ pub fn device_revoke(
         Ok(Output {
             text: format!("revoked {dev} at height {}", done.height),
             json: json!({ "device_id": dev.peer_id(), "height": done.height }),
+        })
+    })
+}
+
+pub fn device_reinstate(
+    gw: Gateways,
+    admin_keys: &[PathBuf],
+    device_pub: &Path,
+    device: &str,
+) -> Result<Output> {
+    let admins = load_admins(admin_keys)?;
+    let dev = parse_device(device)?;
+    let cfg = gw.config()?;
+    runtime()?.block_on(async {
+        let client = Client::start(DeviceIdentity::new(admins[0].clone()), cfg).await?;
+        let new = devicepub::read_enroll(device_pub, client.chain_id(), Vec::new())?;
+        let done = admin::reinstate(&client, &admins, dev, &new)
+            .await
+            .map_err(admin_error)?;
+        client.shutdown().await;
+        Ok(Output {
+            text: format!(
+                "reinstated {dev} under the key {} at height {}",
+                new.device, done.height
+            ),
+            json: json!({
+                "device_id": dev.peer_id(),
+                "sign_key": new.device.peer_id(),
+                "height": done.height,
+            }),
         })
     })
 }

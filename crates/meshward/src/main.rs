@@ -87,17 +87,8 @@ fn run(cli: Cli) -> Result<Output> {
                 json: json!({ "admin_id": kp.id().peer_id(), "file": out }),
             })
         }
-        Cmd::Device(DeviceCmd::Keygen { out }) => {
-            let kp = keyfile::generate(&out, KeyKind::Device)?;
-            Ok(Output {
-                text: format!(
-                    "device key written to {}\ndevice_id: {}\nenc_key: {}",
-                    out.display(),
-                    kp.id(),
-                    kp.enc_key()
-                ),
-                json: json!({ "device_id": kp.id().peer_id(), "enc_key": kp.enc_key().to_string() }),
-            })
+        Cmd::Device(DeviceCmd::Keygen { out, account }) => {
+            fleet::device_keygen(&out, account.as_deref())
         }
         Cmd::Device(DeviceCmd::Export { key, chain_id, out }) => {
             fleet::device_export(&key, &chain_id, &out)
@@ -139,6 +130,12 @@ fn run(cli: Cli) -> Result<Output> {
             device_id,
             reason,
         }) => fleet::device_revoke(gw.into_gateways(), &admin_keys, &device_id, &reason),
+        Cmd::Device(DeviceCmd::Reinstate {
+            gw,
+            admin_keys,
+            device_pub,
+            device_id,
+        }) => fleet::device_reinstate(gw.into_gateways(), &admin_keys, &device_pub, &device_id),
         Cmd::Device(DeviceCmd::Rotate { gw, key }) => {
             fleet::device_rotate(gw.into_gateways(), &key)
         }

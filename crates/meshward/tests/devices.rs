@@ -364,6 +364,122 @@ fn two_senders_on_one_key_through_different_gateways_never_convict_the_device() 
     agent.stop();
 }
 
+/// A quarantined device comes back only by a recorded admin transaction, under keys the
+/// device made: the same id, its groups, messages flowing again; its old key stays refused.
+#[test]
+fn a_quarantined_device_is_reinstated_under_new_keys_by_the_admins() {
+    let f = Fleet::start();
+    let a = f.device("a", &["fleet"]);
+    let b = f.device("b", &["fleet"]);
+    let agent = f.agent(&b, &[0, 1, 2, 3]);
+    f.wait_online(&b, &[0, 1, 2, 3]);
+    let client = f.client(Some(a.kp.clone()), &[0]);
+    let chain = f.c.genesis.chain_id.clone();
+    let anchor = |n: u8, seq: u64, kp: &meshward_core::ids::Keypair| {
+        Tx::sign(
+            &chain,
+            a.pk,
+            &kp.sign,
+            seq,
+            TxBody::Anchor(Anchor {
+                recipient: Recipient::Device(b.pk),
+                commitment: meshward_core::hash::Hash([n; 32]),
+                count: 1,
+                timestamp_ms: now_ms(),
+                size_bytes: 64,
+            }),
+        )
+    };
+    f.rt.block_on(client.submit(&anchor(1, 1, &a.kp))).unwrap();
+    assert!(f.rt.block_on(client.submit(&anchor(2, 1, &a.kp))).is_err());
+    wait_for("a to be quarantined", MIN, || {
+        (f.device_json(1, &a.id)?["status"] == "quarantined").then_some(())
+    });
+    f.rt.block_on(client.shutdown());
+
+    // The device makes new keys for its id and exports their public file; an admin reinstates.
+    let dir = f.c.root.path();
+    let key2 = dir.join("a2.key");
+    let pub2 = dir.join("a2.pub.json");
+    let made = cli(&[
+        s("device"),
+        s("keygen"),
+        s("--out"),
+        key2.to_string_lossy().to_string(),
+        s("--account"),
+        a.id.clone(),
+    ])
+    .unwrap();
+    assert_eq!(made["device_id"], a.id.as_str(), "{made}");
+    let new_key = made["sign_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, a.id);
+    cli(&[
+        s("device"),
+        s("export"),
+        s("--key"),
+        key2.to_string_lossy().to_string(),
+        s("--chain-id"),
+        chain.clone(),
+        s("--out"),
+        pub2.to_string_lossy().to_string(),
+    ])
+    .unwrap();
+    let mut args = vec![
+        s("device"),
+        s("reinstate"),
+        s("--admin-key"),
+        f.admin_key(),
+        s("--device-pub"),
+        pub2.to_string_lossy().to_string(),
+        a.id.clone(),
+    ];
+    args.extend(f.gw(&[2]));
+    let done = cli(&args).unwrap();
+    assert!(done["height"].as_u64().unwrap() > 0, "{done}");
+    for i in 0..4 {
+        wait_for("a to be active again under its new key", MIN, || {
+            let d = f.device_json(i, &a.id)?;
+            (d["status"] == "active" && d["sign_key"] == new_key.as_str()).then_some(())
+        });
+    }
+    let audit = meshward_testkit::http(f.c.nodes[3].api_port, "GET", "/v1/audit", &[], b"")
+        .unwrap()
+        .json();
+    assert!(audit.to_string().contains("reinstated"), "{audit}");
+
+    // Messages flow again, from the same device id.
+    let (account, kp2) = meshward_sdk::keyfile::load_device(&key2).unwrap();
+    assert_eq!(account, a.pk);
+    let a2 = common::fleet::Dev {
+        key: key2,
+        id: a.id.clone(),
+        pk: a.pk,
+        kp: kp2,
+    };
+    let sent = f.send(&a2, &b.id, "back again", &[1, 2]).unwrap();
+    let commitment = sent["commitment"].as_str().unwrap().to_string();
+    let line = agent.wait_line("b gets a's message", |l| {
+        l["commitment"] == commitment.as_str()
+    });
+    assert_eq!(line["from"], a.id.as_str());
+
+    // The old key stays refused: a transaction it signs does not verify.
+    let next =
+        f.rt.block_on(f.client(None, &[0]).lookup(&a.pk))
+            .unwrap()
+            .unwrap()
+            .seq
+            + 1;
+    let old = f.client(None, &[3]);
+    let refused = f.rt.block_on(old.submit(&anchor(3, next, &a.kp)));
+    assert!(
+        refused.is_err(),
+        "a transaction signed by the old key was admitted"
+    );
+    f.rt.block_on(old.shutdown());
+    agent.stop();
+}
+
 #[test]
 fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
     let f = Fleet::start();

@@ -70,6 +70,21 @@ pub enum TxBody {
         /// The groups a device enrolled with the ticket joins (sorted, unique).
         groups: Vec<GroupName>,
     },
+    /// The admins reinstate a revoked (or quarantined) device under new keys: its account id,
+    /// groups and sequence number stay; its old keys stay refused everywhere.
+    Reinstate {
+        /// The revoked device's account id.
+        device: PublicKey,
+        /// Its new Ed25519 signing key (never a key already in use).
+        new_sign: PublicKey,
+        /// Its new X25519 key.
+        new_enc: EncKey,
+        /// The new signing key's signature over [`pop_message`](crate::tx::pop_message)
+        /// `(new_sign, new_enc)`, as in an enrollment.
+        pop_sign: Signature,
+        /// The new X25519 key's proof of possession over the same message.
+        pop_enc: Signature,
+    },
 }
 
 /// What the new keys sign in `RotateKeys`, proving the account holder has them.
@@ -112,6 +127,8 @@ pub mod tag {
     pub const GROUP_KEY: u8 = 9;
     /// [`TxBody::CreateTicket`](super::TxBody::CreateTicket).
     pub const CREATE_TICKET: u8 = 10;
+    /// [`TxBody::Reinstate`](super::TxBody::Reinstate).
+    pub const REINSTATE: u8 = 11;
 }
 
 impl TxBody {
@@ -128,6 +145,7 @@ impl TxBody {
             TxBody::ValidatorSetChange(_) => tag::VALIDATOR_SET_CHANGE,
             TxBody::GroupKey { .. } => tag::GROUP_KEY,
             TxBody::CreateTicket { .. } => tag::CREATE_TICKET,
+            TxBody::Reinstate { .. } => tag::REINSTATE,
         }
     }
 
@@ -144,6 +162,7 @@ impl TxBody {
             TxBody::ValidatorSetChange(_) => "validator_set_change",
             TxBody::GroupKey { .. } => "group_key",
             TxBody::CreateTicket { .. } => "create_ticket",
+            TxBody::Reinstate { .. } => "reinstate",
         }
     }
 
@@ -155,6 +174,7 @@ impl TxBody {
                 | TxBody::SetPolicy { .. }
                 | TxBody::ValidatorSetChange(_)
                 | TxBody::CreateTicket { .. }
+                | TxBody::Reinstate { .. }
         ) || matches!(self, TxBody::Enroll(e) if e.ticket.is_none())
     }
 
@@ -221,6 +241,19 @@ impl TxBody {
                 groups,
             } => {
                 w.put(ticket_hash).u64(*expires_ms).list(groups);
+            }
+            TxBody::Reinstate {
+                device,
+                new_sign,
+                new_enc,
+                pop_sign,
+                pop_enc,
+            } => {
+                w.put(device)
+                    .put(new_sign)
+                    .put(new_enc)
+                    .put(pop_sign)
+                    .put(pop_enc);
             }
         }
     }
@@ -341,6 +374,13 @@ impl TxBody {
                 ticket_hash: r.get()?,
                 expires_ms: r.u64("ticket expiry")?,
                 groups: decode_groups(r)?,
+            },
+            tag::REINSTATE => TxBody::Reinstate {
+                device: r.get()?,
+                new_sign: r.get()?,
+                new_enc: r.get()?,
+                pop_sign: r.get()?,
+                pop_enc: r.get()?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {

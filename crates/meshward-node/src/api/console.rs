@@ -324,6 +324,17 @@ fn action(tx: &Tx) -> Option<(&'static str, String, bool)> {
             format!("revoked {} ({reason})", device.peer_id()),
             false,
         ),
+        TxBody::Reinstate {
+            device, new_sign, ..
+        } => (
+            "reinstate",
+            format!(
+                "reinstated {} under the new key {}",
+                device.peer_id(),
+                new_sign.peer_id()
+            ),
+            false,
+        ),
         TxBody::Evidence(ev) => {
             let (who, what) = match ev {
                 Evidence::Equivocation { a, .. } => (a.signer, "equivocation"),

@@ -311,6 +311,7 @@ fn tx_kind(body: &TxBody) -> types::TxKind {
         TxBody::ValidatorSetChange { .. } => K::ValidatorSetChange,
         TxBody::GroupKey { .. } => K::GroupKey,
         TxBody::CreateTicket { .. } => K::CreateTicket,
+        TxBody::Reinstate { .. } => K::Reinstate,
     }
 }
 
@@ -354,6 +355,12 @@ pub fn tx_json(tx: &Tx) -> types::Tx {
         TxBody::Revoke { device, reason } => {
             t.device = Some(device.peer_id());
             t.reason = Some(reason.clone());
+        }
+        TxBody::Reinstate {
+            device, new_enc, ..
+        } => {
+            t.device = Some(device.peer_id());
+            t.enc_key = Some(new_enc.to_string());
         }
         TxBody::Ack { commitment, sender } => {
             t.commitment = Some(commitment.to_hex());
