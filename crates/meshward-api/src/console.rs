@@ -10,6 +10,7 @@ pub struct Console {
     /// The chain.
     pub chain_id: String,
     /// This node's peer id.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub peer_id: String,
     /// Height of the last committed block.
     pub height: u64,
@@ -53,6 +54,7 @@ pub struct Quantiles {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ValidatorHealth {
     /// Its key (peer id).
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub id: String,
     /// Its voting power.
     pub power: u64,
@@ -184,6 +186,7 @@ pub struct AuditAction {
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
     /// The device's id.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub device: String,
     /// Why (at most 256 bytes), recorded on the ledger.
     pub reason: String,

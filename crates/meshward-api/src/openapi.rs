@@ -141,4 +141,27 @@ mod tests {
         let doc = document("http://10.0.0.7:7700");
         assert_eq!(doc["servers"][0]["url"], "http://10.0.0.7:7700");
     }
+
+    #[test]
+    fn bodies_and_ids_carry_their_patterns() {
+        let doc = document("http://127.0.0.1:7700");
+        let body = &doc["paths"]["/v1/tx"]["post"]["requestBody"]["content"]["application/json"];
+        assert_eq!(body["schema"]["$ref"], "#/components/schemas/TxSubmit");
+        // An empty transaction does not match: at least one hex byte.
+        let tx = doc["components"]["schemas"]["TxSubmit"]["properties"]["tx"]["pattern"]
+            .as_str()
+            .unwrap();
+        assert_eq!(tx, "^([0-9a-f]{2})+$");
+        let peer = "^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$";
+        for (schema, field) in [("Device", "id"), ("Device", "sign_key"), ("Tx", "signer")] {
+            assert_eq!(
+                doc["components"]["schemas"][schema]["properties"][field]["pattern"], peer,
+                "{schema}.{field}"
+            );
+        }
+        let txs = doc["paths"]["/v1/txs"]["post"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(txs.contains("u32 count"), "{txs}");
+    }
 }

@@ -43,6 +43,7 @@ pub struct Status {
     /// Transactions waiting in this node's mempool.
     pub mempool_size: u64,
     /// This node's peer id.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub peer_id: String,
     /// The mesh's listen addresses, each ending in `/p2p/<peer id>`.
     pub mesh_addrs: Vec<String>,
@@ -65,6 +66,7 @@ pub struct Tx {
     #[serde(rename = "type")]
     pub kind: TxKind,
     /// The signing account.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub signer: String,
     /// The signer's sequence number.
     pub seq: u64,
@@ -88,6 +90,7 @@ pub struct Tx {
     pub size_bytes: Option<u64>,
     /// Enrolls and revokes: the device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub device: Option<String>,
     /// Enrolls: the device's X25519 key, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +106,7 @@ pub struct Tx {
     pub reason: Option<String>,
     /// Acks: who sent the acknowledged message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub sender: Option<String>,
 }
 
@@ -136,6 +140,7 @@ pub struct BlockHeader {
     /// The proposer's clock.
     pub time_ms: u64,
     /// The proposer.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub proposer: String,
     /// Merkle root of the transactions.
     pub tx_root: String,
@@ -269,6 +274,7 @@ pub struct Challenge {
 #[serde(deny_unknown_fields)]
 pub struct MailboxFetchRequest {
     /// The device's account id.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub device: String,
     /// A nonce from `POST /v1/challenge`.
     pub nonce: String,
@@ -303,6 +309,7 @@ pub struct MailboxFetchResponse {
 #[serde(deny_unknown_fields)]
 pub struct MailboxAckRequest {
     /// The device's account id.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub device: String,
     /// A nonce from `POST /v1/challenge`.
     pub nonce: String,
@@ -336,10 +343,12 @@ pub enum DeviceState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Device {
     /// Its account id (its first signing key).
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub id: String,
     /// Its current X25519 key, hex.
     pub enc_key: String,
     /// Its current signing key (the id, unless it rotated).
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub sign_key: String,
     /// Its groups.
     pub groups: Vec<String>,
@@ -375,6 +384,7 @@ pub struct DeviceList {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GroupMember {
     /// Its account id.
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
     pub id: String,
     /// Its X25519 key, hex.
     pub enc_key: String,
