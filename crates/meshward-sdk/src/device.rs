@@ -187,24 +187,27 @@ impl Device {
     }
 
     /// Signs `build(seq)` with the device's next transaction sequence number. The state
-    /// directory's reservation (see [`crate::dirstate`]) is held from choosing the number,
-    /// after looking up the committed one on the ledger, through signing to saving, so no two
+    /// directory's reservation (see [`crate::dirstate`]) is held from choosing the number
+    /// (past the committed one, looked up on the ledger first) through signing to saving, so no two
     /// processes or tasks of this device ever sign two transactions with one number. Returns
     /// the transaction and the earlier ones still outstanding, to resubmit first.
     async fn sign_next(
         &self,
         build: impl FnOnce(u64) -> Option<Tx>,
     ) -> Result<(Tx, Vec<Tx>), ClientError> {
-        let dir = self.state.clone();
-        let mut held = tokio::task::spawn_blocking(move || dir.reserve_tx())
-            .await
-            .map_err(|e| ClientError::State(format!("state directory lock: {e}")))??;
+        // The committed number is looked up before the reservation is taken: the lock must
+        // never be held across an await, where another task of this process (an agent saving
+        // its replay state) would block its runtime thread on it. A number committed meanwhile
+        // only makes `committed` low, and the reservation still goes past every number this
+        // directory handed out.
         let me = self.account();
         let committed = match self.client.lookup(&me).await? {
             Some(info) if !info.active => return Err(ClientError::SelfRevoked),
             Some(info) => info.seq,
             None => return Err(ClientError::UnknownDevice(me.peer_id())),
         };
+        // Held only for reading, signing and saving: no await until `save` ends it.
+        let mut held = self.state.reserve_tx()?;
         let seq = held.next_seq(committed);
         let tx =
             build(seq).ok_or_else(|| ClientError::State("cannot build the transaction".into()))?;

@@ -251,8 +251,10 @@ impl StateDir {
             .and_then(|k| k.to_info(id)))
     }
 
-    /// Starts a transaction reservation: waits (blocking the thread; call it from a blocking
-    /// task) until no other process or task of this device holds one.
+    /// Starts a transaction reservation: waits (blocking the thread) until no other process or
+    /// task of this device holds one. Hold it only for synchronous work (choose, sign, save),
+    /// never across an await: the lock is an `flock`, and other tasks of this process take it
+    /// on their runtime threads.
     pub fn reserve_tx(&self) -> Result<TxReservation, ClientError> {
         let lock = self.lock()?;
         let state = self.read()?;

@@ -196,7 +196,7 @@ async fn read_body_within(
         Ok(Err(_)) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
+                "body_too_large",
                 format!("request body larger than {} bytes", super::MAX_BODY_BYTES),
             )
             .into_response()
