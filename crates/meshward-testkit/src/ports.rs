@@ -5,17 +5,28 @@ use std::net::TcpListener;
 use rand::Rng;
 
 /// The first of `n` consecutive TCP ports on 127.0.0.1 that are free now (each checked by
-/// binding it), chosen at random in 20000..60000 so that tests running at once rarely collide.
-/// Another process may still take one before the test binds it.
+/// binding it), chosen at random from 10000 up to the kernel's ephemeral range, so that tests
+/// running at once rarely collide and no outgoing connection's local port takes one between
+/// this check and the test's own bind. Another test may still take one first.
 pub fn free_ports(n: u16) -> u16 {
     let mut rng = rand::thread_rng();
+    let top = ephemeral_low().saturating_sub(n).max(10_001);
     loop {
-        let base: u16 = rng.gen_range(20_000..60_000);
+        let base: u16 = rng.gen_range(10_000..top);
         let ok = (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok());
         if ok {
             return base;
         }
     }
+}
+
+/// The lowest port of the kernel's ephemeral range (Linux: `ip_local_port_range`; 32768, the
+/// usual default, where it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 #[cfg(test)]
