@@ -13,6 +13,7 @@
 //! `wal.rs` the proposed values the write-ahead log keeps, `value_sync.rs` value sync.
 
 mod consensus;
+pub mod fuzz;
 mod proposal_parts;
 #[cfg(test)]
 mod tests;

@@ -160,3 +160,26 @@ fn hostile_input_is_rejected() {
         .u32(u32::MAX);
     assert!(decode_top::<PolkaCertificate<MeshwardContext>>(w.as_slice()).is_err());
 }
+
+#[test]
+fn the_fuzz_entry_decodes_each_family_and_refuses_garbage() {
+    let vote = Vote {
+        vote_type: VoteType::Precommit,
+        height: Height(7),
+        round: Round::new(2),
+        value: NilOrVal::Val(BlockHash(Hash([3; 32]))),
+        validator: addr(1),
+        extension: None,
+    };
+    let signed =
+        SignedConsensusMsg::<MeshwardContext>::Vote(SignedMessage::new(vote.clone(), sig(9)));
+    assert!(fuzz::decode_family(0, &encode_top(&signed).unwrap()));
+    assert!(fuzz::decode_family(11, &encode_top(&vote).unwrap()));
+    // The same bytes as another family do not decode as a vote, and garbage decodes as nothing.
+    assert!(!fuzz::decode_family(3, &encode_top(&vote).unwrap()));
+    for f in 0..fuzz::FAMILIES {
+        assert!(!fuzz::decode_family(f, &[]));
+        assert!(!fuzz::decode_family(f, &[WIRE_VERSION, 0xff, 0xff, 0xff]));
+        assert!(!fuzz::decode_family(f, &[WIRE_VERSION + 1]));
+    }
+}
