@@ -102,6 +102,10 @@ impl NodeState {
     }
 }
 
+/// How long Ctrl-C waits for the simulated devices to finish their sends before the nodes are
+/// stopped regardless.
+const FLEET_STOP_GRACE: Duration = Duration::from_secs(10);
+
 /// How a process ended, in words: "exit status 1", "signal 9 (SIGKILL)".
 pub fn describe_exit(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
@@ -451,10 +455,23 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
     }
     stop.store(true, Ordering::Relaxed);
     if let Some(h) = fleet {
-        match h.join() {
-            Ok(Err(e)) => eprintln!("simulated fleet: {e:#}"),
-            Err(_) => eprintln!("simulated fleet: panicked"),
-            Ok(Ok(())) => {}
+        // The devices finish their sends first, but a fleet that does not stop in time never
+        // keeps the nodes running: they are stopped anyway, and the fleet ends with the process.
+        let until = Instant::now() + FLEET_STOP_GRACE;
+        while !h.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if h.is_finished() {
+            match h.join() {
+                Ok(Err(e)) => eprintln!("simulated fleet: {e:#}"),
+                Err(_) => eprintln!("simulated fleet: panicked"),
+                Ok(Ok(())) => {}
+            }
+        } else {
+            eprintln!(
+                "simulated fleet: still busy after {} s; stopping the nodes anyway",
+                FLEET_STOP_GRACE.as_secs()
+            );
         }
     }
     eprintln!(
