@@ -66,6 +66,7 @@ pub mod context;
 pub mod parts;
 pub mod proposer;
 pub mod signing;
+pub mod sizing;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
@@ -226,6 +227,10 @@ pub struct ConsensusStatus {
     pub committed_height: u64,
     /// Whether this node's key is in the validator set (otherwise it follows by sync).
     pub is_validator: bool,
+    /// Heights committed here that were decided in a round after 0 (see [`sizing`]).
+    pub late_round_heights: u64,
+    /// How many transactions this node's next proposal may hold ([`sizing`]).
+    pub proposal_limit_txs: u64,
 }
 
 /// The running consensus service.
@@ -438,6 +443,8 @@ impl ConsensusHandle {
             round: self.shared.round.load(Ordering::Relaxed),
             committed_height: self.shared.committed.load(Ordering::Relaxed),
             is_validator: self.is_validator,
+            late_round_heights: self.shared.late_rounds.load(Ordering::Relaxed),
+            proposal_limit_txs: self.shared.proposal_limit.load(Ordering::Relaxed),
         }
     }
 

@@ -18,7 +18,8 @@ use malachitebft_signing::{Error as SigningError, Signer, VerificationResult, Ve
 use meshward_core::block::{vote_signing_bytes, VoteKind};
 use meshward_core::codec::Writer;
 use meshward_core::hash::Hash;
-use meshward_core::ids::{PublicKey, SignKey};
+use meshward_core::ids::{KeyError, PublicKey, SignKey, VerifyingKey};
+use std::collections::HashMap;
 
 use crate::context::{Address, MeshwardContext, Proposal, Sig, Vote};
 
@@ -111,8 +112,38 @@ fn proposal_bytes(chain_id: &str, p: &Proposal) -> Option<Vec<u8>> {
     ))
 }
 
-fn check(key: &PublicKey, msg: &[u8], sig: &Sig) -> VerificationResult {
-    VerificationResult::from_bool(key.verify(msg, &sig.0).is_ok())
+fn check(keys: &ValidatorKeys, key: &PublicKey, msg: &[u8], sig: &Sig) -> VerificationResult {
+    let ok = keys
+        .get(key)
+        .and_then(|vk| meshward_core::ids::verify_with(&vk, msg, &sig.0))
+        .is_ok();
+    VerificationResult::from_bool(ok)
+}
+
+/// Most keys [`ValidatorKeys`] keeps before it starts over (a few validator sets' worth).
+const MAX_CACHED_KEYS: usize = 512;
+
+/// Validator keys decompressed and checked (not weak, torsion-free) once, for the votes,
+/// proposal signatures and certificates this node checks at every height: each check would
+/// otherwise decompress the key and multiply it by the group order again. Shared by clones;
+/// bounded ([`MAX_CACHED_KEYS`]; when full it is emptied and refilled).
+#[derive(Clone, Default)]
+pub struct ValidatorKeys(std::sync::Arc<std::sync::Mutex<HashMap<PublicKey, VerifyingKey>>>);
+
+impl ValidatorKeys {
+    /// The checked key of `key`, from the cache or decompressed now.
+    pub fn get(&self, key: &PublicKey) -> Result<VerifyingKey, KeyError> {
+        if let Some(vk) = meshward_core::sync::lock(&self.0, "validator keys").get(key) {
+            return Ok(*vk);
+        }
+        let vk = key.verifying_key()?;
+        let mut m = meshward_core::sync::lock(&self.0, "validator keys");
+        if m.len() >= MAX_CACHED_KEYS {
+            m.clear();
+        }
+        m.insert(*key, vk);
+        Ok(vk)
+    }
 }
 
 /// Signs consensus messages with the validator's node key.
@@ -193,6 +224,7 @@ impl Signer<MeshwardContext> for MeshwardSigner {
 #[derive(Clone)]
 pub struct MeshwardVerifier {
     chain_id: String,
+    keys: ValidatorKeys,
 }
 
 impl MeshwardVerifier {
@@ -200,7 +232,13 @@ impl MeshwardVerifier {
     pub fn new(chain_id: &str) -> Self {
         MeshwardVerifier {
             chain_id: chain_id.to_owned(),
+            keys: ValidatorKeys::default(),
         }
+    }
+
+    /// The verifier's cache of checked validator keys.
+    pub fn keys(&self) -> &ValidatorKeys {
+        &self.keys
     }
 
     /// Checks a `Fin` part signature.
@@ -214,7 +252,7 @@ impl MeshwardVerifier {
         sig: &Sig,
     ) -> bool {
         let msg = parts_signing_bytes(&self.chain_id, height, round, pol_round, block_hash);
-        key.verify(&msg, &sig.0).is_ok()
+        check(&self.keys, key, &msg, sig).is_valid()
     }
 }
 
@@ -227,7 +265,7 @@ impl Verifier<MeshwardContext> for MeshwardVerifier {
         public_key: &PublicKey,
     ) -> Result<VerificationResult, SigningError> {
         Ok(match vote_bytes(&self.chain_id, vote) {
-            Some(msg) => check(public_key, &msg, signature),
+            Some(msg) => check(&self.keys, public_key, &msg, signature),
             None => VerificationResult::Invalid,
         })
     }
@@ -239,7 +277,7 @@ impl Verifier<MeshwardContext> for MeshwardVerifier {
         public_key: &PublicKey,
     ) -> Result<VerificationResult, SigningError> {
         Ok(match proposal_bytes(&self.chain_id, proposal) {
-            Some(msg) => check(public_key, &msg, signature),
+            Some(msg) => check(&self.keys, public_key, &msg, signature),
             None => VerificationResult::Invalid,
         })
     }
@@ -268,7 +306,10 @@ impl Verifier<MeshwardContext> for MeshwardVerifier {
         if proof.peer_id != key.peer_id_bytes() {
             return Ok(VerificationResult::Invalid);
         }
+        // Any peer can send a proof: its key is not cached, so a stream of proofs under fresh
+        // keys cannot evict the validators'.
         let msg = validator_proof_bytes(&proof.public_key, &proof.peer_id);
-        Ok(check(&key, &msg, &proof.signature))
+        let ok = key.verify(&msg, &proof.signature.0).is_ok();
+        Ok(VerificationResult::from_bool(ok))
     }
 }

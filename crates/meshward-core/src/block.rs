@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::hash::{self, domain, Hash};
-use crate::ids::{PublicKey, SignKey, Signature};
+use crate::ids::{KeyError, PublicKey, SignKey, Signature, VerifyingKey};
 use crate::merkle;
 use crate::tx::{Tx, ValidatorSet, MAX_CHAIN_ID, MAX_TX_BYTES, MAX_VALIDATORS};
 
@@ -223,6 +223,18 @@ impl CommitCertificate {
     /// Checks that validators in `set` holding more than 2/3 of its power precommitted to
     /// `header`.
     pub fn verify(&self, header: &BlockHeader, set: &ValidatorSet) -> Result<(), CertError> {
+        self.verify_with(header, set, PublicKey::verifying_key)
+    }
+
+    /// [`CommitCertificate::verify`] with the validators' keys from `key_of`, so a caller that
+    /// keeps decompressed, checked keys (a validator checks a certificate at every height)
+    /// skips the decompression and torsion check of each.
+    pub fn verify_with(
+        &self,
+        header: &BlockHeader,
+        set: &ValidatorSet,
+        key_of: impl Fn(&PublicKey) -> Result<VerifyingKey, KeyError>,
+    ) -> Result<(), CertError> {
         if self.height != header.height {
             return Err(CertError::WrongHeight {
                 cert: self.height,
@@ -251,8 +263,8 @@ impl CommitCertificate {
             let power = set
                 .power_of(&s.validator)
                 .ok_or(CertError::UnknownValidator(s.validator))?;
-            s.validator
-                .verify(&msg, &s.sig)
+            key_of(&s.validator)
+                .and_then(|vk| crate::ids::verify_with(&vk, &msg, &s.sig))
                 .map_err(|_| CertError::BadSignature(s.validator))?;
             signed = signed.saturating_add(power);
         }

@@ -14,7 +14,9 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use curve25519_dalek::{montgomery::MontgomeryPoint, scalar::clamp_integer, EdwardsPoint, Scalar};
-use ed25519_dalek::{hazmat::ExpandedSecretKey, Signer, SigningKey, VerifyingKey};
+/// A decompressed Ed25519 public key (ed25519-dalek's), as [`PublicKey::verifying_key`] makes it.
+pub use ed25519_dalek::VerifyingKey;
+use ed25519_dalek::{hazmat::ExpandedSecretKey, Signer, SigningKey};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha512};
 use zeroize::Zeroizing;

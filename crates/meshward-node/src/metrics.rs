@@ -64,6 +64,11 @@ pub struct Metrics {
     pub finalized_txs: Counter,
     /// Consensus rounds that ended in a timeout.
     pub round_timeouts: Counter,
+    /// Heights this node committed that were decided in a round after 0 (a gauge of a count
+    /// kept by consensus, so it cannot drift).
+    pub late_round_heights: Gauge,
+    /// How many transactions this node's next proposal may hold (sized to the propose timeout).
+    pub proposal_limit_txs: Gauge,
     /// Connected mesh peers.
     pub peers: Gauge,
     /// Mesh connections by kind.
@@ -123,6 +128,8 @@ impl Metrics {
             height: Gauge::default(),
             finalized_txs: Counter::default(),
             round_timeouts: Counter::default(),
+            late_round_heights: Gauge::default(),
+            proposal_limit_txs: Gauge::default(),
             peers: Gauge::default(),
             connections: Family::default(),
             mempool_txs: Gauge::default(),
@@ -166,6 +173,16 @@ impl Metrics {
             "meshward_consensus_round_timeouts",
             "Consensus rounds that ended in a timeout",
             m.round_timeouts.clone(),
+        );
+        r.register(
+            "meshward_consensus_late_round_heights",
+            "Heights committed here that were decided in a round after 0",
+            m.late_round_heights.clone(),
+        );
+        r.register(
+            "meshward_consensus_proposal_limit_txs",
+            "Most transactions this node's next proposal may hold, sized to the propose timeout",
+            m.proposal_limit_txs.clone(),
         );
         r.register(
             "meshward_consensus_validator_last_signed_height",

@@ -27,7 +27,7 @@ use meshward_core::state::StateView;
 use meshward_net::{NetConfig, NetEvent, TxVerdict};
 use meshward_store::{MailboxLimits, MailboxStore, Store};
 use tokio::sync::{broadcast, mpsc};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{consensus_addr_for, NodeConfig};
 use crate::follower::Follower;
@@ -83,19 +83,11 @@ fn open_store(dir: &Path, genesis: &Genesis) -> Result<Store> {
     }
 }
 
-/// Opens the mailbox file and moves into it whatever envelopes an older chain store still
-/// holds, before consensus starts writing the store.
-fn open_mailboxes(dir: &Path, store: &mut Store) -> Result<MailboxStore> {
+/// Opens the mailbox file with the default limits.
+fn open_mailboxes(dir: &Path) -> Result<MailboxStore> {
     let path = dir.join(MAILBOX_FILE_NAME);
     let mut mb = MailboxStore::open(&path)?;
     mb.set_limits(MailboxLimits::default());
-    mb.adopt_legacy(store).with_context(|| {
-        format!(
-            "cannot move the mailboxes of {} into {}",
-            store.path().display(),
-            path.display()
-        )
-    })?;
     Ok(mb)
 }
 
@@ -124,8 +116,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         )
     })?;
     let token = read_token(&config.dir)?;
-    let mut store = open_store(&config.dir, &genesis)?;
-    let mailbox_store = open_mailboxes(&config.dir, &mut store)?;
+    let store = open_store(&config.dir, &genesis)?;
+    let mailbox_store = open_mailboxes(&config.dir)?;
     info!(
         chain_id = %genesis.chain_id,
         height = store.tip().map_or(0, |(h, _)| h),
@@ -236,6 +228,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         stop_api_rx,
     ));
 
+    // Opening checked the tip; the links below it are walked in the background.
+    let mut link_check = tokio::task::spawn_blocking({
+        let ledger = ledger.clone();
+        let tip = ledger.tip_height();
+        move || check_links(&ledger, tip)
+    });
+    let mut links_checked = false;
+    let mut fatal: Option<anyhow::Error> = None;
+
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(TICK);
     let stall = Duration::from_millis(config.fault_slow_event_loop_ms);
@@ -248,6 +249,18 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            r = &mut link_check, if !links_checked => {
+                links_checked = true;
+                match r {
+                    Ok(Ok(h)) => info!(height = h, "store hash links checked"),
+                    Ok(Err(e)) => {
+                        error!(error = %e, "store is damaged; stopping");
+                        fatal = Some(anyhow::Error::new(e));
+                        break;
+                    }
+                    Err(e) => warn!(error = %e, "store link check did not finish"),
+                }
+            }
             ev = net_events.recv() => match ev {
                 Some(NetEvent::Request { from, id, bytes }) => {
                     // Each request runs as its own task (a deposit waits on other gateways),
@@ -311,6 +324,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             }
             _ = tick.tick() => {
                 follower.catch_up(&gw, &net).await;
+                let cs = consensus.status();
+                gw.metrics.late_round_heights.set(i64::try_from(cs.late_round_heights).unwrap_or(i64::MAX));
+                gw.metrics.proposal_limit_txs.set(i64::try_from(cs.proposal_limit_txs).unwrap_or(i64::MAX));
                 gw.count_connections(&net.peers().await);
             }
         }
@@ -334,7 +350,25 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         warn!("mailbox writer still busy at shutdown; its last write is crash-safe");
     }
     info!("stopped");
-    Ok(())
+    match fatal {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// How many blocks the background link check reads under one read guard.
+const LINK_CHECK_STEP: u64 = 4096;
+
+/// Walks the hash links of blocks 1..=`tip` (what `Store::open` left unchecked), a step at a
+/// time so that consensus's writes never wait long.
+fn check_links(ledger: &Ledger, tip: u64) -> Result<u64, meshward_store::ReadError> {
+    let mut from = 1;
+    while from <= tip {
+        let to = tip.min(from + LINK_CHECK_STEP - 1);
+        ledger.read().check_links(from, to)?;
+        from = to + 1;
+    }
+    Ok(tip)
 }
 
 /// A validator found on the LAN or through Kademlia: tell consensus where it listens. Gateways

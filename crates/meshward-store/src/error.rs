@@ -61,9 +61,37 @@ pub enum Corruption {
     /// The block's transactions or last commit do not match its header.
     #[error("block body does not match its header: {0}")]
     Body(BodyError),
-    /// The `block_hash` index does not map the block's header hash to its height.
+    /// The `block_hash_idx` index does not map the block's header hash to its height.
     #[error("hash index does not map this block's header hash to its height")]
     HashIndex,
+    /// The block's hash is not the tip hash recorded in `meta`.
+    #[error("block is not the recorded tip")]
+    TipHash,
+    /// No certificate for the block: neither a `certs` row nor a last commit in its successor.
+    #[error(
+        "block has no certificate (no certs row, and its successor carries no last commit for it)"
+    )]
+    MissingCertificate,
+    /// The block row's chunks are not numbered 0, 1, … with every chunk but the last full.
+    #[error("block row chunks are malformed")]
+    Chunks,
+    /// A transaction index row points at no matching transaction, or a transaction has none.
+    #[error("transaction index has no correct row for transaction {index}")]
+    TxIndex {
+        /// Position of the transaction in the block.
+        index: u32,
+    },
+    /// The `tx_idx` index has another number of rows than there are transactions.
+    #[error("transaction index has {rows} rows for {txs} transactions")]
+    TxIndexRows {
+        /// Rows in the index.
+        rows: u64,
+        /// Transactions in the chain.
+        txs: u64,
+    },
+    /// The `validator_sets` table does not list the validator sets the replayed chain had.
+    #[error("validator-set history does not match the chain")]
+    ValidatorSets,
     /// The `block_hash` index has another number of rows than there are blocks.
     #[error("hash index has {rows} rows for {blocks} blocks")]
     HashIndexRows {
@@ -78,18 +106,18 @@ pub enum Corruption {
     /// Re-executing the block on the replayed state fails (`verify_chain`).
     #[error("block does not replay: {0}")]
     Replay(ChainError),
-    /// The `commitments` index has no row, or a wrong one, for an anchor of the block.
+    /// The `commitment_idx` index has no row, or a wrong one, for an anchor of the block.
     #[error("commitment index has no correct row for the anchor in transaction {index}")]
     CommitmentIndex {
         /// Position of the anchor transaction in the block.
         index: u32,
     },
-    /// The `commitments` index has another number of rows than distinct anchored commitments.
-    #[error("commitment index has {rows} rows for {anchors} distinct anchored commitments")]
+    /// The `commitment_idx` index has another number of rows than anchors in the chain.
+    #[error("commitment index has {rows} rows for {anchors} anchors")]
     CommitmentRows {
         /// Rows in the index.
         rows: u64,
-        /// Distinct commitments anchored in the chain.
+        /// Anchors in the chain.
         anchors: u64,
     },
     /// The `handoffs` index does not list a validator-set change of the block.
@@ -162,7 +190,7 @@ pub enum OpenError {
         source: std::io::Error,
     },
     /// The `format_version` in `meta` is not the one this build reads.
-    #[error("store at {} has format version {found}, this build reads version {supported} (use a matching meshward release)", path.display())]
+    #[error("store at {} has format version {found}, this build reads version {supported} ({})", path.display(), upgrade_hint(*found, *supported, path))]
     UnsupportedFormat {
         /// The store file.
         path: PathBuf,
@@ -198,6 +226,19 @@ pub enum OpenError {
         /// What is wrong there.
         reason: Box<Corruption>,
     },
+}
+
+/// What to do about a store of another format: migrate an older one, or use a newer release.
+fn upgrade_hint(found: u32, supported: u32, path: &Path) -> String {
+    if found < supported {
+        format!(
+            "run meshward store migrate --dir {} to replay it into format {supported}, keeping \
+             the old file beside it; or move the file away and let the node resync from its peers",
+            dir_of(path).display()
+        )
+    } else {
+        "it was written by a newer meshward: use that release".into()
+    }
 }
 
 impl OpenError {

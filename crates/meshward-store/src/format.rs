@@ -5,34 +5,47 @@
 //! format: changing a table's name or types, or the encoding of a meta value, needs a new
 //! [`FORMAT_VERSION`].
 //!
-//! | table          | key                              | value                                   |
-//! |----------------|----------------------------------|-----------------------------------------|
-//! | `blocks`       | `u64` height (1, 2, …)           | canonical `CertifiedBlock` encoding     |
-//! | `block_hash`   | `[u8; 32]` header hash           | `u64` height                            |
-//! | `commitments`  | `[u8; 32]` anchor commitment     | `(u64 height, u32 tx index)`            |
-//! | `handoffs`     | `(u64 height, u32 tx index)`     | `()`: a `ValidatorSetChange` is there   |
-//! | `txs`          | `[u8; 32]` transaction id        | `(u64 height, u32 tx index)`            |
-//! | `state`        | `u64` slot (0, 1, …)             | canonical state `Record` encoding       |
-//! | `meta`         | `&str` name                      | bytes, see the `META_*` constants       |
-//! | `mailbox`      | `([u8; 32] recipient, u64 seq)`  | envelope bytes                          |
-//! | `mailbox_load` | `[u8; 32]` recipient             | `(u32 envelopes, u64 bytes)` waiting    |
+//! # The chain store, format version 2
 //!
-//! Rows are keyed by sequence (height, slot, mailbox seq) wherever possible: sequential keys append
-//! to the right edge of a B-tree, while random 32-byte keys are several times slower to insert,
-//! so hash lookups live in the separate index tables `block_hash` and `commitments`.
+//! | table            | key                               | value                                   |
+//! |------------------|-----------------------------------|-----------------------------------------|
+//! | `block_rows`     | `(u64 height, u32 chunk)`         | the block's compact row ([`crate::compact`]), cut in chunks of [`BLOCK_CHUNK_BYTES`] |
+//! | `certs`          | `u64` height                      | a certificate not carried by the next block (the tip's) |
+//! | `block_hash_idx` | `(u64 hash prefix, u64 height)`   | `()`                                    |
+//! | `tx_idx`         | `(u64 id prefix, u64 location)`   | `()`: location = height << 16 \| index |
+//! | `commitment_idx` | `(u64 commitment prefix, u64 location)` | `()`: every anchor                |
+//! | `handoffs`       | `(u64 height, u32 tx index)`      | `()`: a `ValidatorSetChange` is there   |
+//! | `validator_sets` | `u64` first height it certifies   | canonical `ValidatorSet` encoding       |
+//! | `state`          | `u64` slot (0, 1, …)              | canonical state `Record` encoding       |
+//! | `meta`           | `&str` name                       | bytes, see the `META_*` constants       |
 //!
-//! A block commits in one write transaction together with its index rows, the state records it
-//! changed and the new tip, so the file always holds a chain prefix and the state after exactly
-//! that prefix. Commits use redb's default durability (fsync before `commit` returns).
+//! A block's certificate is the last commit its successor carries (a certificate for it by
+//! definition); only a block whose successor carries none (the tip, always) keeps a row in
+//! `certs`, and it is deleted once a successor carries one. So each height stores one
+//! certificate, not two.
 //!
-//! `commitments` keeps the first anchor of a commitment: a later anchor of the same commitment
-//! does not move the row. `handoffs` lists every `ValidatorSetChange`, for light-client proofs.
+//! Hash indexes hold the first 8 bytes of the hash (big-endian `u64`) and where to look: a
+//! lookup reads every row with that prefix and confirms each candidate against the block, so a
+//! prefix shared by two hashes costs a second look, never a wrong answer. An index row is 16
+//! bytes instead of 44, and small keys keep the B-trees shallow. `commitment_idx` lists every
+//! anchor; the first anchor of a commitment is the candidate with the lowest location.
 //!
-//! The chain store still creates `mailbox`, `mailbox_load` and the `mailbox_*` meta keys, as
-//! format version 1 always did, but nothing writes them any more: a store written before
-//! mailboxes moved out may hold envelopes there, and
-//! [`MailboxStore::adopt_legacy`](crate::MailboxStore::adopt_legacy) moves them into the mailbox
-//! file on the node's next start.
+//! Block rows are cut in chunks of [`BLOCK_CHUNK_BYTES`] so that redb packs four to a 4 KiB
+//! page: a row stored whole goes into a page run of a power of two, which wasted ~20% on
+//! blocks of tens of KiB.
+//!
+//! A block commits in one write transaction together with its chunks, index rows, certificate
+//! rows, any new validator set, the state records it changed and the new tip, so the file
+//! always holds a chain prefix and the state after exactly that prefix. Commits use redb's
+//! default durability (fsync before `commit` returns).
+//!
+//! Opening reads the meta, the state records and the validator sets, and checks the tip block
+//! against the recorded tip hash and state root: constant time in the chain's length. The
+//! links below the tip are checked by [`crate::Store::check_links`] (a node runs it in the
+//! background after start) and by `verify_chain` (everything).
+//!
+//! A format-1 file is refused with [`crate::OpenError::UnsupportedFormat`];
+//! `meshward store migrate` replays it into a new format-2 file.
 //!
 //! # The mailbox file (`mailbox.redb`), format version [`MAILBOX_FORMAT_VERSION`]
 //!
@@ -49,7 +62,7 @@
 use redb::TableDefinition;
 
 /// Version of this format, stored under [`META_FORMAT_VERSION`].
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The store's file name inside a data dir.
 pub const FILE_NAME: &str = "meshward.redb";
@@ -60,17 +73,23 @@ pub const MAILBOX_FORMAT_VERSION: u32 = 1;
 /// The mailbox file's name inside a data dir.
 pub const MAILBOX_FILE_NAME: &str = "mailbox.redb";
 
-/// Encoded certified blocks by height.
-pub const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
-/// Block header hash -> height.
-pub const BLOCK_HASH: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_hash");
-/// Anchor commitment -> (height, transaction index) of its first anchor.
-pub const COMMITMENTS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("commitments");
-/// Transaction id -> (height, transaction index), so a client can ask whether its
-/// transaction is final.
-pub const TXS: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("txs");
+/// Most bytes in one chunk of a block row: four chunks and their keys fill a 4 KiB page.
+pub const BLOCK_CHUNK_BYTES: usize = 1000;
+
+/// Block rows by (height, chunk).
+pub const BLOCK_ROWS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("block_rows");
+/// Certificates that no stored successor carries, by height (see the module doc).
+pub const CERTS: TableDefinition<u64, &[u8]> = TableDefinition::new("certs");
+/// (Block hash prefix, height).
+pub const BLOCK_HASH_IDX: TableDefinition<(u64, u64), ()> = TableDefinition::new("block_hash_idx");
+/// (Transaction id prefix, location), so a client can ask whether its transaction is final.
+pub const TX_IDX: TableDefinition<(u64, u64), ()> = TableDefinition::new("tx_idx");
+/// (Anchor commitment prefix, location) of every anchor.
+pub const COMMITMENT_IDX: TableDefinition<(u64, u64), ()> = TableDefinition::new("commitment_idx");
 /// (height, transaction index) of every `ValidatorSetChange`.
 pub const HANDOFFS: TableDefinition<(u64, u32), ()> = TableDefinition::new("handoffs");
+/// Each validator set by the first height it certifies (height 1: the genesis set).
+pub const VALIDATOR_SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("validator_sets");
 /// Encoded state records by slot.
 pub const STATE: TableDefinition<u64, &[u8]> = TableDefinition::new("state");
 /// Store-wide values, see the `META_*` keys.
@@ -87,7 +106,9 @@ pub const META_FORMAT_VERSION: &str = "format_version";
 pub const META_GENESIS: &str = "genesis";
 /// `u64` big-endian: the height of the last block, 0 before block 1.
 pub const META_TIP_HEIGHT: &str = "tip_height";
-/// `u64` big-endian: the next mailbox sequence number (starts at 1).
+/// 32 bytes: the header hash of the last block (absent before block 1).
+pub const META_TIP_HASH: &str = "tip_hash";
+/// `u64` big-endian: the next mailbox sequence number (starts at 1; mailbox file only).
 pub const META_MAILBOX_NEXT_SEQ: &str = "mailbox_next_seq";
 /// `u64` big-endian: envelopes waiting, over all recipients.
 pub const META_MAILBOX_ENVELOPES: &str = "mailbox_envelopes";
@@ -120,4 +141,21 @@ pub(crate) fn read_u64(bytes: &[u8]) -> Option<u64> {
 
 pub(crate) fn read_u32(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+/// The index key of a hash: its first 8 bytes, big-endian.
+pub(crate) fn prefix(h: &meshward_core::hash::Hash) -> u64 {
+    let b = h.as_bytes();
+    u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+}
+
+/// A transaction's location as an index value: height << 16 | index (a block holds at most
+/// 65,536 transactions).
+pub(crate) fn location(height: u64, index: u32) -> u64 {
+    (height << 16) | u64::from(index)
+}
+
+/// The (height, index) of a location.
+pub(crate) fn split_location(loc: u64) -> (u64, u32) {
+    (loc >> 16, (loc & 0xffff) as u32)
 }

@@ -7,11 +7,14 @@
 //! consensus already computed for it; [`Store::build_block`] makes, certifies and stores a block
 //! in one process (the synthetic fleet, tests). All three share one commit: the block, its index
 //! rows, the state records it changed and the new tip go in one write transaction, so a node
-//! killed at any moment reopens to a consistent chain prefix.
-//! [`Store::open`] checks every block's hash link and body and the state root before it trusts the
-//! file, and [`verify_chain`] replays the whole chain from the genesis. [`synth`] writes a
-//! synthetic fleet's real signed blocks, for benchmarks and crash tests. The format is described
-//! in [`format`](mod@format).
+//! killed at any moment reopens to a consistent chain prefix. Blocks are stored compactly
+//! (format 2: accounts by slot, validators by index, one certificate per height, 8-byte hash
+//! index keys) and rebuilt into their canonical encoding on read.
+//! [`Store::open`] checks the tip block, its hash and the state root, in constant time;
+//! [`Store::check_links`] walks the hash links below it, and [`verify_chain`] replays the whole
+//! chain from the genesis. [`migrate_v1`] replays a format-1 store into format 2. [`synth`]
+//! writes a synthetic fleet's real signed blocks, for benchmarks and crash tests. The format is
+//! described in [`format`](mod@format).
 //!
 //! ```
 //! use meshward_core::TxBody;
@@ -29,7 +32,7 @@
 //! let proof = store.anchor_proof(&anchor.commitment)?.expect("anchors are indexed");
 //! assert_eq!(proof.verify(store.genesis())?.height, 3);
 //!
-//! // Reopening checks the chain again; verify_chain replays it.
+//! // Reopening checks the tip; verify_chain replays the chain.
 //! drop(fleet);
 //! let store = Store::open(dir.path().join("meshward.redb"))?;
 //! assert_eq!(store.tip().map(|(height, _)| height), Some(3));
@@ -54,9 +57,11 @@ macro_rules! from_redb_errors {
     )*};
 }
 
+mod compact;
 mod error;
 pub mod format;
 mod mailbox;
+mod migrate;
 mod query;
 mod store;
 pub mod synth;
@@ -64,5 +69,6 @@ mod verify;
 
 pub use error::{ApplyError, Corruption, MailboxError, OpenError, ReadError, VerifyError};
 pub use mailbox::{MailboxLimits, MailboxStats, MailboxStore};
+pub use migrate::{migrate_v1, MigrateError, MigrateReport};
 pub use store::Store;
 pub use verify::{verify_chain, VerifyReport};

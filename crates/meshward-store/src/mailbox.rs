@@ -6,8 +6,8 @@
 //! deposit and acknowledge; in one file, every mailbox write (an fsynced redb commit) would
 //! queue with block commits behind redb's single writer, and a mailbox fault would sit beside
 //! the chain. Format version 1 chain stores created their own (now unused) mailbox tables;
-//! [`MailboxStore::adopt_legacy`] moves whatever such a store still holds into the mailbox file,
-//! once, at start.
+//! [`MailboxStore::adopt_legacy`] copies whatever such a store still holds into the mailbox
+//! file when `meshward store migrate` replays it into format 2.
 //!
 //! Each envelope gets a sequence number from one file-wide counter, so a recipient's envelopes
 //! come in increasing order and a number is never reused, even after acknowledgement. A device
@@ -44,7 +44,6 @@ use crate::format::{
     MAILBOX_MAX_TOTAL_ENVELOPES, META, META_FORMAT_VERSION, META_MAILBOX_BYTES,
     META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ,
 };
-use crate::store::Store;
 
 /// How much the mailboxes may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,34 +374,39 @@ impl MailboxStore {
         .map_err(|f| fail_to_error(&self.path, f))
     }
 
-    /// Moves the envelopes a format-1 chain store still holds in its own mailbox tables (stores
-    /// written before mailboxes had a file of their own) into this file, keeping their sequence
-    /// numbers, then empties those tables. Returns how many envelopes moved (0, quickly, when
-    /// there is nothing to move).
-    ///
-    /// Call it at start, before consensus writes the store (`&mut Store` says so). A crash
-    /// between the two commits moves the same rows again on the next start: rows keep their
-    /// keys, and the counters are recounted from the rows, so nothing is duplicated or lost.
-    /// Limits are not applied to adopted envelopes: they were accepted once already.
-    pub fn adopt_legacy(&self, store: &mut Store) -> Result<u64, MailboxError> {
+    /// Copies the envelopes a format-1 chain store (`chain`, opened from `from`) still holds in
+    /// its own mailbox tables (stores written before mailboxes had a file of their own) into
+    /// this file, keeping their sequence numbers: part of `meshward store migrate`, which keeps
+    /// the old file aside. Returns how many envelopes were copied (0, quickly, when there is
+    /// nothing to copy). Copying twice changes nothing: rows keep their keys, and the counters
+    /// are recounted from the rows. Limits are not applied to adopted envelopes: they were
+    /// accepted once already.
+    pub fn adopt_legacy(
+        &self,
+        chain: &impl ReadableDatabase,
+        from: &Path,
+    ) -> Result<u64, MailboxError> {
         let moved = self
-            .adopt_inner(store)
+            .adopt_inner(chain)
             .map_err(|f| fail_to_error(&self.path, f))?;
         if moved > 0 {
             info!(
                 envelopes = moved,
-                from = %store.path().display(),
+                from = %from.display(),
                 to = %self.path.display(),
-                "mailboxes moved out of the chain store"
+                "mailboxes moved out of the format-1 chain store"
             );
         }
         Ok(moved)
     }
 
-    fn adopt_inner(&self, store: &mut Store) -> Result<u64, Fail> {
-        let chain = store.database();
+    fn adopt_inner(&self, chain: &impl ReadableDatabase) -> Result<u64, Fail> {
         let rtx = chain.begin_read()?;
-        let legacy = rtx.open_table(MAILBOX)?;
+        let legacy = match rtx.open_table(MAILBOX) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
         if legacy.is_empty()? {
             return Ok(0);
         }
@@ -426,20 +430,6 @@ impl MailboxStore {
         }
         recount(&wtx, legacy_next.max(max_seq.saturating_add(1)))?;
         wtx.commit()?;
-        drop(legacy);
-        drop(rtx);
-        // Empty the chain store's tables; its own counters go back to zero.
-        let ctx = chain.begin_write()?;
-        {
-            let mut t = ctx.open_table(MAILBOX)?;
-            t.retain(|_, _| false)?;
-            let mut l = ctx.open_table(MAILBOX_LOAD)?;
-            l.retain(|_, _| false)?;
-            let mut meta = ctx.open_table(META)?;
-            meta.insert(META_MAILBOX_ENVELOPES, u64_bytes(0).as_slice())?;
-            meta.insert(META_MAILBOX_BYTES, u64_bytes(0).as_slice())?;
-        }
-        ctx.commit()?;
         Ok(moved)
     }
 }

@@ -2,57 +2,74 @@
 //! proofs with the validator-set handoffs they need. Each is one redb read transaction, so reads
 //! run concurrently with each other and with the one writer.
 
+use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::light::{AnchorProof, Inclusion, MAX_HANDOFFS};
-use meshward_core::tx::TxBody;
+use meshward_core::tx::{Tx, TxBody};
 use meshward_core::CertifiedBlock;
-use redb::ReadableDatabase;
+use redb::{ReadTransaction, ReadableDatabase};
 
+use crate::compact;
 use crate::error::{Corruption, ReadError};
-use crate::format::{BLOCKS, BLOCK_HASH, COMMITMENTS, HANDOFFS, TXS};
-use crate::store::{Fault, Store};
+use crate::format::{prefix, split_location, BLOCK_HASH_IDX, COMMITMENT_IDX, HANDOFFS, TX_IDX};
+use crate::store::{read_block, read_head, read_row, Fault, Store};
 
 impl Store {
-    /// The encoded certified block at `height`, as stored and as sync sends it.
+    /// The canonical encoding of the certified block at `height`, as sync sends it.
     pub fn block_bytes(&self, height: u64) -> Result<Option<Vec<u8>>, ReadError> {
-        (|| -> Result<_, Fault> {
-            let rtx = self.db.begin_read()?;
-            let blocks = rtx.open_table(BLOCKS)?;
-            Ok(blocks.get(height)?.map(|g| g.value().to_vec()))
-        })()
-        .map_err(|f| f.into_read(&self.path))
+        Ok(self.block(height)?.map(|b| b.to_bytes()))
     }
 
     /// The certified block at `height`.
     pub fn block(&self, height: u64) -> Result<Option<CertifiedBlock>, ReadError> {
-        let Some(bytes) = self.block_bytes(height)? else {
-            return Ok(None);
-        };
-        CertifiedBlock::decode_bytes(&bytes)
-            .map(Some)
-            .map_err(|e| ReadError::Corrupt {
-                path: self.path.clone(),
-                height,
-                reason: Box::new(Corruption::Decode(e)),
-            })
+        (|| -> Result<_, Fault> {
+            let rtx = self.db.begin_read()?;
+            read_block(&rtx, height, &self.env())
+        })()
+        .map_err(|f| f.into_read(&self.path))
     }
 
     /// The height of the block whose header hashes to `hash`.
     pub fn height_of(&self, hash: &Hash) -> Result<Option<u64>, ReadError> {
         (|| -> Result<_, Fault> {
             let rtx = self.db.begin_read()?;
-            let index = rtx.open_table(BLOCK_HASH)?;
-            Ok(index.get(hash.as_bytes())?.map(|g| g.value()))
+            let index = rtx.open_table(BLOCK_HASH_IDX)?;
+            let p = prefix(hash);
+            let env = self.env();
+            for row in index.range((p, 0u64)..=(p, u64::MAX))? {
+                let h = row?.0.value().1;
+                if read_head(&rtx, h, &env)?.is_some_and(|head| head.header.hash() == *hash) {
+                    return Ok(Some(h));
+                }
+            }
+            Ok(None)
         })()
         .map_err(|f| f.into_read(&self.path))
+    }
+
+    /// The transaction at `index` of block `height`, rebuilt from its row without rebuilding
+    /// the others.
+    fn tx_at(&self, rtx: &ReadTransaction, height: u64, index: u32) -> Result<Option<Tx>, Fault> {
+        let Some(row) = read_row(rtx, height)? else {
+            return Ok(None);
+        };
+        compact::decode_tx_at(&row, height, index as usize, &self.env())
+            .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)))
     }
 
     /// Where the transaction with id `id` is: (height, transaction index), once final.
     pub fn tx_location(&self, id: &Hash) -> Result<Option<(u64, u32)>, ReadError> {
         (|| -> Result<_, Fault> {
             let rtx = self.db.begin_read()?;
-            let index = rtx.open_table(TXS)?;
-            Ok(index.get(id.as_bytes())?.map(|g| g.value()))
+            let index = rtx.open_table(TX_IDX)?;
+            let p = prefix(id);
+            for row in index.range((p, 0u64)..=(p, u64::MAX))? {
+                let (h, i) = split_location(row?.0.value().1);
+                if self.tx_at(&rtx, h, i)?.is_some_and(|tx| tx.id() == *id) {
+                    return Ok(Some((h, i)));
+                }
+            }
+            Ok(None)
         })()
         .map_err(|f| f.into_read(&self.path))
     }
@@ -61,8 +78,19 @@ impl Store {
     pub fn anchor_location(&self, commitment: &Hash) -> Result<Option<(u64, u32)>, ReadError> {
         (|| -> Result<_, Fault> {
             let rtx = self.db.begin_read()?;
-            let index = rtx.open_table(COMMITMENTS)?;
-            Ok(index.get(commitment.as_bytes())?.map(|g| g.value()))
+            let index = rtx.open_table(COMMITMENT_IDX)?;
+            let p = prefix(commitment);
+            // Rows come in location order, so the first confirmed one is the first anchor.
+            for row in index.range((p, 0u64)..=(p, u64::MAX))? {
+                let (h, i) = split_location(row?.0.value().1);
+                let hit = self.tx_at(&rtx, h, i)?.is_some_and(
+                    |tx| matches!(&tx.body, TxBody::Anchor(a) if a.commitment == *commitment),
+                );
+                if hit {
+                    return Ok(Some((h, i)));
+                }
+            }
+            Ok(None)
         })()
         .map_err(|f| f.into_read(&self.path))
     }

@@ -6,20 +6,23 @@ use std::path::{Path, PathBuf};
 
 use meshward_core::block::{Block, BlockHeader, CertifiedBlock, CommitCertificate};
 use meshward_core::chain::{self, ChainError};
-use meshward_core::codec::{Decode, Encode};
+use meshward_core::codec::{Decode, DecodeError, Encode};
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_core::state::{Delta, State, StateView};
-use meshward_core::tx::{Tx, TxBody};
-use redb::{Builder, Database, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
+use meshward_core::tx::{Tx, TxBody, ValidatorSet};
+use redb::{
+    Builder, Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+};
 use tracing::{debug, info, warn};
 
+use crate::compact::{self, Env, SetHistory};
 use crate::error::{ApplyError, Corruption, OpenError, ReadError};
 use crate::format::{
-    self, read_u32, read_u64, u64_bytes, BLOCKS, BLOCK_HASH, COMMITMENTS, FORMAT_VERSION, HANDOFFS,
-    MAILBOX, MAILBOX_LOAD, META, META_FORMAT_VERSION, META_GENESIS, META_MAILBOX_BYTES,
-    META_MAILBOX_ENVELOPES, META_MAILBOX_NEXT_SEQ, META_TIP_HEIGHT, STATE, TXS,
+    self, location, prefix, read_u32, read_u64, u64_bytes, BLOCK_CHUNK_BYTES, BLOCK_HASH_IDX,
+    BLOCK_ROWS, CERTS, COMMITMENT_IDX, FORMAT_VERSION, HANDOFFS, META, META_FORMAT_VERSION,
+    META_GENESIS, META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX, VALIDATOR_SETS,
 };
 
 /// A failure inside a helper: the database failed, or what it holds is wrong.
@@ -114,6 +117,8 @@ pub(crate) fn builder() -> Builder {
 pub(crate) struct Meta {
     pub genesis: Genesis,
     pub tip_height: u64,
+    /// The tip's header hash; `None` before block 1.
+    pub tip_hash: Option<Hash>,
 }
 
 /// Reads and checks the `meta` table.
@@ -144,10 +149,43 @@ pub(crate) fn read_meta(rtx: &ReadTransaction, path: &Path) -> Result<Meta, Faul
         .get(META_TIP_HEIGHT)?
         .and_then(|v| read_u64(v.value()))
         .ok_or_else(|| meta_err("tip height"))?;
+    let tip_hash = match meta.get(META_TIP_HASH)? {
+        Some(v) => Some(
+            <[u8; 32]>::try_from(v.value())
+                .map(Hash)
+                .map_err(|_| meta_err("tip hash"))?,
+        ),
+        None if tip_height == 0 => None,
+        None => return Err(meta_err("tip hash")),
+    };
     Ok(Meta {
         genesis,
         tip_height,
+        tip_hash,
     })
+}
+
+/// The validator sets the chain has had, as recorded.
+pub(crate) fn read_sets(rtx: &ReadTransaction, path: &Path) -> Result<SetHistory, Fault> {
+    let table = rtx.open_table(VALIDATOR_SETS)?;
+    let mut sets = SetHistory::default();
+    for row in table.range::<u64>(..)? {
+        let (k, v) = row?;
+        let set = ValidatorSet::from_bytes(v.value()).map_err(|_| {
+            Fault::Open(OpenError::Meta {
+                path: path.to_path_buf(),
+                what: "validator set history",
+            })
+        })?;
+        sets.push(k.value(), set);
+    }
+    if sets.at(1).is_none() {
+        return Err(Fault::Open(OpenError::Meta {
+            path: path.to_path_buf(),
+            what: "validator set history (no set for height 1)",
+        }));
+    }
+    Ok(sets)
 }
 
 /// Every stored state record, by slot.
@@ -161,136 +199,161 @@ pub(crate) fn read_state_records(rtx: &ReadTransaction) -> Result<Vec<(u64, Vec<
     Ok(out)
 }
 
-/// The structural checks of one stored block at `height` whose predecessor hashes to `prev`:
-/// it decodes, says its height, links, carries a certificate for itself, and its body matches its
-/// header. Signatures and transactions are left to [`crate::verify_chain`].
-pub(crate) fn check_stored_block(
-    height: u64,
-    bytes: &[u8],
-    prev: &Hash,
-) -> Result<(CertifiedBlock, Hash), Corruption> {
-    let cb = CertifiedBlock::decode_bytes(bytes).map_err(Corruption::Decode)?;
-    let header = &cb.block.header;
-    if header.height != height {
-        return Err(Corruption::WrongHeight {
-            found: header.height,
-        });
-    }
-    if header.prev_hash != *prev {
-        return Err(Corruption::BrokenLink { prev: height - 1 });
-    }
-    let hash = header.hash();
-    if cb.certificate.height != height || cb.certificate.block_hash != hash {
-        return Err(Corruption::CertificateMismatch);
-    }
-    cb.block.check_body().map_err(Corruption::Body)?;
-    Ok((cb, hash))
-}
-
-/// The tip as recorded on disk: its height and header hash, and the header's state root.
-struct Tip {
-    height: u64,
-    hash: Hash,
-    state_root: Hash,
-}
-
-/// Checks every stored block against its neighbours and the hash index.
-fn check_chain(rtx: &ReadTransaction, genesis_hash: Hash, tip: u64) -> Result<Option<Tip>, Fault> {
-    let blocks = rtx.open_table(BLOCKS)?;
-    let index = rtx.open_table(BLOCK_HASH)?;
-    let mut prev = genesis_hash;
-    let mut last = None;
-    let mut expected = 1u64;
-    for row in blocks.range::<u64>(..)? {
-        let (k, v) = row?;
-        let height = k.value();
-        if height > tip {
-            return Err(Fault::corrupt(height, Corruption::BeyondTip { tip }));
+/// The row of block `height`, put back together from its chunks; `None` if there is none.
+pub(crate) fn read_row(rtx: &ReadTransaction, height: u64) -> Result<Option<Vec<u8>>, Fault> {
+    let table = rtx.open_table(BLOCK_ROWS)?;
+    let mut row = Vec::new();
+    let mut expected = 0u32;
+    let mut last_short = false;
+    for chunk in table.range((height, 0u32)..=(height, u32::MAX))? {
+        let (k, v) = chunk?;
+        let bytes = v.value();
+        if k.value().1 != expected
+            || last_short
+            || bytes.is_empty()
+            || bytes.len() > BLOCK_CHUNK_BYTES
+        {
+            return Err(Fault::corrupt(height, Corruption::Chunks));
         }
-        if height != expected {
-            return Err(Fault::corrupt(expected, Corruption::Missing));
-        }
-        let (cb, hash) =
-            check_stored_block(height, v.value(), &prev).map_err(|r| Fault::corrupt(height, r))?;
-        if index.get(hash.as_bytes())?.map(|g| g.value()) != Some(height) {
-            return Err(Fault::corrupt(height, Corruption::HashIndex));
-        }
-        prev = hash;
-        last = Some(Tip {
-            height,
-            hash,
-            state_root: cb.block.header.state_root,
-        });
+        last_short = bytes.len() < BLOCK_CHUNK_BYTES;
+        row.extend_from_slice(bytes);
         expected += 1;
     }
-    check_chain_end(expected, tip, index.len()?)?;
-    Ok(last)
+    Ok((expected > 0).then_some(row))
 }
 
-/// After walking the blocks: the walk reached the tip (`expected` is the height after the last
-/// block seen), and the hash index has exactly one row per block.
-pub(crate) fn check_chain_end(expected: u64, tip: u64, hash_index_rows: u64) -> Result<(), Fault> {
-    if expected - 1 != tip {
-        return Err(Fault::corrupt(expected, Corruption::Missing));
+/// Decodes the head of block `height` (header and last commit), reading only as many chunks
+/// as it needs. `None` if there is no such block.
+pub(crate) fn read_head(
+    rtx: &ReadTransaction,
+    height: u64,
+    env: &Env<'_>,
+) -> Result<Option<compact::Head>, Fault> {
+    let table = rtx.open_table(BLOCK_ROWS)?;
+    let mut row = Vec::new();
+    let mut expected = 0u32;
+    for chunk in table.range((height, 0u32)..=(height, u32::MAX))? {
+        let (k, v) = chunk?;
+        if k.value().1 != expected || v.value().len() > BLOCK_CHUNK_BYTES {
+            return Err(Fault::corrupt(height, Corruption::Chunks));
+        }
+        row.extend_from_slice(v.value());
+        expected += 1;
+        match compact::decode_head(&row, height, env) {
+            Ok(head) => return Ok(Some(head)),
+            Err(DecodeError::UnexpectedEnd { .. }) => continue,
+            Err(e) => return Err(Fault::corrupt(height, Corruption::Decode(e))),
+        }
     }
-    if hash_index_rows != tip {
-        return Err(Fault::corrupt(
-            tip,
-            Corruption::HashIndexRows {
-                rows: hash_index_rows,
-                blocks: tip,
-            },
-        ));
-    }
-    Ok(())
-}
-
-/// The tip recorded on disk, without checking the chain (for reloads after a failed write).
-fn read_tip(rtx: &ReadTransaction, tip_height: u64) -> Result<Option<(u64, Hash)>, Fault> {
-    if tip_height == 0 {
+    if expected == 0 {
         return Ok(None);
     }
-    let blocks = rtx.open_table(BLOCKS)?;
-    let bytes = blocks
-        .get(tip_height)?
-        .ok_or_else(|| Fault::corrupt(tip_height, Corruption::Missing))?;
-    let cb = CertifiedBlock::decode_bytes(bytes.value())
-        .map_err(|e| Fault::corrupt(tip_height, Corruption::Decode(e)))?;
-    Ok(Some((tip_height, cb.block.header.hash())))
+    compact::decode_head(&row, height, env)
+        .map(Some)
+        .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)))
 }
 
-/// Writes one block and everything that goes with it in one write transaction: the block row,
-/// its hash index row, its commitment and handoff index rows, the state records it changed and
-/// the new tip. A crash at any point leaves either all of it or none of it on disk.
-fn write_block(
-    db: &Database,
+/// The certificate of block `height` (hashing to `hash`): its `certs` row, or else the last
+/// commit its successor carries.
+pub(crate) fn read_cert(
+    rtx: &ReadTransaction,
     height: u64,
-    hash: &Hash,
-    block: &Block,
-    encoded: &[u8],
-    records: &[(u64, Vec<u8>)],
-) -> Result<(), redb::Error> {
+    hash: Hash,
+    env: &Env<'_>,
+) -> Result<CommitCertificate, Fault> {
+    let certs = rtx.open_table(CERTS)?;
+    if let Some(row) = certs.get(height)? {
+        let set = env.sets.at(height).map(|(s, _)| s);
+        return compact::decode_cert(row.value(), set, height, hash)
+            .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)));
+    }
+    // Without a `certs` row, the successor must be stored: its last commit is the certificate.
+    let Some(next) = read_head(rtx, height + 1, env)? else {
+        return Err(Fault::corrupt(height + 1, Corruption::Missing));
+    };
+    match next.last_commit {
+        Some(c) if c.height == height && c.block_hash == hash => Ok(c),
+        _ => Err(Fault::corrupt(height, Corruption::MissingCertificate)),
+    }
+}
+
+/// The block at `height`, decoded and checked as reading needs (at its height, its body
+/// matches its header); `None` if there is none.
+pub(crate) fn read_plain_block(
+    rtx: &ReadTransaction,
+    height: u64,
+    env: &Env<'_>,
+) -> Result<Option<Block>, Fault> {
+    let Some(row) = read_row(rtx, height)? else {
+        return Ok(None);
+    };
+    let block = compact::decode_block(&row, height, env)
+        .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)))?;
+    block
+        .check_body()
+        .map_err(|e| Fault::corrupt(height, Corruption::Body(e)))?;
+    Ok(Some(block))
+}
+
+/// The certified block at `height`: [`read_plain_block`] with its certificate.
+pub(crate) fn read_block(
+    rtx: &ReadTransaction,
+    height: u64,
+    env: &Env<'_>,
+) -> Result<Option<CertifiedBlock>, Fault> {
+    let Some(block) = read_plain_block(rtx, height, env)? else {
+        return Ok(None);
+    };
+    let certificate = read_cert(rtx, height, block.header.hash(), env)?;
+    Ok(Some(CertifiedBlock { block, certificate }))
+}
+
+/// What one block writes besides itself.
+struct BlockWrite<'a> {
+    height: u64,
+    hash: Hash,
+    block: &'a Block,
+    row: Vec<u8>,
+    cert: Vec<u8>,
+    records: &'a [(u64, Vec<u8>)],
+    /// A validator set that certifies blocks from the given height on (this block changed it).
+    new_set: Option<(u64, &'a ValidatorSet)>,
+}
+
+/// Writes one block and everything that goes with it in one write transaction: the row's
+/// chunks, its certificate (dropping the predecessor's, which this block's last commit now
+/// carries), its index rows, a new validator set, the state records it changed and the new
+/// tip. A crash at any point leaves either all of it or none of it on disk.
+fn write_block(db: &Database, w: &BlockWrite<'_>) -> Result<(), redb::Error> {
+    let height = w.height;
     let wtx = db.begin_write()?;
     {
-        let mut blocks = wtx.open_table(BLOCKS)?;
-        blocks.insert(height, encoded)?;
-        let mut index = wtx.open_table(BLOCK_HASH)?;
-        index.insert(hash.as_bytes(), height)?;
-        let mut commitments = wtx.open_table(COMMITMENTS)?;
+        let mut rows = wtx.open_table(BLOCK_ROWS)?;
+        for (i, chunk) in w.row.chunks(BLOCK_CHUNK_BYTES).enumerate() {
+            let i = u32::try_from(i).expect("a block row has fewer than 2^32 chunks");
+            rows.insert((height, i), chunk)?;
+        }
+        let mut certs = wtx.open_table(CERTS)?;
+        certs.insert(height, w.cert.as_slice())?;
+        if w.block
+            .last_commit
+            .as_ref()
+            .is_some_and(|c| c.height + 1 == height && c.block_hash == w.block.header.prev_hash)
+        {
+            certs.remove(height - 1)?;
+        }
+        let mut index = wtx.open_table(BLOCK_HASH_IDX)?;
+        index.insert((prefix(&w.hash), height), ())?;
+        let mut commitments = wtx.open_table(COMMITMENT_IDX)?;
         let mut handoffs = wtx.open_table(HANDOFFS)?;
-        let mut txs = wtx.open_table(TXS)?;
-        for (i, tx) in block.txs.iter().enumerate() {
+        let mut txs = wtx.open_table(TX_IDX)?;
+        for (i, tx) in w.block.txs.iter().enumerate() {
             let i = u32::try_from(i).expect("a block holds at most MAX_BLOCK_TXS transactions");
-            txs.insert(tx.id().as_bytes(), (height, i))?;
+            let loc = location(height, i);
+            txs.insert((prefix(&tx.id()), loc), ())?;
             match &tx.body {
                 TxBody::Anchor(a) => {
-                    // The first anchor of a commitment keeps the row: put it back if there was one.
-                    let old = commitments
-                        .insert(a.commitment.as_bytes(), (height, i))?
-                        .map(|g| g.value());
-                    if let Some(old) = old {
-                        commitments.insert(a.commitment.as_bytes(), old)?;
-                    }
+                    commitments.insert((prefix(&a.commitment), loc), ())?;
                 }
                 TxBody::ValidatorSetChange(_) => {
                     handoffs.insert((height, i), ())?;
@@ -298,12 +361,17 @@ fn write_block(
                 _ => {}
             }
         }
+        if let Some((from, set)) = w.new_set {
+            let mut sets = wtx.open_table(VALIDATOR_SETS)?;
+            sets.insert(from, set.to_bytes().as_slice())?;
+        }
         let mut state = wtx.open_table(STATE)?;
-        for (slot, bytes) in records {
+        for (slot, bytes) in w.records {
             state.insert(*slot, bytes.as_slice())?;
         }
         let mut meta = wtx.open_table(META)?;
         meta.insert(META_TIP_HEIGHT, u64_bytes(height).as_slice())?;
+        meta.insert(META_TIP_HASH, w.hash.as_bytes().as_slice())?;
     }
     wtx.commit()?;
     Ok(())
@@ -321,6 +389,8 @@ pub struct Store {
     genesis: Genesis,
     genesis_hash: Hash,
     state: State,
+    /// The validator sets in force, by height (a copy of the `validator_sets` table).
+    sets: SetHistory,
     tip: Option<(u64, Hash)>,
     /// Set when the state could not be reloaded after a failed write: memory may be ahead of
     /// disk, so block writes are refused until the store is reopened.
@@ -337,10 +407,14 @@ impl fmt::Debug for Store {
     }
 }
 
+/// What a reload after a failed write reads back: the state, the set history and the tip.
+type Reloaded = (State, SetHistory, Option<(u64, Hash)>);
+
 /// What [`Store::open`] reads and checks.
 struct Loaded {
     genesis: Genesis,
     state: State,
+    sets: SetHistory,
     tip: Option<(u64, Hash)>,
 }
 
@@ -392,21 +466,19 @@ impl Store {
                     meta.insert(META_FORMAT_VERSION, FORMAT_VERSION.to_be_bytes().as_slice())?;
                     meta.insert(META_GENESIS, genesis.to_bytes().as_slice())?;
                     meta.insert(META_TIP_HEIGHT, u64_bytes(0).as_slice())?;
-                    meta.insert(META_MAILBOX_NEXT_SEQ, u64_bytes(1).as_slice())?;
-                    meta.insert(META_MAILBOX_ENVELOPES, u64_bytes(0).as_slice())?;
-                    meta.insert(META_MAILBOX_BYTES, u64_bytes(0).as_slice())?;
                     let mut st = wtx.open_table(STATE)?;
                     for (slot, bytes) in &flushed.records {
                         st.insert(*slot, bytes.as_slice())?;
                     }
+                    let mut sets = wtx.open_table(VALIDATOR_SETS)?;
+                    sets.insert(1u64, genesis.validators.to_bytes().as_slice())?;
                     // Create every table now, so that readers never meet a missing one.
-                    wtx.open_table(BLOCKS)?;
-                    wtx.open_table(BLOCK_HASH)?;
-                    wtx.open_table(COMMITMENTS)?;
+                    wtx.open_table(BLOCK_ROWS)?;
+                    wtx.open_table(CERTS)?;
+                    wtx.open_table(BLOCK_HASH_IDX)?;
+                    wtx.open_table(COMMITMENT_IDX)?;
                     wtx.open_table(HANDOFFS)?;
-                    wtx.open_table(TXS)?;
-                    wtx.open_table(MAILBOX)?;
-                    wtx.open_table(MAILBOX_LOAD)?;
+                    wtx.open_table(TX_IDX)?;
                 }
                 wtx.commit()?;
                 Ok(())
@@ -428,14 +500,16 @@ impl Store {
         Store::open(path)
     }
 
-    /// Opens the store at `path` and checks it: every block decodes, sits at its height, links to
-    /// the one before it (block 1 to the genesis), carries a certificate for its own header hash
-    /// and a body that matches its header; the hash index agrees; and the stored state records
-    /// give the tip header's state root. Any failure is an [`OpenError`], never a panic.
+    /// Opens the store at `path` and checks it, in time that does not grow with the chain: the
+    /// meta rows, the state records (they give the tip's state root), the validator-set
+    /// history, and the tip block (it decodes, is at the recorded height, hashes to the
+    /// recorded tip hash, carries a certificate and has the state's root). Any failure is an
+    /// [`OpenError`], never a panic.
     ///
     /// redb's own page checksums are verified too, so a file damaged outside redb is reported
-    /// as [`OpenError::Damaged`]. Signatures and transaction replay are left to
-    /// [`crate::verify_chain`], which takes much longer.
+    /// as [`OpenError::Damaged`]. The hash links below the tip are left to
+    /// [`Store::check_links`] (a node runs it in the background) and everything else to
+    /// [`crate::verify_chain`], which replays the chain.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
         if !path.try_exists().map_err(io_err(&path))? {
@@ -449,6 +523,7 @@ impl Store {
         let Loaded {
             genesis,
             state,
+            sets,
             tip,
         } = Self::load(&db, &path).map_err(|f| f.into_open(&path))?;
         let genesis_hash = genesis.hash();
@@ -464,6 +539,7 @@ impl Store {
             genesis,
             genesis_hash,
             state,
+            sets,
             tip,
             poisoned: None,
         })
@@ -479,26 +555,112 @@ impl Store {
                 source,
             })
         })?;
-        let genesis_hash = meta.genesis.hash();
-        let tip = check_chain(&rtx, genesis_hash, meta.tip_height)?;
-        let want_root = match &tip {
-            Some(t) => t.state_root,
-            None => meta.genesis.state().root(),
+        let sets = read_sets(&rtx, path)?;
+        let tip = meta.tip_height;
+        // Nothing stored above the tip.
+        let last = rtx
+            .open_table(BLOCK_ROWS)?
+            .last()?
+            .map(|(k, _)| k.value().0);
+        if let Some(h) = last.filter(|h| *h > tip) {
+            return Err(Fault::corrupt(h, Corruption::BeyondTip { tip }));
+        }
+        let want_root = if tip == 0 {
+            meta.genesis.state().root()
+        } else {
+            let env = Env {
+                chain_id: &meta.genesis.chain_id,
+                accounts: &state,
+                sets: &sets,
+            };
+            let Some(block) = read_plain_block(&rtx, tip, &env)? else {
+                return Err(Fault::corrupt(tip, Corruption::Missing));
+            };
+            if block.header.height != tip {
+                return Err(Fault::corrupt(
+                    tip,
+                    Corruption::WrongHeight {
+                        found: block.header.height,
+                    },
+                ));
+            }
+            let hash = block.header.hash();
+            if Some(hash) != meta.tip_hash {
+                return Err(Fault::corrupt(tip, Corruption::TipHash));
+            }
+            if tip == 1 && block.header.prev_hash != meta.genesis.hash() {
+                return Err(Fault::corrupt(1, Corruption::BrokenLink { prev: 0 }));
+            }
+            read_cert(&rtx, tip, hash, &env)?;
+            block.header.state_root
         };
         if state.root() != want_root {
-            return Err(Fault::corrupt(meta.tip_height, Corruption::StateRoot));
+            return Err(Fault::corrupt(tip, Corruption::StateRoot));
         }
         Ok(Loaded {
             genesis: meta.genesis,
             state,
-            tip: tip.map(|t| (t.height, t.hash)),
+            sets,
+            tip: meta.tip_hash.map(|h| (tip, h)),
         })
+    }
+
+    /// Checks the hash links of blocks `from..=to` (clamped to the chain): each block's row
+    /// decodes far enough to hash its header, sits at its height, and links to the block
+    /// below it (block 1 to the genesis). Reads only each row's head, so a node can walk a
+    /// long chain in the background after [`Store::open`], which checks the tip only. Returns
+    /// the last height checked.
+    pub fn check_links(&self, from: u64, to: u64) -> Result<u64, ReadError> {
+        let to = to.min(self.tip.map_or(0, |t| t.0));
+        let from = from.max(1);
+        if from > to {
+            return Ok(to);
+        }
+        (|| -> Result<u64, Fault> {
+            let rtx = self.db.begin_read()?;
+            let env = self.env();
+            let mut prev = if from == 1 {
+                self.genesis_hash
+            } else {
+                read_head(&rtx, from - 1, &env)?
+                    .ok_or(Fault::corrupt(from - 1, Corruption::Missing))?
+                    .header
+                    .hash()
+            };
+            for h in from..=to {
+                let head =
+                    read_head(&rtx, h, &env)?.ok_or(Fault::corrupt(h, Corruption::Missing))?;
+                if head.header.height != h {
+                    return Err(Fault::corrupt(
+                        h,
+                        Corruption::WrongHeight {
+                            found: head.header.height,
+                        },
+                    ));
+                }
+                if head.header.prev_hash != prev {
+                    return Err(Fault::corrupt(h, Corruption::BrokenLink { prev: h - 1 }));
+                }
+                prev = head.header.hash();
+            }
+            Ok(to)
+        })()
+        .map_err(|f| f.into_read(&self.path))
+    }
+
+    /// What decoding this store's rows needs.
+    pub(crate) fn env(&self) -> Env<'_> {
+        Env {
+            chain_id: &self.genesis.chain_id,
+            accounts: &self.state,
+            sets: &self.sets,
+        }
     }
 
     /// Reloads the tip and state from disk, so memory never runs ahead of disk after a failed
     /// write. If even that fails, the store refuses further block writes.
     fn reload(&mut self) -> Result<(), ApplyError> {
-        let result = (|| -> Result<(State, Option<(u64, Hash)>), Fault> {
+        let result = (|| -> Result<Reloaded, Fault> {
             let rtx = self.db.begin_read()?;
             let meta = read_meta(&rtx, &self.path)?;
             let records = read_state_records(&rtx)?;
@@ -508,11 +670,13 @@ impl Store {
                     source,
                 })
             })?;
-            Ok((state, read_tip(&rtx, meta.tip_height)?))
+            let sets = read_sets(&rtx, &self.path)?;
+            Ok((state, sets, meta.tip_hash.map(|h| (meta.tip_height, h))))
         })();
         match result {
-            Ok((state, tip)) => {
+            Ok((state, sets, tip)) => {
                 self.state = state;
+                self.sets = sets;
                 self.tip = tip;
                 Ok(())
             }
@@ -562,10 +726,7 @@ impl Store {
         let height = self.next_height();
         let prev = self.tip_hash();
         match chain::apply_certified(&mut self.state, &prev, height, cb, true) {
-            Ok(flushed) => {
-                let encoded = cb.to_bytes();
-                self.commit(height, &cb.block, &encoded, &flushed.records)
-            }
+            Ok(flushed) => self.commit(cb, &flushed.records),
             Err(source) => {
                 // Only a state-root mismatch comes after the transactions ran (see
                 // `apply_certified`): the state in memory is then the block's, not the chain's.
@@ -619,8 +780,7 @@ impl Store {
             });
         }
         let cb = CertifiedBlock { block, certificate };
-        let encoded = cb.to_bytes();
-        self.commit(height, &cb.block, &encoded, &flushed.records)?;
+        self.commit(&cb, &flushed.records)?;
         Ok(cb)
     }
 
@@ -658,7 +818,7 @@ impl Store {
             return Err(reject(ChainError::WrongValidatorSet));
         }
         cb.certificate
-            .verify(h, self.state.validators())
+            .verify_with(h, self.state.validators(), |k| self.sets.key(k))
             .map_err(|e| reject(ChainError::Certificate(e)))?;
         cb.block
             .check_body()
@@ -673,22 +833,49 @@ impl Store {
             );
             return Err(reject(ChainError::StateRoot));
         }
-        let encoded = cb.to_bytes();
-        self.commit(height, &cb.block, &encoded, &flushed.records)
+        self.commit(cb, &flushed.records)
     }
 
     /// The commit shared by every write path; `self.state` already holds the block's state, and
     /// `records` are the state records the block changed (from [`State::flush`]).
     fn commit(
         &mut self,
-        height: u64,
-        block: &Block,
-        encoded: &[u8],
+        cb: &CertifiedBlock,
         records: &[(u64, Vec<u8>)],
     ) -> Result<(), ApplyError> {
+        let block = &cb.block;
+        let height = block.header.height;
         let hash = block.header.hash();
-        match write_block(&self.db, height, &hash, block, encoded, records) {
+        // A block that changed the validator set hands off to the new set at the next height.
+        let new_set = (self.sets.current() != Some(self.state.validators()))
+            .then(|| (height + 1, self.state.validators().clone()));
+        let (row, cert) = {
+            let env = self.env();
+            let set = env.sets.at(height).map(|(s, _)| s);
+            (
+                compact::encode_block(block, &env),
+                compact::encode_cert(&cb.certificate, set),
+            )
+        };
+        debug_assert_eq!(
+            compact::decode_block(&row, height, &self.env()).as_ref(),
+            Ok(block),
+            "a block row decodes to its block"
+        );
+        let write = BlockWrite {
+            height,
+            hash,
+            block,
+            row,
+            cert,
+            records,
+            new_set: new_set.as_ref().map(|(h, s)| (*h, s)),
+        };
+        match write_block(&self.db, &write) {
             Ok(()) => {
+                if let Some((from, set)) = new_set {
+                    self.sets.push(from, set);
+                }
                 self.tip = Some((height, hash));
                 debug!(height, txs = block.txs.len(), "block stored");
                 Ok(())
@@ -703,11 +890,6 @@ impl Store {
                 })
             }
         }
-    }
-
-    /// The redb database, for this crate's own maintenance (moving legacy mailboxes out).
-    pub(crate) fn database(&self) -> &Database {
-        &self.db
     }
 
     /// The path of the store file.
@@ -728,6 +910,12 @@ impl Store {
     /// The ledger state after the last stored block.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// The validator set that certifies block `height` (the genesis set from height 1, each
+    /// later set from the height after the block that changed it).
+    pub fn validator_set_at(&self, height: u64) -> Option<ValidatorSet> {
+        self.sets.at(height).map(|(s, _)| s.clone())
     }
 
     /// The last stored block's height and header hash; `None` before block 1.

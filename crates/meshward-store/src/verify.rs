@@ -2,16 +2,20 @@
 
 use std::path::Path;
 
-use meshward_core::block::CertifiedBlock;
 use meshward_core::chain;
-use meshward_core::hash::Hash;
+use meshward_core::state::{State, StateView};
 use meshward_core::tx::TxBody;
-use redb::{DatabaseError, ReadTransaction, ReadableDatabase, ReadableTableMetadata};
+use redb::{
+    DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+};
 use tracing::{debug, info};
 
+use crate::compact::{Env, SetHistory};
 use crate::error::{Corruption, OpenError, VerifyError};
-use crate::format::{BLOCKS, BLOCK_HASH, COMMITMENTS, HANDOFFS};
-use crate::store::{builder, check_chain_end, read_meta, read_state_records, Fault};
+use crate::format::{
+    location, prefix, BLOCK_HASH_IDX, BLOCK_ROWS, CERTS, COMMITMENT_IDX, HANDOFFS, TX_IDX,
+};
+use crate::store::{builder, read_block, read_meta, read_sets, read_state_records, Fault};
 
 /// What [`verify_chain`] checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,12 +127,32 @@ fn run(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, VerifyError> 
 fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
     let meta = read_meta(rtx, path)?;
     let tip = meta.tip_height;
+    // Rows name accounts by slot: the stored final state resolves every slot ever given, and
+    // rows name validators by index into the recorded set history. Both are untrusted here:
+    // a wrong slot or set changes a rebuilt block, which then fails its hash link, certificate
+    // or replay, and both are compared with the replayed chain at the end.
+    let stored = read_state_records(rtx)?;
+    let accounts = State::from_records(stored.clone()).map_err(|source| {
+        Fault::Open(OpenError::State {
+            path: path.to_path_buf(),
+            source,
+        })
+    })?;
+    let recorded_sets = read_sets(rtx, path)?;
+    let env = Env {
+        chain_id: &meta.genesis.chain_id,
+        accounts: &accounts,
+        sets: &recorded_sets,
+    };
     let mut state = meta.genesis.state();
     state.flush();
-    let blocks = rtx.open_table(BLOCKS)?;
-    let hash_index = rtx.open_table(BLOCK_HASH)?;
-    let commitments = rtx.open_table(COMMITMENTS)?;
+    let mut replayed_sets = SetHistory::default();
+    replayed_sets.push(1, state.validators().clone());
+    let hash_index = rtx.open_table(BLOCK_HASH_IDX)?;
+    let tx_index = rtx.open_table(TX_IDX)?;
+    let commitments = rtx.open_table(COMMITMENT_IDX)?;
     let handoffs = rtx.open_table(HANDOFFS)?;
+    let certs = rtx.open_table(CERTS)?;
     let mut report = VerifyReport {
         blocks: 0,
         txs: 0,
@@ -136,42 +160,50 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         tip_height: tip,
         state_records: 0,
     };
+    if let Some((k, _)) = rtx.open_table(BLOCK_ROWS)?.last()? {
+        let h = k.value().0;
+        if h > tip {
+            return Err(Fault::corrupt(h, Corruption::BeyondTip { tip }));
+        }
+    }
     let mut prev = meta.genesis.hash();
-    let mut expected = 1u64;
-    // Commitments whose index row points at this anchor: the first anchor of each.
-    let mut first_anchors = 0u64;
     let mut changes = 0u64;
-    for row in blocks.range::<u64>(..)? {
-        let (k, v) = row?;
-        let height = k.value();
-        if height > tip {
-            return Err(Fault::corrupt(height, Corruption::BeyondTip { tip }));
-        }
-        if height != expected {
-            return Err(Fault::corrupt(expected, Corruption::Missing));
-        }
+    // Heights whose certificate must have a `certs` row: the tip, and any block whose successor
+    // carries no last commit for it.
+    let mut cert_rows = 0u64;
+    for height in 1..=tip {
         let bad = |reason| Fault::corrupt(height, reason);
-        let cb = CertifiedBlock::decode_bytes(v.value()).map_err(|e| bad(Corruption::Decode(e)))?;
+        let cb = read_block(rtx, height, &env)?.ok_or(bad(Corruption::Missing))?;
+        if cb.block.header.height != height {
+            return Err(bad(Corruption::WrongHeight {
+                found: cb.block.header.height,
+            }));
+        }
         chain::apply_certified(&mut state, &prev, height, &cb, true)
             .map_err(|e| bad(Corruption::Replay(e)))?;
+        replayed_sets.push(height + 1, state.validators().clone());
         let hash = cb.block.header.hash();
-        if hash_index.get(hash.as_bytes())?.map(|g| g.value()) != Some(height) {
+        if hash_index.get((prefix(&hash), height))?.is_none() {
             return Err(bad(Corruption::HashIndex));
+        }
+        let carried =
+            cb.block.last_commit.as_ref().is_some_and(|c| {
+                c.height + 1 == height && c.block_hash == cb.block.header.prev_hash
+            });
+        if height > 1 && !carried {
+            cert_rows += 1;
         }
         for (i, tx) in cb.block.txs.iter().enumerate() {
             let i = u32::try_from(i).expect("a block holds at most MAX_BLOCK_TXS transactions");
+            let loc = location(height, i);
+            if tx_index.get((prefix(&tx.id()), loc))?.is_none() {
+                return Err(bad(Corruption::TxIndex { index: i }));
+            }
             match &tx.body {
                 TxBody::Anchor(a) => {
                     report.anchors += 1;
-                    let at = commitments.get(a.commitment.as_bytes())?.map(|g| g.value());
-                    match at {
-                        Some(loc) if loc == (height, i) => first_anchors += 1,
-                        Some(loc) if loc < (height, i) => {
-                            if !is_anchor_of(rtx, loc, &a.commitment)? {
-                                return Err(bad(Corruption::CommitmentIndex { index: i }));
-                            }
-                        }
-                        _ => return Err(bad(Corruption::CommitmentIndex { index: i })),
+                    if commitments.get((prefix(&a.commitment), loc))?.is_none() {
+                        return Err(bad(Corruption::CommitmentIndex { index: i }));
                     }
                 }
                 TxBody::ValidatorSetChange(_) => {
@@ -187,16 +219,37 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         report.txs += cb.block.txs.len() as u64;
         debug!(height, txs = cb.block.txs.len(), "block verified");
         prev = hash;
-        expected += 1;
     }
-    check_chain_end(expected, tip, hash_index.len()?)?;
+    if tip > 0 {
+        cert_rows += 1;
+        if certs.get(tip)?.is_none() {
+            return Err(Fault::corrupt(tip, Corruption::MissingCertificate));
+        }
+    }
+    let rows = hash_index.len()?;
+    if rows != tip {
+        return Err(Fault::corrupt(
+            tip,
+            Corruption::HashIndexRows { rows, blocks: tip },
+        ));
+    }
+    let rows = tx_index.len()?;
+    if rows != report.txs {
+        return Err(Fault::corrupt(
+            tip,
+            Corruption::TxIndexRows {
+                rows,
+                txs: report.txs,
+            },
+        ));
+    }
     let rows = commitments.len()?;
-    if rows != first_anchors {
+    if rows != report.anchors {
         return Err(Fault::corrupt(
             tip,
             Corruption::CommitmentRows {
                 rows,
-                anchors: first_anchors,
+                anchors: report.anchors,
             },
         ));
     }
@@ -207,7 +260,14 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
             Corruption::HandoffRows { rows, changes },
         ));
     }
-    let stored = read_state_records(rtx)?;
+    if certs.len()? != cert_rows {
+        return Err(Fault::corrupt(tip, Corruption::MissingCertificate));
+    }
+    let recorded: Vec<_> = recorded_sets.entries().collect();
+    let replayed: Vec<_> = replayed_sets.entries().collect();
+    if recorded != replayed {
+        return Err(Fault::corrupt(tip, Corruption::ValidatorSets));
+    }
     let replayed = state.all_records();
     report.state_records = stored.len() as u64;
     let differs = stored
@@ -224,20 +284,4 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         return Err(Fault::corrupt(tip, Corruption::StateRecord { slot }));
     }
     Ok(report)
-}
-
-/// Whether the transaction at `loc` is an anchor of `commitment`: the check for a commitment
-/// anchored more than once, whose index row points at its first anchor.
-fn is_anchor_of(rtx: &ReadTransaction, loc: (u64, u32), commitment: &Hash) -> Result<bool, Fault> {
-    let blocks = rtx.open_table(BLOCKS)?;
-    let Some(bytes) = blocks.get(loc.0)? else {
-        return Ok(false);
-    };
-    let Ok(cb) = CertifiedBlock::decode_bytes(bytes.value()) else {
-        return Ok(false);
-    };
-    Ok(matches!(
-        cb.block.txs.get(loc.1 as usize).map(|t| &t.body),
-        Some(TxBody::Anchor(a)) if a.commitment == *commitment
-    ))
 }

@@ -9,12 +9,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::store_path;
 use meshward_core::codec::Encode;
 use meshward_core::envelope::{SendSession, MAX_PAYLOAD_BYTES};
 use meshward_core::ids::{Keypair, PublicKey};
 use meshward_store::format::{MAILBOX_MAX_ENVELOPE_BYTES, MAILBOX_MAX_PER_RECIPIENT};
-use meshward_store::{MailboxError, MailboxLimits, MailboxStats, MailboxStore, Store};
+use meshward_store::{MailboxError, MailboxLimits, MailboxStats, MailboxStore};
 use proptest::prelude::*;
 use rand::rngs::OsRng;
 
@@ -171,35 +170,31 @@ fn mailbox_limits_enforced() {
 }
 
 /// A chain store written before mailboxes had their own file holds its envelopes in its own
-/// `mailbox` tables. The node's start moves them into the mailbox file, once, keeping their
-/// sequence numbers; doing it again (a crash between the two commits) moves nothing twice.
+/// `mailbox` tables. Migration copies them into the mailbox file, keeping their sequence
+/// numbers; doing it again (a migration interrupted and run again) copies nothing twice.
 #[test]
 fn legacy_mailboxes_move_out_of_the_chain_store_once() {
     use meshward_store::format::{MAILBOX, MAILBOX_LOAD, META, META_MAILBOX_NEXT_SEQ};
     let dir = tempfile::tempdir().unwrap();
-    let chain_path = store_path(dir.path());
-    drop(Store::create(&chain_path, &common::genesis()).unwrap());
+    let chain_path = dir.path().join("old.redb");
     // What a format-1 store with waiting envelopes looks like: rows, a load row, a counter.
+    let db = redb::Database::create(&chain_path).unwrap();
+    let w = db.begin_write().unwrap();
     {
-        let db = redb::Database::open(&chain_path).unwrap();
-        let w = db.begin_write().unwrap();
-        {
-            let mut t = w.open_table(MAILBOX).unwrap();
-            t.insert((&pk(1).0, 3u64), [1u8; 10].as_slice()).unwrap();
-            t.insert((&pk(1).0, 5u64), [2u8; 20].as_slice()).unwrap();
-            t.insert((&pk(2).0, 4u64), [3u8; 30].as_slice()).unwrap();
-            let mut l = w.open_table(MAILBOX_LOAD).unwrap();
-            l.insert(&pk(1).0, (2u32, 30u64)).unwrap();
-            l.insert(&pk(2).0, (1u32, 30u64)).unwrap();
-            let mut m = w.open_table(META).unwrap();
-            m.insert(META_MAILBOX_NEXT_SEQ, 9u64.to_be_bytes().as_slice())
-                .unwrap();
-        }
-        w.commit().unwrap();
+        let mut t = w.open_table(MAILBOX).unwrap();
+        t.insert((&pk(1).0, 3u64), [1u8; 10].as_slice()).unwrap();
+        t.insert((&pk(1).0, 5u64), [2u8; 20].as_slice()).unwrap();
+        t.insert((&pk(2).0, 4u64), [3u8; 30].as_slice()).unwrap();
+        let mut l = w.open_table(MAILBOX_LOAD).unwrap();
+        l.insert(&pk(1).0, (2u32, 30u64)).unwrap();
+        l.insert(&pk(2).0, (1u32, 30u64)).unwrap();
+        let mut m = w.open_table(META).unwrap();
+        m.insert(META_MAILBOX_NEXT_SEQ, 9u64.to_be_bytes().as_slice())
+            .unwrap();
     }
-    let mut chain = Store::open(&chain_path).unwrap();
+    w.commit().unwrap();
     let mb = new_store(&dir);
-    assert_eq!(mb.adopt_legacy(&mut chain).unwrap(), 3);
+    assert_eq!(mb.adopt_legacy(&db, &chain_path).unwrap(), 3);
     assert_eq!(
         mb.list(&pk(1), 0, 10).unwrap(),
         vec![(3, vec![1; 10]), (5, vec![2; 20])]
@@ -214,15 +209,15 @@ fn legacy_mailboxes_move_out_of_the_chain_store_once() {
     );
     // Numbers continue after the chain store's counter: none is reused.
     assert_eq!(mb.put(&pk(1), b"new").unwrap(), 9);
-    // The chain store's tables are empty now, so a second start moves nothing.
-    assert_eq!(mb.adopt_legacy(&mut chain).unwrap(), 0);
+    // Copying again changes nothing: the same rows, recounted.
+    assert_eq!(mb.adopt_legacy(&db, &chain_path).unwrap(), 3);
     assert_eq!(mb.stats().unwrap().envelopes, 4);
     // Acknowledging an adopted envelope works like any other.
     assert_eq!(mb.ack(&pk(1), 5).unwrap(), 2);
     assert_eq!(mb.list(&pk(1), 0, 10).unwrap(), vec![(9, b"new".to_vec())]);
-    drop(chain);
-    // The chain store still opens and verifies: its own format did not change.
-    Store::open(&chain_path).unwrap();
+    // A file without mailbox tables has nothing to copy.
+    let empty = redb::Database::create(dir.path().join("empty.redb")).unwrap();
+    assert_eq!(mb.adopt_legacy(&empty, &chain_path).unwrap(), 0);
 }
 
 /// A mailbox file of a format this build does not know is refused with a clear error, and

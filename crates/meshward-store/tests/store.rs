@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{edit_block_row, fleet, header_time_offset, store_path, tx_signature_offset};
+use common::{edit_block_row, fleet, header_state_root_offset, store_path, tx_signature_offset};
 use meshward_core::chain;
 use meshward_core::codec::{Decode, Encode};
 use meshward_core::hash::Hash;
@@ -93,61 +93,108 @@ fn assert_corrupt_at(err: OpenError, height: u64) {
     assert!(msg.contains("meshward store verify --dir"), "{msg}");
 }
 
+fn assert_read_corrupt_at(err: meshward_store::ReadError, height: u64) {
+    assert!(
+        matches!(&err, meshward_store::ReadError::Corrupt { height: h, .. } if *h == height),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("meshward store verify --dir"),
+        "{err}"
+    );
+}
+
 #[test]
-fn tampered_block_refuses_open_naming_height() {
-    // A header byte: the header no longer hashes to what its certificate and index name.
+fn tampered_block_is_found_naming_its_height() {
+    // A header byte below the tip: opening checks only the tip, so it opens; reading the block
+    // finds that no certificate is for it, the link walk finds that the next block does not
+    // link to it, and verify names it.
     let dir = tempfile::tempdir().unwrap();
     drop(fleet(dir.path(), 4, 5, 2));
     let path = store_path(dir.path());
-    edit_block_row(&path, 3, |b| b[header_time_offset(SYNTH_CHAIN_ID)] ^= 1);
-    let err = Store::open(&path).unwrap_err();
+    let at = header_state_root_offset(&path, 3);
+    edit_block_row(&path, 3, |b| b[at] ^= 1);
+    let store = Store::open(&path).expect("open checks the tip, in constant time");
+    let err = store.block(3).unwrap_err();
     assert!(
-        matches!(&err, OpenError::Corrupt { reason, .. } if **reason == Corruption::CertificateMismatch),
+        matches!(&err, meshward_store::ReadError::Corrupt { reason, .. } if **reason == Corruption::MissingCertificate),
         "{err}"
     );
-    assert_corrupt_at(err, 3);
+    assert_read_corrupt_at(err, 3);
+    let err = store.check_links(1, 5).unwrap_err();
+    assert!(
+        matches!(&err, meshward_store::ReadError::Corrupt { reason, .. } if **reason == Corruption::BrokenLink { prev: 3 }),
+        "{err}"
+    );
+    assert_read_corrupt_at(err, 4);
+    assert_eq!(store.check_links(1, 3).unwrap(), 3);
+    drop(store);
     assert_eq!(verify_chain(&path).unwrap_err().corrupt_height(), Some(3));
+
+    // The same at the tip: opening refuses it, naming the height.
+    let dir = tempfile::tempdir().unwrap();
+    drop(fleet(dir.path(), 4, 5, 2));
+    let path = store_path(dir.path());
+    let at = header_state_root_offset(&path, 5);
+    edit_block_row(&path, 5, |b| b[at] ^= 1);
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, OpenError::Corrupt { reason, .. } if **reason == Corruption::TipHash),
+        "{err}"
+    );
+    assert_corrupt_at(err, 5);
 
     // A transaction byte: the body no longer matches the header's transaction root.
     let dir = tempfile::tempdir().unwrap();
     drop(fleet(dir.path(), 4, 5, 2));
     let path = store_path(dir.path());
-    let at = tx_signature_offset(&path, 4, 1);
-    edit_block_row(&path, 4, |b| b[at] ^= 0x40);
+    for h in [4, 5] {
+        let at = tx_signature_offset(&path, h, 1);
+        edit_block_row(&path, h, |b| b[at] ^= 0x40);
+    }
     let err = Store::open(&path).unwrap_err();
     assert!(
         matches!(&err, OpenError::Corrupt { reason, .. } if matches!(**reason, Corruption::Body(_))),
         "{err}"
     );
-    assert_corrupt_at(err, 4);
+    assert_corrupt_at(err, 5);
+    assert_eq!(verify_chain(&path).unwrap_err().corrupt_height(), Some(4));
 
     // A truncated row does not decode, and that is an error too.
     let dir = tempfile::tempdir().unwrap();
     drop(fleet(dir.path(), 4, 3, 2));
     let path = store_path(dir.path());
-    edit_block_row(&path, 2, |b| b.truncate(b.len() / 2));
+    edit_block_row(&path, 3, |b| b.truncate(b.len() / 2));
     let err = Store::open(&path).unwrap_err();
     assert!(
         matches!(&err, OpenError::Corrupt { reason, .. } if matches!(**reason, Corruption::Decode(_))),
         "{err}"
     );
-    assert_corrupt_at(err, 2);
+    assert_corrupt_at(err, 3);
 }
 
 #[test]
-fn missing_block_refuses_open() {
+fn missing_block_is_found() {
     let dir = tempfile::tempdir().unwrap();
     drop(fleet(dir.path(), 4, 4, 1));
     let path = store_path(dir.path());
-    let db = redb::Database::open(&path).unwrap();
-    let wtx = db.begin_write().unwrap();
-    wtx.open_table(meshward_store::format::BLOCKS)
-        .unwrap()
-        .remove(2)
-        .unwrap();
-    wtx.commit().unwrap();
-    drop(db);
-    assert_corrupt_at(Store::open(&path).unwrap_err(), 2);
+    let remove = |h: u64| {
+        let db = redb::Database::open(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        wtx.open_table(meshward_store::format::BLOCK_ROWS)
+            .unwrap()
+            .retain_in((h, 0u32)..=(h, u32::MAX), |_, _| false)
+            .unwrap();
+        wtx.commit().unwrap();
+    };
+    remove(2);
+    let store = Store::open(&path).unwrap();
+    assert_read_corrupt_at(store.check_links(1, 4).unwrap_err(), 2);
+    assert!(store.block(2).unwrap().is_none());
+    drop(store);
+    assert_eq!(verify_chain(&path).unwrap_err().corrupt_height(), Some(2));
+    remove(4);
+    assert_corrupt_at(Store::open(&path).unwrap_err(), 4);
 }
 
 #[test]
@@ -157,25 +204,42 @@ fn verify_chain_names_first_bad_height() {
     let path = store_path(dir.path());
     assert_eq!(verify_chain(&path).unwrap().blocks, 7);
 
-    // A broken certificate signature: structure, links and bodies are intact, so opening (which
-    // does not check signatures) succeeds; only the replay finds it.
-    for h in [6, 4] {
-        edit_block_row(&path, h, |b| {
-            let n = b.len();
-            b[n - 1] ^= 1
-        });
+    // A broken signature in the tip's certificate (its own row, not inside a block): structure,
+    // links and bodies are intact, so opening (which does not check signatures) succeeds; only
+    // the replay finds it.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let wtx = db.begin_write().unwrap();
+        {
+            let mut t = wtx.open_table(meshward_store::format::CERTS).unwrap();
+            let mut row = redb::ReadableTable::get(&t, 7u64)
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let n = row.len();
+            row[n - 1] ^= 1;
+            t.insert(7u64, row.as_slice()).unwrap();
+        }
+        wtx.commit().unwrap();
     }
     Store::open(&path).expect("open checks structure, not signatures");
     let err = verify_chain(&path).unwrap_err();
-    assert_eq!(err.corrupt_height(), Some(4), "{err}");
+    assert_eq!(err.corrupt_height(), Some(7), "{err}");
     assert!(
         matches!(&err, VerifyError::Corrupt { reason, .. } if matches!(**reason, Corruption::Replay(chain::ChainError::Certificate(_)))),
         "{err}"
     );
     assert!(
-        err.to_string().contains("fails verification at height 4"),
+        err.to_string().contains("fails verification at height 7"),
         "{err}"
     );
+    // Two bad bodies further down: verify names the first.
+    for h in [6, 4] {
+        let at = tx_signature_offset(&path, h, 0);
+        edit_block_row(&path, h, |b| b[at] ^= 2);
+    }
+    assert_eq!(verify_chain(&path).unwrap_err().corrupt_height(), Some(4));
 }
 
 #[test]

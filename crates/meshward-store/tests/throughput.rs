@@ -81,21 +81,23 @@ fn synth_throughput_figures() {
                 st.fragmented_bytes()
             )
         };
-        row(
-            "blocks",
-            rtx.open_table(format::BLOCKS).unwrap().stats().unwrap(),
-        );
-        row(
-            "block_hash",
-            rtx.open_table(format::BLOCK_HASH).unwrap().stats().unwrap(),
-        );
-        row(
-            "commitments",
-            rtx.open_table(format::COMMITMENTS)
-                .unwrap()
-                .stats()
-                .unwrap(),
-        );
+        for (name, table) in [
+            (
+                "block_rows",
+                rtx.open_table(format::BLOCK_ROWS).unwrap().stats(),
+            ),
+            ("tx_idx", rtx.open_table(format::TX_IDX).unwrap().stats()),
+            (
+                "commitment_idx",
+                rtx.open_table(format::COMMITMENT_IDX).unwrap().stats(),
+            ),
+            (
+                "block_hash_idx",
+                rtx.open_table(format::BLOCK_HASH_IDX).unwrap().stats(),
+            ),
+        ] {
+            row(name, table.unwrap());
+        }
         row(
             "state",
             rtx.open_table(format::STATE).unwrap().stats().unwrap(),

@@ -114,6 +114,25 @@ pub(crate) fn store_verify(dir: &Path) -> Result<Output> {
     })
 }
 
+pub(crate) fn store_migrate(dir: &Path) -> Result<Output> {
+    let r = meshward_store::migrate_v1(dir)?;
+    Ok(Output {
+        text: format!(
+            "migrated {} blocks and {} mailbox envelopes into {}; the old file is {}",
+            r.blocks,
+            r.envelopes,
+            dir.join(STORE_FILE).display(),
+            r.old_file.display()
+        ),
+        json: json!({
+            "ok": true,
+            "blocks": r.blocks,
+            "envelopes": r.envelopes,
+            "old_file": r.old_file,
+        }),
+    })
+}
+
 pub(crate) fn store_synth(
     dir: &Path,
     blocks: u64,

@@ -432,6 +432,12 @@ pub(crate) enum StoreCmd {
         #[arg(long, default_value_t = 64)]
         devices: usize,
     },
+    /// Replay a format-1 store (an older release's) into the current format, checking every
+    /// block again; the old file is kept as meshward.redb.v1. Stop the node first.
+    Migrate {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Extract the proof of an anchor from a store, for `meshward verify`.
     Proof {
         #[arg(long)]

@@ -16,7 +16,7 @@ mod fleet;
 mod logging;
 mod node_cmd;
 
-use chain::{genesis_new, store_proof, store_synth, store_verify, verify};
+use chain::{genesis_new, store_migrate, store_proof, store_synth, store_verify, verify};
 use cli::*;
 use node_cmd::{init, node_run, status};
 
@@ -190,6 +190,7 @@ fn run(cli: Cli) -> Result<Output> {
         } => fleet::proof(&api, &commitment, &out),
         Cmd::Genesis(GenesisCmd::New(args)) => genesis_new(&args),
         Cmd::Store(StoreCmd::Verify { dir }) => store_verify(&dir),
+        Cmd::Store(StoreCmd::Migrate { dir }) => store_migrate(&dir),
         Cmd::Store(StoreCmd::Synth {
             dir,
             blocks,

@@ -9,13 +9,10 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use meshward_core::codec::{Decode, Encode};
 use meshward_core::tx::TxBody;
-use meshward_core::CertifiedBlock;
-use meshward_store::format::BLOCKS;
+use meshward_store::format::BLOCK_ROWS;
 use meshward_store::Store;
 use rand::Rng;
-use redb::ReadableTable;
 
 fn meshward() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meshward"))
@@ -312,15 +309,21 @@ fn store_verify_names_the_tampered_height() {
         let db = redb::Database::open(chain.join("meshward.redb")).unwrap();
         let wtx = db.begin_write().unwrap();
         {
-            let mut blocks = wtx.open_table(BLOCKS).unwrap();
-            let mut bytes = blocks.get(7).unwrap().unwrap().value().to_vec();
-            let cb = CertifiedBlock::from_bytes(&bytes).unwrap();
-            // The last byte of the first transaction (its co-signature count).
-            let tx_len = cb.block.txs[0].to_bytes().len();
-            let header_len = cb.block.header.to_bytes().len();
-            let pos = 1 + 1 + header_len + 4 + 4 + tx_len - 1;
-            bytes[pos] ^= 0x01;
-            blocks.insert(7, bytes.as_slice()).unwrap();
+            use redb::ReadableTable;
+            let mut rows = wtx.open_table(BLOCK_ROWS).unwrap();
+            // The last byte of the row: inside the last transaction's signature.
+            let (key, mut bytes) = {
+                let (k, v) = rows
+                    .range((7u64, 0u32)..=(7u64, u32::MAX))
+                    .unwrap()
+                    .next_back()
+                    .unwrap()
+                    .unwrap();
+                (k.value(), v.value().to_vec())
+            };
+            let n = bytes.len();
+            bytes[n - 1] ^= 0x01;
+            rows.insert(key, bytes.as_slice()).unwrap();
         }
         wtx.commit().unwrap();
     }

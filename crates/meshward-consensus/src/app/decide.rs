@@ -100,6 +100,11 @@ impl App {
             }
         }
         self.ctx.record_committed(height, &last_commit_signers(&cb));
+        let r = round.as_u32().unwrap_or(0);
+        self.sizer.record_decided(r);
+        if r > 0 {
+            self.shared.late_rounds.fetch_add(1, Ordering::Relaxed);
+        }
         self.tip = Tip {
             header: Some(cb.block.header.clone()),
             certificate: Some(cb.certificate.clone()),

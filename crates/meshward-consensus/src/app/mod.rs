@@ -65,6 +65,8 @@ pub(crate) struct Shared {
     pub height: AtomicU64,
     pub round: AtomicU32,
     pub committed: AtomicU64,
+    pub late_rounds: AtomicU64,
+    pub proposal_limit: AtomicU64,
 }
 
 /// The last committed block: what the next proposal links to and checks against.
@@ -98,6 +100,8 @@ pub(crate) struct App {
     commit_failed: Option<u64>,
     height_started: Instant,
     held: Option<Held>,
+    /// How large this node's proposals may be (crate::sizing).
+    sizer: crate::sizing::BlockSizer,
 }
 
 /// Why the application could not be set up.
@@ -143,14 +147,17 @@ impl App {
         let verifier = MeshwardVerifier::new(ctx.chain_id());
         let (tip, next_height) = {
             let s = meshward_core::sync::read(&store, "chain store");
-            let validators = s.state().validators().clone();
             let tip = match s.tip() {
                 None => Tip {
                     header: None,
                     certificate: None,
-                    validators,
+                    validators: s.state().validators().clone(),
                 },
                 Some((h, _)) => {
+                    // The set that certified the tip (the store keeps every set by height).
+                    let validators = s
+                        .validator_set_at(h)
+                        .unwrap_or_else(|| s.state().validators().clone());
                     let cb = s
                         .block(h)
                         .map_err(|source| AppError::Read { height: h, source })?
@@ -177,6 +184,10 @@ impl App {
         let candidates =
             Candidates::load(&cfg.proposals_dir(), next_height).map_err(AppError::Proposals)?;
         shared.committed.store(next_height - 1, Ordering::Relaxed);
+        let sizer = crate::sizing::BlockSizer::new(cfg.max_block_txs);
+        shared
+            .proposal_limit
+            .store(cfg.max_block_txs as u64, Ordering::Relaxed);
         Ok(App {
             parts: Reassembler::new(PartLimits::for_block_bytes(cfg.max_block_bytes)),
             ctx,
@@ -195,6 +206,7 @@ impl App {
             commit_failed: None,
             height_started: Instant::now(),
             held: None,
+            sizer,
         })
     }
 

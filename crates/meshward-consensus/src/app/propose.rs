@@ -57,9 +57,15 @@ impl App {
             debug!(height, round = %round, "reusing the proposal built before");
             return Some(c.clone());
         }
-        let candidates = self
-            .mempool
-            .reap(self.cfg.max_block_txs, self.cfg.max_block_bytes);
+        // As many as this node can build and the others check within the propose timeout.
+        let max_txs = self
+            .sizer
+            .max_txs(Duration::from_millis(self.cfg.timeouts.propose_ms));
+        self.shared
+            .proposal_limit
+            .store(max_txs as u64, std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        let candidates = self.mempool.reap(max_txs, self.cfg.max_block_bytes);
         let reaped = candidates.len();
         // Signatures the mempool verified on admission are not verified again.
         let known = self.mempool.verified_keys(&candidates);
@@ -89,10 +95,12 @@ impl App {
                 candidates,
                 known,
                 last_commit,
-                self.cfg.max_block_txs,
+                max_txs,
                 self.cfg.max_block_bytes,
             )
         };
+        self.sizer
+            .record_build(proposal.block.txs.len(), started.elapsed());
         let hash = proposal.block.hash();
         debug!(height, round = %round, txs = proposal.block.txs.len(), reaped, dropped = proposal.dropped.len(), block = %BlockHash(hash), "proposing");
         let c = Candidate {

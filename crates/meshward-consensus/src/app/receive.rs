@@ -118,8 +118,10 @@ impl App {
                 return None;
             }
         };
+        let started = std::time::Instant::now();
         let verdict = self.check_block(&store, &block, &a.init);
         drop(store);
+        self.sizer.record_check(block.txs.len(), started.elapsed());
         let (validity, delta) = match verdict {
             Ok(delta) => (Validity::Valid, Some(delta)),
             Err(reason) => {
@@ -202,7 +204,7 @@ impl App {
                     warn!(height, "last commit not checked: certifying set unknown");
                     return Ok(());
                 }
-                c.verify(prev, &self.tip.validators)
+                c.verify_with(prev, &self.tip.validators, |k| self.verifier.keys().get(k))
                     .map_err(|e| format!("last commit: {e}"))
             }
         }

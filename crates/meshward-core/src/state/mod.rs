@@ -77,6 +77,8 @@ pub struct State {
     /// Decompressed signing keys of recent signers, so verification skips point decompression.
     vk_cache: KeyCache,
     slots: BTreeMap<RecordKey, u64>,
+    /// The record key of each slot, by slot: the reverse of `slots`.
+    slot_keys: Vec<RecordKey>,
     tree: SlotTree,
     /// Slots changed since the last [`State::flush`].
     dirty: BTreeMap<u64, RecordKey>,
@@ -138,6 +140,7 @@ impl State {
             key_owner: BTreeMap::new(),
             vk_cache: KeyCache::default(),
             slots: BTreeMap::new(),
+            slot_keys: Vec::new(),
             tree: SlotTree::default(),
             dirty: BTreeMap::new(),
         };
@@ -179,6 +182,7 @@ impl State {
         let mut rest = Vec::new();
         let mut leaves = Vec::new();
         let mut slots = BTreeMap::new();
+        let mut slot_keys = Vec::new();
         for (i, (slot, bytes)) in records.into_iter().enumerate() {
             if slot != i as u64 {
                 return Err(LoadError::SlotGap { slot });
@@ -189,6 +193,7 @@ impl State {
             if slots.insert(rec.key(), slot).is_some() {
                 return Err(LoadError::Duplicate { what: "key" });
             }
+            slot_keys.push(rec.key());
             match rec {
                 Record::Meta { chain_id } => meta = Some(chain_id),
                 Record::Admins(a) => admins = Some(a),
@@ -208,6 +213,7 @@ impl State {
             key_owner: BTreeMap::new(),
             vk_cache: KeyCache::default(),
             slots,
+            slot_keys,
             tree: SlotTree::default(),
             dirty: BTreeMap::new(),
         };
@@ -258,6 +264,7 @@ impl State {
             None => {
                 let s = self.slots.len() as u64;
                 self.slots.insert(key.clone(), s);
+                self.slot_keys.push(key.clone());
                 s
             }
         };
@@ -376,6 +383,20 @@ impl State {
     /// Every group, by name.
     pub fn groups(&self) -> impl Iterator<Item = (&GroupName, &Group)> {
         self.groups.iter()
+    }
+
+    /// The slot of account `id`'s record. Slots are given in creation order and never change
+    /// or get reused, so a store can name an account by its slot.
+    pub fn account_slot(&self, id: &PublicKey) -> Option<u64> {
+        self.slots.get(&RecordKey::Account(*id)).copied()
+    }
+
+    /// The id of the account whose record is in `slot`; `None` if the slot holds no account.
+    pub fn account_at_slot(&self, slot: u64) -> Option<&PublicKey> {
+        match self.slot_keys.get(usize::try_from(slot).ok()?)? {
+            RecordKey::Account(id) => Some(id),
+            _ => None,
+        }
     }
 
     /// The number of records (slots) in the state.

@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 
-use meshward_core::codec::Encode;
 use meshward_core::genesis::Genesis;
 use meshward_core::ids::SignKey;
 use meshward_core::state::AdminSet;
@@ -46,45 +45,55 @@ pub(crate) fn genesis() -> Genesis {
     }
 }
 
-/// The stored bytes of block `height`, read with redb directly.
+/// The stored row of block `height` (its chunks put together), read with redb directly.
 pub(crate) fn raw_block(path: &Path, height: u64) -> Vec<u8> {
     let db = Database::open(path).unwrap();
     let rtx = db.begin_read().unwrap();
-    let t = rtx.open_table(format::BLOCKS).unwrap();
-    let v = t.get(height).unwrap().unwrap().value().to_vec();
-    v
+    let t = rtx.open_table(format::BLOCK_ROWS).unwrap();
+    let mut row = Vec::new();
+    for c in t.range((height, 0u32)..=(height, u32::MAX)).unwrap() {
+        row.extend_from_slice(c.unwrap().1.value());
+    }
+    assert!(!row.is_empty(), "no row for block {height}");
+    row
 }
 
 /// Rewrites the row of block `height` with redb directly (so redb's checksums stay valid and
-/// only the store's own checks can notice), after `edit` changes it.
+/// only the store's own checks can notice), after `edit` changes it; an empty row removes it.
 pub(crate) fn edit_block_row(path: &Path, height: u64, edit: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = raw_block(path, height);
     edit(&mut bytes);
     let db = Database::open(path).unwrap();
     let wtx = db.begin_write().unwrap();
     {
-        let mut t = wtx.open_table(format::BLOCKS).unwrap();
-        t.insert(height, bytes.as_slice()).unwrap();
+        let mut t = wtx.open_table(format::BLOCK_ROWS).unwrap();
+        t.retain_in((height, 0u32)..=(height, u32::MAX), |_, _| false)
+            .unwrap();
+        for (i, c) in bytes.chunks(format::BLOCK_CHUNK_BYTES).enumerate() {
+            t.insert((height, i as u32), c).unwrap();
+        }
     }
     wtx.commit().unwrap();
 }
 
-/// Offset of a byte inside the block header's `time_ms` field of a stored row:
-/// certified-block version, block version, header version, chain id (u32 length + bytes),
-/// height, previous hash, then the time.
-pub(crate) fn header_time_offset(chain_id: &str) -> usize {
-    3 + 4 + chain_id.len() + 8 + 32 + 4
+/// Offset of a byte inside the block header's `state_root` in the stored row of block
+/// `height`: after the row version, the head form, the time (a varint), the previous hash, the
+/// proposer (a one-byte validator index) and the transaction root.
+pub(crate) fn header_state_root_offset(path: &Path, height: u64) -> usize {
+    let row = raw_block(path, height);
+    assert_eq!(row[1], 1, "a compact head");
+    let time_len = row[2..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    2 + time_len + 32 + 1 + 32 + 5
 }
 
 /// Offset of a byte in the signature of transaction `index` of the stored row at `height`.
 pub(crate) fn tx_signature_offset(path: &Path, height: u64, index: usize) -> usize {
     let row = raw_block(path, height);
-    let cb = meshward_core::CertifiedBlock::decode_bytes(&row).unwrap();
-    let tx = cb.block.txs[index].to_bytes();
-    let at = row
-        .windows(tx.len())
-        .position(|w| w == tx.as_slice())
-        .expect("the transaction's encoding is inside the row");
-    // A transaction ends with its 64-byte signature and a u32 co-signature count.
-    at + tx.len() - 4 - 10
+    let store = meshward_store::Store::open(path).unwrap();
+    let cb = store.block(height).unwrap().unwrap();
+    let sig = cb.block.txs[index].sig.0;
+    row.windows(64)
+        .position(|w| w == sig.as_slice())
+        .expect("the transaction's signature is inside the row")
+        + 10
 }
