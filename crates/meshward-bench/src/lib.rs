@@ -53,6 +53,7 @@ pub mod client;
 mod consensus;
 mod crypto;
 mod direct;
+mod ledger_cost;
 mod mqtt;
 mod report;
 mod scale;

@@ -12,7 +12,10 @@
 //!             one_down_ratio, load_curve [...], failure_run {kill_at_s, series [[s, tx/s]]}, ...}
 //! direct     {session {msgs_per_s, latency_us {p50, p99}}, oneshot {...}}
 //! mqtt       {qos1 {msgs_per_s, latency_us {p50, p99}}}
-//! scale      {quick, validators [...], devices [...], rss_mb_100k_devices, disk_bytes_per_anchor}
+//! scale      {quick, validators [...], devices [...], rss_mb_100k_devices, disk_bytes_per_anchor,
+//!             validators_10_vs_4, unconfirmed_after_tail {4, 7, 10},
+//!             disk_bytes_per_message_fleet_rate, fleet_rate {...}, idle_bytes_per_hour,
+//!             idle {...}, store_open_ms_1m_anchors, store_open {...}}
 //! ratios     {anchor_tx_vs_ceiling, messages_vs_ceiling, direct_vs_mqtt_throughput,
 //!             direct_vs_mqtt_latency_p50}
 //! targets    [{key, label, op, target, value, met}]
@@ -73,7 +76,7 @@ pub(crate) fn ratios(r: &Value) -> Value {
 }
 
 /// (key, label, op, target)
-const TARGETS: [(&str, &str, &str, f64); 9] = [
+const TARGETS: [(&str, &str, &str, f64); 15] = [
     (
         "ratios.anchor_tx_vs_ceiling",
         "anchor tx/s ÷ ceiling",
@@ -125,6 +128,42 @@ const TARGETS: [(&str, &str, &str, f64); 9] = [
     (
         "scale.disk_bytes_per_anchor",
         "disk bytes per anchor",
+        "<=",
+        200.0,
+    ),
+    (
+        "scale.disk_bytes_per_message_fleet_rate",
+        "disk bytes per message, 20 devices at 10 msg/s",
+        "<=",
+        400.0,
+    ),
+    (
+        "scale.idle_bytes_per_hour",
+        "idle validator, bytes written per hour",
+        "<=",
+        1_000_000.0,
+    ),
+    (
+        "scale.validators_10_vs_4",
+        "peak tx/s, 10 validators ÷ 4",
+        ">=",
+        0.25,
+    ),
+    (
+        "scale.unconfirmed_after_tail.7",
+        "unconfirmed after the tail, 7 validators",
+        "<=",
+        0.0,
+    ),
+    (
+        "scale.unconfirmed_after_tail.10",
+        "unconfirmed after the tail, 10 validators",
+        "<=",
+        0.0,
+    ),
+    (
+        "scale.store_open_ms_1m_anchors",
+        "store open with 1M anchors (ms)",
         "<=",
         200.0,
     ),

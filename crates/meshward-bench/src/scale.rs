@@ -10,8 +10,13 @@
 //!   synthetic chain's validator keys, finalise new blocks under anchor load and enroll more
 //!   devices; their resident memory (VmRSS from `/proc/<pid>/status`) is read after that load.
 //!
+//! - Ledger costs ([`crate::ledger_cost`]): store bytes per message at a fleet's rate (20 devices,
+//!   10 messages/s), bytes an idle validator writes per hour, and the time to open a store of
+//!   1M anchors. From the validator curve: peak tx/s at 10 validators ÷ at 4, and the
+//!   transactions still unconfirmed after the tail at 4, 7 and 10.
+//!
 //! `--quick` uses 1k and 10k devices and shorter phases; `quick: true` in the JSON says so, and
-//! `rss_mb_100k_devices` stays null.
+//! `rss_mb_100k_devices` and `store_open_ms_1m_anchors` stay null.
 
 use std::fs;
 use std::path::Path;
@@ -30,6 +35,7 @@ use serde_json::{json, Value};
 use meshward_devnet::{DevnetFile, DevnetNode};
 
 use crate::consensus::{self, Cluster, Fleet, Load};
+use crate::ledger_cost::{self, allocated_bytes};
 use crate::{median, num, Exes, Outcome, Progress};
 
 /// Anchors per synthetic block when measuring disk growth.
@@ -53,7 +59,7 @@ pub(crate) fn rss_mb(pid: u32) -> Option<f64> {
 }
 
 /// Runs `meshward <args> --json` and returns what it printed.
-fn run_cli(exe: &Path, args: &[&str]) -> Result<Value> {
+pub(crate) fn run_cli(exe: &Path, args: &[&str]) -> Result<Value> {
     let out = Command::new(exe)
         .args(args)
         .arg("--json")
@@ -77,18 +83,6 @@ fn file_len(p: &Path) -> Result<u64> {
     Ok(fs::metadata(p)
         .with_context(|| format!("cannot stat {}", p.display()))?
         .len())
-}
-
-/// Bytes of the store's pages in use (allocated pages × page size). The file's own length
-/// moves in large steps as redb grows it, and freed pages are reused, so a file-size delta
-/// over a few thousand anchors can read 0 or several times the real cost.
-fn allocated_bytes(p: &Path) -> Result<u64> {
-    let db = redb::Database::open(p).with_context(|| format!("cannot open {}", p.display()))?;
-    let tx = db.begin_write()?;
-    let s = tx.stats()?;
-    let bytes = s.allocated_pages() * s.page_size() as u64;
-    tx.abort()?;
-    Ok(bytes)
 }
 
 /// Writes a node key file holding the synthetic validator key `sign` (with a fresh X25519 key).
@@ -316,9 +310,40 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
             }
         }
     }
+    let mut point = |name: &str, r: Result<Value>| match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            p.note(format!("{name} failed: {e:#}"));
+            errors.push(format!("{name}: {e:#}"));
+            None
+        }
+    };
+    let fleet_rate = point(
+        "fleet rate",
+        ledger_cost::fleet_rate_point(quick, base_port + 600, exes, p),
+    );
+    let idle = point(
+        "idle chain",
+        ledger_cost::idle_point(quick, base_port + 650, exes, p),
+    );
+    let open = point("store open", ledger_cost::open_point(quick, exes, p));
     if validators.is_empty() && devices.is_empty() {
         bail!("every scale point failed: {}", errors.join("; "));
     }
+    let at = |n: usize, key: &str| {
+        validators
+            .iter()
+            .find(|v| v["validators"] == n)
+            .map_or(Value::Null, |v| v[key].clone())
+    };
+    let tx_10_vs_4 = match (
+        at(10, "peak_anchor_tx_per_s").as_f64(),
+        at(4, "peak_anchor_tx_per_s").as_f64(),
+    ) {
+        (Some(a), Some(b)) if b > 0.0 => json!(a / b),
+        _ => Value::Null,
+    };
+    let field = |v: &Option<Value>, k: &str| v.as_ref().map_or(Value::Null, |v| v[k].clone());
     let at_100k = devices
         .iter()
         .find(|d| d["devices"] == 100_000)
@@ -338,6 +363,18 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
         "rss_mb_100k_devices": at_100k,
         "disk_bytes_per_anchor": disk,
         "proof_bytes": proof,
+        "validators_10_vs_4": tx_10_vs_4,
+        "unconfirmed_after_tail": {
+            "4": at(4, "peak_unconfirmed_after_tail"),
+            "7": at(7, "peak_unconfirmed_after_tail"),
+            "10": at(10, "peak_unconfirmed_after_tail"),
+        },
+        "disk_bytes_per_message_fleet_rate": field(&fleet_rate, "bytes_per_message"),
+        "fleet_rate": fleet_rate,
+        "idle_bytes_per_hour": field(&idle, "bytes_per_hour"),
+        "idle": idle,
+        "store_open_ms_1m_anchors": if quick { Value::Null } else { field(&open, "open_ms_median") },
+        "store_open": open,
         "errors": errors,
     })))
 }

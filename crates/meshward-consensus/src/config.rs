@@ -88,7 +88,7 @@ pub const DEFAULT_IDLE_BLOCK_INTERVAL_MS: u64 = 30_000;
 /// Default batching window under light load. At a fleet's usual few messages a second it
 /// gathers several into one block (a block's header and certificates cost more than a message),
 /// while a transaction waits at most this long for its height to start.
-pub const DEFAULT_BLOCK_BATCH_MS: u64 = 250;
+pub const DEFAULT_BLOCK_BATCH_MS: u64 = 500;
 /// Default number of pending transactions that starts the next height at once. Small enough
 /// that under load (hundreds of transactions a second and more) the window never holds a height
 /// back, large enough that a block's fixed cost is spread over many transactions.

@@ -84,6 +84,15 @@ pub enum AdmitError {
     /// The mempool is at its count or byte limit.
     #[error("mempool is full")]
     Full,
+    /// More is pending than the chain finalises in [`crate::txpool::BACKLOG_SECS`]: a client's
+    /// transaction would wait for seconds, so it is refused now and the client retries.
+    #[error("{pending} transactions are pending, more than the chain finalises in about a second ({limit}); retry shortly")]
+    Backlog {
+        /// Transactions pending here.
+        pending: usize,
+        /// The backlog this node accepts new client transactions up to.
+        limit: usize,
+    },
     /// The ledger's rules refuse it (bad signature, revoked device, forbidden pair, …).
     #[error("rejected by the ledger: {0}")]
     Rejected(Reject),

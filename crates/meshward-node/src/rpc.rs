@@ -66,7 +66,7 @@ pub fn admit_code(e: &AdmitError) -> &'static str {
         AdmitError::Conflict => "conflicting_sequence",
         AdmitError::Stale { .. } => "stale_sequence",
         AdmitError::TooFarAhead { .. } => "sequence_gap",
-        AdmitError::SenderQuota(_) | AdmitError::Full => "busy",
+        AdmitError::SenderQuota(_) | AdmitError::Full | AdmitError::Backlog { .. } => "busy",
         AdmitError::Rejected(r) => match r {
             Reject::DeviceRevoked(_) => "device_revoked",
             Reject::RecipientRevoked(_) => "recipient_revoked",

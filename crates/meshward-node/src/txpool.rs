@@ -36,6 +36,47 @@ use crate::stats::ChainStats;
 pub const GOSSIP_QUEUE: usize = 16_384;
 /// Most recent rejections remembered for `GET /v1/tx/{hash}`.
 pub const MAX_REMEMBERED_REJECTIONS: usize = 65_536;
+/// How much backlog a client's transaction may join: new transactions from the API and from
+/// devices are refused (`mempool_full`, `busy`) while more is pending than the chain finalised
+/// in this many seconds lately, so that under overload what is accepted is final within about
+/// that long instead of queueing for many seconds; the client retries. Gossip from other
+/// gateways is not refused (they admitted it).
+pub const BACKLOG_SECS: f64 = 1.0;
+/// The backlog is never held below this many transactions (a few full proposals), so a chain
+/// just starting or briefly slow still fills its blocks.
+pub const MIN_BACKLOG: usize = 4_096;
+/// The window over which the finalised rate is measured, in seconds.
+const RATE_WINDOW_SECS: f64 = 3.0;
+
+/// Transactions finalised lately: (when, how many), oldest first, within [`RATE_WINDOW_SECS`].
+#[derive(Default)]
+struct Finalised {
+    blocks: VecDeque<(Instant, usize)>,
+}
+
+impl Finalised {
+    fn record(&mut self, now: Instant, txs: usize) {
+        self.blocks.push_back((now, txs));
+        while self
+            .blocks
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t).as_secs_f64() > RATE_WINDOW_SECS)
+        {
+            self.blocks.pop_front();
+        }
+    }
+
+    /// Transactions finalised per second over the window (0 with nothing recorded).
+    fn rate(&self, now: Instant) -> f64 {
+        let total: usize = self
+            .blocks
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t).as_secs_f64() <= RATE_WINDOW_SECS)
+            .map(|(_, n)| n)
+            .sum();
+        total as f64 / RATE_WINDOW_SECS
+    }
+}
 
 /// The reasons of the last [`MAX_REMEMBERED_REJECTIONS`] refused transactions, oldest
 /// forgotten first. One mutex, held for one map operation.
@@ -83,6 +124,10 @@ pub struct TxPool {
     evidence_key: Option<Keypair>,
     metrics: Arc<Metrics>,
     stats: Arc<ChainStats>,
+    /// The finalised rate, for the backlog limit (one mutex, one short step).
+    finalised: Mutex<Finalised>,
+    /// The least backlog accepted ([`MIN_BACKLOG`] unless set).
+    min_backlog: usize,
 }
 
 impl TxPool {
@@ -103,7 +148,32 @@ impl TxPool {
             evidence_key,
             metrics,
             stats,
+            finalised: Mutex::new(Finalised::default()),
+            min_backlog: MIN_BACKLOG,
         }
+    }
+
+    /// The same pool with another least backlog (tests; a gateway keeps [`MIN_BACKLOG`]).
+    pub fn with_min_backlog(mut self, n: usize) -> Self {
+        self.min_backlog = n;
+        self
+    }
+
+    /// How many pending transactions a client's new transaction may still join: the
+    /// finalised rate × [`BACKLOG_SECS`], at least [`MIN_BACKLOG`].
+    pub fn backlog_limit(&self) -> usize {
+        let rate =
+            meshward_core::sync::lock(&self.finalised, "finalised rate").rate(Instant::now());
+        self.min_backlog.max((rate * BACKLOG_SECS) as usize)
+    }
+
+    /// Room left under [`TxPool::backlog_limit`] for client transactions.
+    fn backlog_room(&self) -> Result<usize, AdmitError> {
+        let (pending, limit) = (self.mempool.len(), self.backlog_limit());
+        if pending >= limit {
+            return Err(AdmitError::Backlog { pending, limit });
+        }
+        Ok(limit - pending)
     }
 
     /// The mempool, for reading.
@@ -114,6 +184,9 @@ impl TxPool {
     /// Admits a transaction; `gossip` sends it on to the mesh (for transactions that arrived
     /// through the API or a device, not ones the mesh brought).
     pub fn submit(&self, tx: Tx, gossip: bool) -> Result<Hash, AdmitError> {
+        if gossip {
+            self.backlog_room()?;
+        }
         let result = {
             let store = self.ledger.read();
             let ctx = next_ctx(&store);
@@ -126,12 +199,24 @@ impl TxPool {
 
     /// Admits many transactions, as [`TxPool::submit`] does each, with their signatures
     /// verified in one batch (see [`Mempool::insert_batch`]). Results are in the order of `txs`.
+    /// Client batches (`gossip`) are cut to the backlog's room; the rest is refused with
+    /// [`AdmitError::Backlog`].
     pub fn submit_batch(&self, txs: Vec<Tx>, gossip: bool) -> Vec<Result<Hash, AdmitError>> {
-        let results = {
+        let room = if gossip {
+            self.backlog_room().unwrap_or(0)
+        } else {
+            txs.len()
+        };
+        let take = room.min(txs.len());
+        let mut results = {
             let store = self.ledger.read();
             let ctx = next_ctx(&store);
-            self.mempool.insert_batch(&txs, store.state(), &ctx)
+            self.mempool.insert_batch(&txs[..take], store.state(), &ctx)
         };
+        if take < txs.len() {
+            let (pending, limit) = (self.mempool.len(), self.backlog_limit());
+            results.extend((take..txs.len()).map(|_| Err(AdmitError::Backlog { pending, limit })));
+        }
         for (tx, result) in txs.iter().zip(&results) {
             self.admitted(tx, result, gossip);
         }
@@ -242,6 +327,8 @@ impl meshward_consensus::Mempool for TxPool {
             let store = self.ledger.read();
             self.mempool.on_committed(block, dropped, store.state())
         };
+        meshward_core::sync::lock(&self.finalised, "finalised rate")
+            .record(Instant::now(), block.block.txs.len());
         record_finality(&self.metrics, &self.stats, evicted.included);
         self.metrics.mempool_txs.set(self.mempool.len() as i64);
     }
@@ -259,5 +346,89 @@ fn record_finality(
         let latency = received.elapsed();
         metrics.finality_latency.observe(latency.as_secs_f64());
         stats.on_final(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Client transactions beyond the backlog are refused (whole or the tail of a batch),
+    /// gossip is not, and the refusal says why.
+    #[test]
+    fn client_transactions_beyond_the_backlog_are_refused() {
+        use meshward_core::hash::Hash;
+        use meshward_core::tx::{Anchor, Recipient};
+        use meshward_store::synth::{Synth, SYNTH_CHAIN_ID};
+        let dir = tempfile::tempdir().unwrap();
+        let mut synth = Synth::create(dir.path(), 2).unwrap();
+        synth.write_blocks(1, 0).unwrap();
+        let devices = synth.devices().to_vec();
+        let ledger = Ledger::new(synth.into_store());
+        let (gossip, _rx) = mpsc::channel(16);
+        let pool = TxPool::new(
+            ledger,
+            Mempool::new(crate::mempool::MempoolLimits::default()),
+            gossip,
+            None,
+            Arc::new(Metrics::new()),
+            Arc::new(ChainStats::new()),
+        )
+        .with_min_backlog(2);
+        let anchor = |seq: u64| {
+            let d = &devices[0];
+            Tx::sign(
+                SYNTH_CHAIN_ID,
+                d.id(),
+                &d.sign,
+                seq,
+                TxBody::Anchor(Anchor {
+                    recipient: Recipient::Device(devices[1].id()),
+                    commitment: Hash([seq as u8; 32]),
+                    count: 1,
+                    timestamp_ms: 1,
+                    size_bytes: 1,
+                }),
+            )
+        };
+        let results = pool.submit_batch(vec![anchor(1), anchor(2), anchor(3)], true);
+        assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+        assert!(
+            matches!(
+                results[2],
+                Err(AdmitError::Backlog {
+                    pending: 2,
+                    limit: 2
+                })
+            ),
+            "{results:?}"
+        );
+        assert!(matches!(
+            pool.submit(anchor(3), true),
+            Err(AdmitError::Backlog { .. })
+        ));
+        assert_eq!(pool.len(), 2);
+        // What another gateway gossiped was admitted there: it is not refused here.
+        assert!(pool.submit(anchor(3), false).is_ok());
+        assert_eq!(pool.len(), 3);
+    }
+
+    #[test]
+    fn the_finalised_rate_covers_the_last_window_only() {
+        let t = Instant::now();
+        let mut f = Finalised::default();
+        assert_eq!(f.rate(t), 0.0);
+        f.record(t, 3_000);
+        f.record(t + Duration::from_secs(1), 3_000);
+        let later = t + Duration::from_secs(2);
+        assert_eq!(f.rate(later), 6_000.0 / RATE_WINDOW_SECS);
+        // Four seconds on, the first block left the window.
+        f.record(t + Duration::from_secs(4), 0);
+        assert_eq!(
+            f.rate(t + Duration::from_secs(4)),
+            3_000.0 / RATE_WINDOW_SECS
+        );
+        assert_eq!(f.blocks.len(), 2);
     }
 }

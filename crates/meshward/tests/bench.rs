@@ -62,7 +62,20 @@ fn has_schema(r: &Value) {
         assert!(r["ratios"].get(key).is_some(), "ratios lacks {key}");
     }
     let targets = r["targets"].as_array().expect("targets is a list");
-    assert_eq!(targets.len(), 9);
+    assert_eq!(targets.len(), 15);
+    for key in [
+        "scale.disk_bytes_per_message_fleet_rate",
+        "scale.idle_bytes_per_hour",
+        "scale.validators_10_vs_4",
+        "scale.unconfirmed_after_tail.7",
+        "scale.unconfirmed_after_tail.10",
+        "scale.store_open_ms_1m_anchors",
+    ] {
+        assert!(
+            targets.iter().any(|t| t["key"] == key),
+            "targets lack {key}"
+        );
+    }
     for t in targets {
         for k in ["key", "label", "op", "target", "value", "met"] {
             assert!(t.get(k).is_some(), "target lacks {k}: {t}");

@@ -162,6 +162,11 @@ impl Cluster {
         self.status[i].status().ok().map(|s| s.height)
     }
 
+    /// A metric of node `i` (`None` if it does not answer or has no such series).
+    pub(crate) fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        self.status[i].metric(name).ok().flatten()
+    }
+
     /// The highest height among live nodes (0 if none answers).
     pub(crate) fn tip(&self) -> u64 {
         self.alive()

@@ -111,6 +111,7 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
     p.step(format!(
         "peak load for {secs} s ({PEAK_CLIENTS} client processes)"
     ));
+    let probe = rounds_probe(&c);
     let peak = run_phase(
         &mut c,
         &mut fleet,
@@ -124,9 +125,10 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
         p,
     )?;
     add_refused(&peak.refused);
+    let peak_rounds = rounds_json(&c, probe, rounds_probe(&c));
     p.note(format!(
-        "healthy peak: {:.0} anchor tx/s, {:.0} msgs/s, {:.1} blocks/s",
-        peak.txs_per_s, peak.msgs_per_s, peak.blocks_per_s
+        "healthy peak: {:.0} anchor tx/s, {:.0} msgs/s, {:.1} blocks/s; late rounds {}",
+        peak.txs_per_s, peak.msgs_per_s, peak.blocks_per_s, peak_rounds["late_round_heights"]
     ));
     if peak.txs_per_s <= 0.0 {
         bail!("nothing was finalised under peak load (node logs: keep them with MESHWARD_BENCH_KEEP=1)");
@@ -146,7 +148,10 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
             &Load {
                 secs,
                 rate: Some(rate),
-                clients: 1,
+                // As many processes as at the peak, each with its share of the rate: one
+                // client posting one batch at a time could not offer more than about 2,300 tx/s
+                // here, so "50%" offered less than asked.
+                clients: PEAK_CLIENTS,
                 record: true,
                 kill: None,
             },
@@ -204,6 +209,7 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
         "peak_messages_per_s": peak.msgs_per_s,
         "peak_blocks_per_s": peak.blocks_per_s,
         "peak_finality_ms": lat_json(&peak),
+        "peak_rounds": peak_rounds,
         "finality_ms": lat_json(&half),
         "finality_load_tx_per_s": half_rate,
         "finality_achieved_tx_per_s": half.txs_per_s,
@@ -226,6 +232,28 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
     })))
 }
 
+/// Node 0's count of heights decided in a round after 0, and its height: read before and after
+/// a phase, they say how often a height needed round 1 or later.
+fn rounds_probe(c: &Cluster) -> (f64, f64) {
+    (
+        c.metric(0, "meshward_consensus_late_round_heights")
+            .unwrap_or(f64::NAN),
+        c.metric(0, "meshward_chain_height").unwrap_or(f64::NAN),
+    )
+}
+
+/// The late rounds between two probes, as JSON: heights, late ones, their share, and node 0's
+/// proposal size limit at the end.
+fn rounds_json(c: &Cluster, before: (f64, f64), after: (f64, f64)) -> Value {
+    let (late, heights) = (after.0 - before.0, after.1 - before.1);
+    json!({
+        "heights": num(heights),
+        "late_round_heights": num(late),
+        "late_round_fraction": if heights > 0.0 { num(late / heights) } else { Value::Null },
+        "proposal_limit_txs": c.metric(0, "meshward_consensus_proposal_limit_txs").map_or(Value::Null, num),
+    })
+}
+
 /// One point of the validator-count curve: peak throughput and latency at half of it.
 pub(crate) fn validators_point(
     n: usize,
@@ -237,6 +265,7 @@ pub(crate) fn validators_point(
     let secs = if quick { 4.0 } else { 10.0 };
     let (dir, mut c, mut fleet) = devnet_with_fleet(n, base_port, 256, exes, p)?;
     p.step(format!("{n} validators: peak load for {secs} s"));
+    let probe = rounds_probe(&c);
     let peak = run_phase(
         &mut c,
         &mut fleet,
@@ -249,6 +278,7 @@ pub(crate) fn validators_point(
         },
         p,
     )?;
+    let rounds = rounds_json(&c, probe, rounds_probe(&c));
     c.drain(p);
     // Nothing final during the peak window: there is no 50% to offer.
     let half = if peak.txs_per_s > 0.0 {
@@ -262,7 +292,7 @@ pub(crate) fn validators_point(
                 &Load {
                     secs,
                     rate: Some(rate),
-                    clients: 1,
+                    clients: PEAK_CLIENTS,
                     record: true,
                     kill: None,
                 },
@@ -290,6 +320,7 @@ pub(crate) fn validators_point(
         "peak_blocks_per_s": peak.blocks_per_s,
         "peak_accepted": peak.accepted,
         "peak_unconfirmed_after_tail": peak.unconfirmed,
+        "peak_rounds": rounds,
         "peak_series": peak.series.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
         "finality_ms": half.as_ref().map_or(Value::Null, |h| lat_json(&h.1)),
         "finality_load_tx_per_s": half.as_ref().map_or(Value::Null, |h| json!(h.0)),

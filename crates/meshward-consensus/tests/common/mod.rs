@@ -156,6 +156,9 @@ impl Net {
             .map(|j| format!("/ip4/127.0.0.1/tcp/{}", self.ports[j]))
             .collect();
         c.idle_block_interval_ms = self.idle_block_interval_ms;
+        // A tenth of the test heartbeat: a transaction's block is then told apart from a
+        // heartbeat by its time alone.
+        c.block_batch_ms = self.idle_block_interval_ms / 10;
         c.max_block_txs = self.max_block_txs;
         c
     }

@@ -515,7 +515,9 @@ pub fn admit_error(e: &AdmitError) -> ApiError {
             (StatusCode::UNPROCESSABLE_ENTITY, "sequence_too_far_ahead")
         }
         AdmitError::SenderQuota(_) => (StatusCode::TOO_MANY_REQUESTS, "sender_quota"),
-        AdmitError::Full => (StatusCode::SERVICE_UNAVAILABLE, "mempool_full"),
+        AdmitError::Full | AdmitError::Backlog { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "mempool_full")
+        }
         AdmitError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "rejected"),
     };
     ApiError::new(status, code, e.to_string())
