@@ -72,8 +72,9 @@ pub enum Corruption {
         "block has no certificate (no certs row, and its successor carries no last commit for it)"
     )]
     MissingCertificate,
-    /// The block row's chunks are not numbered 0, 1, … with every chunk but the last full.
-    #[error("block row chunks are malformed")]
+    /// The block log is malformed: a row outside it, rows not one after another, or segments
+    /// of the wrong length.
+    #[error("block log is malformed (rows not where their index says, or segments cut wrong)")]
     Chunks,
     /// A transaction index row points at no matching transaction, or a transaction has none.
     #[error("transaction index has no correct row for transaction {index}")]

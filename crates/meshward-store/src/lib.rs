@@ -63,6 +63,8 @@ pub mod format;
 mod mailbox;
 mod migrate;
 mod query;
+pub mod raw;
+mod rows;
 mod store;
 pub mod synth;
 mod verify;

@@ -4,14 +4,14 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use meshward_core::block::{Block, BlockHeader, CertifiedBlock, CommitCertificate};
+use meshward_core::block::{BlockHeader, CertifiedBlock, CommitCertificate};
 use meshward_core::chain::{self, ChainError};
-use meshward_core::codec::{Decode, DecodeError, Encode};
+use meshward_core::codec::{Decode, Encode};
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_core::state::{Delta, State, StateView};
-use meshward_core::tx::{Tx, TxBody, ValidatorSet};
+use meshward_core::tx::{Tx, ValidatorSet};
 use redb::{
     Builder, Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata,
 };
@@ -20,10 +20,12 @@ use tracing::{debug, info, warn};
 use crate::compact::{self, Env, SetHistory};
 use crate::error::{ApplyError, Corruption, OpenError, ReadError};
 use crate::format::{
-    self, location, prefix, read_u32, read_u64, u64_bytes, BLOCK_CHUNK_BYTES, BLOCK_HASH_IDX,
-    BLOCK_ROWS, CERTS, COMMITMENT_IDX, FORMAT_VERSION, HANDOFFS, META, META_FORMAT_VERSION,
-    META_GENESIS, META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX, VALIDATOR_SETS,
+    self, read_u32, read_u64, u64_bytes, BLOCK_AT, BLOCK_HASH_IDX, BLOCK_LOG, BLOCK_SEGMENT_BYTES,
+    CERTS, COMMITMENT_IDX, FORMAT_VERSION, HANDOFFS, META, META_FORMAT_VERSION, META_GENESIS,
+    META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX, VALIDATOR_SETS,
 };
+pub(crate) use crate::rows::{read_block, read_cert, read_head, read_plain_block, read_row};
+use crate::rows::{write_block, BlockWrite};
 
 /// A failure inside a helper: the database failed, or what it holds is wrong.
 #[derive(Debug)]
@@ -199,184 +201,6 @@ pub(crate) fn read_state_records(rtx: &ReadTransaction) -> Result<Vec<(u64, Vec<
     Ok(out)
 }
 
-/// The row of block `height`, put back together from its chunks; `None` if there is none.
-pub(crate) fn read_row(rtx: &ReadTransaction, height: u64) -> Result<Option<Vec<u8>>, Fault> {
-    let table = rtx.open_table(BLOCK_ROWS)?;
-    let mut row = Vec::new();
-    let mut expected = 0u32;
-    let mut last_short = false;
-    for chunk in table.range((height, 0u32)..=(height, u32::MAX))? {
-        let (k, v) = chunk?;
-        let bytes = v.value();
-        if k.value().1 != expected
-            || last_short
-            || bytes.is_empty()
-            || bytes.len() > BLOCK_CHUNK_BYTES
-        {
-            return Err(Fault::corrupt(height, Corruption::Chunks));
-        }
-        last_short = bytes.len() < BLOCK_CHUNK_BYTES;
-        row.extend_from_slice(bytes);
-        expected += 1;
-    }
-    Ok((expected > 0).then_some(row))
-}
-
-/// Decodes the head of block `height` (header and last commit), reading only as many chunks
-/// as it needs. `None` if there is no such block.
-pub(crate) fn read_head(
-    rtx: &ReadTransaction,
-    height: u64,
-    env: &Env<'_>,
-) -> Result<Option<compact::Head>, Fault> {
-    let table = rtx.open_table(BLOCK_ROWS)?;
-    let mut row = Vec::new();
-    let mut expected = 0u32;
-    for chunk in table.range((height, 0u32)..=(height, u32::MAX))? {
-        let (k, v) = chunk?;
-        if k.value().1 != expected || v.value().len() > BLOCK_CHUNK_BYTES {
-            return Err(Fault::corrupt(height, Corruption::Chunks));
-        }
-        row.extend_from_slice(v.value());
-        expected += 1;
-        match compact::decode_head(&row, height, env) {
-            Ok(head) => return Ok(Some(head)),
-            Err(DecodeError::UnexpectedEnd { .. }) => continue,
-            Err(e) => return Err(Fault::corrupt(height, Corruption::Decode(e))),
-        }
-    }
-    if expected == 0 {
-        return Ok(None);
-    }
-    compact::decode_head(&row, height, env)
-        .map(Some)
-        .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)))
-}
-
-/// The certificate of block `height` (hashing to `hash`): its `certs` row, or else the last
-/// commit its successor carries.
-pub(crate) fn read_cert(
-    rtx: &ReadTransaction,
-    height: u64,
-    hash: Hash,
-    env: &Env<'_>,
-) -> Result<CommitCertificate, Fault> {
-    let certs = rtx.open_table(CERTS)?;
-    if let Some(row) = certs.get(height)? {
-        let set = env.sets.at(height).map(|(s, _)| s);
-        return compact::decode_cert(row.value(), set, height, hash)
-            .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)));
-    }
-    // Without a `certs` row, the successor must be stored: its last commit is the certificate.
-    let Some(next) = read_head(rtx, height + 1, env)? else {
-        return Err(Fault::corrupt(height + 1, Corruption::Missing));
-    };
-    match next.last_commit {
-        Some(c) if c.height == height && c.block_hash == hash => Ok(c),
-        _ => Err(Fault::corrupt(height, Corruption::MissingCertificate)),
-    }
-}
-
-/// The block at `height`, decoded and checked as reading needs (at its height, its body
-/// matches its header); `None` if there is none.
-pub(crate) fn read_plain_block(
-    rtx: &ReadTransaction,
-    height: u64,
-    env: &Env<'_>,
-) -> Result<Option<Block>, Fault> {
-    let Some(row) = read_row(rtx, height)? else {
-        return Ok(None);
-    };
-    let block = compact::decode_block(&row, height, env)
-        .map_err(|e| Fault::corrupt(height, Corruption::Decode(e)))?;
-    block
-        .check_body()
-        .map_err(|e| Fault::corrupt(height, Corruption::Body(e)))?;
-    Ok(Some(block))
-}
-
-/// The certified block at `height`: [`read_plain_block`] with its certificate.
-pub(crate) fn read_block(
-    rtx: &ReadTransaction,
-    height: u64,
-    env: &Env<'_>,
-) -> Result<Option<CertifiedBlock>, Fault> {
-    let Some(block) = read_plain_block(rtx, height, env)? else {
-        return Ok(None);
-    };
-    let certificate = read_cert(rtx, height, block.header.hash(), env)?;
-    Ok(Some(CertifiedBlock { block, certificate }))
-}
-
-/// What one block writes besides itself.
-struct BlockWrite<'a> {
-    height: u64,
-    hash: Hash,
-    block: &'a Block,
-    row: Vec<u8>,
-    cert: Vec<u8>,
-    records: &'a [(u64, Vec<u8>)],
-    /// A validator set that certifies blocks from the given height on (this block changed it).
-    new_set: Option<(u64, &'a ValidatorSet)>,
-}
-
-/// Writes one block and everything that goes with it in one write transaction: the row's
-/// chunks, its certificate (dropping the predecessor's, which this block's last commit now
-/// carries), its index rows, a new validator set, the state records it changed and the new
-/// tip. A crash at any point leaves either all of it or none of it on disk.
-fn write_block(db: &Database, w: &BlockWrite<'_>) -> Result<(), redb::Error> {
-    let height = w.height;
-    let wtx = db.begin_write()?;
-    {
-        let mut rows = wtx.open_table(BLOCK_ROWS)?;
-        for (i, chunk) in w.row.chunks(BLOCK_CHUNK_BYTES).enumerate() {
-            let i = u32::try_from(i).expect("a block row has fewer than 2^32 chunks");
-            rows.insert((height, i), chunk)?;
-        }
-        let mut certs = wtx.open_table(CERTS)?;
-        certs.insert(height, w.cert.as_slice())?;
-        if w.block
-            .last_commit
-            .as_ref()
-            .is_some_and(|c| c.height + 1 == height && c.block_hash == w.block.header.prev_hash)
-        {
-            certs.remove(height - 1)?;
-        }
-        let mut index = wtx.open_table(BLOCK_HASH_IDX)?;
-        index.insert((prefix(&w.hash), height), ())?;
-        let mut commitments = wtx.open_table(COMMITMENT_IDX)?;
-        let mut handoffs = wtx.open_table(HANDOFFS)?;
-        let mut txs = wtx.open_table(TX_IDX)?;
-        for (i, tx) in w.block.txs.iter().enumerate() {
-            let i = u32::try_from(i).expect("a block holds at most MAX_BLOCK_TXS transactions");
-            let loc = location(height, i);
-            txs.insert((prefix(&tx.id()), loc), ())?;
-            match &tx.body {
-                TxBody::Anchor(a) => {
-                    commitments.insert((prefix(&a.commitment), loc), ())?;
-                }
-                TxBody::ValidatorSetChange(_) => {
-                    handoffs.insert((height, i), ())?;
-                }
-                _ => {}
-            }
-        }
-        if let Some((from, set)) = w.new_set {
-            let mut sets = wtx.open_table(VALIDATOR_SETS)?;
-            sets.insert(from, set.to_bytes().as_slice())?;
-        }
-        let mut state = wtx.open_table(STATE)?;
-        for (slot, bytes) in w.records {
-            state.insert(*slot, bytes.as_slice())?;
-        }
-        let mut meta = wtx.open_table(META)?;
-        meta.insert(META_TIP_HEIGHT, u64_bytes(height).as_slice())?;
-        meta.insert(META_TIP_HASH, w.hash.as_bytes().as_slice())?;
-    }
-    wtx.commit()?;
-    Ok(())
-}
-
 /// Meshward's embedded store: the certified chain, the ledger state after it, and the hash and
 /// anchor indexes, in one redb file. (Mailboxes live in their own file: [`crate::MailboxStore`].)
 ///
@@ -391,6 +215,8 @@ pub struct Store {
     state: State,
     /// The validator sets in force, by height (a copy of the `validator_sets` table).
     sets: SetHistory,
+    /// Where the block log ends: the next row starts here.
+    log_end: u64,
     tip: Option<(u64, Hash)>,
     /// Set when the state could not be reloaded after a failed write: memory may be ahead of
     /// disk, so block writes are refused until the store is reopened.
@@ -407,8 +233,31 @@ impl fmt::Debug for Store {
     }
 }
 
+/// The log's last segment must end exactly at `log_end` (the tip row's end): a segment past it,
+/// or a last segment of another length, is damage.
+fn check_log_end(rtx: &ReadTransaction, tip: u64, log_end: u64) -> Result<(), Fault> {
+    let seg_bytes = BLOCK_SEGMENT_BYTES as u64;
+    let last = rtx
+        .open_table(BLOCK_LOG)?
+        .last()?
+        .map(|(k, v)| (k.value(), v.value().len()));
+    let fine = match last {
+        None => log_end == 0,
+        Some((seg, len)) => {
+            log_end > 0
+                && seg == (log_end - 1) / seg_bytes
+                && seg * seg_bytes + len as u64 == log_end
+        }
+    };
+    if fine {
+        Ok(())
+    } else {
+        Err(Fault::corrupt(tip, Corruption::Chunks))
+    }
+}
+
 /// What a reload after a failed write reads back: the state, the set history and the tip.
-type Reloaded = (State, SetHistory, Option<(u64, Hash)>);
+type Reloaded = (State, SetHistory, Option<(u64, Hash)>, u64);
 
 /// What [`Store::open`] reads and checks.
 struct Loaded {
@@ -416,6 +265,7 @@ struct Loaded {
     state: State,
     sets: SetHistory,
     tip: Option<(u64, Hash)>,
+    log_end: u64,
 }
 
 /// Where a store file is written while it is being created, so that a crash never leaves a
@@ -473,7 +323,8 @@ impl Store {
                     let mut sets = wtx.open_table(VALIDATOR_SETS)?;
                     sets.insert(1u64, genesis.validators.to_bytes().as_slice())?;
                     // Create every table now, so that readers never meet a missing one.
-                    wtx.open_table(BLOCK_ROWS)?;
+                    wtx.open_table(BLOCK_LOG)?;
+                    wtx.open_table(BLOCK_AT)?;
                     wtx.open_table(CERTS)?;
                     wtx.open_table(BLOCK_HASH_IDX)?;
                     wtx.open_table(COMMITMENT_IDX)?;
@@ -525,6 +376,7 @@ impl Store {
             state,
             sets,
             tip,
+            log_end,
         } = Self::load(&db, &path).map_err(|f| f.into_open(&path))?;
         let genesis_hash = genesis.hash();
         debug!(
@@ -541,6 +393,7 @@ impl Store {
             state,
             sets,
             tip,
+            log_end,
             poisoned: None,
         })
     }
@@ -557,14 +410,17 @@ impl Store {
         })?;
         let sets = read_sets(&rtx, path)?;
         let tip = meta.tip_height;
-        // Nothing stored above the tip.
-        let last = rtx
-            .open_table(BLOCK_ROWS)?
-            .last()?
-            .map(|(k, _)| k.value().0);
+        // Nothing stored above the tip, and the log ends where the tip's row does.
+        let last = rtx.open_table(BLOCK_AT)?.last()?.map(|(k, _)| k.value());
         if let Some(h) = last.filter(|h| *h > tip) {
             return Err(Fault::corrupt(h, Corruption::BeyondTip { tip }));
         }
+        let log_end = match crate::rows::locate(&rtx, tip)? {
+            Some((offset, len)) => offset + u64::from(len),
+            None if tip == 0 => 0,
+            None => return Err(Fault::corrupt(tip, Corruption::Missing)),
+        };
+        check_log_end(&rtx, tip, log_end)?;
         let want_root = if tip == 0 {
             meta.genesis.state().root()
         } else {
@@ -602,6 +458,7 @@ impl Store {
             state,
             sets,
             tip: meta.tip_hash.map(|h| (tip, h)),
+            log_end,
         })
     }
 
@@ -671,13 +528,21 @@ impl Store {
                 })
             })?;
             let sets = read_sets(&rtx, &self.path)?;
-            Ok((state, sets, meta.tip_hash.map(|h| (meta.tip_height, h))))
+            let log_end =
+                crate::rows::locate(&rtx, meta.tip_height)?.map_or(0, |(o, l)| o + u64::from(l));
+            Ok((
+                state,
+                sets,
+                meta.tip_hash.map(|h| (meta.tip_height, h)),
+                log_end,
+            ))
         })();
         match result {
-            Ok((state, sets, tip)) => {
+            Ok((state, sets, tip, log_end)) => {
                 self.state = state;
                 self.sets = sets;
                 self.tip = tip;
+                self.log_end = log_end;
                 Ok(())
             }
             Err(f) => {
@@ -862,10 +727,12 @@ impl Store {
             Ok(block),
             "a block row decodes to its block"
         );
+        let row_len = row.len() as u64;
         let write = BlockWrite {
             height,
             hash,
             block,
+            log_start: self.log_end,
             row,
             cert,
             records,
@@ -877,6 +744,7 @@ impl Store {
                     self.sets.push(from, set);
                 }
                 self.tip = Some((height, hash));
+                self.log_end += row_len;
                 debug!(height, txs = block.txs.len(), "block stored");
                 Ok(())
             }

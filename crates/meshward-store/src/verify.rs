@@ -13,7 +13,8 @@ use tracing::{debug, info};
 use crate::compact::{Env, SetHistory};
 use crate::error::{Corruption, OpenError, VerifyError};
 use crate::format::{
-    location, prefix, BLOCK_HASH_IDX, BLOCK_ROWS, CERTS, COMMITMENT_IDX, HANDOFFS, TX_IDX,
+    location, prefix, BLOCK_AT, BLOCK_HASH_IDX, BLOCK_LOG, BLOCK_SEGMENT_BYTES, CERTS,
+    COMMITMENT_IDX, HANDOFFS, TX_IDX,
 };
 use crate::store::{builder, read_block, read_meta, read_sets, read_state_records, Fault};
 
@@ -160,12 +161,14 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         tip_height: tip,
         state_records: 0,
     };
-    if let Some((k, _)) = rtx.open_table(BLOCK_ROWS)?.last()? {
-        let h = k.value().0;
+    if let Some((k, _)) = rtx.open_table(BLOCK_AT)?.last()? {
+        let h = k.value();
         if h > tip {
             return Err(Fault::corrupt(h, Corruption::BeyondTip { tip }));
         }
     }
+    // Rows follow one another in the log with no gap or overlap.
+    let mut log_end = 0u64;
     let mut prev = meta.genesis.hash();
     let mut changes = 0u64;
     // Heights whose certificate must have a `certs` row: the tip, and any block whose successor
@@ -173,6 +176,11 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
     let mut cert_rows = 0u64;
     for height in 1..=tip {
         let bad = |reason| Fault::corrupt(height, reason);
+        match crate::rows::locate(rtx, height)? {
+            Some((offset, len)) if offset == log_end => log_end += u64::from(len),
+            Some(_) => return Err(bad(Corruption::Chunks)),
+            None => return Err(bad(Corruption::Missing)),
+        }
         let cb = read_block(rtx, height, &env)?.ok_or(bad(Corruption::Missing))?;
         if cb.block.header.height != height {
             return Err(bad(Corruption::WrongHeight {
@@ -219,6 +227,25 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         report.txs += cb.block.txs.len() as u64;
         debug!(height, txs = cb.block.txs.len(), "block verified");
         prev = hash;
+    }
+    // Every segment but the last is full, and the last ends with the tip's row.
+    let seg_bytes = BLOCK_SEGMENT_BYTES as u64;
+    let log = rtx.open_table(BLOCK_LOG)?;
+    let segments = log.len()?;
+    for (i, row) in log.range::<u64>(..)?.enumerate() {
+        let (k, v) = row?;
+        let full = k.value() + 1 < segments;
+        let want = if full {
+            seg_bytes
+        } else {
+            log_end - k.value() * seg_bytes
+        };
+        if k.value() != i as u64 || v.value().len() as u64 != want {
+            return Err(Fault::corrupt(tip, Corruption::Chunks));
+        }
+    }
+    if segments != log_end.div_ceil(seg_bytes) {
+        return Err(Fault::corrupt(tip, Corruption::Chunks));
     }
     if tip > 0 {
         cert_rows += 1;

@@ -83,8 +83,8 @@ fn synth_throughput_figures() {
         };
         for (name, table) in [
             (
-                "block_rows",
-                rtx.open_table(format::BLOCK_ROWS).unwrap().stats(),
+                "block_log",
+                rtx.open_table(format::BLOCK_LOG).unwrap().stats(),
             ),
             ("tx_idx", rtx.open_table(format::TX_IDX).unwrap().stats()),
             (
@@ -130,4 +130,50 @@ fn synth_throughput_figures() {
         "open (checks every block) {open_s:.2} s; verify_chain (replays {} txs) {verify_s:.2} s",
         verified.txs
     );
+}
+
+/// Prints, for the store at `MESHWARD_STATS_PATH`, each table's stored, metadata and
+/// fragmented bytes and the file's allocated pages: where a store's bytes go.
+#[test]
+#[ignore = "a measurement, run by hand: MESHWARD_STATS_PATH=<store file>"]
+fn table_stats_of_a_store() {
+    use redb::{ReadableDatabase, ReadableTableMetadata};
+    let path = std::env::var("MESHWARD_STATS_PATH")
+        .expect("MESHWARD_STATS_PATH names the store file to measure");
+    let db = redb::Database::open(&path).unwrap();
+    {
+        let w = db.begin_write().unwrap();
+        let s = w.stats().unwrap();
+        println!(
+            "allocated {} B ({} pages)",
+            s.allocated_pages() * s.page_size() as u64,
+            s.allocated_pages()
+        );
+        w.abort().unwrap();
+    }
+    let rtx = db.begin_read().unwrap();
+    macro_rules! row {
+        ($name:literal, $t:expr) => {{
+            let t = rtx.open_table($t).unwrap();
+            let st = t.stats().unwrap();
+            println!(
+                "  {:<16} rows {:>8} stored {:>9} B metadata {:>8} B fragmented {:>8} B",
+                $name,
+                t.len().unwrap(),
+                st.stored_bytes(),
+                st.metadata_bytes(),
+                st.fragmented_bytes()
+            );
+        }};
+    }
+    row!("block_log", format::BLOCK_LOG);
+    row!("block_at", format::BLOCK_AT);
+    row!("certs", format::CERTS);
+    row!("block_hash_idx", format::BLOCK_HASH_IDX);
+    row!("tx_idx", format::TX_IDX);
+    row!("commitment_idx", format::COMMITMENT_IDX);
+    row!("handoffs", format::HANDOFFS);
+    row!("validator_sets", format::VALIDATOR_SETS);
+    row!("state", format::STATE);
+    row!("meta", format::META);
 }

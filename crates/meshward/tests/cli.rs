@@ -10,7 +10,6 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use meshward_core::tx::TxBody;
-use meshward_store::format::BLOCK_ROWS;
 use meshward_store::Store;
 use rand::Rng;
 
@@ -307,25 +306,11 @@ fn store_verify_names_the_tampered_height() {
     // valid database.
     {
         let db = redb::Database::open(chain.join("meshward.redb")).unwrap();
-        let wtx = db.begin_write().unwrap();
-        {
-            use redb::ReadableTable;
-            let mut rows = wtx.open_table(BLOCK_ROWS).unwrap();
-            // The last byte of the row: inside the last transaction's signature.
-            let (key, mut bytes) = {
-                let (k, v) = rows
-                    .range((7u64, 0u32)..=(7u64, u32::MAX))
-                    .unwrap()
-                    .next_back()
-                    .unwrap()
-                    .unwrap();
-                (k.value(), v.value().to_vec())
-            };
-            let n = bytes.len();
-            bytes[n - 1] ^= 0x01;
-            rows.insert(key, bytes.as_slice()).unwrap();
-        }
-        wtx.commit().unwrap();
+        // The last byte of the row: inside the last transaction's signature.
+        let mut bytes = meshward_store::raw::row(&db, 7).unwrap().unwrap();
+        let n = bytes.len();
+        bytes[n - 1] ^= 0x01;
+        meshward_store::raw::overwrite(&db, 7, &bytes).unwrap();
     }
     let err = fails(
         &["store", "verify", "--dir", chain.to_str().unwrap()],

@@ -251,20 +251,14 @@ fn tampered_store_stops_the_node_naming_the_height() {
     assert!(status.success(), "clean shutdown on SIGTERM: {status}");
     {
         let db = redb::Database::open(c.nodes[0].dir.join("meshward.redb")).unwrap();
-        let wtx = db.begin_write().unwrap();
-        {
-            use redb::ReadableTable;
-            let mut rows = wtx.open_table(meshward_store::format::BLOCK_ROWS).unwrap();
-            let mut bytes = rows.get((5, 0)).unwrap().unwrap().value().to_vec();
-            // A byte of the header's state root in the compact row: after the row version,
-            // the head form, the time (a varint), the previous hash, the proposer (one byte)
-            // and the transaction root. The row still decodes; the header hashes differently.
-            assert_eq!(bytes[..2], [2, 1], "a compact row");
-            let time_len = bytes[2..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
-            bytes[2 + time_len + 32 + 1 + 32 + 3] ^= 0x10;
-            rows.insert((5, 0), bytes.as_slice()).unwrap();
-        }
-        wtx.commit().unwrap();
+        let mut bytes = meshward_store::raw::row(&db, 5).unwrap().unwrap();
+        // A byte of the header's state root in the compact row: after the row version, the
+        // head form, the time (a varint), the previous hash, the proposer (one byte) and the
+        // transaction root. The row still decodes; the header hashes differently.
+        assert_eq!(bytes[..2], [2, 1], "a compact row");
+        let time_len = bytes[2..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+        bytes[2 + time_len + 32 + 1 + 32 + 3] ^= 0x10;
+        meshward_store::raw::overwrite(&db, 5, &bytes).unwrap();
     }
     c.start(0);
     let mut child = c.nodes[0].child.take().unwrap();

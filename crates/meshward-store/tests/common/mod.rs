@@ -14,7 +14,7 @@ use meshward_core::tx::{Validator, ValidatorSet};
 use meshward_store::format;
 use meshward_store::synth::Synth;
 use rand::rngs::OsRng;
-use redb::{Database, ReadableDatabase};
+use redb::Database;
 
 /// The store file of a fleet dir.
 pub(crate) fn store_path(dir: &Path) -> PathBuf {
@@ -45,35 +45,22 @@ pub(crate) fn genesis() -> Genesis {
     }
 }
 
-/// The stored row of block `height` (its chunks put together), read with redb directly.
+/// The stored row of block `height`, read with redb directly.
 pub(crate) fn raw_block(path: &Path, height: u64) -> Vec<u8> {
     let db = Database::open(path).unwrap();
-    let rtx = db.begin_read().unwrap();
-    let t = rtx.open_table(format::BLOCK_ROWS).unwrap();
-    let mut row = Vec::new();
-    for c in t.range((height, 0u32)..=(height, u32::MAX)).unwrap() {
-        row.extend_from_slice(c.unwrap().1.value());
-    }
-    assert!(!row.is_empty(), "no row for block {height}");
-    row
+    meshward_store::raw::row(&db, height)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no row for block {height}"))
 }
 
-/// Rewrites the row of block `height` with redb directly (so redb's checksums stay valid and
-/// only the store's own checks can notice), after `edit` changes it; an empty row removes it.
+/// Rewrites the row of block `height` in place with redb directly (so redb's checksums stay
+/// valid and only the store's own checks can notice), after `edit` changes it; `edit` keeps
+/// the length.
 pub(crate) fn edit_block_row(path: &Path, height: u64, edit: impl FnOnce(&mut Vec<u8>)) {
     let mut bytes = raw_block(path, height);
     edit(&mut bytes);
     let db = Database::open(path).unwrap();
-    let wtx = db.begin_write().unwrap();
-    {
-        let mut t = wtx.open_table(format::BLOCK_ROWS).unwrap();
-        t.retain_in((height, 0u32)..=(height, u32::MAX), |_, _| false)
-            .unwrap();
-        for (i, c) in bytes.chunks(format::BLOCK_CHUNK_BYTES).enumerate() {
-            t.insert((height, i as u32), c).unwrap();
-        }
-    }
-    wtx.commit().unwrap();
+    meshward_store::raw::overwrite(&db, height, &bytes).unwrap();
 }
 
 /// Offset of a byte inside the block header's `state_root` in the stored row of block
