@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result};
 
@@ -17,6 +17,18 @@ pub(crate) const DEFAULT_FILTER: &str = "warn,meshward=info,meshward_node=info,\
     meshward_consensus=info,meshward_net=info,meshward_store=info,meshward_sdk=info,\
     meshward_devnet=info,meshward_bench=info,arc_malachitebft_network=off,\
     arc_malachitebft_discovery=error";
+
+/// Added to the filter once a node is stopping: Malachite's engine, whose actors stop one after
+/// another, logs an error for each message that still arrives at one already stopped
+/// (`Actor has died, stopping network`, `Failed to send tick message … the actor is likely
+/// terminated`), which is not an error of a clean shutdown.
+const AFTER_STOP_DIRECTIVE: &str = "arc_malachitebft_engine=off";
+
+type FilterHandle =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// The installed filter's handle and the directives it was made from.
+static FILTER: OnceLock<(FilterHandle, String)> = OnceLock::new();
 
 /// Default size at which a log file is rotated.
 pub(crate) const DEFAULT_LOG_MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -74,20 +86,39 @@ impl Write for &RotatingLog {
 
 /// Installs the subscriber: to stderr, or to `log_file` rotated at `max_bytes`.
 pub(crate) fn init(log_file: Option<PathBuf>, max_bytes: u64) -> Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_FILTER));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    use tracing_subscriber::prelude::*;
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|d| tracing_subscriber::EnvFilter::try_new(d).is_ok())
+        .unwrap_or_else(|| DEFAULT_FILTER.to_string());
+    let filter = tracing_subscriber::EnvFilter::new(&directives);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer();
+    let registry = tracing_subscriber::registry().with(filter);
     match log_file {
-        Some(path) => builder
-            .with_writer(Arc::new(RotatingLog::open(path, max_bytes)?))
-            .with_ansi(false)
+        Some(path) => registry
+            .with(
+                fmt.with_writer(Arc::new(RotatingLog::open(path, max_bytes)?))
+                    .with_ansi(false),
+            )
             .init(),
-        None => builder
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        None => registry
+            .with(
+                fmt.with_writer(std::io::stderr)
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+            )
             .init(),
     }
+    let _ = FILTER.set((handle, directives));
     Ok(())
+}
+
+/// Once a node is stopping: the same filter with [`AFTER_STOP_DIRECTIVE`] added.
+pub(crate) fn quiet_for_shutdown() {
+    if let Some((h, directives)) = FILTER.get() {
+        let quiet = format!("{directives},{AFTER_STOP_DIRECTIVE}");
+        let _ = h.reload(tracing_subscriber::EnvFilter::new(quiet));
+    }
 }
 
 #[cfg(test)]

@@ -41,7 +41,16 @@ pub(crate) fn node_run(a: NodeRun) -> Result<Output> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(meshward_node::run(config, shutdown_signal()))?;
+    // Once asked to stop, the consensus network's complaints about its stopping actors are not
+    // errors (see `logging::quiet_for_shutdown`).
+    let shutdown = async {
+        shutdown_signal().await;
+        crate::logging::quiet_for_shutdown();
+    };
+    let result = rt.block_on(meshward_node::run(config, shutdown));
+    crate::logging::quiet_for_shutdown();
+    drop(rt);
+    result?;
     Ok(Output {
         text: "node stopped".into(),
         json: json!({ "stopped": true }),

@@ -899,3 +899,25 @@ fn without_a_heartbeat_only_transactions_make_blocks() {
     });
     assert_eq!(at, h + 1, "the transaction's block is the next one");
 }
+
+/// A clean shutdown (SIGTERM) exits 0 and logs no error from "shutting down" on: the node's last
+/// lines are its own "stopped", not the consensus network's complaints about its stopped actors
+/// (`ERROR … Actor has died, stopping network` before this was fixed).
+#[test]
+fn a_clean_shutdown_logs_no_error() {
+    let mut c = Cluster::new(4, 50);
+    c.start_all();
+    c.wait_height(&[0, 1, 2, 3], 3, MIN);
+    for i in 0..4 {
+        let status = c.stop(i);
+        assert!(status.success(), "node{i}: {status}");
+        let log = c.log(i);
+        assert!(log.contains("stopped"), "node{i} log: {log}");
+        let errors: Vec<&str> = log
+            .lines()
+            .skip_while(|l| !l.contains("shutting down"))
+            .filter(|l| l.contains("ERROR"))
+            .collect();
+        assert!(errors.is_empty(), "node{i} logged errors: {errors:#?}");
+    }
+}
