@@ -160,3 +160,29 @@ fn challenges_have_a_per_address_quota_and_the_bearer_scheme_is_case_insensitive
     .unwrap();
     assert_eq!(r.status, 401, "{:?}", r.json());
 }
+
+/// A 100 KB request target gets the API's JSON error (`414`, code `uri_too_long`), not hyper's
+/// bare 414 with an empty body; the node keeps answering.
+#[test]
+fn a_huge_uri_gets_a_json_error() {
+    let c = node();
+    let port = c.nodes[0].api_port;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET /v1/devices/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    // The server may close while the rest is still being written: that is fine.
+    let _ = s.write_all(req.as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 414"), "{text}");
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(v["code"], "uri_too_long", "{v}");
+    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    let ok = http(port, "GET", "/v1/status", &[], b"").unwrap();
+    assert_eq!(ok.status, 200);
+}

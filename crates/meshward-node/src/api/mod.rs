@@ -22,6 +22,7 @@ pub mod console;
 pub mod device;
 pub mod serve;
 pub mod stream;
+pub mod uri_guard;
 
 use std::sync::Arc;
 

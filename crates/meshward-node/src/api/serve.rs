@@ -156,7 +156,10 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            let conn = builder.serve_connection(
+                TokioIo::new(super::uri_guard::UriGuard::new(stream)),
+                service,
+            );
             tokio::pin!(conn);
             let done = tokio::select! {
                 r = conn.as_mut() => r,
