@@ -299,6 +299,17 @@ impl ApiClient {
         self.parse(path, answer)
     }
 
+    /// `POST /v1/enroll`: a device's enrollment with a ticket (no token needed).
+    pub fn enroll(&self, tx: &Tx) -> Result<TxSubmitted, ApiClientError> {
+        let path = "/v1/enroll";
+        let body = serde_json::to_vec(&crate::types::TxSubmit {
+            tx: meshward_core::hex::encode(&tx.to_bytes()),
+        })
+        .expect("a transaction in JSON encodes");
+        let answer = self.call("POST", path, Some(("application/json", body)))?;
+        self.parse(path, answer)
+    }
+
     /// `POST /v1/txs` with already encoded transactions (needs the token).
     pub fn submit_txs<B: AsRef<[u8]>>(&self, txs: &[B]) -> Result<TxBatchResult, ApiClientError> {
         let path = "/v1/txs";

@@ -1,4 +1,5 @@
-//! The composed `NetworkBehaviour`: gate, limits, identify, Kademlia, gossipsub, rpc and mDNS.
+//! The composed `NetworkBehaviour`: gate, limits, identify, ping, Kademlia, gossipsub, rpc and
+//! mDNS.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use libp2p::gossipsub::{
 };
 use libp2p::kad::{self, store::MemoryStore};
 use libp2p::swarm::{behaviour::toggle::Toggle, NetworkBehaviour};
-use libp2p::{connection_limits, identify, identity, mdns, request_response, StreamProtocol};
+use libp2p::{connection_limits, identify, identity, mdns, ping, request_response, StreamProtocol};
 use meshward_core::hash::{domain, hash};
 
 use crate::gate::Gate;
@@ -34,6 +35,9 @@ pub(crate) struct MeshBehaviour {
     pub gate: Gate,
     pub limits: connection_limits::Behaviour,
     pub identify: identify::Behaviour,
+    // The standard libp2p ping (`/ipfs/ping/1.0.0`): stock Kademlia clients check a peer
+    // answers it before they add it to their tables.
+    pub ping: ping::Behaviour,
     pub kad: kad::Behaviour<MemoryStore>,
     pub gossipsub: gossipsub::Behaviour,
     pub rpc: request_response::Behaviour<RpcCodec>,
@@ -115,6 +119,7 @@ pub(crate) struct Parts {
     score: (PeerScoreParams, PeerScoreThresholds),
     limits: connection_limits::ConnectionLimits,
     mdns: bool,
+    members_only: bool,
     subscribe_tx: bool,
     rpc_codec: RpcCodec,
     rpc_timeout: Duration,
@@ -142,6 +147,7 @@ impl Parts {
             score: (params, thresholds),
             limits,
             mdns: config.mdns,
+            members_only: config.members_only,
             subscribe_tx: config.subscribe_tx,
             rpc_codec: RpcCodec {
                 max_request_bytes: config.rpc_max_request_bytes,
@@ -194,10 +200,15 @@ impl Parts {
             None
         };
 
+        let mut gate = Gate::default();
+        if self.members_only {
+            gate.members_only();
+        }
         Ok(MeshBehaviour {
-            gate: Gate::default(),
+            gate,
             limits: connection_limits::Behaviour::new(self.limits),
             identify,
+            ping: ping::Behaviour::new(ping::Config::new()),
             kad,
             gossipsub,
             rpc,

@@ -64,6 +64,10 @@ pub struct NetConfig {
     /// Capacity of the event channel from the swarm task to the node. When it is full, events are
     /// dropped (and received transactions are neither forwarded nor penalised).
     pub event_queue: usize,
+    /// Admit only members: peers the node names with [`crate::Net::update_members`] (none until
+    /// it does). A gateway sets it, so that a peer that is not in the fleet cannot read its
+    /// gossip or ask it anything; devices leave it off.
+    pub members_only: bool,
     /// Whether to join the transaction gossip topic. Devices set it false: they still run
     /// gossipsub and can publish (to subscribed peers), but never receive gossiped txs.
     pub subscribe_tx: bool,
@@ -106,6 +110,7 @@ impl NetConfig {
             gossip_max_transmit_size: DEFAULT_GOSSIP_MAX_TRANSMIT_SIZE,
             command_queue: 256,
             event_queue: 1024,
+            members_only: false,
             subscribe_tx: true,
             rpc_max_request_bytes: DEFAULT_RPC_MAX_REQUEST_BYTES,
             rpc_max_response_bytes: DEFAULT_RPC_MAX_RESPONSE_BYTES,

@@ -57,6 +57,7 @@ pub use config::{
     DEFAULT_RPC_MAX_RESPONSE_BYTES, DEFAULT_RPC_TIMEOUT_MS, MAX_GOSSIP_TRANSMIT_SIZE,
     MAX_RPC_FRAME_BYTES,
 };
+pub use gate::Admission;
 pub use libp2p::multiaddr;
 pub use libp2p::{Multiaddr, PeerId};
 pub use rpc::{RPC_MAX_CONCURRENT_STREAMS, RPC_PROTOCOL};
@@ -331,6 +332,22 @@ impl Net {
     pub async fn allow(&self, peer: PeerId) {
         let _ = self
             .command(|reply| task::Command::Allow { peer, reply })
+            .await;
+    }
+
+    /// Sets who is a fleet member (see [`NetConfig::members_only`]): from now on only peers
+    /// `rule` accepts may connect, and connected peers it does not accept are disconnected. The
+    /// rule runs on every new connection, so it should be a quick read.
+    pub async fn set_admission(&self, rule: Admission) {
+        let _ = self
+            .command(|reply| task::Command::SetAdmission { rule, reply })
+            .await;
+    }
+
+    /// Closes every connection to `peer` (it may connect again if admitted).
+    pub async fn disconnect(&self, peer: PeerId) {
+        let _ = self
+            .command(|reply| task::Command::Disconnect { peer, reply })
             .await;
     }
 

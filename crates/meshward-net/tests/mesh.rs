@@ -392,3 +392,110 @@ async fn listen_error_is_reported() {
         other => panic!("expected a listen error, got {:?}", other.map(|_| ())),
     }
 }
+
+/// A members-only node (a gateway) admits nobody until it has a rule, then only the peers the
+/// rule accepts: a stranger's connection is refused at the handshake, so it never receives
+/// gossip; a member connects and gets the node's transactions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_only_node_admits_members_and_refuses_strangers() {
+    init_tracing();
+    let mut gc = config();
+    gc.members_only = true;
+    let gateway = node(gc).await;
+    let member = node(config()).await;
+    let stranger = node(config()).await;
+    let mark = gateway.events_len();
+    // Before the rule: nobody.
+    let _ = member.net.dial(gateway.tcp_addr().await).await;
+    wait_until_future(
+        "the gateway to refuse the member before it has a rule",
+        DEADLINE,
+        || async {
+            gateway
+                .events_since(mark)
+                .contains(&NetEvent::Refused(member.peer))
+        },
+    )
+    .await;
+    let allowed = member.peer;
+    gateway
+        .net
+        .set_admission(std::sync::Arc::new(move |p: &meshward_net::PeerId| {
+            *p == allowed
+        }))
+        .await;
+    wait_until_future("the member to connect", DEADLINE, || async {
+        member.net.dial(gateway.tcp_addr().await).await.is_ok()
+            && gateway.is_connected_to(&member).await
+    })
+    .await;
+    let _ = stranger.net.dial(gateway.tcp_addr().await).await;
+    let _ = stranger.net.dial(gateway.quic_addr().await).await;
+    wait_until_future("the gateway to refuse the stranger", DEADLINE, || async {
+        gateway
+            .events_since(mark)
+            .contains(&NetEvent::Refused(stranger.peer))
+    })
+    .await;
+    gateway
+        .publish_until(b"for members", || {
+            member.txs_with_prefix(b"for members") > 0
+        })
+        .await;
+    never_future(
+        "the stranger connected or got gossip",
+        Duration::from_secs(2),
+        || async {
+            gateway.is_connected_to(&stranger).await
+                || stranger.is_connected_to(&gateway).await
+                || stranger.txs_with_prefix(b"for members") > 0
+        },
+    )
+    .await;
+    for event in gateway.events_since(mark) {
+        assert_ne!(
+            event,
+            NetEvent::PeerConnected(stranger.peer),
+            "stranger connected"
+        );
+    }
+}
+
+/// A node answers the standard libp2p ping (`/ipfs/ping/1.0.0`), as stock Kademlia clients
+/// check before adding a peer: a bare libp2p swarm with only ping gets a round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_libp2p_ping_is_answered() {
+    use libp2p::futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    init_tracing();
+    let a = node(config()).await;
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default(),
+            libp2p::noise::Config::new,
+            libp2p::yamux::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| {
+            libp2p::ping::Behaviour::new(
+                libp2p::ping::Config::new().with_interval(Duration::from_millis(200)),
+            )
+        })
+        .unwrap()
+        .build();
+    swarm.dial(a.tcp_addr().await).unwrap();
+    let rtt = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let SwarmEvent::Behaviour(libp2p::ping::Event {
+                result: Ok(rtt), ..
+            }) = swarm.select_next_some().await
+            {
+                return rtt;
+            }
+        }
+    })
+    .await
+    .expect("a ping answered within the deadline");
+    assert!(rtt < DEADLINE);
+}

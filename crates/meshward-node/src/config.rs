@@ -53,6 +53,9 @@ pub struct NodeConfig {
     pub admin_key: Option<PathBuf>,
     /// The API server's connection limits and read timeouts.
     pub api_limits: crate::api::serve::ServeLimits,
+    /// Peers admitted to the mesh besides the fleet's validators, admins and active devices
+    /// (a gateway that does not validate, a monitoring peer): `observers = ["12D3KooW…"]`.
+    pub observers: Vec<meshward_core::PublicKey>,
 }
 
 #[derive(Deserialize, Default)]
@@ -72,6 +75,7 @@ struct ConfigFile {
     api_max_connections_per_address: Option<usize>,
     api_header_read_timeout_ms: Option<u64>,
     api_body_read_timeout_ms: Option<u64>,
+    observers: Option<Vec<String>>,
 }
 
 impl NodeConfig {
@@ -94,6 +98,7 @@ impl NodeConfig {
             fault_slow_event_loop_ms: 0,
             admin_key: None,
             api_limits: crate::api::serve::ServeLimits::default(),
+            observers: Vec::new(),
         }
     }
 
@@ -144,6 +149,11 @@ impl NodeConfig {
         }
         if let Some(ms) = f.fault_slow_event_loop_ms {
             c.fault_slow_event_loop_ms = ms;
+        }
+        for o in f.observers.unwrap_or_default() {
+            let k = meshward_core::PublicKey::from_peer_id(&o)
+                .with_context(|| format!("{}: observer {o:?} is not a peer id", path.display()))?;
+            c.observers.push(k);
         }
         for (key, value, field) in [
             (

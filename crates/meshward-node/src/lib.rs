@@ -131,6 +131,8 @@ pub struct Gateway {
     pub admin: Option<meshward_core::ids::Keypair>,
     /// The chain's heartbeat interval (0: no heartbeat), for the stalled-chain alert.
     pub idle_block_interval_ms: u64,
+    /// The rate limit of `POST /v1/enroll`.
+    pub enroll_limiter: api::enroll::EnrollLimiter,
     token: ApiToken,
 }
 
@@ -160,6 +162,7 @@ impl Gateway {
             revocation_kinds: presence::RevocationKinds::default(),
             admin: None,
             idle_block_interval_ms: meshward_consensus::config::DEFAULT_IDLE_BLOCK_INTERVAL_MS,
+            enroll_limiter: api::enroll::EnrollLimiter::default(),
             token,
         }
     }

@@ -152,6 +152,9 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     net_config.listen = vec![config.p2p.clone()];
     net_config.bootstrap = config.bootstrap.clone();
     net_config.mdns = config.mdns;
+    // Only the fleet: validators, admins, active devices and the configured observers (the
+    // rule is set right after the mesh starts; until then nobody is admitted).
+    net_config.members_only = true;
     // A device may hold a few connections at once (its agent and a CLI send, say); gateways
     // still dial each other once.
     net_config.max_connections_per_peer = 4;
@@ -159,6 +162,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (net, mut net_events) = meshward_net::spawn(&key, net_config)
         .await
         .context("cannot start the mesh")?;
+    net.set_admission(admission(&ledger, &config.observers))
+        .await;
     let listen = net.listen_addrs().await;
     info!(addrs = ?listen, "mesh listening");
     let identity = NodeIdentity {
@@ -354,6 +359,32 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Who may connect to this gateway's mesh: the validators and admins in force, devices that are
+/// active under their current key, and `observers`. Read from the ledger at each connection, so
+/// it is never behind the committed state; a device's connections are closed when it is
+/// revoked (the follower's denials) or rotates away from a key.
+fn admission(ledger: &Ledger, observers: &[meshward_core::PublicKey]) -> meshward_net::Admission {
+    let ledger = ledger.clone();
+    let observers: std::collections::HashSet<meshward_core::PublicKey> =
+        observers.iter().copied().collect();
+    Arc::new(move |peer: &meshward_net::PeerId| {
+        let Some(k) = meshward_net::public_key_of(peer) else {
+            return false;
+        };
+        if observers.contains(&k) {
+            return true;
+        }
+        let store = ledger.read();
+        let st = store.state();
+        if st.validators().power_of(&k).is_some() || st.admins().contains(&k) {
+            return true;
+        }
+        st.key_owner(&k)
+            .and_then(|id| st.account(&id))
+            .is_some_and(|a| a.sign_key == k && a.device.as_ref().is_some_and(|d| d.is_active()))
+    })
 }
 
 /// How many blocks the background link check reads under one read guard.

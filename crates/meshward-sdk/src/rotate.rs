@@ -6,8 +6,9 @@
 //!
 //! 1. the new keys are written to `<key>.new` (a new secret file, with the account) before
 //!    anything is submitted, so a crash after submitting leaves them on disk;
-//! 2. the rotation is submitted with the old key, then awaited as the new one (once it
-//!    commits, gateways refuse the old key);
+//! 2. the rotation is submitted with the old key and awaited with it; once it commits the
+//!    gateways refuse the old key (and admit only the new one), so if the old key is refused
+//!    first the wait goes on as the new one;
 //! 3. once final, `<key>` becomes `<key>.old` and `<key>.new` becomes `<key>`.
 //!
 //! A `<key>.new` left by an interrupted rotation blocks the next one (secret files are never
@@ -106,23 +107,34 @@ pub async fn rotate(key: &Path, config: ClientConfig) -> Result<Rotated, RotateE
         client.submit(&tx).await
     }
     .await;
+    let id = match submitted {
+        Ok(id) => id,
+        Err(e) => {
+            client.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    // Wait as the old key while the gateways still admit it; once the rotation commits they
+    // refuse it (and admit only the new one), so the wait goes on as the new key.
+    let deadline = Instant::now() + FINALITY_TIMEOUT;
+    let as_old = client.wait_final(&id, deadline).await;
     client.shutdown().await;
-    let id = submitted?;
-
-    // Once the rotation commits, gateways refuse the old key: wait as the new one.
-    let client = Client::start(
-        DeviceIdentity {
-            account,
-            keys: new.clone(),
-        },
-        config,
-    )
-    .await?;
-    let height = client
-        .wait_final(&id, Instant::now() + FINALITY_TIMEOUT)
-        .await;
-    client.shutdown().await;
-    let height = height?;
+    let height = match as_old {
+        Ok(h) => h,
+        Err(_) => {
+            let client = Client::start(
+                DeviceIdentity {
+                    account,
+                    keys: new.clone(),
+                },
+                config,
+            )
+            .await?;
+            let h = client.wait_final(&id, deadline).await;
+            client.shutdown().await;
+            h?
+        }
+    };
 
     std::fs::rename(key, retired_path(key))
         .and_then(|_| std::fs::rename(&pending, key))

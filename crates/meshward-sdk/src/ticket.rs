@@ -153,14 +153,16 @@ pub use join::{join, JoinError, Joined};
 
 #[cfg(feature = "std")]
 mod join {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
+    use meshward_api::client::{ApiClient, ApiClientError};
+    use meshward_api::types::TxState;
     use meshward_core::hash::Hash;
+    use meshward_core::ids::Keypair;
     use meshward_core::tx::{enroll_body, Tx};
 
     use super::Ticket;
     use crate::admin::FINALITY_TIMEOUT;
-    use crate::client::{Client, ClientError};
 
     /// Why joining with a ticket failed.
     #[derive(Debug, thiserror::Error)]
@@ -174,12 +176,21 @@ mod join {
             /// The gateway's chain.
             gateway: String,
         },
-        /// The client's identity is a device that rotated its keys: it is enrolled already.
+        /// The key belongs to a device that rotated its keys: it is enrolled already.
         #[error("this device is already enrolled and rotated its keys; a ticket enrolls a new device (generate one with meshward device keygen)")]
         Rotated,
-        /// The mesh or the ledger refused (an expired or used ticket is a ledger rejection).
+        /// The gateway's API refused or did not answer (a used or expired ticket is a
+        /// ledger rejection, `rejected`).
         #[error(transparent)]
-        Client(#[from] ClientError),
+        Api(#[from] ApiClientError),
+        /// The gateway took the enrollment, then refused it before it was final.
+        #[error("the enrollment was refused: {0}")]
+        Refused(String),
+        /// The enrollment was not final in time.
+        #[error(
+            "the enrollment {0} was not final within {1:?}; check it later with GET /v1/tx/{0}"
+        )]
+        NotFinal(Hash, Duration),
     }
 
     /// A device that joined.
@@ -191,28 +202,45 @@ mod join {
         pub height: u64,
     }
 
-    /// Enrolls the client's device (its first transaction, seq 1) with `ticket`, signed by its
-    /// own keys with proofs of possession, and waits until it is final.
-    pub async fn join(client: &Client, ticket: &Ticket) -> Result<Joined, JoinError> {
-        let identity = client.identity();
-        if identity.account != identity.keys.id() {
+    /// Enrolls the device `keys` (its first transaction, seq 1) with `ticket`, signed by its
+    /// own keys with proofs of possession, through the gateway API at `api`
+    /// (`POST /v1/enroll`: a gateway's mesh admits only enrolled devices), and waits until it
+    /// is final. `account` is the key file's ledger id: a device that rotated is enrolled
+    /// already.
+    pub fn join(
+        api: &ApiClient,
+        account: &meshward_core::PublicKey,
+        keys: &Keypair,
+        ticket: &Ticket,
+    ) -> Result<Joined, JoinError> {
+        if *account != keys.id() {
             return Err(JoinError::Rotated);
         }
-        let chain = client.chain_id();
+        let chain = api.status()?.chain_id;
         if chain != ticket.chain_id {
             return Err(JoinError::WrongChain {
                 ticket: ticket.chain_id.clone(),
-                gateway: chain.to_string(),
+                gateway: chain,
             });
         }
-        let kp = &identity.keys;
-        let body = enroll_body(chain, kp, ticket.groups.clone(), Some(ticket.secret));
-        let tx = Tx::sign(chain, kp.id(), &kp.sign, 1, body);
-        let id = client.submit(&tx).await?;
-        let height = client
-            .wait_final(&id, Instant::now() + FINALITY_TIMEOUT)
-            .await?;
-        Ok(Joined { tx: id, height })
+        let body = enroll_body(&chain, keys, ticket.groups.clone(), Some(ticket.secret));
+        let tx = Tx::sign(&chain, keys.id(), &keys.sign, 1, body);
+        api.enroll(&tx)?;
+        let id = tx.id();
+        let deadline = Instant::now() + FINALITY_TIMEOUT;
+        loop {
+            let s = api.tx_status(&id)?;
+            match (s.status, s.height) {
+                (TxState::Final, Some(height)) => return Ok(Joined { tx: id, height }),
+                (TxState::Rejected, _) => {
+                    return Err(JoinError::Refused(s.reason.unwrap_or_default()))
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err(JoinError::NotFinal(id, FINALITY_TIMEOUT))
+                }
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
     }
 }
 

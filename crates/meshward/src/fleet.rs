@@ -206,15 +206,14 @@ pub fn device_join(gw: Gateways, ticket: &str, key: &Path) -> Result<Output> {
             key.display()
         );
     }
-    let cfg = gw.config()?;
-    runtime()?.block_on(async {
-        let client = Client::start(DeviceIdentity::new(kp.clone()), cfg).await?;
-        let joined = ticket::join(&client, &ticket).await?;
-        client.shutdown().await;
-        Ok(Output {
-            text: format!("joined as {} at height {}", kp.id(), joined.height),
-            json: json!({ "device_id": kp.id().peer_id(), "height": joined.height }),
-        })
+    // A gateway's mesh admits only enrolled devices: the enrollment goes through its API.
+    let Some(api) = &gw.api else {
+        bail!("joining needs --api URL: gateways admit only enrolled devices to their mesh, so a new device enrolls through a gateway's API");
+    };
+    let joined = ticket::join(&ApiClient::new(api)?, &account, &kp, &ticket)?;
+    Ok(Output {
+        text: format!("joined as {} at height {}", kp.id(), joined.height),
+        json: json!({ "device_id": kp.id().peer_id(), "height": joined.height }),
     })
 }
 

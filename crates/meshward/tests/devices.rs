@@ -817,3 +817,106 @@ fn device_api_refuses_bad_requests_with_json_errors() {
         );
     }
 }
+
+/// The mesh admits only fleet members: a peer that is neither a validator, an admin nor an
+/// enrolled device (a fresh key) is refused by every gateway, so it can neither look up a device
+/// nor read the transaction gossip while the fleet is busy; the enrolled device, and a new one
+/// joining with a ticket through the API, can.
+#[test]
+fn a_peer_that_is_not_a_member_cannot_read_gossip_or_look_up_devices() {
+    let f = Fleet::start();
+    let a = f.device("a", &["g"]);
+    let b = f.device("b", &["g"]);
+    let stranger = meshward_core::ids::Keypair::generate(&mut OsRng);
+    for i in 0..4 {
+        // Each node admits the device once its own store holds the enrollment.
+        wait_for(
+            &format!("node{i} to admit the enrolled device"),
+            MIN,
+            || (!f.refuses(i, &a.kp)).then_some(()),
+        );
+        assert!(f.refuses(i, &stranger), "node{i} admitted a stranger");
+    }
+    // It cannot look a device up (no gateway answers it)...
+    let client = f.client(Some(stranger.clone()), &[0, 1, 2, 3]);
+    let looked = f.rt.block_on(client.lookup(&b.pk));
+    assert!(looked.is_err(), "a stranger looked up a device: {looked:?}");
+    f.rt.block_on(client.shutdown());
+    // ...nor read the gossip: a bare mesh node subscribed to the transaction topic, dialling
+    // gateway 0, receives nothing while a sends to b.
+    let mut cfg = meshward_net::NetConfig::new(f.c.genesis.chain_id.clone());
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.bootstrap = vec![f.mesh(0).parse().unwrap()];
+    cfg.mdns = false;
+    cfg.target_peers = 0;
+    let listener = meshward_core::ids::Keypair::generate(&mut OsRng);
+    let (net, mut events) = f.rt.block_on(meshward_net::spawn(&listener, cfg)).unwrap();
+    let sent = f.send(&a, &b.id, "for members only", &[0]);
+    assert!(sent.is_ok(), "{sent:?}");
+    // The stranger's side may see its connection established before the gateway's check
+    // closes it, but never a transaction, and it ends up connected to no one.
+    let heard = f.rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), async {
+            while let Some(ev) = events.recv().await {
+                if let meshward_net::NetEvent::Tx { .. } = ev {
+                    return Some(ev);
+                }
+            }
+            None
+        })
+        .await
+    });
+    assert!(
+        !matches!(heard, Ok(Some(_))),
+        "a stranger read gossip: {heard:?}"
+    );
+    assert!(
+        f.rt.block_on(net.peers()).is_empty(),
+        "the stranger is still connected"
+    );
+    f.rt.block_on(net.shutdown());
+    // A new device joins with a ticket through the API (it cannot reach the mesh before), and
+    // is admitted once enrolled.
+    let ticket = cli(&[
+        s("ticket"),
+        s("new"),
+        s("--api"),
+        f.api(0),
+        s("--admin-key"),
+        f.admin_key(),
+        s("--group"),
+        s("g"),
+    ])
+    .unwrap()["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = f.c.root.path().join("joiner.key");
+    let id = cli(&[
+        s("device"),
+        s("keygen"),
+        s("--out"),
+        key.to_string_lossy().to_string(),
+    ])
+    .unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let kp = meshward_sdk::keyfile::load(&key, meshward_sdk::keyfile::KeyKind::Device).unwrap();
+    assert!(f.refuses(1, &kp), "a device not enrolled yet was admitted");
+    let joined = cli(&[
+        s("device"),
+        s("join"),
+        s("--api"),
+        f.api(1),
+        s("--ticket"),
+        s(&ticket),
+        s("--key"),
+        key.to_string_lossy().to_string(),
+    ]);
+    assert!(joined.is_ok(), "{joined:?}");
+    assert_eq!(joined.unwrap()["device_id"], id.as_str());
+    wait_for("the joined device to be admitted", MIN, || {
+        (!f.refuses(1, &kp)).then_some(())
+    });
+}

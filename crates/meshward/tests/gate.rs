@@ -17,8 +17,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::fleet::{Fleet, MIN};
 use common::Cluster;
 use meshward_core::ids::Keypair;
@@ -53,28 +51,6 @@ fn final_height(c: &Cluster, hash: &str) -> u64 {
         let v = c.tx_status(0, hash)?;
         (v["status"] == "final").then(|| v["height"].as_u64())?
     })
-}
-
-/// Whether node `i` refuses a mesh connection from `kp`: either the dial fails, or the
-/// connection is closed before a request is answered.
-fn refuses(f: &Fleet, i: usize, kp: &Keypair) -> bool {
-    let client = f.client(Some(kp.clone()), &[]);
-    let addr: meshward_net::Multiaddr = f.mesh(i).parse().unwrap();
-    let dialed = f.rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(10), client.net().dial(addr)).await
-    });
-    let refused = match dialed {
-        Ok(Ok(_)) => {
-            let peer = meshward_net::peer_id_of(
-                &meshward_core::ids::PublicKey::from_peer_id(&f.c.nodes[i].peer_id).unwrap(),
-            );
-            f.rt.block_on(client.request_peer(peer, &Request::Info))
-                .is_err()
-        }
-        _ => true,
-    };
-    f.rt.block_on(client.shutdown());
-    refused
 }
 
 #[test]
@@ -159,7 +135,7 @@ fn revocations_reach_every_gate_even_when_consensus_events_are_lost() {
         });
         for (k, v) in victims.iter().enumerate() {
             assert!(
-                refuses(&f, i, v),
+                f.refuses(i, v),
                 "node{i} accepted a connection from victim {k}, revoked at height {}",
                 revoked_at[k]
             );

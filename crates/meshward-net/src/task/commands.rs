@@ -26,6 +26,14 @@ pub(crate) enum Command {
         peer: PeerId,
         reply: oneshot::Sender<()>,
     },
+    SetAdmission {
+        rule: crate::gate::Admission,
+        reply: oneshot::Sender<()>,
+    },
+    Disconnect {
+        peer: PeerId,
+        reply: oneshot::Sender<()>,
+    },
     ListenAddrs {
         reply: oneshot::Sender<Vec<Multiaddr>>,
     },
@@ -123,6 +131,28 @@ impl Task {
                     b.gossipsub.remove_blacklisted_peer(&peer);
                     info!(peer = %peer, "peer allowed again");
                 }
+                let _ = reply.send(());
+            }
+            Command::SetAdmission { rule, reply } => {
+                self.swarm.behaviour_mut().gate.set_admission(rule);
+                // Peers connected before that the rule does not admit (a gateway sets the rule
+                // right after start) go now.
+                let gone: Vec<PeerId> = self
+                    .swarm
+                    .connected_peers()
+                    .filter(|p| !self.swarm.behaviour().gate.admits(p))
+                    .copied()
+                    .collect();
+                for peer in gone {
+                    info!(peer = %peer, "peer is not a fleet member: disconnecting");
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                    self.forget_requests_of(peer);
+                }
+                let _ = reply.send(());
+            }
+            Command::Disconnect { peer, reply } => {
+                let _ = self.swarm.disconnect_peer_id(peer);
+                self.forget_requests_of(peer);
                 let _ = reply.send(());
             }
             Command::ListenAddrs { reply } => {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::{identify, kad, Multiaddr, PeerId};
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::behaviour::IDENTIFY_PROTOCOL_VERSION;
 use crate::NetEvent;
@@ -87,7 +87,7 @@ impl Task {
     /// them for `NetEvent::Identified` and `Net::peer_addrs`.
     pub(super) fn on_identify(&mut self, peer_id: PeerId, info: identify::Info) {
         if info.protocol_version != IDENTIFY_PROTOCOL_VERSION {
-            debug!(peer = %peer_id, version = %info.protocol_version, "not a meshward peer: disconnecting");
+            info!(peer = %peer_id, version = %info.protocol_version, expected = IDENTIFY_PROTOCOL_VERSION, "peer announced another identify protocol version: disconnecting");
             let _ = self.swarm.disconnect_peer_id(peer_id);
             return;
         }

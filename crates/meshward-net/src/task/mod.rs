@@ -47,7 +47,7 @@ use tracing::{debug, info, warn};
 
 use crate::behaviour::{MeshBehaviour, MeshBehaviourEvent, Parts};
 use crate::bootstrap::Bootstrap;
-use crate::gate::PeerDenied;
+use crate::gate::{NotMember, PeerDenied};
 use crate::{Net, NetConfig, NetError, NetEvent};
 
 use discovery::DISCOVERY_INTERVAL_MIN;
@@ -121,8 +121,12 @@ fn without_p2p(mut addr: Multiaddr) -> Multiaddr {
     addr
 }
 
+/// The peer the gate refused (denied, or not a member), if the gate was the cause.
 fn denied_peer(cause: &ConnectionDenied) -> Option<PeerId> {
-    cause.downcast_ref::<PeerDenied>().map(|d| d.peer)
+    cause
+        .downcast_ref::<PeerDenied>()
+        .map(|d| d.peer)
+        .or_else(|| cause.downcast_ref::<NotMember>().map(|d| d.peer))
 }
 
 pub(crate) async fn spawn(
@@ -403,7 +407,7 @@ impl Task {
             } => {
                 if let ListenError::Denied { cause } = &error {
                     if let Some(peer) = denied_peer(cause) {
-                        debug!(peer = %peer, "inbound connection of denied peer refused");
+                        debug!(peer = %peer, "inbound connection of a denied peer or non-member refused");
                         self.emit(NetEvent::Refused(peer));
                         return;
                     }
@@ -431,6 +435,8 @@ impl Task {
                 self.on_identify(peer_id, info)
             }
             MeshBehaviourEvent::Identify(_) => {}
+            // Answering pings is all it is for; the round trips are not used.
+            MeshBehaviourEvent::Ping(_) => {}
             MeshBehaviourEvent::Kad(kad::Event::RoutingUpdated {
                 peer,
                 is_new_peer: true,

@@ -20,6 +20,7 @@
 pub mod auth;
 pub mod console;
 pub mod device;
+pub mod enroll;
 pub mod serve;
 pub mod stream;
 pub mod uri_guard;
@@ -94,6 +95,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
         ("GET", "/v1/openapi.json") => get(openapi),
         ("GET", "/v1/events") => get(stream::events),
         ("POST", "/v1/challenge") => post(device::challenge),
+        ("POST", "/v1/enroll") => post(enroll::enroll),
         ("POST", "/v1/mailbox/fetch") => {
             post(device::mailbox_fetch).layer(DefaultBodyLimit::max(MAX_DEVICE_BODY_BYTES))
         }

@@ -186,9 +186,10 @@ impl Fleet {
         Agent { child, lines, log }
     }
 
-    /// An SDK client with a throwaway identity (or `kp`), connected to the given gateways.
+    /// An SDK client with `kp`'s identity, or the fleet admin's (a member of the mesh, which
+    /// admits only members, and not a device of the test), connected to the given gateways.
     pub fn client(&self, kp: Option<Keypair>, nodes: &[usize]) -> Client {
-        let kp = kp.unwrap_or_else(|| Keypair::generate(&mut rand::rngs::OsRng));
+        let kp = kp.unwrap_or_else(|| self.c.admin.clone());
         let addrs = nodes
             .iter()
             .map(|&i| self.mesh(i).parse().unwrap())
@@ -197,6 +198,29 @@ impl Fleet {
         self.rt
             .block_on(Client::start(DeviceIdentity::new(kp), cfg))
             .unwrap()
+    }
+
+    /// Whether node `i` refuses a mesh connection from `kp`: either the dial fails, or the
+    /// connection is closed before a request is answered.
+    pub fn refuses(&self, i: usize, kp: &Keypair) -> bool {
+        let client = self.client(Some(kp.clone()), &[]);
+        let addr: meshward_net::Multiaddr = self.mesh(i).parse().unwrap();
+        let dialed = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), client.net().dial(addr)).await
+        });
+        let refused = match dialed {
+            Ok(Ok(_)) => {
+                let peer = meshward_net::peer_id_of(
+                    &PublicKey::from_peer_id(&self.c.nodes[i].peer_id).unwrap(),
+                );
+                self.rt
+                    .block_on(client.request_peer(peer, &meshward_core::rpc::Request::Info))
+                    .is_err()
+            }
+            _ => true,
+        };
+        self.rt.block_on(client.shutdown());
+        refused
     }
 
     /// Waits until some gateway knows where `dev` listens (its agent is connected).
