@@ -265,8 +265,9 @@ pub enum ApplyError {
         /// Why it was refused.
         source: ChainError,
     },
-    /// Writing the block failed; the transaction was not committed.
-    #[error("cannot write block {height} to {}: {source} (nothing was stored; check free space and permissions, then retry)", path.display())]
+    /// Writing the block failed. Whether it reached the disk is known only after a reopen: a
+    /// sync can fail after the write itself went through (`tests/faults.rs` shows both).
+    #[error("cannot write block {height} to {}: {source} (the block may or may not be on disk: reopen the store to find out; check free space and permissions)", path.display())]
     Storage {
         /// The store file.
         path: PathBuf,

@@ -144,6 +144,26 @@ impl MailboxStore {
                 path: path.clone(),
                 source: Box::new(e.into()),
             })?;
+        Self::from_db(db, path)
+    }
+
+    /// Opens the mailbox file `backend` reads and writes, as [`MailboxStore::open`] does;
+    /// `path` names it in errors. For fault injection (`tests/faults.rs`).
+    pub fn open_with_backend(
+        path: impl AsRef<Path>,
+        backend: impl redb::StorageBackend,
+    ) -> Result<MailboxStore, MailboxError> {
+        let path = path.as_ref().to_path_buf();
+        let db = crate::store::builder()
+            .create_with_backend(backend)
+            .map_err(|e| MailboxError::Open {
+                path: path.clone(),
+                source: Box::new(e.into()),
+            })?;
+        Self::from_db(db, path)
+    }
+
+    fn from_db(db: redb::Database, path: PathBuf) -> Result<MailboxStore, MailboxError> {
         let mb = MailboxStore {
             db,
             path,

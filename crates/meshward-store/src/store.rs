@@ -371,6 +371,27 @@ impl Store {
         let db = b
             .open(&path)
             .map_err(|e| storage_open_error(&path, e.into()))?;
+        Self::from_db(db, path)
+    }
+
+    /// Opens the store in the file `backend` reads and writes, with the checks of
+    /// [`Store::open`]; `path` names it in errors. For fault injection: a backend that fails a
+    /// write or a sync, or reports the disk full, shows what a failing disk does to the store
+    /// (`tests/faults.rs`).
+    pub fn open_with_backend(
+        path: impl AsRef<Path>,
+        backend: impl redb::StorageBackend,
+    ) -> Result<Store, OpenError> {
+        let path = path.as_ref().to_path_buf();
+        let mut b = builder();
+        b.set_check_integrity_on_open(true);
+        let db = b
+            .create_with_backend(backend)
+            .map_err(|e| storage_open_error(&path, e.into()))?;
+        Self::from_db(db, path)
+    }
+
+    fn from_db(db: Database, path: PathBuf) -> Result<Store, OpenError> {
         let Loaded {
             genesis,
             state,
