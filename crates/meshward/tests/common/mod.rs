@@ -238,3 +238,4 @@ pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 pub mod fleet;
+pub mod load;
