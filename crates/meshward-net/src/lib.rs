@@ -80,6 +80,9 @@ pub enum NetEvent {
     },
     /// The first connection to a peer was established.
     PeerConnected(PeerId),
+    /// A connected peer subscribed to the transaction topic: from now on it receives what this
+    /// node publishes, and nothing it missed before.
+    TxSubscriber(PeerId),
     /// The last connection to a peer closed.
     PeerDisconnected(PeerId),
     /// A peer and its addresses were learned through mDNS or Kademlia.

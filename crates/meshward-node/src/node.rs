@@ -299,7 +299,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                         drop(permit);
                     });
                 }
-                Some(ev) => on_net_event(&gw, &consensus, &mut consensus_peers, ev).await,
+                Some(ev) => on_net_event(&gw, &net, &consensus, &mut consensus_peers, ev).await,
                 None => { warn!("mesh stopped"); break; }
             },
             ev = consensus_events.recv() => match ev {
@@ -323,6 +323,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 let batch = gossip_batch(first, &mut gossip_rx, gossip_max_bytes);
                 debug_assert!(batch.len() <= GOSSIP_BATCH_TXS);
                 let n = batch.len();
+                // With no subscriber yet, gateways get them when they subscribe (below).
                 if let Err(e) = net.publish_tx(meshward_core::tx::encode_tx_list(&batch)).await {
                     debug!(error = %e, txs = n, "transactions not gossiped");
                 }
@@ -365,6 +366,37 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 /// active under their current key, and `observers`. Read from the ledger at each connection, so
 /// it is never behind the committed state; a device's connections are closed when it is
 /// revoked (the follower's denials) or rotates away from a key.
+/// Most pending transactions handed to a gateway that subscribes to the transaction topic.
+const HANDOVER_TXS: usize = 256;
+
+/// Hands `txs` (pending here) to `peer`, a gateway that just subscribed to the transaction
+/// topic, one `SubmitTx` request each, in a task of its own. Gossipsub sends a new subscriber
+/// only what is published after it joined (a peer grafted into the mesh gets no IHAVE for older
+/// messages, and publishing the same batch again is refused as a duplicate), so without this a
+/// transaction only this node holds (accepted while no gateway listened, or sent before this
+/// one subscribed) waits for this node's turn to propose: minutes on an idle chain. The peer
+/// drops what it already holds.
+fn hand_pending_over(
+    txs: Vec<meshward_core::Tx>,
+    net: meshward_net::Net,
+    peer: meshward_net::PeerId,
+) {
+    if txs.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        let n = txs.len();
+        for tx in txs {
+            let req = meshward_core::rpc::Request::SubmitTx(tx).to_bytes();
+            if let Err(e) = net.request(peer, req).await {
+                debug!(%peer, error = %e, "pending transactions not handed over");
+                return;
+            }
+        }
+        debug!(%peer, txs = n, "pending transactions handed to a new subscriber");
+    });
+}
+
 fn admission(ledger: &Ledger, observers: &[meshward_core::PublicKey]) -> meshward_net::Admission {
     let ledger = ledger.clone();
     let observers: std::collections::HashSet<meshward_core::PublicKey> =
@@ -406,6 +438,7 @@ fn check_links(ledger: &Ledger, tip: u64) -> Result<u64, meshward_store::ReadErr
 /// joining and leaving the mesh are logged at info, devices at debug.
 async fn on_net_event(
     gw: &Gateway,
+    net: &meshward_net::Net,
     consensus: &ConsensusHandle,
     known: &mut std::collections::HashSet<String>,
     ev: NetEvent,
@@ -431,6 +464,9 @@ async fn on_net_event(
         NetEvent::PeerConnected(peer) if is_gateway(&peer) => info!(%peer, "gateway connected"),
         NetEvent::PeerDisconnected(peer) if is_gateway(&peer) => {
             info!(%peer, "gateway disconnected")
+        }
+        NetEvent::TxSubscriber(peer) if is_gateway(&peer) => {
+            hand_pending_over(gw.pool.pending(HANDOVER_TXS), net.clone(), peer)
         }
         NetEvent::PeerConnected(peer) => debug!(%peer, "peer connected"),
         NetEvent::PeerDisconnected(peer) => debug!(%peer, "peer disconnected"),

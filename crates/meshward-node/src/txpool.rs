@@ -280,6 +280,12 @@ impl TxPool {
         self.rejections.reason(id)
     }
 
+    /// Up to `max` pending transactions, in the order a block would take them (for handing to
+    /// a gateway that joined after they were gossiped).
+    pub fn pending(&self, max: usize) -> Vec<Tx> {
+        self.mempool.reap(max, usize::MAX)
+    }
+
     /// Whether `id` is pending here.
     pub fn contains(&self, id: &Hash) -> bool {
         self.mempool.contains(id)

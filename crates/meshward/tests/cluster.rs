@@ -775,3 +775,45 @@ fn a_clean_shutdown_logs_no_error() {
         assert!(errors.is_empty(), "node{i} logged errors: {errors:#?}");
     }
 }
+
+/// A transaction a node accepts while no peer listens yet (it has just started, alone) is
+/// gossiped once its peers connect, so every validator holds it and whoever proposes next
+/// includes it. Before, that gossip batch was dropped and the transaction waited for its own
+/// node's turn to propose; on a chain without a heartbeat it was never final unless that node
+/// happened to propose the next block (then this test would still pass, by luck).
+#[test]
+fn a_transaction_accepted_before_any_peer_listens_is_gossiped_once_they_do() {
+    let mut c = Cluster::new(4, 0);
+    c.start(1);
+    wait_for("node1's API", MIN, || c.status(1));
+    let d = Keypair::generate(&mut OsRng);
+    let tx = Tx::sign(
+        &c.genesis.chain_id,
+        c.admin.id(),
+        &c.admin.sign,
+        1,
+        enroll_body(
+            &c.genesis.chain_id,
+            &d,
+            vec![GroupName::new("fleet").unwrap()],
+            None,
+        ),
+    );
+    let hash = c.submit(1, &tx).expect("accepted by a node alone");
+    for i in [0, 2, 3] {
+        c.start(i);
+    }
+    for i in 0..4 {
+        wait_for(&format!("node{i} to hold the transaction"), MIN, || {
+            let v = c.tx_status(i, &hash)?;
+            (v["status"] == "pending" || v["status"] == "final").then_some(())
+        });
+    }
+    for i in 0..4 {
+        wait_for(
+            &format!("the transaction to be final on node{i}"),
+            MIN,
+            || (c.tx_status(i, &hash)?["status"] == "final").then_some(()),
+        );
+    }
+}

@@ -430,6 +430,11 @@ impl Task {
             MeshBehaviourEvent::Gossipsub(gossipsub::Event::SlowPeer { peer_id, .. }) => {
                 debug!(peer = %peer_id, "peer too slow to take our gossip");
             }
+            MeshBehaviourEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic })
+                if topic == self.topic.hash() =>
+            {
+                self.emit(NetEvent::TxSubscriber(peer_id));
+            }
             MeshBehaviourEvent::Gossipsub(_) => {}
             MeshBehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 self.on_identify(peer_id, info)
