@@ -18,11 +18,13 @@ pub(crate) const DEFAULT_FILTER: &str = "warn,meshward=info,meshward_node=info,\
     meshward_devnet=info,meshward_bench=info,arc_malachitebft_network=off,\
     arc_malachitebft_discovery=error";
 
-/// Added to the filter once a node is stopping: Malachite's engine, whose actors stop one after
-/// another, logs an error for each message that still arrives at one already stopped
-/// (`Actor has died, stopping network`, `Failed to send tick message … the actor is likely
-/// terminated`), which is not an error of a clean shutdown.
-const AFTER_STOP_DIRECTIVE: &str = "arc_malachitebft_engine=off";
+/// Added to the filter once a node is stopping: Malachite's actors stop one after another, and
+/// its crates (engine, network, …) log an error for each message that still arrives at one
+/// already stopped (`Actor has died, stopping network`, `Error sending message to handle:
+/// channel closed`, `Failed to send tick message … the actor is likely terminated`), which is
+/// not an error of a clean shutdown. A directive's target matches every target it prefixes,
+/// so this covers all `arc_malachitebft_*` crates.
+const AFTER_STOP_DIRECTIVE: &str = "arc_malachitebft=off";
 
 type FilterHandle =
     tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
@@ -124,6 +126,42 @@ pub(crate) fn quiet_for_shutdown() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shutdown directive silences every Malachite crate, and only those.
+    #[test]
+    fn after_stop_every_malachite_crate_is_silent() {
+        use std::sync::{Arc, Mutex};
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                meshward_core::sync::lock(&self.0, "log buffer").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let filter = tracing_subscriber::EnvFilter::new(format!("info,{AFTER_STOP_DIRECTIVE}"));
+        let subscriber = tracing_subscriber::registry().with(filter).with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(move || out.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: "arc_malachitebft_network", "from the network");
+            tracing::error!(target: "arc_malachitebft_engine", "from the engine");
+            tracing::error!(target: "meshward_node::node", "from meshward");
+        });
+        let text = String::from_utf8(meshward_core::sync::lock(&buf.0, "log buffer").clone())
+            .expect("utf-8");
+        assert!(!text.contains("from the network"), "{text}");
+        assert!(!text.contains("from the engine"), "{text}");
+        assert!(text.contains("from meshward"), "{text}");
+    }
 
     #[test]
     fn a_log_file_is_rotated_and_stays_bounded() {
