@@ -362,10 +362,6 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
 }
 
-/// Who may connect to this gateway's mesh: the validators and admins in force, devices that are
-/// active under their current key, and `observers`. Read from the ledger at each connection, so
-/// it is never behind the committed state; a device's connections are closed when it is
-/// revoked (the follower's denials) or rotates away from a key.
 /// Most pending transactions handed to a gateway that subscribes to the transaction topic.
 const HANDOVER_TXS: usize = 256;
 
@@ -397,6 +393,10 @@ fn hand_pending_over(
     });
 }
 
+/// Who may connect to this gateway's mesh: the validators and admins in force, devices that are
+/// active under their current key, and `observers`. Read from the ledger at each connection, so
+/// it is never behind the committed state; a device's connections are closed when it is
+/// revoked (the follower's denials) or rotates away from a key.
 fn admission(ledger: &Ledger, observers: &[meshward_core::PublicKey]) -> meshward_net::Admission {
     let ledger = ledger.clone();
     let observers: std::collections::HashSet<meshward_core::PublicKey> =
