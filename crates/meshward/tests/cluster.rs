@@ -15,7 +15,7 @@ use common::Cluster;
 use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::ids::Keypair;
-use meshward_core::tx::{enroll_body, GroupName, Tx};
+use meshward_core::tx::Tx;
 use meshward_testkit::{http, wait_for};
 use rand::rngs::OsRng;
 use rand::Rng;
@@ -146,18 +146,7 @@ fn bad_input_gets_json_errors_and_node_keeps_finalising() {
     OsRng.fill(&mut garbage[..]);
     // A well-formed transaction with a bad signature.
     let kp = Keypair::generate(&mut OsRng);
-    let mut bad_sig = Tx::sign(
-        &c.genesis.chain_id,
-        c.admin.id(),
-        &c.admin.sign,
-        1,
-        enroll_body(
-            &c.genesis.chain_id,
-            &kp,
-            vec![GroupName::new("fleet").unwrap()],
-            None,
-        ),
-    );
+    let mut bad_sig = c.enroll_tx(&kp, 1);
     bad_sig.sig.0[3] ^= 1;
     let bad_sig = bad_sig.to_bytes();
     // (method, path, headers, body, expected status, expected code)
@@ -734,18 +723,7 @@ fn without_a_heartbeat_only_transactions_make_blocks() {
         || c.height(0).is_some_and(|x| x > h),
     );
     let d = Keypair::generate(&mut OsRng);
-    let tx = Tx::sign(
-        &c.genesis.chain_id,
-        c.admin.id(),
-        &c.admin.sign,
-        1,
-        enroll_body(
-            &c.genesis.chain_id,
-            &d,
-            vec![GroupName::new("fleet").unwrap()],
-            None,
-        ),
-    );
+    let tx = c.enroll_tx(&d, 1);
     let hash = c.submit(0, &tx).unwrap();
     let at = wait_for("the transaction to be final", MIN, || {
         let v = c.tx_status(0, &hash)?;
@@ -787,18 +765,7 @@ fn a_transaction_accepted_before_any_peer_listens_is_gossiped_once_they_do() {
     c.start(1);
     wait_for("node1's API", MIN, || c.status(1));
     let d = Keypair::generate(&mut OsRng);
-    let tx = Tx::sign(
-        &c.genesis.chain_id,
-        c.admin.id(),
-        &c.admin.sign,
-        1,
-        enroll_body(
-            &c.genesis.chain_id,
-            &d,
-            vec![GroupName::new("fleet").unwrap()],
-            None,
-        ),
-    );
+    let tx = c.enroll_tx(&d, 1);
     let hash = c.submit(1, &tx).expect("accepted by a node alone");
     for i in [0, 2, 3] {
         c.start(i);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::ids::Keypair;
-use meshward_core::tx::{enroll_body, Anchor, GroupName, Recipient, Tx, TxBody};
+use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
 use meshward_testkit::{http, wait_for};
 use rand::rngs::OsRng;
 use rand::Rng;
@@ -32,11 +32,9 @@ pub struct Load {
 /// Enrolls `n` new devices with the cluster's admin and waits until the enrollments are final.
 pub fn enroll_devices(c: &Cluster, n: usize) -> Vec<Keypair> {
     let devices: Vec<Keypair> = (0..n).map(|_| Keypair::generate(&mut OsRng)).collect();
-    let chain = c.genesis.chain_id.clone();
     let mut hashes = Vec::new();
     for (i, d) in devices.iter().enumerate() {
-        let body = enroll_body(&chain, d, vec![GroupName::new("fleet").unwrap()], None);
-        let tx = Tx::sign(&chain, c.admin.id(), &c.admin.sign, i as u64 + 1, body);
+        let tx = c.enroll_tx(d, i as u64 + 1);
         hashes.push(c.submit(0, &tx).expect("enrollment accepted"));
     }
     for h in &hashes {

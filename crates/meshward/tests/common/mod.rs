@@ -210,6 +210,14 @@ impl Cluster {
         }
     }
 
+    /// The admin's enrollment of `device` in group `fleet`, signed with sequence number `seq`.
+    pub fn enroll_tx(&self, device: &Keypair, seq: u64) -> Tx {
+        let chain = &self.genesis.chain_id;
+        let group = meshward_core::tx::GroupName::new("fleet").unwrap();
+        let body = meshward_core::tx::enroll_body(chain, device, vec![group], None);
+        Tx::sign(chain, self.admin.id(), &self.admin.sign, seq, body)
+    }
+
     pub fn tx_status(&self, i: usize, hash: &str) -> Option<Value> {
         let r = http(
             self.nodes[i].api_port,
