@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod flood;
 mod http;
 mod ports;
 mod process;
