@@ -231,6 +231,10 @@ pub struct ConsensusStatus {
     pub late_round_heights: u64,
     /// How many transactions this node's next proposal may hold ([`sizing`]).
     pub proposal_limit_txs: u64,
+    /// Decided blocks the store failed to write (disk full, I/O error) since the start. Each
+    /// such height is retried (through sync once the others have moved on); the store refuses
+    /// every write after the first failure until the node restarts and reopens it.
+    pub store_write_errors: u64,
 }
 
 /// The running consensus service.
@@ -445,6 +449,7 @@ impl ConsensusHandle {
             is_validator: self.is_validator,
             late_round_heights: self.shared.late_rounds.load(Ordering::Relaxed),
             proposal_limit_txs: self.shared.proposal_limit.load(Ordering::Relaxed),
+            store_write_errors: self.shared.store_write_errors.load(Ordering::Relaxed),
         }
     }
 

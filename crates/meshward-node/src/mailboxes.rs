@@ -18,6 +18,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -25,7 +26,7 @@ use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_store::{MailboxError, MailboxLimits, MailboxStats, MailboxStore};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 /// Envelope commitments remembered to refuse a replayed deposit.
 pub const SEEN_ENVELOPES: usize = 65_536;
@@ -70,6 +71,7 @@ enum Write {
 pub struct Mailboxes {
     store: Arc<MailboxStore>,
     writes: mpsc::Sender<Write>,
+    write_errors: Arc<AtomicU64>,
 }
 
 /// The writer thread, for waiting on it at shutdown.
@@ -101,11 +103,26 @@ impl Mailboxes {
         let store = Arc::new(store);
         let (writes, rx) = mpsc::channel(MAILBOX_QUEUE);
         let writer_store = store.clone();
+        let write_errors = Arc::new(AtomicU64::new(0));
+        let errors = write_errors.clone();
         let thread = std::thread::Builder::new()
             .name("mailbox-writer".into())
-            .spawn(move || writer(&writer_store, rx))
+            .spawn(move || writer(&writer_store, rx, &errors))
             .expect("the OS can start one more thread at node start");
-        (Mailboxes { store, writes }, MailboxWriter(thread))
+        (
+            Mailboxes {
+                store,
+                writes,
+                write_errors,
+            },
+            MailboxWriter(thread),
+        )
+    }
+
+    /// Writes the mailbox file failed (disk full, I/O error) since the start; refusals by the
+    /// limits are not counted.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.load(Ordering::Relaxed)
     }
 
     /// Stores `envelope` (whose commitment is `commitment`) for `recipient`, once: the same
@@ -198,8 +215,22 @@ impl Seen {
     }
 }
 
-fn writer(store: &MailboxStore, mut rx: mpsc::Receiver<Write>) {
+/// Counts a failed write, and logs the first of a run of them at error (a full disk fails every
+/// write: one line says so, the rest are at debug).
+fn note_failure(errors: &AtomicU64, failing: &mut bool, e: &MailboxError) {
+    if matches!(e, MailboxError::Storage { .. }) {
+        errors.fetch_add(1, Ordering::Relaxed);
+        if !*failing {
+            error!(error = %e, "cannot write the mailbox file; deposits and acks fail until it can");
+        }
+        *failing = true;
+    }
+}
+
+fn writer(store: &MailboxStore, mut rx: mpsc::Receiver<Write>, errors: &AtomicU64) {
     let mut seen = Seen::default();
+    // Whether the last write failed on storage.
+    let mut failing = false;
     while let Some(w) = rx.blocking_recv() {
         match w {
             Write::Put {
@@ -211,11 +242,18 @@ fn writer(store: &MailboxStore, mut rx: mpsc::Receiver<Write>) {
                 let result = if !seen.insert(commitment) {
                     Err(MailboxRefusal::Replay)
                 } else {
-                    store.put(&recipient, &envelope).map_err(|e| {
-                        // Not stored: the same envelope may come again.
-                        seen.forget(&commitment);
-                        MailboxRefusal::Store(e)
-                    })
+                    match store.put(&recipient, &envelope) {
+                        Ok(n) => {
+                            failing = false;
+                            Ok(n)
+                        }
+                        Err(e) => {
+                            note_failure(errors, &mut failing, &e);
+                            // Not stored: the same envelope may come again.
+                            seen.forget(&commitment);
+                            Err(MailboxRefusal::Store(e))
+                        }
+                    }
                 };
                 if let Err(e) = &result {
                     debug!(recipient = %recipient, commitment = %commitment, error = %e, "envelope not stored");
@@ -227,7 +265,12 @@ fn writer(store: &MailboxStore, mut rx: mpsc::Receiver<Write>) {
                 up_to,
                 reply,
             } => {
-                let _ = reply.send(store.ack(&recipient, up_to).map_err(MailboxRefusal::Store));
+                let r = store.ack(&recipient, up_to);
+                match &r {
+                    Ok(_) => failing = false,
+                    Err(e) => note_failure(errors, &mut failing, e),
+                }
+                let _ = reply.send(r.map_err(MailboxRefusal::Store));
             }
         }
     }

@@ -102,6 +102,9 @@ pub struct Metrics {
     pub mailbox_max_bytes: Gauge,
     /// Bytes of each store file on disk (refreshed on scrape).
     pub store_bytes: Family<FileLabel, Gauge>,
+    /// Writes of each store file that failed (disk full, I/O error): `chain` counts decided
+    /// blocks not written, `mailbox` deposits and acks not written.
+    pub store_write_errors: Family<FileLabel, Counter>,
     /// Free bytes on the data dir's filesystem, for unprivileged writers (refreshed on scrape).
     pub disk_free_bytes: Gauge,
     /// Size of the data dir's filesystem (refreshed on scrape).
@@ -147,6 +150,7 @@ impl Metrics {
             mailbox_max_envelopes: Gauge::default(),
             mailbox_max_bytes: Gauge::default(),
             store_bytes: Family::default(),
+            store_write_errors: Family::default(),
             disk_free_bytes: Gauge::default(),
             disk_size_bytes: Gauge::default(),
             api_latency: Family::new_with_constructor(latency_histogram),
@@ -260,6 +264,11 @@ impl Metrics {
             m.store_bytes.clone(),
         );
         r.register(
+            "meshward_store_write_errors",
+            "Writes of each store file that failed (disk full, I/O error): chain, mailbox",
+            m.store_write_errors.clone(),
+        );
+        r.register(
             "meshward_disk_free_bytes",
             "Free bytes on the data dir's filesystem",
             m.disk_free_bytes.clone(),
@@ -285,6 +294,15 @@ impl Metrics {
             m.api_connections_refused.clone(),
         );
         Metrics { registry: r, ..m }
+    }
+
+    /// Raises `meshward_store_write_errors_total{file}` to `total` (a running count kept by
+    /// the store's writer).
+    pub fn set_store_write_errors(&self, file: &str, total: u64) {
+        let c = self
+            .store_write_errors
+            .get_or_create(&FileLabel { file: file.into() });
+        c.inc_by(total.saturating_sub(c.get()));
     }
 
     /// The Prometheus text exposition.

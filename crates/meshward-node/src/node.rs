@@ -333,6 +333,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 let cs = consensus.status();
                 gw.metrics.late_round_heights.set(i64::try_from(cs.late_round_heights).unwrap_or(i64::MAX));
                 gw.metrics.proposal_limit_txs.set(i64::try_from(cs.proposal_limit_txs).unwrap_or(i64::MAX));
+                gw.metrics.set_store_write_errors("chain", cs.store_write_errors);
+                gw.metrics.set_store_write_errors("mailbox", gw.mailboxes.write_errors());
                 gw.count_connections(&net.peers().await);
             }
         }

@@ -770,7 +770,8 @@ impl Store {
                 Ok(())
             }
             Err(e) => {
-                warn!(height, error = %e, path = %self.path.display(), "block write failed");
+                // The caller reports it (once per run of failures: a full disk fails every try).
+                debug!(height, error = %e, path = %self.path.display(), "block write failed");
                 self.reload()?;
                 Err(ApplyError::Storage {
                     path: self.path.clone(),

@@ -19,6 +19,9 @@ use crate::ConsensusEvent;
 
 use super::{last_commit_signers, App, Ctx, EquivocationKind, Tip};
 
+/// While the store cannot be written, how long a height waits before it is restarted.
+const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A `Finalized` reply held back by the cadence rule.
 pub(super) struct Held {
     reply: tokio::sync::oneshot::Sender<Next<Ctx>>,
@@ -73,7 +76,13 @@ impl App {
         match self.commit(cb, c.delta, &c.dropped, certificate.round) {
             Ok(()) => self.commit_failed = None,
             Err(e) => {
-                error!(height, block = %BlockHash(hash), error = %e, "cannot commit decided block");
+                // A failed write is logged by `commit`.
+                if matches!(
+                    e,
+                    CommitError::Store(meshward_store::ApplyError::Rejected { .. })
+                ) {
+                    error!(height, block = %BlockHash(hash), error = %e, "cannot commit decided block");
+                }
                 self.commit_failed = Some(height);
             }
         }
@@ -91,14 +100,32 @@ impl App {
         let height = cb.block.header.height;
         let hash = cb.block.hash();
         let validators_before;
-        {
+        let written = {
             let mut store = self.write();
             validators_before = store.state().validators().clone();
             match delta {
-                Some(delta) => store.commit_decided(&cb, delta)?,
-                None => store.apply_block(&cb)?,
+                Some(delta) => store.commit_decided(&cb, delta),
+                None => store.apply_block(&cb),
             }
+        };
+        if let Err(e) = written {
+            if !matches!(e, meshward_store::ApplyError::Rejected { .. }) {
+                self.shared
+                    .store_write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                // A full disk fails every height: one line at error says so, the rest are at
+                // debug; the metric counts them all.
+                if self.writes_failing {
+                    debug!(height, error = %e, "decided block not written");
+                } else {
+                    error!(height, error = %e, "cannot write a decided block: this node stops \
+                        committing until its store can be written (free space, then restart it)");
+                }
+                self.writes_failing = true;
+            }
+            return Err(e.into());
         }
+        self.writes_failing = false;
         self.ctx.record_committed(height, &last_commit_signers(&cb));
         let r = round.as_u32().unwrap_or(0);
         self.sizer.record_decided(r);
@@ -136,6 +163,20 @@ impl App {
         self.report_evidence(height, &evidence);
         let committed = self.commit_failed != Some(height)
             && self.read().tip().is_some_and(|(h, _)| h >= height);
+        if !committed && self.writes_failing {
+            // The store cannot be written (a full disk): restarting at once would decide the
+            // same block again and fail again, in a loop. Try again later.
+            debug!(
+                height,
+                "decided block not written; restarting the height later"
+            );
+            let next = Next::Restart(Height(height), self.height_params());
+            tokio::spawn(async move {
+                tokio::time::sleep(WRITE_RETRY).await;
+                let _ = reply.send(next);
+            });
+            return;
+        }
         if !committed {
             warn!(height, "decided block not committed; restarting the height");
             self.height_started = Instant::now();

@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     pub committed: AtomicU64,
     pub late_rounds: AtomicU64,
     pub proposal_limit: AtomicU64,
+    /// Blocks the store failed to write (disk full, I/O error), not blocks it refused.
+    pub store_write_errors: AtomicU64,
 }
 
 /// The last committed block: what the next proposal links to and checks against.
@@ -98,6 +100,8 @@ pub(crate) struct App {
     synced: BTreeMap<u64, ()>,
     /// A height whose decided block could not be committed.
     commit_failed: Option<u64>,
+    /// Whether the last write of a block to the store failed (disk full, I/O error).
+    writes_failing: bool,
     height_started: Instant,
     held: Option<Held>,
     /// How large this node's proposals may be (crate::sizing).
@@ -204,6 +208,7 @@ impl App {
             tip,
             synced: BTreeMap::new(),
             commit_failed: None,
+            writes_failing: false,
             height_started: Instant::now(),
             held: None,
             sizer,

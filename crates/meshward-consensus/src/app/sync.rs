@@ -171,7 +171,8 @@ impl App {
                 SyncedValueOutcome::PeerFault
             }
             Err(e) => {
-                error!(height, error = %e, "cannot store synced block");
+                // Logged by `commit`.
+                debug!(height, error = %e, "synced block not stored");
                 SyncedValueOutcome::LocalTransientError
             }
         }
