@@ -5,6 +5,12 @@
 //! the genesis set, the proof also carries the chain of validator-set handoffs: each one a
 //! `ValidatorSetChange` transaction proven included in a block certified by the set before it.
 //! Nothing in the proof is trusted until it is checked against the genesis.
+//!
+//! [`AnchorProof::verify`] checks everything the proof carries (see `docs/FORMATS.md`, Anchor
+//! proofs): each block's chain id, validator set and certificate, each transaction's inclusion
+//! and signature, each handoff's admin authorisation against the genesis admins, the handoffs'
+//! order, and block 1's link to the genesis hash when block 1 is in the proof. Each refusal is
+//! its own [`VerifyError`].
 
 use alloc::vec::Vec;
 
@@ -14,6 +20,7 @@ use crate::genesis::Genesis;
 use crate::hash::Hash;
 use crate::ids::PublicKey;
 use crate::merkle::{self, ProofError};
+use crate::state::AdminSet;
 use crate::tx::{Recipient, Tx, TxBody, ValidatorSet, MAX_TX_BYTES};
 
 /// Proof format version.
@@ -46,10 +53,16 @@ impl Inclusion {
         })
     }
 
-    fn verify(&self, chain_id: &str, set: &ValidatorSet) -> Result<(), VerifyError> {
+    /// Checks that the block is on the genesis's chain (and, for block 1, follows the genesis),
+    /// that `set` certified it, and that the transaction is in it.
+    fn verify(&self, genesis: &Genesis, set: &ValidatorSet) -> Result<(), VerifyError> {
         let height = self.header.height;
-        if self.header.chain_id != chain_id {
+        if self.header.chain_id != genesis.chain_id {
             return Err(VerifyError::WrongChain);
+        }
+        // Block 1 names the genesis hash, which covers the whole genesis (admins and time too).
+        if height == 1 && self.header.prev_hash != genesis.hash() {
+            return Err(VerifyError::GenesisMismatch);
         }
         if self.header.validator_set_hash != set.hash() {
             return Err(VerifyError::UntrustedValidatorSet { height });
@@ -61,6 +74,51 @@ impl Inclusion {
         self.proof
             .verify(&leaf, &self.header.tx_root, u64::from(self.header.tx_count))
             .map_err(|source| VerifyError::Inclusion { height, source })
+    }
+
+    /// Checks the transaction's own signature under its signer key; `refusal` names the
+    /// failure. Returns the signed bytes.
+    fn verify_signature(
+        &self,
+        chain_id: &str,
+        refusal: fn(u64, PublicKey) -> VerifyError,
+    ) -> Result<Vec<u8>, VerifyError> {
+        let msg = self.tx.signing_bytes(chain_id);
+        self.tx
+            .signer
+            .verify(&msg, &self.tx.sig)
+            .map_err(|_| refusal(self.header.height, self.tx.signer))?;
+        Ok(msg)
+    }
+
+    /// Checks that admins of `admins`, at least its threshold, signed the transaction: the
+    /// rule the ledger applies to every admin transaction.
+    fn verify_admins(&self, admins: &AdminSet, msg: &[u8]) -> Result<(), VerifyError> {
+        let height = self.header.height;
+        let tx = &self.tx;
+        if !admins.contains(&tx.signer) {
+            return Err(VerifyError::NotAnAdmin {
+                height,
+                signer: tx.signer,
+            });
+        }
+        for c in &tx.cosigs {
+            if c.key == tx.signer {
+                return Err(VerifyError::SignerCosigned { height, key: c.key });
+            }
+            if !admins.contains(&c.key) {
+                return Err(VerifyError::CosignerNotAnAdmin { height, key: c.key });
+            }
+            c.key
+                .verify(msg, &c.sig)
+                .map_err(|_| VerifyError::BadCosignature { height, key: c.key })?;
+        }
+        let have = 1 + tx.cosigs.len();
+        let need = usize::from(admins.threshold);
+        if have < need {
+            return Err(VerifyError::AdminThreshold { height, have, need });
+        }
+        Ok(())
     }
 }
 
@@ -137,13 +195,17 @@ pub struct ProvenAnchor {
     pub timestamp_ms: u64,
 }
 
-/// Why a proof does not hold.
+/// Why a proof does not hold. Each check of [`AnchorProof::verify`] has its own variant.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
     /// A proven block is for another chain than the genesis.
     #[error("proof is for another chain")]
     WrongChain,
+    /// Block 1 is in the proof and its `prev_hash` is not the hash of the genesis given: the
+    /// chain started from another genesis (other admins, time, validators or chain id).
+    #[error("block 1 does not follow this genesis: its prev_hash is not the genesis hash")]
+    GenesisMismatch,
     /// A block is certified by a validator set that the genesis and the handoffs before it do not
     /// lead to.
     #[error("block {height} is certified by a validator set the genesis does not lead to")]
@@ -167,6 +229,76 @@ pub enum VerifyError {
         /// Why the inclusion proof fails.
         source: ProofError,
     },
+    /// The anchor's signature does not verify under its signer key. This is also what an
+    /// anchor signed after its device rotated its keys gives: a version 1 proof does not carry
+    /// the rotation, so such an anchor cannot be checked offline.
+    #[error(
+        "signature of the anchor in block {height} does not verify under its signer key {signer}"
+    )]
+    BadAnchorSignature {
+        /// The block's height.
+        height: u64,
+        /// The anchor's signer (the device's account id).
+        signer: PublicKey,
+    },
+    /// A handoff's signature does not verify under its signer key.
+    #[error(
+        "signature of the handoff in block {height} does not verify under its signer key {signer}"
+    )]
+    BadHandoffSignature {
+        /// The handoff block's height.
+        height: u64,
+        /// The handoff's signer.
+        signer: PublicKey,
+    },
+    /// An anchor carries co-signatures; only admin transactions may.
+    #[error("the anchor in block {height} carries co-signatures (only admin transactions may)")]
+    AnchorCosigned {
+        /// The block's height.
+        height: u64,
+    },
+    /// A handoff is signed by a key that is not a genesis admin.
+    #[error("handoff in block {height} is signed by {signer}, not an admin")]
+    NotAnAdmin {
+        /// The handoff block's height.
+        height: u64,
+        /// The handoff's signer.
+        signer: PublicKey,
+    },
+    /// A handoff's co-signer is the signer itself.
+    #[error("handoff in block {height} is co-signed by its own signer {key}")]
+    SignerCosigned {
+        /// The handoff block's height.
+        height: u64,
+        /// The repeated key.
+        key: PublicKey,
+    },
+    /// A handoff's co-signer is not a genesis admin.
+    #[error("handoff in block {height} is co-signed by {key}, not an admin")]
+    CosignerNotAnAdmin {
+        /// The handoff block's height.
+        height: u64,
+        /// The co-signer.
+        key: PublicKey,
+    },
+    /// A handoff's co-signature does not verify.
+    #[error("co-signature of {key} on the handoff in block {height} does not verify")]
+    BadCosignature {
+        /// The handoff block's height.
+        height: u64,
+        /// The co-signer.
+        key: PublicKey,
+    },
+    /// A handoff has fewer admin signatures than the genesis threshold.
+    #[error("handoff in block {height} has {have} admin signatures, {need} needed")]
+    AdminThreshold {
+        /// The handoff block's height.
+        height: u64,
+        /// Signer plus co-signers.
+        have: usize,
+        /// The genesis admin threshold.
+        need: usize,
+    },
     /// A handoff is not a `ValidatorSetChange` transaction.
     #[error("handoff at block {height} is not a validator-set change")]
     NotAHandoff {
@@ -175,7 +307,7 @@ pub enum VerifyError {
     },
     /// Handoffs are not in increasing (height, index) order, or one is not below the anchor's
     /// block.
-    #[error("handoffs are not in increasing height order")]
+    #[error("handoffs are not in increasing height order below the anchor's block")]
     HandoffOrder,
     /// The proven transaction is not an `Anchor`.
     #[error("the proven transaction is not an anchor")]
@@ -196,37 +328,47 @@ impl AnchorProof {
         })
     }
 
-    /// Checks the proof against the genesis.
+    /// Checks the proof against the genesis: every check listed in `docs/FORMATS.md`, Anchor
+    /// proofs, in the order given there.
     pub fn verify(&self, genesis: &Genesis) -> Result<ProvenAnchor, VerifyError> {
+        let chain_id = genesis.chain_id.as_str();
         let mut trusted = genesis.validators.clone();
         // A change takes effect at the next height, so several changes in one block are all
         // certified by the set in force before that block, and the last one wins.
-        let mut last = (0u64, 0u64);
+        let mut last: Option<(u64, u64)> = None;
         let mut block_set = trusted.clone();
         for h in &self.handoffs {
             let at = (h.header.height, h.proof.leaf_index);
-            if (last != (0, 0) && at <= last) || h.header.height >= self.anchor.header.height {
+            if last.is_some_and(|l| at <= l) || at.0 >= self.anchor.header.height {
                 return Err(VerifyError::HandoffOrder);
             }
-            if at.0 != last.0 {
+            if last.map(|l| l.0) != Some(at.0) {
                 block_set = trusted.clone();
             }
-            last = at;
-            h.verify(&genesis.chain_id, &block_set)?;
-            match &h.tx.body {
-                TxBody::ValidatorSetChange(set) => trusted = set.clone(),
-                _ => {
-                    return Err(VerifyError::NotAHandoff {
-                        height: h.header.height,
-                    })
-                }
-            }
+            last = Some(at);
+            h.verify(genesis, &block_set)?;
+            let TxBody::ValidatorSetChange(set) = &h.tx.body else {
+                return Err(VerifyError::NotAHandoff {
+                    height: h.header.height,
+                });
+            };
+            let msg = h.verify_signature(chain_id, |height, signer| {
+                VerifyError::BadHandoffSignature { height, signer }
+            })?;
+            h.verify_admins(&genesis.admins, &msg)?;
+            trusted = set.clone();
         }
-        self.anchor.verify(&genesis.chain_id, &trusted)?;
+        self.anchor.verify(genesis, &trusted)?;
+        let hdr = &self.anchor.header;
         let TxBody::Anchor(a) = &self.anchor.tx.body else {
             return Err(VerifyError::NotAnAnchor);
         };
-        let hdr = &self.anchor.header;
+        if !self.anchor.tx.cosigs.is_empty() {
+            return Err(VerifyError::AnchorCosigned { height: hdr.height });
+        }
+        self.anchor.verify_signature(chain_id, |height, signer| {
+            VerifyError::BadAnchorSignature { height, signer }
+        })?;
         Ok(ProvenAnchor {
             height: hdr.height,
             block_hash: hdr.hash(),
