@@ -1,5 +1,5 @@
-//! Genesis files, offline store commands (`store verify|synth|proof`) and `meshward verify`:
-//! everything that works on files, with no node running.
+//! Genesis files, offline store commands (`store verify|synth|anchors|proof|migrate`) and
+//! `meshward verify`: everything that works on files, with no node running.
 
 use std::fs;
 use std::path::Path;
@@ -9,7 +9,7 @@ use meshward_core::genesis::{valid_chain_id, Genesis};
 use meshward_core::hash::Hash;
 use meshward_core::light::ProofFile;
 use meshward_core::state::AdminSet;
-use meshward_core::tx::{Recipient, Validator, ValidatorSet};
+use meshward_core::tx::{Recipient, TxBody, Validator, ValidatorSet};
 use meshward_node::{NODE_KEY_FILE, STORE_FILE};
 use meshward_sdk::keyfile::{self, KeyKind};
 use serde_json::json;
@@ -146,17 +146,107 @@ pub(crate) fn store_synth(
     } else {
         Synth::create(dir, devices)?
     };
+    let genesis_path = write_synth_genesis(dir, synth.store().genesis())?;
     let start = std::time::Instant::now();
     synth.write_blocks(blocks, anchors_per_block)?;
     let secs = start.elapsed().as_secs_f64();
     let (height, hash) = synth.store().tip().unwrap_or((0, Hash::ZERO));
     Ok(Output {
-        text: format!("wrote {blocks} blocks in {secs:.2} s; tip height {height} ({hash})"),
+        text: format!(
+            "wrote {blocks} blocks in {secs:.2} s; tip height {height} ({hash}); genesis in {}",
+            genesis_path.display()
+        ),
         json: json!({
             "blocks_written": blocks,
             "seconds": secs,
             "tip_height": height,
             "tip_hash": hash.to_hex(),
+            "genesis": genesis_path,
+            "genesis_hash": synth.store().genesis().hash().to_hex(),
+        }),
+    })
+}
+
+/// The genesis of a synthetic chain, as `<dir>/genesis.json` (what `meshward node run --genesis`
+/// and `meshward verify --genesis` read). A file already there must be this chain's genesis.
+fn write_synth_genesis(dir: &Path, genesis: &Genesis) -> Result<std::path::PathBuf> {
+    let path = dir.join(SYNTH_GENESIS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let found = Genesis::from_json(&text)
+                .with_context(|| format!("genesis file {}", path.display()))?;
+            if found != *genesis {
+                bail!(
+                    "{} is not the genesis of the synthetic chain in {} (move it away; store synth rewrites it)",
+                    path.display(),
+                    dir.display()
+                );
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::write(&path, genesis.to_json() + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    Ok(path)
+}
+
+/// The genesis file `store synth` writes beside the store.
+const SYNTH_GENESIS_FILE: &str = "genesis.json";
+
+pub(crate) fn store_anchors(dir: &Path, limit: Option<usize>) -> Result<Output> {
+    let path = dir.join(STORE_FILE);
+    if !path.exists() {
+        bail!(
+            "no store at {} (a node's data directory, or one made with meshward store synth)",
+            path.display()
+        );
+    }
+    let store = meshward_store::Store::open(&path)?;
+    let tip = store.tip().map_or(0, |(h, _)| h);
+    let limit = limit.unwrap_or(usize::MAX);
+    let mut rows = Vec::new();
+    let mut text = String::new();
+    'blocks: for height in 1..=tip {
+        let block = store
+            .block(height)?
+            .with_context(|| format!("block {height} is missing from {}", path.display()))?;
+        for (index, tx) in block.block.txs.iter().enumerate() {
+            let TxBody::Anchor(a) = &tx.body else {
+                continue;
+            };
+            if rows.len() == limit {
+                break 'blocks;
+            }
+            text.push_str(&format!(
+                "{height} {index} {} {} seq {} count {}\n",
+                a.commitment,
+                tx.signer.peer_id(),
+                tx.seq,
+                a.count
+            ));
+            rows.push(json!({
+                "height": height,
+                "index": index,
+                "commitment": a.commitment.to_hex(),
+                "sender": tx.signer.peer_id(),
+                "seq": tx.seq,
+                "count": a.count,
+            }));
+        }
+    }
+    text.push_str(&format!(
+        "{} anchor(s) in blocks 1 to {tip} of chain {} (height index commitment sender)",
+        rows.len(),
+        store.genesis().chain_id
+    ));
+    Ok(Output {
+        text,
+        json: json!({
+            "chain_id": store.genesis().chain_id,
+            "tip_height": tip,
+            "anchors": rows,
         }),
     })
 }

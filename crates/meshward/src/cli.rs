@@ -420,8 +420,9 @@ pub(crate) enum StoreCmd {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Write a synthetic chain (enrolled devices, anchors, certified blocks) for tests and
-    /// benchmarks; resumes the chain if the directory already holds one.
+    /// Write a synthetic chain (enrolled devices, anchors, certified blocks) for tests,
+    /// benchmarks and audits, with its genesis.json beside the store; resumes the chain if the
+    /// directory already holds one.
     Synth {
         #[arg(long)]
         dir: PathBuf,
@@ -437,6 +438,15 @@ pub(crate) enum StoreCmd {
     Migrate {
         #[arg(long)]
         dir: PathBuf,
+    },
+    /// List the anchors in a store: height, index in the block, commitment, sender, sequence
+    /// number and envelope count, in chain order.
+    Anchors {
+        #[arg(long)]
+        dir: PathBuf,
+        /// List at most this many (the first ones).
+        #[arg(long)]
+        limit: Option<usize>,
     },
     /// Extract the proof of an anchor from a store, for `meshward verify`.
     Proof {

@@ -16,7 +16,9 @@ mod fleet;
 mod logging;
 mod node_cmd;
 
-use chain::{genesis_new, store_migrate, store_proof, store_synth, store_verify, verify};
+use chain::{
+    genesis_new, store_anchors, store_migrate, store_proof, store_synth, store_verify, verify,
+};
 use cli::*;
 use node_cmd::{init, node_run, status};
 
@@ -197,6 +199,7 @@ fn run(cli: Cli) -> Result<Output> {
             anchors_per_block,
             devices,
         }) => store_synth(&dir, blocks, anchors_per_block, devices),
+        Cmd::Store(StoreCmd::Anchors { dir, limit }) => store_anchors(&dir, limit),
         Cmd::Store(StoreCmd::Proof {
             dir,
             commitment,
