@@ -216,6 +216,7 @@ fn devices_point(
             p2p,
             peer_id: v.public().peer_id(),
             pid: None,
+            byzantine: None,
         });
     }
     let file = DevnetFile {

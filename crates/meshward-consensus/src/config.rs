@@ -134,6 +134,9 @@ pub struct ConsensusConfig {
     pub max_connections_per_ip: usize,
     /// Capacity of the [`crate::ConsensusEvent`] broadcast channel.
     pub event_capacity: usize,
+    /// A misbehaving validator, for the adversarial tests ([`crate::byzantine`]).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<crate::byzantine::ByzantineMode>,
 }
 
 impl ConsensusConfig {
@@ -152,6 +155,8 @@ impl ConsensusConfig {
             proposer_history: DEFAULT_PROPOSER_HISTORY,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         }
     }
 

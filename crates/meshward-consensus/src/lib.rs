@@ -57,6 +57,8 @@
 #![forbid(unsafe_code)]
 
 mod app;
+#[cfg(feature = "byzantine")]
+pub mod byzantine;
 pub mod cadence;
 pub mod candidates;
 pub mod cert;
@@ -399,19 +401,71 @@ pub async fn start(
     } else {
         ConsensusContext::new_full_node(address, verifier)
     };
-    let (channels, engine) = EngineBuilder::new(ctx, engine_cfg)
-        .with_default_wal(WalContext::new(
-            wal_dir.join("consensus.wal"),
-            MeshwardCodec,
-        ))
-        .with_default_network(NetworkContext::new(identity, MeshwardCodec))
-        .with_default_sync(SyncContext::new(MeshwardCodec))
-        .with_default_consensus(consensus_ctx)
-        .with_default_request(RequestContext::new(64))
-        .build()
-        .instrument(span.clone())
-        .await
-        .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+    // The rest of the engine, after the network (which a Byzantine test validator replaces).
+    macro_rules! finish {
+        ($builder:expr) => {
+            $builder
+                .with_default_sync(SyncContext::new(MeshwardCodec))
+                .with_default_consensus(consensus_ctx)
+                .with_default_request(RequestContext::new(64))
+                .build()
+                .instrument(span.clone())
+                .await
+                .map_err(|e| StartError::Engine(format!("{e:#}")))?
+        };
+    }
+    #[cfg(feature = "byzantine")]
+    let byzantine_cfg = engine_cfg.clone();
+    let builder = EngineBuilder::new(ctx, engine_cfg).with_default_wal(WalContext::new(
+        wal_dir.join("consensus.wal"),
+        MeshwardCodec,
+    ));
+    #[cfg(feature = "byzantine")]
+    if let Some(mode) = config.byzantine {
+        warn!(%mode, validator = is_validator, "BYZANTINE: this validator misbehaves");
+    }
+    #[cfg(feature = "byzantine")]
+    let (channels, engine) = match (config.byzantine, is_validator) {
+        (Some(byzantine::ByzantineMode::Equivocate), true) => {
+            let b = builder
+                .with_byzantine_network(byzantine::equivocation(
+                    identity,
+                    MeshwardSigner::new(key.sign.clone(), &chain_id),
+                    address,
+                ))
+                .await
+                .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+            finish!(b)
+        }
+        (
+            Some(mode @ (byzantine::ByzantineMode::StaleVotes | byzantine::ByzantineMode::Garbage)),
+            true,
+        ) => {
+            let registry = malachitebft_app_channel::app::metrics::SharedRegistry::global()
+                .with_moniker(&moniker);
+            let (real, tx) = malachitebft_app_channel::spawn::spawn_network_actor(
+                identity,
+                byzantine_cfg.consensus(),
+                byzantine_cfg.value_sync(),
+                &registry,
+                MeshwardCodec,
+            )
+            .await
+            .map_err(|e| StartError::Engine(format!("{e:#}")))?;
+            let proxy = byzantine::Misbehave::spawn(
+                mode,
+                real,
+                MeshwardSigner::new(key.sign.clone(), &chain_id),
+            )
+            .await
+            .map_err(StartError::Engine)?;
+            finish!(builder.with_custom_network(proxy, tx))
+        }
+        _ => finish!(builder.with_default_network(NetworkContext::new(identity, MeshwardCodec))),
+    };
+    #[cfg(not(feature = "byzantine"))]
+    let (channels, engine) =
+        finish!(builder.with_default_network(NetworkContext::new(identity, MeshwardCodec)));
     let net_requests = channels.net_requests.clone();
     let (stop, stop_rx) = watch::channel(false);
     let app = tokio::spawn(app.run(channels, stop_rx).instrument(span));

@@ -51,6 +51,10 @@ pub struct DevnetNode {
     pub peer_id: String,
     /// The node's process id while it runs; `None` while it is down or the devnet stopped.
     pub pid: Option<u32>,
+    /// How this node misbehaves (`devnet --byzantine N:MODE`, a build with the `byzantine`
+    /// feature): passed on as `node run --byzantine MODE` each time it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byzantine: Option<String>,
 }
 
 impl DevnetNode {
@@ -155,6 +159,7 @@ pub fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFil
             p2p: p2p_addr,
             peer_id: r.peer_id,
             pid: None,
+            byzantine: None,
         });
     }
     let genesis = Genesis {

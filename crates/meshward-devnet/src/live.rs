@@ -42,6 +42,9 @@ pub struct Options {
     pub exe: Option<PathBuf>,
     /// Restart a node that exits, with backoff.
     pub restart_on_exit: bool,
+    /// Nodes that misbehave, and how (`--byzantine N:MODE`; the node binary must be built with
+    /// the `byzantine` feature). Recorded in `devnet.json`, so a restart keeps them.
+    pub byzantine: Vec<(usize, String)>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             device_rate: 10.0,
             exe: None,
             restart_on_exit: false,
+            byzantine: Vec::new(),
         }
     }
 }
@@ -162,6 +166,17 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
         }
         create(&dir, opts.validators, opts.base_port)?
     };
+    if !opts.byzantine.is_empty() {
+        for (i, mode) in &opts.byzantine {
+            let n = file
+                .nodes
+                .get_mut(*i)
+                .with_context(|| format!("--byzantine {i}:{mode}: the devnet has no node {i}"))?;
+            eprintln!("{} is Byzantine: {mode}", n.name);
+            n.byzantine = Some(mode.clone());
+        }
+        file.save(&dir)?;
+    }
     if let Some(n) = file.nodes.first() {
         eprintln!("dashboard: {}/", n.api);
     }

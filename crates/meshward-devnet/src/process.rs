@@ -75,6 +75,9 @@ impl NodeLauncher {
                     .arg(format!("{}/p2p/{}", other.p2p, other.peer_id));
             }
         }
+        if let Some(mode) = &n.byzantine {
+            cmd.arg("--byzantine").arg(mode);
+        }
         cmd.stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)

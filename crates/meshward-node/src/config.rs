@@ -56,6 +56,10 @@ pub struct NodeConfig {
     /// Peers admitted to the mesh besides the fleet's validators, admins and active devices
     /// (a gateway that does not validate, a monitoring peer): `observers = ["12D3KooW…"]`.
     pub observers: Vec<meshward_core::PublicKey>,
+    /// A misbehaving validator, for the adversarial tests (`--byzantine MODE`; feature
+    /// `byzantine` only).
+    #[cfg(feature = "byzantine")]
+    pub byzantine: Option<meshward_consensus::byzantine::ByzantineMode>,
 }
 
 #[derive(Deserialize, Default)]
@@ -99,6 +103,8 @@ impl NodeConfig {
             admin_key: None,
             api_limits: crate::api::serve::ServeLimits::default(),
             observers: Vec::new(),
+            #[cfg(feature = "byzantine")]
+            byzantine: None,
         }
     }
 

@@ -51,6 +51,9 @@ use meshward_core::state::StateView;
 
 pub use config::{consensus_addr_for, NodeConfig, CONFIG_FILE, DEFAULT_API, DEFAULT_P2P};
 pub use init::{init_data_dir, InitReport, NODE_KEY_FILE, TOKEN_FILE};
+/// How a test validator misbehaves (`--byzantine MODE`).
+#[cfg(feature = "byzantine")]
+pub use meshward_consensus::byzantine::ByzantineMode;
 pub use meshward_store::format::{FILE_NAME as STORE_FILE, MAILBOX_FILE_NAME};
 pub use node::run;
 

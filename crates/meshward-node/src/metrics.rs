@@ -20,6 +20,15 @@ pub struct ValidatorLabel {
     pub validator: String,
 }
 
+/// An equivocation label: the validator, and whether it signed two `vote`s or two `proposal`s.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EquivocationLabel {
+    /// The validator's peer id.
+    pub validator: String,
+    /// `vote` or `proposal`.
+    pub kind: String,
+}
+
 /// A device status label: `active`, `revoked`, `quarantined`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
@@ -90,6 +99,9 @@ pub struct Metrics {
     pub validator_last_signed: Family<ValidatorLabel, Gauge>,
     /// Per validator: heights whose last commit lacks its signature.
     pub validator_missed: Family<ValidatorLabel, Counter>,
+    /// Heights at which this node's consensus saw a validator sign two conflicting votes or
+    /// proposals.
+    pub equivocations: Family<EquivocationLabel, Counter>,
     /// Enrolled devices by status (refreshed on scrape).
     pub devices: Family<StatusLabel, Gauge>,
     /// Envelopes waiting in the mailboxes (refreshed on scrape).
@@ -144,6 +156,7 @@ impl Metrics {
             quarantines: Counter::default(),
             validator_last_signed: Family::default(),
             validator_missed: Family::default(),
+            equivocations: Family::default(),
             devices: Family::default(),
             mailbox_envelopes: Gauge::default(),
             mailbox_bytes: Gauge::default(),
@@ -197,6 +210,11 @@ impl Metrics {
             "meshward_consensus_validator_missed",
             "Heights whose last commit lacks the validator's signature, since this node started",
             m.validator_missed.clone(),
+        );
+        r.register(
+            "meshward_consensus_equivocations",
+            "Heights at which a validator was seen signing two conflicting votes or proposals",
+            m.equivocations.clone(),
         );
         r.register(
             "meshward_net_peers",

@@ -36,7 +36,7 @@ use crate::init::{NODE_KEY_FILE, TOKEN_FILE};
 use crate::ledger::Ledger;
 use crate::mailboxes::Mailboxes;
 use crate::mempool::{Mempool, MempoolLimits};
-use crate::metrics::Metrics;
+use crate::metrics::{EquivocationLabel, Metrics};
 use crate::rpc::RpcHandler;
 use crate::stats::ChainStats;
 use crate::txpool::{TxPool, GOSSIP_QUEUE};
@@ -207,6 +207,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     cc.idle_block_interval_ms = config.idle_block_interval_ms;
     cc.block_batch_ms = config.block_batch_ms;
     cc.event_capacity = config.consensus_event_capacity;
+    #[cfg(feature = "byzantine")]
+    {
+        cc.byzantine = config.byzantine;
+    }
     if let Some(p) = config.propose_timeout_ms {
         cc.timeouts.propose_ms = p;
     }
@@ -491,6 +495,24 @@ fn on_consensus_event(gw: &Gateway, ev: ConsensusEvent) {
             reason,
         } => {
             warn!(height, round, %proposer, %reason, "proposal rejected");
+        }
+        ConsensusEvent::Equivocation {
+            height,
+            validator,
+            kind,
+        } => {
+            let kind = match kind {
+                meshward_consensus::EquivocationKind::Vote => "vote",
+                meshward_consensus::EquivocationKind::Proposal => "proposal",
+            };
+            gw.metrics
+                .equivocations
+                .get_or_create(&EquivocationLabel {
+                    validator: validator.peer_id(),
+                    kind: kind.into(),
+                })
+                .inc();
+            debug!(height, validator = %validator.peer_id(), kind, "equivocation counted");
         }
         other => debug!(event = ?other, "consensus event"),
     }

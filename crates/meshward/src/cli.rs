@@ -141,6 +141,11 @@ pub(crate) enum Cmd {
         /// Restart a node that exits, after 1 s, then 2, 4, … up to 30 s.
         #[arg(long)]
         restart_on_exit: bool,
+        /// N:MODE makes node N a misbehaving validator (see `node run --byzantine`); repeat
+        /// for more. A build with `--features byzantine` only.
+        #[cfg(feature = "byzantine")]
+        #[arg(long, value_parser = parse_byzantine)]
+        byzantine: Vec<(usize, String)>,
         /// Control one node of a devnet instead of running it.
         #[command(subcommand)]
         node: Option<DevnetNodeCmd>,
@@ -224,6 +229,11 @@ pub(crate) struct NodeRun {
     /// Turn off LAN discovery by mDNS.
     #[arg(long)]
     pub(crate) no_mdns: bool,
+    /// Make this validator misbehave, for the adversarial tests: equivocate, bad-proposal,
+    /// withhold, stale-votes or garbage (a build with `--features byzantine` only).
+    #[cfg(feature = "byzantine")]
+    #[arg(long)]
+    pub(crate) byzantine: Option<meshward_node::ByzantineMode>,
 }
 
 #[derive(Subcommand)]
@@ -458,4 +468,17 @@ pub(crate) enum StoreCmd {
         #[arg(long)]
         out: PathBuf,
     },
+}
+
+/// `--byzantine N:MODE`.
+#[cfg(feature = "byzantine")]
+fn parse_byzantine(s: &str) -> Result<(usize, String), String> {
+    let (n, mode) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?} is not N:MODE, e.g. 3:equivocate"))?;
+    let n = n
+        .parse()
+        .map_err(|_| format!("{n:?} in {s:?} is not a node index"))?;
+    let mode: meshward_node::ByzantineMode = mode.parse()?;
+    Ok((n, mode.name().to_owned()))
 }

@@ -248,6 +248,8 @@ fn run(cli: Cli) -> Result<Output> {
             devices,
             device_rate,
             restart_on_exit,
+            #[cfg(feature = "byzantine")]
+            byzantine,
             node: None,
         } => {
             meshward_devnet::run(
@@ -260,6 +262,10 @@ fn run(cli: Cli) -> Result<Output> {
                     // The nodes run as this binary.
                     exe: None,
                     restart_on_exit,
+                    #[cfg(feature = "byzantine")]
+                    byzantine,
+                    #[cfg(not(feature = "byzantine"))]
+                    byzantine: Vec::new(),
                 },
                 cli.json,
             )?;

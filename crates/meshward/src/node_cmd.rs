@@ -37,6 +37,10 @@ pub(crate) fn node_run(a: NodeRun) -> Result<Output> {
     if a.no_mdns {
         config.mdns = false;
     }
+    #[cfg(feature = "byzantine")]
+    {
+        config.byzantine = a.byzantine;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -41,6 +41,11 @@ impl App {
         if started.elapsed() > timeout {
             warn!(height = height.0, round = %round, elapsed_ms = started.elapsed().as_millis() as u64, "proposal built after the propose timeout");
         }
+        #[cfg(feature = "byzantine")]
+        if self.cfg.byzantine == Some(crate::byzantine::ByzantineMode::Withhold) {
+            warn!(height = height.0, round = %round, "BYZANTINE: withholding the proposal's parts");
+            return;
+        }
         if let Some(signer) = &self.signer {
             let msgs = sign_and_stream(signer, c.init.clone(), &c.block, &c.hash);
             self.publish(channels, msgs).await;
@@ -69,7 +74,8 @@ impl App {
         let reaped = candidates.len();
         // Signatures the mempool verified on admission are not verified again.
         let known = self.mempool.verified_keys(&candidates);
-        let proposal = {
+        #[allow(unused_mut, reason = "changed only by a Byzantine test validator")]
+        let mut proposal = {
             let store = self.read();
             if store.next_height() != height {
                 warn!(
@@ -99,6 +105,11 @@ impl App {
                 self.cfg.max_block_bytes,
             )
         };
+        #[cfg(feature = "byzantine")]
+        if self.cfg.byzantine == Some(crate::byzantine::ByzantineMode::BadProposal) {
+            crate::byzantine::corrupt_block(&mut proposal.block);
+            warn!(height, round = %round, "BYZANTINE: proposing a wrong block");
+        }
         self.sizer
             .record_build(proposal.block.txs.len(), started.elapsed());
         let hash = proposal.block.hash();

@@ -76,6 +76,12 @@ impl Wire for SignedConsensusMsg<MeshwardContext> {
     fn put(&self, w: &mut Writer) -> Result<()> {
         match self {
             SignedConsensusMsg::Vote(v) => {
+                // A Byzantine test validator's marker: noise instead of a vote.
+                #[cfg(feature = "byzantine")]
+                if let Some(g) = crate::byzantine::garbage_frame(&v.message, &v.signature) {
+                    w.raw(&g);
+                    return Ok(());
+                }
                 w.u8(1);
                 v.put(w)
             }

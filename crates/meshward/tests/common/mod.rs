@@ -102,6 +102,11 @@ impl Cluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with(i, &[]);
+    }
+
+    /// Starts node `i` with `extra` arguments after `node run`'s own.
+    pub fn start_with(&mut self, i: usize, extra: &[&str]) {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -120,6 +125,7 @@ impl Cluster {
                 ));
             }
         }
+        cmd.args(extra);
         cmd.env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
