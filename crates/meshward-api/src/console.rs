@@ -72,6 +72,12 @@ pub struct ValidatorHealth {
     pub round0_eligible: bool,
     /// Whether it is this node.
     pub is_self: bool,
+    /// Heights at which evidence on the ledger convicted it of equivocation (double votes).
+    #[serde(default)]
+    pub convictions: u64,
+    /// The last of them.
+    #[serde(default)]
+    pub last_convicted_height: Option<u64>,
 }
 
 /// Enrolled devices by status.

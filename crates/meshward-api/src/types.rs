@@ -470,6 +470,16 @@ pub enum Event {
         /// Revoked automatically by committed evidence, not by the admin.
         by_evidence: bool,
     },
+    /// A validator was convicted of equivocation by evidence on the ledger: round 0 skips it as
+    /// a proposer while it keeps doing so.
+    Conviction {
+        /// The validator.
+        validator: String,
+        /// The height of its two conflicting votes.
+        vote_height: u64,
+        /// The block that holds the evidence.
+        height: u64,
+    },
     /// An envelope was deposited in this gateway's mailbox for an offline device (node-local).
     Deposit {
         /// The envelope's commitment.
@@ -496,6 +506,7 @@ impl Event {
             Event::Block { .. } => "block",
             Event::Anchor { .. } => "anchor",
             Event::Quarantine { .. } => "quarantine",
+            Event::Conviction { .. } => "conviction",
             Event::Deposit { .. } => "deposit",
             Event::Lagged { .. } => "lagged",
         }
@@ -503,7 +514,7 @@ impl Event {
 }
 
 /// The event kinds a subscriber can ask for with `?types=`.
-pub const EVENT_KINDS: &[&str] = &["block", "anchor", "quarantine", "deposit"];
+pub const EVENT_KINDS: &[&str] = &["block", "anchor", "quarantine", "conviction", "deposit"];
 
 /// `GET /v1/policy`: which groups may send to which (within a group is always allowed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -410,10 +410,11 @@ impl MeshwardContext {
         &self.chain_id
     }
 
-    /// Records the last-commit signers of a block just committed (see [`ProposerHistory`]).
-    pub fn record_committed(&self, block_height: u64, signers: &[PublicKey]) {
+    /// Records a block just committed: its last-commit signers and whom it convicts (see
+    /// [`ProposerHistory`]).
+    pub fn record_committed(&self, block: &meshward_core::block::Block) {
         let mut h = meshward_core::sync::write(&self.history, "proposer history");
-        h.record(block_height, signers);
+        h.record_block(block);
     }
 
     /// The proposer's index for `height` and `round` (round 0 skips inactive validators).

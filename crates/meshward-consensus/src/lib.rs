@@ -184,6 +184,8 @@ pub enum ConsensusEvent {
         validator: PublicKey,
         /// Whether two votes or two proposals conflict.
         kind: EquivocationKind,
+        /// For two votes, the evidence the ledger takes (`TxBody::Evidence`).
+        evidence: Option<Box<meshward_core::tx::ValidatorEvidence>>,
     },
 }
 

@@ -15,10 +15,42 @@
 //!
 //! A validator that comes back signs precommits again; once a block carries a certificate with
 //! its signature, it is active again at round 0.
+//!
+//! A validator that a block convicts of equivocation (a `ValidatorEvidence` transaction in it) is
+//! not active at round 0 for the next [`CONVICTION_SKIP_HEIGHTS`] heights, whatever it signs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use meshward_core::block::Block;
 use meshward_core::ids::PublicKey;
+use meshward_core::tx::{Evidence, TxBody};
+
+/// Heights after a block that convicts a validator of equivocation during which round 0 skips
+/// that validator. Evidence convicts a validator at most once per
+/// `meshward_core::ledger::CONVICTION_SPACING` heights, fewer than this, so one that keeps
+/// double-voting stays skipped.
+pub const CONVICTION_SKIP_HEIGHTS: u64 = 64;
+
+/// The validators that signed the `last_commit` a block carries.
+pub fn last_commit_signers(block: &Block) -> Vec<PublicKey> {
+    block
+        .last_commit
+        .as_ref()
+        .map(|c| c.signers().copied().collect())
+        .unwrap_or_default()
+}
+
+/// The validators a block convicts of equivocation (its `ValidatorEvidence` transactions).
+pub fn convicted_in(block: &Block) -> Vec<PublicKey> {
+    block
+        .txs
+        .iter()
+        .filter_map(|t| match &t.body {
+            TxBody::Evidence(Evidence::Validator(e)) => Some(e.validator),
+            _ => None,
+        })
+        .collect()
+}
 
 /// Entries kept beyond the window, so that queries for heights slightly behind the newest
 /// recorded block (late messages of the height just decided) still see their own window.
@@ -30,6 +62,8 @@ pub struct ProposerHistory {
     window: u64,
     /// Block height -> validators that signed the `last_commit` that block carries.
     signers: BTreeMap<u64, BTreeSet<PublicKey>>,
+    /// Block height -> validators that block convicted of equivocation (only non-empty sets).
+    convicted: BTreeMap<u64, BTreeSet<PublicKey>>,
 }
 
 impl ProposerHistory {
@@ -38,6 +72,7 @@ impl ProposerHistory {
         ProposerHistory {
             window: window.max(1),
             signers: BTreeMap::new(),
+            convicted: BTreeMap::new(),
         }
     }
 
@@ -59,6 +94,24 @@ impl ProposerHistory {
         self.signers = self.signers.split_off(&keep_from);
     }
 
+    /// Records a committed block: the signers of its `last_commit` and whom it convicts.
+    pub fn record_block(&mut self, block: &Block) {
+        let h = block.header.height;
+        self.record(h, &last_commit_signers(block));
+        self.record_convictions(h, convicted_in(block));
+    }
+
+    /// Records the validators the committed block at `h` convicts of equivocation. Idempotent.
+    pub fn record_convictions(&mut self, h: u64, convicted: Vec<PublicKey>) {
+        if convicted.is_empty() {
+            self.convicted.remove(&h);
+        } else {
+            self.convicted.insert(h, convicted.into_iter().collect());
+        }
+        let keep_from = h.saturating_sub(CONVICTION_SKIP_HEIGHTS + KEEP_EXTRA_HEIGHTS);
+        self.convicted = self.convicted.split_off(&keep_from);
+    }
+
     /// The validators that signed a last commit carried by blocks `height - K ..= height - 1`.
     pub fn active_signers(&self, height: u64) -> BTreeSet<PublicKey> {
         let from = height.saturating_sub(self.window).max(1);
@@ -68,6 +121,12 @@ impl ProposerHistory {
         }
         for (_, s) in self.signers.range(from..height) {
             out.extend(s.iter().copied());
+        }
+        let convicted_from = height.saturating_sub(CONVICTION_SKIP_HEIGHTS).max(1);
+        for (_, c) in self.convicted.range(convicted_from..height) {
+            for v in c {
+                out.remove(v);
+            }
         }
         out
     }
@@ -170,6 +229,28 @@ mod tests {
             picks.push(h.select_index(&vals, height, 0));
         }
         assert!(picks.contains(&3), "{picks:?}");
+    }
+
+    #[test]
+    fn a_convicted_validator_is_skipped_for_the_conviction_window_though_it_signs() {
+        let vals = keys(4);
+        let mut h = ProposerHistory::new(8);
+        fill(&mut h, 2, 30, &vals);
+        // Block 30 convicts validator 3, which goes on signing every certificate.
+        h.record_convictions(30, vec![vals[3]]);
+        for height in 31..=(30 + CONVICTION_SKIP_HEIGHTS) {
+            assert_ne!(h.select_index(&vals, height, 0), 3, "height {height}");
+            h.record(height, &vals);
+        }
+        let mut picks = Vec::new();
+        for height in (31 + CONVICTION_SKIP_HEIGHTS)..(40 + CONVICTION_SKIP_HEIGHTS) {
+            picks.push(h.select_index(&vals, height, 0));
+            h.record(height, &vals);
+        }
+        assert!(
+            picks.contains(&3),
+            "back in rotation after the window: {picks:?}"
+        );
     }
 
     #[test]

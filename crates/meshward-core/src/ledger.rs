@@ -303,6 +303,15 @@ pub fn apply_with<V: StateView>(
             }
             out.push(Record::Account(acc));
         }
+        TxBody::Evidence(Evidence::Validator(e)) => {
+            let acc = signer(bumped)?;
+            let convicted = check_validator_evidence(v, e, ctx.height)?;
+            if acc.id == e.validator {
+                return Err(Reject::InvalidEvidence("a validator cannot report itself"));
+            }
+            out.push(Record::Account(acc));
+            out.push(Record::Conviction(e.validator, convicted));
+        }
         TxBody::Evidence(ev) => {
             let acc = signer(bumped)?;
             let accused = check_evidence(v, ev)?;
@@ -315,6 +324,8 @@ pub fn apply_with<V: StateView>(
                 Evidence::PolicyViolation { anchor } => {
                     format!("policy violation at seq {}", anchor.seq)
                 }
+                // Handled above; a device is never revoked for a validator's votes.
+                Evidence::Validator(_) => return Err(Reject::InvalidEvidence("not a device")),
             };
             revoke(v, accused, reason, ctx.height, &mut out);
         }
@@ -603,6 +614,61 @@ pub fn anchor_allowed<V: StateView>(v: &V, from: &Device, a: &Anchor) -> Result<
 }
 
 /// Checks evidence and returns the account it convicts.
+/// Heights between two convictions of one validator: a validator that double-votes at every
+/// height is convicted once per this many, so its evidence (and the blocks it would prompt)
+/// cannot fill the chain. Consensus skips a convicted validator as round-0 proposer for longer
+/// than this (`meshward_consensus::proposer::CONVICTION_SKIP_HEIGHTS`).
+pub const CONVICTION_SPACING: u64 = 32;
+
+/// Checks a validator's double vote, as the block at `height` would record it, and returns its
+/// convictions with this one counted. It must name a validator of the set in force, two
+/// different values in canonical order (nil first), two signatures that verify under its key,
+/// a height no later than `height`, and, after a first conviction, a height at least
+/// [`CONVICTION_SPACING`] above the last one.
+fn check_validator_evidence<V: StateView>(
+    v: &V,
+    e: &crate::tx::ValidatorEvidence,
+    height: u64,
+) -> Result<crate::state::Conviction, Reject> {
+    if v.validators().power_of(&e.validator).is_none() {
+        return Err(Reject::InvalidEvidence(
+            "not a validator of the set in force",
+        ));
+    }
+    if e.a.value >= e.b.value {
+        return Err(Reject::InvalidEvidence(
+            "the two votes are the same or not in canonical order",
+        ));
+    }
+    if e.height == 0 || e.height > height {
+        return Err(Reject::InvalidEvidence(
+            "votes for a height not yet reached",
+        ));
+    }
+    let prev = v.conviction(&e.validator).copied().unwrap_or_default();
+    if prev.count > 0 && e.height < prev.last_height.saturating_add(CONVICTION_SPACING) {
+        return Err(Reject::InvalidEvidence(
+            "the validator was convicted less than CONVICTION_SPACING heights before",
+        ));
+    }
+    for vote in [&e.a, &e.b] {
+        let msg = crate::block::vote_signing_bytes(
+            v.chain_id(),
+            e.kind,
+            e.height,
+            e.round,
+            vote.value.as_ref(),
+        );
+        e.validator
+            .verify(&msg, &vote.sig)
+            .map_err(|_| Reject::InvalidEvidence("vote signature does not verify"))?;
+    }
+    Ok(crate::state::Conviction {
+        count: prev.count + 1,
+        last_height: e.height,
+    })
+}
+
 fn check_evidence<V: StateView>(v: &V, ev: &Evidence) -> Result<Account, Reject> {
     let chain_id = v.chain_id();
     let anchor_of = |tx: &Tx| match &tx.body {
@@ -628,6 +694,9 @@ fn check_evidence<V: StateView>(v: &V, ev: &Evidence) -> Result<Account, Reject>
             }
             Ok(acc)
         }
+        Evidence::Validator(_) => Err(Reject::InvalidEvidence(
+            "validator evidence accuses no device",
+        )),
         Evidence::PolicyViolation { anchor } => {
             let a = anchor_of(anchor)?;
             let acc = enrolled_device(v, &anchor.signer)?;

@@ -4,6 +4,7 @@
     reason = "test helpers: a failed unwrap is a failed test"
 )]
 
+use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, PublicKey, SignKey};
 use meshward_core::ledger::{apply, execute_block, ApplyCtx, Reject};
@@ -768,4 +769,116 @@ fn rotation_within_block_is_seen_by_later_txs() {
     let after = Tx::sign(CHAIN, a.id(), &new.sign, 2, body);
     execute_block(&mut f.state, &[rot, after], &f.ctx, true).unwrap();
     assert_eq!(f.state.account(&a.id()).unwrap().seq, 2);
+}
+
+/// Validator `v`'s two prevotes at `height`, round 0, for `x` and `y` (nil when `None`), in
+/// canonical order.
+fn double_vote(
+    v: &SignKey,
+    height: u64,
+    x: Option<Hash>,
+    y: Option<Hash>,
+) -> meshward_core::tx::ValidatorEvidence {
+    use meshward_core::block::{vote_signing_bytes, VoteKind};
+    use meshward_core::tx::SignedVoteValue;
+    let vote = |value: Option<Hash>| SignedVoteValue {
+        value,
+        sig: v.sign(&vote_signing_bytes(
+            CHAIN,
+            VoteKind::Prevote,
+            height,
+            0,
+            value.as_ref(),
+        )),
+    };
+    let (a, b) = if x <= y { (x, y) } else { (y, x) };
+    meshward_core::tx::ValidatorEvidence {
+        validator: v.public(),
+        kind: VoteKind::Prevote,
+        height,
+        round: 0,
+        a: vote(a),
+        b: vote(b),
+    }
+}
+
+fn report(f: &Fleet, reporter: usize, e: meshward_core::tx::ValidatorEvidence) -> Tx {
+    let k = &f.validators[reporter];
+    Tx::sign(
+        CHAIN,
+        k.public(),
+        k,
+        f.next_seq(&k.public()),
+        TxBody::Evidence(Evidence::Validator(Box::new(e))),
+    )
+}
+
+#[test]
+fn validator_evidence_convicts_at_most_once_per_spacing() {
+    let mut f = Fleet::new(1, 1);
+    f.ctx.height = 10;
+    let liar = f.validators[3].clone();
+    let e = double_vote(&liar, 9, None, Some(Hash([7; 32])));
+    let tx = report(&f, 0, e.clone());
+    assert_eq!(Tx::decode_bytes(&tx.to_bytes()).as_ref(), Ok(&tx), "round trip");
+    assert_eq!(f.apply(&tx), Ok(()));
+    let c = *f.state.conviction(&liar.public()).unwrap();
+    assert_eq!((c.count, c.last_height), (1, 9));
+    // The same double vote reported by another honest validator convicts no further.
+    assert!(matches!(
+        f.apply(&report(&f, 1, e)),
+        Err(Reject::InvalidEvidence(_))
+    ));
+    // Nor does one at a later height within CONVICTION_SPACING.
+    let spacing = meshward_core::ledger::CONVICTION_SPACING;
+    f.ctx.height = 9 + spacing;
+    let soon = double_vote(&liar, 8 + spacing, Some(Hash([1; 32])), Some(Hash([2; 32])));
+    assert!(matches!(
+        f.apply(&report(&f, 1, soon)),
+        Err(Reject::InvalidEvidence(_))
+    ));
+    // One CONVICTION_SPACING heights later does.
+    let later = double_vote(&liar, 9 + spacing, Some(Hash([1; 32])), Some(Hash([2; 32])));
+    assert_eq!(f.apply(&report(&f, 1, later)), Ok(()));
+    let c = *f.state.conviction(&liar.public()).unwrap();
+    assert_eq!((c.count, c.last_height), (2, 9 + spacing));
+}
+
+#[test]
+fn validator_evidence_must_hold() {
+    let mut f = Fleet::new(1, 1);
+    f.ctx.height = 10;
+    let liar = f.validators[3].clone();
+    let outsider = SignKey::generate(&mut OsRng);
+    let refused = |f: &mut Fleet, e| {
+        let tx = report(f, 0, e);
+        matches!(f.apply(&tx), Err(Reject::InvalidEvidence(_)))
+    };
+    let h = Some(Hash([7; 32]));
+    // The same vote twice is no conflict.
+    assert!(refused(&mut f, double_vote(&liar, 9, h, h)));
+    // Not in canonical order.
+    let mut swapped = double_vote(&liar, 9, None, h);
+    std::mem::swap(&mut swapped.a, &mut swapped.b);
+    assert!(refused(&mut f, swapped));
+    // A signature that does not verify.
+    let mut forged = double_vote(&liar, 9, None, h);
+    forged.b.sig.0[0] ^= 1;
+    assert!(refused(&mut f, forged));
+    // Votes the accused never signed (another key signed them).
+    let mut framed = double_vote(&outsider, 9, None, h);
+    framed.validator = liar.public();
+    assert!(refused(&mut f, framed));
+    // Not a validator.
+    assert!(refused(&mut f, double_vote(&outsider, 9, None, h)));
+    // A height the chain has not reached.
+    assert!(refused(&mut f, double_vote(&liar, 11, None, h)));
+    // A validator cannot report itself.
+    let own = {
+        let e = double_vote(&f.validators[0], 9, None, h);
+        report(&f, 0, e)
+    };
+    assert!(matches!(f.apply(&own), Err(Reject::InvalidEvidence(_))));
+    assert!(f.state.conviction(&liar.public()).is_none());
+    assert!(f.state.conviction(&f.validators[0].public()).is_none());
 }

@@ -84,6 +84,9 @@ function renderSummary(c) {
     el("td", {}, v.missed),
     el("td", {}, el("span", { class: "st " + (v.round0_eligible ? "signing" : "skipped") },
       v.round0_eligible ? "in rotation" : "skipped")),
+    el("td", { class: "convicted" }, v.convictions === 0 ? "–"
+      : el("span", { class: "st down", title: `equivocated at ${v.convictions} height(s)` },
+        `double-voted (last at ${v.last_convicted_height})`)),
     el("td", {}, v.power))));
 
   const al = $("alerts");

@@ -57,6 +57,11 @@ pub fn from_block(block: &CertifiedBlock) -> Vec<Event> {
                 height,
                 by_evidence: false,
             }),
+            TxBody::Evidence(Evidence::Validator(e)) => out.push(Event::Conviction {
+                validator: e.validator.peer_id(),
+                vote_height: e.height,
+                height,
+            }),
             TxBody::Evidence(ev) => {
                 // The ledger convicts the signer of the evidence's anchors.
                 let (convicted, reason) = match ev {
@@ -64,6 +69,7 @@ pub fn from_block(block: &CertifiedBlock) -> Vec<Event> {
                     Evidence::PolicyViolation { anchor } => {
                         (anchor.signer, "evidence: policy violation")
                     }
+                    Evidence::Validator(_) => continue,
                 };
                 out.push(Event::Quarantine {
                     device: convicted.peer_id(),

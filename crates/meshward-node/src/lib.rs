@@ -216,11 +216,19 @@ impl Gateway {
     /// Refreshes the metrics that summarise state rather than count events: devices by
     /// status, mailbox depth, store files and free disk. Called when `/metrics` is scraped.
     pub fn refresh_metrics(&self) {
-        use metrics::{FileLabel, StatusLabel};
+        use metrics::{FileLabel, StatusLabel, ValidatorLabel};
         let m = &self.metrics;
         let (mut active, mut revoked, mut quarantined) = (0i64, 0i64, 0i64);
         let (chain_path, dir) = {
             let store = self.ledger.read();
+            for v in &store.state().validators().validators {
+                let n = store.state().conviction(&v.key).map_or(0, |c| c.count);
+                m.validator_convictions
+                    .get_or_create(&ValidatorLabel {
+                        validator: v.key.peer_id(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
             for a in store.state().accounts() {
                 match self.device_view(&store, a).map(|d| d.status) {
                     Some(meshward_api::types::DeviceState::Active) => active += 1,

@@ -102,6 +102,9 @@ pub struct Metrics {
     /// Heights at which this node's consensus saw a validator sign two conflicting votes or
     /// proposals.
     pub equivocations: Family<EquivocationLabel, Counter>,
+    /// Heights at which evidence on the ledger convicted each validator of equivocation
+    /// (refreshed on scrape).
+    pub validator_convictions: Family<ValidatorLabel, Gauge>,
     /// Enrolled devices by status (refreshed on scrape).
     pub devices: Family<StatusLabel, Gauge>,
     /// Envelopes waiting in the mailboxes (refreshed on scrape).
@@ -157,6 +160,7 @@ impl Metrics {
             validator_last_signed: Family::default(),
             validator_missed: Family::default(),
             equivocations: Family::default(),
+            validator_convictions: Family::default(),
             devices: Family::default(),
             mailbox_envelopes: Gauge::default(),
             mailbox_bytes: Gauge::default(),
@@ -215,6 +219,11 @@ impl Metrics {
             "meshward_consensus_equivocations",
             "Heights at which a validator was seen signing two conflicting votes or proposals",
             m.equivocations.clone(),
+        );
+        r.register(
+            "meshward_consensus_validator_convictions",
+            "Heights at which evidence on the ledger convicted the validator of equivocation",
+            m.validator_convictions.clone(),
         );
         r.register(
             "meshward_net_peers",

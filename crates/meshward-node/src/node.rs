@@ -500,7 +500,11 @@ fn on_consensus_event(gw: &Gateway, ev: ConsensusEvent) {
             height,
             validator,
             kind,
+            evidence,
         } => {
+            if let Some(e) = evidence {
+                gw.pool.report_validator_evidence(e);
+            }
             let kind = match kind {
                 meshward_consensus::EquivocationKind::Vote => "vote",
                 meshward_consensus::EquivocationKind::Proposal => "proposal",

@@ -199,10 +199,9 @@ impl ChainStats {
                     update.missed.push(*k);
                 }
             }
-            inner.history.record(h, signed);
-        } else {
-            inner.history.record(h, []);
         }
+        // The same record the proposer-skipping rule keeps: signers, and convictions.
+        inner.history.record_block(&block.block);
         inner.next_height = inner.next_height.max(h + 1);
         update.last_signed = inner
             .signing

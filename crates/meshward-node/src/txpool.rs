@@ -128,6 +128,9 @@ pub struct TxPool {
     finalised: Mutex<Finalised>,
     /// The least backlog accepted ([`MIN_BACKLOG`] unless set).
     min_backlog: usize,
+    /// Per validator, the height of the last double vote this node reported (one mutex, one
+    /// short step; at most one entry per validator of the set).
+    reported: Mutex<std::collections::HashMap<meshward_core::PublicKey, u64>>,
 }
 
 impl TxPool {
@@ -146,6 +149,7 @@ impl TxPool {
             rejections: Rejections::default(),
             gossip,
             evidence_key,
+            reported: Mutex::default(),
             metrics,
             stats,
             finalised: Mutex::new(Finalised::default()),
@@ -248,9 +252,34 @@ impl TxPool {
         }
     }
 
-    /// Submits `evidence`, signed by this node: once it commits, the device is revoked. The
-    /// mempool's admission check (the ledger's evidence rules) refuses evidence that does not
-    /// hold.
+    /// Submits a validator's double vote that consensus found, signed by this node, unless the
+    /// ledger would refuse it for coming less than `CONVICTION_SPACING` heights after the
+    /// validator's last conviction, or after the last one this node reported: a validator that
+    /// double-votes at every height would otherwise get a chain of evidence transactions of
+    /// which all but the first are refused in blocks, each holding up this node's next ones.
+    pub fn report_validator_evidence(&self, e: Box<meshward_core::tx::ValidatorEvidence>) {
+        use meshward_core::ledger::CONVICTION_SPACING;
+        let last_convicted = {
+            let store = self.ledger.read();
+            store
+                .state()
+                .conviction(&e.validator)
+                .map(|c| c.last_height)
+        };
+        {
+            let mut reported = meshward_core::sync::lock(&self.reported, "evidence reports");
+            let last = reported.get(&e.validator).copied().max(last_convicted);
+            if last.is_some_and(|h| e.height < h.saturating_add(CONVICTION_SPACING)) {
+                return;
+            }
+            reported.insert(e.validator, e.height);
+        }
+        self.report(Some(meshward_core::tx::Evidence::Validator(e)));
+    }
+
+    /// Submits `evidence`, signed by this node: once it commits, the device is revoked (or the
+    /// validator convicted). The mempool's admission check (the ledger's evidence rules) refuses
+    /// evidence that does not hold.
     fn report(&self, evidence: Option<meshward_core::tx::Evidence>) {
         let (Some(key), Some(ev)) = (&self.evidence_key, evidence) else {
             return;
@@ -270,7 +299,7 @@ impl TxPool {
             )
         };
         match self.submit(tx, true) {
-            Ok(id) => tracing::warn!(evidence = %id, "misbehaving device seen; evidence submitted"),
+            Ok(id) => tracing::warn!(evidence = %id, "misbehaviour seen; evidence submitted"),
             Err(e) => tracing::debug!(error = %e, "evidence not admitted"),
         }
     }

@@ -5,7 +5,9 @@
 //! Asserted for each mode: the honest three hold the same block at every height (no fork);
 //! every transaction the load saw final is final at the same place on each of them; the chain
 //! finalises at least 0.7 of the transactions per second it did in the 20 s before, with the
-//! same validator honest. For `equivocate`, the honest validators see its double votes.
+//! same validator honest. For `equivocate`, the honest validators see its double votes, put
+//! them on the ledger as evidence (every honest node shows the conviction in its API and
+//! metrics), and round 0 skips the convicted validator as proposer.
 //!
 //! `cargo test -p meshward --features byzantine --test byzantine` (CI runs it). The tests take a
 //! lock so they run one at a time: each measures throughput on a two-core machine.
@@ -166,6 +168,46 @@ fn an_equivocating_validator_forks_nothing_and_is_seen_double_voting() {
         })
         .sum();
     assert!(counted > 0.0, "no honest validator counted {series}");
+    // The honest validators put the double votes on the ledger as evidence: every honest node
+    // shows the conviction (API, metric), and round 0 skips the convicted validator.
+    let liar = c.nodes[BYZANTINE].peer_id.clone();
+    let view = |i: usize| -> Option<serde_json::Value> {
+        let r = http(c.nodes[i].api_port, "GET", "/v1/console", &[], b"")?;
+        let v = r.json();
+        v["validators"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == liar.as_str())
+            .cloned()
+    };
+    for i in HONEST {
+        let v = meshward_testkit::wait_for(
+            &format!("node{i} to show node{BYZANTINE} convicted"),
+            MIN,
+            || view(i).filter(|v| v["convictions"].as_u64().unwrap_or(0) >= 1),
+        );
+        eprintln!("node{i} sees node{BYZANTINE}: {v}");
+        let r = http(c.nodes[i].api_port, "GET", "/metrics", &[], b"").unwrap();
+        let text = String::from_utf8(r.body).unwrap();
+        let gauge = format!("meshward_consensus_validator_convictions{{validator=\"{liar}\"}}");
+        let n: f64 = text
+            .lines()
+            .find(|l| l.starts_with(&gauge))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0.0);
+        assert!(n >= 1.0, "node{i}: {gauge} is {n}");
+    }
+    wait_until(&format!("round 0 to skip node{BYZANTINE}"), MIN, || {
+        view(0).is_some_and(|v| v["round0_eligible"] == false)
+    });
+    // Nobody honest was convicted.
+    let r = http(c.nodes[0].api_port, "GET", "/v1/console", &[], b"").unwrap();
+    for v in r.json()["validators"].as_array().unwrap() {
+        if v["id"] != liar.as_str() {
+            assert_eq!(v["convictions"], 0, "an honest validator convicted: {v}");
+        }
+    }
 }
 
 #[test]

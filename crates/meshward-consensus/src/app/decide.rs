@@ -17,7 +17,7 @@ use crate::cert::to_core_certificate;
 use crate::context::{BlockHash, Height};
 use crate::ConsensusEvent;
 
-use super::{last_commit_signers, App, Ctx, EquivocationKind, Tip};
+use super::{App, Ctx, EquivocationKind, Tip};
 
 /// While the store cannot be written, how long a height waits before it is restarted.
 const WRITE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
@@ -126,7 +126,7 @@ impl App {
             return Err(e.into());
         }
         self.writes_failing = false;
-        self.ctx.record_committed(height, &last_commit_signers(&cb));
+        self.ctx.record_committed(&cb.block);
         let r = round.as_u32().unwrap_or(0);
         self.sizer.record_decided(r);
         if r > 0 {
@@ -256,6 +256,10 @@ impl App {
                 height,
                 validator: addr.0,
                 kind: EquivocationKind::Vote,
+                evidence: list
+                    .first()
+                    .and_then(|(x, y)| validator_evidence(x, y))
+                    .map(Box::new),
             });
         }
         for (addr, list) in evidence.proposals.iter() {
@@ -264,6 +268,7 @@ impl App {
                 height,
                 validator: addr.0,
                 kind: EquivocationKind::Proposal,
+                evidence: None,
             });
         }
     }
@@ -286,4 +291,53 @@ impl App {
 pub(super) enum CommitError {
     #[error("{0}")]
     Store(#[from] meshward_store::ApplyError),
+}
+
+/// The ledger's form of a double vote Malachite saw: two signed votes of one validator, kind,
+/// height and round for different values, in canonical order. `None` if they are not that.
+fn validator_evidence(
+    x: &malachitebft_core_types::SignedVote<Ctx>,
+    y: &malachitebft_core_types::SignedVote<Ctx>,
+) -> Option<meshward_core::tx::ValidatorEvidence> {
+    use malachitebft_core_types::{NilOrVal, VoteType};
+    use meshward_core::block::VoteKind;
+    use meshward_core::tx::SignedVoteValue;
+    let (vx, vy) = (&x.message, &y.message);
+    if vx.validator != vy.validator
+        || vx.height != vy.height
+        || vx.round != vy.round
+        || vx.vote_type != vy.vote_type
+    {
+        return None;
+    }
+    let value = |v: &NilOrVal<BlockHash>| match v {
+        NilOrVal::Nil => None,
+        NilOrVal::Val(h) => Some(h.0),
+    };
+    let mut pair = [
+        SignedVoteValue {
+            value: value(&vx.value),
+            sig: x.signature.0,
+        },
+        SignedVoteValue {
+            value: value(&vy.value),
+            sig: y.signature.0,
+        },
+    ];
+    pair.sort_by_key(|v| v.value);
+    let [a, b] = pair;
+    if a.value == b.value {
+        return None;
+    }
+    Some(meshward_core::tx::ValidatorEvidence {
+        validator: vx.validator.0,
+        kind: match vx.vote_type {
+            VoteType::Prevote => VoteKind::Prevote,
+            VoteType::Precommit => VoteKind::Precommit,
+        },
+        height: vx.height.0,
+        round: vx.round.as_u32()?,
+        a,
+        b,
+    })
 }

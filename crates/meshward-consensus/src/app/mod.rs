@@ -37,8 +37,7 @@ use malachitebft_app_channel::app::engine::host::HeightParams;
 use malachitebft_app_channel::app::streaming::StreamMessage;
 use malachitebft_app_channel::app::types::ProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg};
-use meshward_core::block::{BlockHeader, CertifiedBlock, CommitCertificate};
-use meshward_core::ids::PublicKey;
+use meshward_core::block::{BlockHeader, CommitCertificate};
 use meshward_core::state::StateView;
 use meshward_core::tx::ValidatorSet as CoreValidatorSet;
 use meshward_store::Store;
@@ -181,7 +180,7 @@ impl App {
                     .block(h)
                     .map_err(|source| AppError::Read { height: h, source })?
                     .ok_or(AppError::Missing(h))?;
-                ctx.record_committed(h, &last_commit_signers(&cb));
+                ctx.record_committed(&cb.block);
             }
             (tip, next)
         };
@@ -370,13 +369,4 @@ fn proposed_value(c: &Candidate) -> ProposedValue<Ctx> {
         value: BlockHash(c.hash),
         validity: c.validity,
     }
-}
-
-/// The validators that signed the last commit a block carries.
-fn last_commit_signers(cb: &CertifiedBlock) -> Vec<PublicKey> {
-    cb.block
-        .last_commit
-        .as_ref()
-        .map(|c| c.signers().copied().collect())
-        .unwrap_or_default()
 }

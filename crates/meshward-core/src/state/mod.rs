@@ -18,8 +18,8 @@ mod slot_tree;
 pub use key_cache::KEY_CACHE_GENERATION;
 pub use overlay::Overlay;
 pub use record::{
-    Account, AdminSet, Device, DeviceStatus, Group, Policy, Record, RecordKey, Ticket, MAX_ADMINS,
-    MAX_GROUP_SIZE, RECORD_VERSION,
+    Account, AdminSet, Conviction, Device, DeviceStatus, Group, Policy, Record, RecordKey, Ticket,
+    MAX_ADMINS, MAX_GROUP_SIZE, RECORD_VERSION,
 };
 
 use alloc::collections::BTreeMap;
@@ -52,6 +52,8 @@ pub trait StateView {
     fn ticket(&self, h: &Hash) -> Option<&Ticket>;
     /// The group with this name, if any.
     fn group(&self, g: &GroupName) -> Option<&Group>;
+    /// The convictions of the validator with this key, if it has any.
+    fn conviction(&self, validator: &PublicKey) -> Option<&Conviction>;
     /// The account that signs with `key` now, if any.
     fn key_owner(&self, key: &PublicKey) -> Option<PublicKey>;
     /// A decompressed key from the cache of recent signers' keys, if present.
@@ -72,6 +74,7 @@ pub struct State {
     accounts: BTreeMap<PublicKey, Account>,
     tickets: BTreeMap<Hash, Ticket>,
     groups: BTreeMap<GroupName, Group>,
+    convictions: BTreeMap<PublicKey, Conviction>,
     /// Signing key -> account id, for every account.
     key_owner: BTreeMap<PublicKey, PublicKey>,
     /// Decompressed signing keys of recent signers, so verification skips point decompression.
@@ -137,6 +140,7 @@ impl State {
             accounts: BTreeMap::new(),
             tickets: BTreeMap::new(),
             groups: BTreeMap::new(),
+            convictions: BTreeMap::new(),
             key_owner: BTreeMap::new(),
             vk_cache: KeyCache::default(),
             slots: BTreeMap::new(),
@@ -210,6 +214,7 @@ impl State {
             accounts: BTreeMap::new(),
             tickets: BTreeMap::new(),
             groups: BTreeMap::new(),
+            convictions: BTreeMap::new(),
             key_owner: BTreeMap::new(),
             vk_cache: KeyCache::default(),
             slots,
@@ -252,6 +257,9 @@ impl State {
             }
             Record::Group(g, grp) => {
                 self.groups.insert(g, grp);
+            }
+            Record::Conviction(k, c) => {
+                self.convictions.insert(k, c);
             }
         }
     }
@@ -298,6 +306,7 @@ impl State {
             RecordKey::Account(id) => Record::Account(self.accounts.get(id)?.clone()),
             RecordKey::Ticket(h) => Record::Ticket(*h, self.tickets.get(h)?.clone()),
             RecordKey::Group(g) => Record::Group(g.clone(), self.groups.get(g)?.clone()),
+            RecordKey::Conviction(k) => Record::Conviction(*k, *self.convictions.get(k)?),
         })
     }
 
@@ -426,6 +435,9 @@ impl StateView for State {
     }
     fn group(&self, g: &GroupName) -> Option<&Group> {
         self.groups.get(g)
+    }
+    fn conviction(&self, validator: &PublicKey) -> Option<&Conviction> {
+        self.convictions.get(validator)
     }
     fn key_owner(&self, key: &PublicKey) -> Option<PublicKey> {
         self.key_owner.get(key).copied()

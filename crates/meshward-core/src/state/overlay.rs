@@ -10,7 +10,9 @@ use crate::hash::Hash;
 use crate::ids::PublicKey;
 use crate::tx::{GroupName, ValidatorSet};
 
-use super::{Account, AdminSet, Delta, Group, Policy, Record, State, StateView, Ticket};
+use super::{
+    Account, AdminSet, Conviction, Delta, Group, Policy, Record, State, StateView, Ticket,
+};
 
 /// Changes made by the transactions of a block so far, on top of a base state.
 #[derive(Debug)]
@@ -22,6 +24,7 @@ pub struct Overlay<'a> {
     accounts: BTreeMap<PublicKey, Account>,
     tickets: BTreeMap<Hash, Ticket>,
     groups: BTreeMap<GroupName, Group>,
+    convictions: BTreeMap<PublicKey, Conviction>,
     /// Keys that changed hands in this block: `None` means no longer in use.
     key_owner: BTreeMap<PublicKey, Option<PublicKey>>,
     changes: Vec<Record>,
@@ -38,6 +41,7 @@ impl<'a> Overlay<'a> {
             accounts: BTreeMap::new(),
             tickets: BTreeMap::new(),
             groups: BTreeMap::new(),
+            convictions: BTreeMap::new(),
             key_owner: BTreeMap::new(),
             changes: Vec::new(),
         }
@@ -66,6 +70,9 @@ impl<'a> Overlay<'a> {
                 }
                 Record::Group(g, grp) => {
                     self.groups.insert(g.clone(), grp.clone());
+                }
+                Record::Conviction(k, c) => {
+                    self.convictions.insert(*k, *c);
                 }
             }
             self.changes.push(rec);
@@ -99,6 +106,11 @@ impl StateView for Overlay<'_> {
     }
     fn group(&self, g: &GroupName) -> Option<&Group> {
         self.groups.get(g).or_else(|| self.base.group(g))
+    }
+    fn conviction(&self, validator: &PublicKey) -> Option<&Conviction> {
+        self.convictions
+            .get(validator)
+            .or_else(|| self.base.conviction(validator))
     }
     fn key_owner(&self, key: &PublicKey) -> Option<PublicKey> {
         match self.key_owner.get(key) {

@@ -183,6 +183,8 @@ pub enum RecordKey {
     Ticket(Hash),
     /// A group, by name.
     Group(GroupName),
+    /// A validator's convictions, by its key.
+    Conviction(PublicKey),
 }
 
 /// One unit of state, as committed and stored: a version byte, a tag and the fields (see
@@ -206,6 +208,18 @@ pub enum Record {
     Ticket(Hash, Ticket),
     /// Tag 6: a group's members and key epoch.
     Group(GroupName, Group),
+    /// Tag 7: a validator convicted of equivocation by evidence on the ledger.
+    Conviction(PublicKey, Conviction),
+}
+
+/// How often evidence on the ledger convicted a validator of equivocation: at most once per
+/// height, so the honest validators that all saw the same double vote convict it once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conviction {
+    /// Heights at which it was convicted.
+    pub count: u64,
+    /// The last of them.
+    pub last_height: u64,
 }
 
 impl Record {
@@ -219,6 +233,7 @@ impl Record {
             Record::Account(a) => RecordKey::Account(a.id),
             Record::Ticket(h, _) => RecordKey::Ticket(*h),
             Record::Group(g, _) => RecordKey::Group(g.clone()),
+            Record::Conviction(k, _) => RecordKey::Conviction(*k),
         }
     }
 }
@@ -276,6 +291,9 @@ impl Encode for Record {
                     .list(&g.members)
                     .u64(g.epoch)
                     .bool(g.needs_rekey);
+            }
+            Record::Conviction(k, c) => {
+                w.u8(7).put(k).u64(c.count).u64(c.last_height);
             }
         }
     }
@@ -359,6 +377,13 @@ impl Decode for Record {
                     members: r.list(MAX_GROUP_SIZE, "group members")?,
                     epoch: r.u64("group epoch")?,
                     needs_rekey: r.bool("group rekey flag")?,
+                },
+            ),
+            7 => Record::Conviction(
+                r.get()?,
+                Conviction {
+                    count: r.u64("conviction count")?,
+                    last_height: r.u64("conviction height")?,
                 },
             ),
             tag => {

@@ -222,6 +222,16 @@ impl TxBody {
             TxBody::Evidence(Evidence::PolicyViolation { anchor }) => {
                 w.u8(1).put(anchor.as_ref());
             }
+            TxBody::Evidence(Evidence::Validator(e)) => {
+                w.u8(2)
+                    .put(&e.validator)
+                    .u8(e.kind as u8)
+                    .u64(e.height)
+                    .u32(e.round);
+                for v in [&e.a, &e.b] {
+                    w.option(&v.value).put(&v.sig);
+                }
+            }
             TxBody::ValidatorSetChange(set) => {
                 w.put(set);
             }
@@ -337,6 +347,37 @@ impl TxBody {
                     1 => Evidence::PolicyViolation {
                         anchor: Box::new(Tx::decode_nested(r)?),
                     },
+                    2 => {
+                        let validator = r.get()?;
+                        let kind = match r.u8("vote kind")? {
+                            1 => crate::block::VoteKind::Prevote,
+                            2 => crate::block::VoteKind::Precommit,
+                            tag => {
+                                return Err(DecodeError::UnknownTag {
+                                    what: "vote kind",
+                                    tag,
+                                })
+                            }
+                        };
+                        let height = r.u64("evidence height")?;
+                        let round = r.u32("evidence round")?;
+                        let mut vote = || -> Result<SignedVoteValue, DecodeError> {
+                            Ok(SignedVoteValue {
+                                value: r.option("vote value")?,
+                                sig: r.get()?,
+                            })
+                        };
+                        let a = vote()?;
+                        let b = vote()?;
+                        Evidence::Validator(Box::new(ValidatorEvidence {
+                            validator,
+                            kind,
+                            height,
+                            round,
+                            a,
+                            b,
+                        }))
+                    }
                     tag => {
                         return Err(DecodeError::UnknownTag {
                             what: "evidence",

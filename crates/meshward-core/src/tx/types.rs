@@ -246,7 +246,7 @@ pub fn batch_root(commitments: &[Hash]) -> Hash {
     hash::hash(domain::BATCH, r.as_bytes())
 }
 
-/// Provable misbehaviour by a device.
+/// Provable misbehaviour by a device or a validator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Evidence {
     /// Two different anchors signed by the same sender with the same sequence number.
@@ -261,6 +261,38 @@ pub enum Evidence {
         /// The forbidden anchor transaction.
         anchor: Box<Tx>,
     },
+    /// A validator's two conflicting votes (see [`ValidatorEvidence`]).
+    Validator(Box<ValidatorEvidence>),
+}
+
+/// A validator that signed two different votes of one kind for the same height and round: the
+/// consensus engine's own evidence of equivocation, as the ledger keeps it. The two votes are in
+/// canonical order (`a.value < b.value`, nil first), so every validator that saw them builds
+/// the same evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatorEvidence {
+    /// The validator's consensus key.
+    pub validator: PublicKey,
+    /// Prevotes or precommits.
+    pub kind: crate::block::VoteKind,
+    /// The height of both votes.
+    pub height: u64,
+    /// The round of both votes.
+    pub round: u32,
+    /// The first vote.
+    pub a: SignedVoteValue,
+    /// The second vote, for another value.
+    pub b: SignedVoteValue,
+}
+
+/// What one vote of a [`ValidatorEvidence`] was for, and its signature over
+/// [`crate::block::vote_signing_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedVoteValue {
+    /// The block hash voted for; `None` for nil.
+    pub value: Option<Hash>,
+    /// The validator's signature.
+    pub sig: Signature,
 }
 
 /// One member's copy of a group key, sealed to the member's X25519 key.

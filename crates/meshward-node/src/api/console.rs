@@ -26,6 +26,8 @@ use serde::Deserialize;
 use super::{check_auth, json_body, path_param, query_params, store_error, ApiError, ApiResult};
 use crate::Gateway;
 
+/// How many heights after its last conviction a validator's equivocation stays an alert.
+const CONVICTION_ALERT_HEIGHTS: u64 = 1_000;
 const INDEX_HTML: &str = include_str!("../../assets/index.html");
 const CONSOLE_JS: &str = include_str!("../../assets/console.js");
 const CONSOLE_CSS: &str = include_str!("../../assets/console.css");
@@ -134,15 +136,22 @@ pub(super) async fn console(State(s): State<Arc<Gateway>>) -> ApiResult<Console>
         .map(|v| {
             let rec = snap.signing.get(&v.key).copied().unwrap_or_default();
             let active = snap.active.contains(&v.key);
+            // Up: it signs. A validator convicted of double-voting signs, yet is not in the
+            // round-0 rotation.
+            let signs = rec
+                .last_signed
+                .is_some_and(|s| height.saturating_sub(s) <= crate::stats::SIGNING_WINDOW);
             ValidatorHealth {
                 id: v.key.peer_id(),
                 power: v.power,
-                up: active,
+                up: active || signs,
                 last_signed_height: rec.last_signed,
                 missed: rec.missed,
                 // An empty rotation means all validators take turns.
                 round0_eligible: active || snap.active.is_empty(),
                 is_self: v.key == s.identity.id,
+                convictions: st.conviction(&v.key).map_or(0, |c| c.count),
+                last_convicted_height: st.conviction(&v.key).map(|c| c.last_height),
             }
         })
         .collect();
@@ -231,6 +240,24 @@ fn alerts(
                     .map_or("never seen".to_string(), |h| format!("height {h}"))
             ),
             height: v.last_signed_height,
+            subject: Some(v.id.clone()),
+        });
+    }
+    // Convicted of double-voting by evidence on the ledger, recently.
+    for v in validators.iter().filter(|v| {
+        v.last_convicted_height
+            .is_some_and(|h| height.saturating_sub(h) <= CONVICTION_ALERT_HEIGHTS)
+    }) {
+        out.push(Alert {
+            severity: Severity::Critical,
+            kind: "validator_equivocating".into(),
+            message: format!(
+                "validator {} signed conflicting votes (convicted at {} height(s), last at {}); round 0 skips it as proposer; remove it from the validator set",
+                v.id,
+                v.convictions,
+                v.last_convicted_height.unwrap_or(0)
+            ),
+            height: v.last_convicted_height,
             subject: Some(v.id.clone()),
         });
     }
@@ -335,10 +362,20 @@ fn action(tx: &Tx) -> Option<(&'static str, String, bool)> {
             ),
             false,
         ),
+        TxBody::Evidence(Evidence::Validator(e)) => (
+            "conviction",
+            format!(
+                "convicted validator {} of double-voting at height {}",
+                e.validator.peer_id(),
+                e.height
+            ),
+            true,
+        ),
         TxBody::Evidence(ev) => {
             let (who, what) = match ev {
                 Evidence::Equivocation { a, .. } => (a.signer, "equivocation"),
                 Evidence::PolicyViolation { anchor } => (anchor.signer, "a policy violation"),
+                Evidence::Validator(e) => (e.validator, "double-voting"),
             };
             (
                 "quarantine",
