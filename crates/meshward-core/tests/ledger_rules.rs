@@ -820,7 +820,11 @@ fn validator_evidence_convicts_at_most_once_per_spacing() {
     let liar = f.validators[3].clone();
     let e = double_vote(&liar, 9, None, Some(Hash([7; 32])));
     let tx = report(&f, 0, e.clone());
-    assert_eq!(Tx::decode_bytes(&tx.to_bytes()).as_ref(), Ok(&tx), "round trip");
+    assert_eq!(
+        Tx::decode_bytes(&tx.to_bytes()).as_ref(),
+        Ok(&tx),
+        "round trip"
+    );
     assert_eq!(f.apply(&tx), Ok(()));
     let c = *f.state.conviction(&liar.public()).unwrap();
     assert_eq!((c.count, c.last_height), (1, 9));
