@@ -14,7 +14,7 @@ use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, SignKey};
 use meshward_core::ledger::ApplyCtx;
-use meshward_core::light::{AnchorProof, Inclusion};
+use meshward_core::light::{Inclusion, TxProof};
 use meshward_core::state::{AdminSet, State, StateView};
 use meshward_core::tx::{
     enroll_body, rotate_body, ticket_hash, Anchor, Evidence, GroupName, Recipient, SealedGroupKey,
@@ -107,7 +107,7 @@ pub struct Fixture {
     /// A one-shot, a session-open and a session envelope from sender to receiver.
     pub envelopes: Vec<Envelope>,
     /// An anchor proof without handoffs and one with a validator-set handoff.
-    pub anchor_proofs: Vec<AnchorProof>,
+    pub anchor_proofs: Vec<TxProof>,
 }
 
 struct Builder {
@@ -308,13 +308,24 @@ fn build() -> Fixture {
     );
 
     let anchor_proofs = vec![
-        AnchorProof::build(&b.blocks[1], 0, vec![]).expect("proof in block 2"),
-        AnchorProof::build(
+        TxProof::build(&b.blocks[0], &b.blocks[1], 0, vec![], vec![]).expect("proof in block 2"),
+        TxProof::build(
+            &b.blocks[0],
             &b.blocks[2],
             0,
             vec![Inclusion::build(&b.blocks[1], handoff_index).expect("handoff inclusion")],
+            vec![],
         )
         .expect("proof in block 3"),
+        // A version 1 proof, as earlier releases wrote.
+        TxProof {
+            origin: None,
+            handoffs: vec![],
+            keys: vec![],
+            tx: Inclusion::build(&b.blocks[1], 0).expect("anchor inclusion"),
+        },
+        // A proof of the enrollment in block 1.
+        TxProof::build(&b.blocks[0], &b.blocks[0], 0, vec![], vec![]).expect("proof in block 1"),
     ];
 
     // Transactions in no block: each body kind not in the chain, signed as it would be next.

@@ -423,6 +423,24 @@ impl ApiClient {
     pub fn anchor_proof(&self, commitment: &Hash) -> Result<String, ApiClientError> {
         self.text(&format!("/v1/anchors/{}/proof", commitment.to_hex()))
     }
+
+    /// `GET /v1/tx/{hash}/proof`: the proof file of a final transaction, byte for byte.
+    pub fn tx_proof(&self, id: &Hash) -> Result<String, ApiClientError> {
+        self.text(&format!("/v1/tx/{}/proof", id.to_hex()))
+    }
+
+    /// `GET /v1/audit?since=&limit=`: one page of governance actions from height `since`.
+    pub fn audit(
+        &self,
+        since: u64,
+        limit: Option<usize>,
+    ) -> Result<crate::console::Audit, ApiClientError> {
+        let mut path = format!("/v1/audit?since={since}");
+        if let Some(l) = limit {
+            path.push_str(&format!("&limit={l}"));
+        }
+        self.get(&path)
+    }
 }
 
 #[cfg(test)]

@@ -419,15 +419,22 @@ pub struct AnchorLocation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(rename = "ProofFile")]
 pub struct ProofFileSchema {
-    /// The proof file format version.
+    /// The proof file format version: 2 (1 from earlier releases).
     pub version: u32,
     /// The chain.
     pub chain_id: String,
-    /// The anchor's block.
+    /// The transaction's block.
     pub height: u64,
-    /// The anchored commitment.
-    pub commitment: String,
-    /// The canonical anchor proof, hex (see docs/FORMATS.md).
+    /// The transaction's kind, e.g. `anchor`, `revoke` (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The transaction's id, hex (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx: Option<String>,
+    /// The anchored commitment (anchors only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment: Option<String>,
+    /// The canonical proof, hex (see docs/FORMATS.md, Proofs).
     pub proof: String,
 }
 

@@ -12,7 +12,7 @@ use meshward_core::codec::{Decode, Encode};
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, SignKey};
-use meshward_core::light::{AnchorProof, Inclusion, VerifyError};
+use meshward_core::light::{Inclusion, TxProof, VerifyError};
 use meshward_core::state::{AdminSet, State, StateView};
 use meshward_core::tx::{
     enroll_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet,
@@ -218,10 +218,10 @@ fn anchor_proof_verifies_from_genesis_alone() {
     let cb = c
         .push(vec![c.anchor(&devs[1], &devs[0], 6), tx.clone()])
         .clone();
-    let proof = AnchorProof::build(&cb, 1, vec![]).unwrap();
-    let proven = AnchorProof::from_bytes(&proof.to_bytes())
+    let proof = TxProof::build(&c.blocks[0], &cb, 1, vec![], vec![]).unwrap();
+    let proven = TxProof::from_bytes(&proof.to_bytes())
         .unwrap()
-        .verify(&c.genesis)
+        .verify_anchor(&c.genesis)
         .unwrap();
     assert_eq!(proven.height, 2);
     assert_eq!(proven.commitment, Hash([7; 32]));
@@ -234,12 +234,14 @@ fn anchor_proof_with_any_byte_changed_is_rejected() {
     let mut c = Chain::new();
     let devs = c.enroll(2);
     let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 7)]).clone();
-    let bytes = AnchorProof::build(&cb, 0, vec![]).unwrap().to_bytes();
+    let bytes = TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![])
+        .unwrap()
+        .to_bytes();
     for i in 0..bytes.len() {
         for bit in [0x01u8, 0x80] {
             let mut bad = bytes.clone();
             bad[i] ^= bit;
-            let res = AnchorProof::from_bytes(&bad).map(|p| p.verify(&c.genesis));
+            let res = TxProof::from_bytes(&bad).map(|p| p.verify(&c.genesis));
             assert!(
                 !matches!(res, Ok(Ok(_))),
                 "byte {i} flipped with {bit:#x} still verified"
@@ -253,13 +255,13 @@ fn anchor_proof_for_other_genesis_rejected() {
     let mut c = Chain::new();
     let devs = c.enroll(2);
     let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 7)]).clone();
-    let proof = AnchorProof::build(&cb, 0, vec![]).unwrap();
+    let proof = TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap();
     let other = Chain::new();
     let mut g = other.genesis.clone();
     g.chain_id = c.genesis.chain_id.clone();
     assert!(matches!(
         proof.verify(&g),
-        Err(VerifyError::UntrustedValidatorSet { .. })
+        Err(VerifyError::GenesisMismatch)
     ));
 }
 
@@ -273,13 +275,13 @@ fn anchor_proof_follows_validator_handoffs() {
     c.vals = new_vals;
     let cb = c.push(vec![c.anchor(&devs[0], &devs[1], 3)]).clone();
     // Without the handoff, the new set is not trusted.
-    let bare = AnchorProof::build(&cb, 0, vec![]).unwrap();
+    let bare = TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap();
     assert!(matches!(
         bare.verify(&c.genesis),
         Err(VerifyError::UntrustedValidatorSet { height: 3 })
     ));
     let handoff = Inclusion::build(&handoff_block, 0).unwrap();
-    let proof = AnchorProof::build(&cb, 0, vec![handoff]).unwrap();
+    let proof = TxProof::build(&c.blocks[0], &cb, 0, vec![handoff], vec![]).unwrap();
     assert_eq!(proof.verify(&c.genesis).unwrap().height, 3);
 }
 
@@ -342,7 +344,7 @@ fn two_handoffs_in_one_block_are_both_certified_by_the_old_set() {
         Inclusion::build(&handoff_block, 0).unwrap(),
         Inclusion::build(&handoff_block, 1).unwrap(),
     ];
-    let proof = AnchorProof::build(&cb, 0, handoffs).unwrap();
+    let proof = TxProof::build(&c.blocks[0], &cb, 0, handoffs, vec![]).unwrap();
     assert_eq!(proof.verify(&c.genesis).unwrap().height, 3);
 }
 

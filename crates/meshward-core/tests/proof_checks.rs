@@ -18,11 +18,12 @@ use meshward_core::codec::{Decode, Encode};
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{EncSecret, Keypair, SignKey, Signature};
-use meshward_core::light::{AnchorProof, Inclusion, VerifyError};
+use meshward_core::light::{Inclusion, TxProof, VerifyError};
 use meshward_core::merkle;
 use meshward_core::state::{AdminSet, State, StateView};
 use meshward_core::tx::{
-    enroll_body, rotate_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet,
+    enroll_body, reinstate_body, rotate_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator,
+    ValidatorSet,
 };
 
 fn key(tag: u8) -> SignKey {
@@ -198,10 +199,35 @@ fn handoff(cb: &CertifiedBlock) -> Inclusion {
     Inclusion::build(cb, 0).unwrap()
 }
 
-fn proof(anchor_block: &CertifiedBlock, index: usize, handoffs: Vec<Inclusion>) -> AnchorProof {
-    let p = AnchorProof::build(anchor_block, index, handoffs).unwrap();
+/// A version 2 proof of `block.txs[index]` on `c` (block 1 is `c`'s first block, or `block`
+/// itself on an empty chain), with the given handoffs and no key changes.
+fn proof(c: &Chain, block: &CertifiedBlock, index: usize, handoffs: Vec<Inclusion>) -> TxProof {
+    proof_with_keys(c, block, index, handoffs, vec![])
+}
+
+fn proof_with_keys(
+    c: &Chain,
+    block: &CertifiedBlock,
+    index: usize,
+    handoffs: Vec<Inclusion>,
+    keys: Vec<Inclusion>,
+) -> TxProof {
+    let origin = c.blocks.first().unwrap_or(block);
+    let p = TxProof::build(origin, block, index, handoffs, keys).unwrap();
     // Every proof here is also checked through its encoding, as a verifier receives it.
-    assert_eq!(AnchorProof::from_bytes(&p.to_bytes()).unwrap(), p);
+    assert_eq!(TxProof::from_bytes(&p.to_bytes()).unwrap(), p);
+    p
+}
+
+/// A version 1 proof (no block 1, no key changes), as earlier releases wrote.
+fn proof_v1(block: &CertifiedBlock, index: usize, handoffs: Vec<Inclusion>) -> TxProof {
+    let p = TxProof {
+        origin: None,
+        handoffs,
+        keys: vec![],
+        tx: Inclusion::build(block, index).unwrap(),
+    };
+    assert_eq!(TxProof::from_bytes(&p.to_bytes()).unwrap(), p);
     p
 }
 
@@ -217,10 +243,11 @@ fn enrolled() -> (Chain, Keypair, Keypair) {
 fn a_valid_anchor_proof_is_accepted() {
     let (mut c, a, b) = enrolled();
     let cb = c.push(vec![c.anchor(&a, &b, 7)]);
-    let proven = proof(&cb, 0, vec![]).verify(&c.genesis).unwrap();
+    let proven = proof(&c, &cb, 0, vec![]).verify(&c.genesis).unwrap();
     assert_eq!(proven.height, 2);
-    assert_eq!(proven.sender, a.id());
-    assert_eq!(proven.commitment, Hash([7; 32]));
+    assert_eq!(proven.tx.signer, a.id());
+    assert_eq!(proven.anchor().unwrap().commitment, Hash([7; 32]));
+    assert!(proven.genesis_bound);
 }
 
 #[test]
@@ -231,15 +258,15 @@ fn an_anchor_with_a_bad_signature_is_refused_even_in_a_certified_block() {
     forged.sig = b.sign.sign(&forged.signing_bytes(CHAIN));
     let cb = c.forge(vec![forged]);
     assert_eq!(
-        proof(&cb, 0, vec![]).verify(&c.genesis),
-        Err(VerifyError::BadAnchorSignature {
+        proof(&c, &cb, 0, vec![]).verify(&c.genesis),
+        Err(VerifyError::BadSignature {
             height: 2,
             signer: a.id()
         })
     );
     // The same block with the genuine signature passes: the signature is what failed.
     let cb = c.forge(vec![c.anchor(&a, &b, 7)]);
-    proof(&cb, 0, vec![]).verify(&c.genesis).unwrap();
+    proof(&c, &cb, 0, vec![]).verify(&c.genesis).unwrap();
 }
 
 #[test]
@@ -249,8 +276,8 @@ fn an_anchor_signed_for_another_chain_is_refused() {
     let other = Tx::sign("another-chain", a.id(), &a.sign, seq, anchor_body(&b, 7));
     let cb = c.forge(vec![other]);
     assert_eq!(
-        proof(&cb, 0, vec![]).verify(&c.genesis),
-        Err(VerifyError::BadAnchorSignature {
+        proof(&c, &cb, 0, vec![]).verify(&c.genesis),
+        Err(VerifyError::BadSignature {
             height: 2,
             signer: a.id()
         })
@@ -264,15 +291,21 @@ fn an_anchor_with_co_signatures_is_refused() {
     tx.cosign(CHAIN, &c.admins[1]);
     let cb = c.forge(vec![tx]);
     assert_eq!(
-        proof(&cb, 0, vec![]).verify(&c.genesis),
-        Err(VerifyError::AnchorCosigned { height: 2 })
+        proof(&c, &cb, 0, vec![]).verify(&c.genesis),
+        Err(VerifyError::Cosigned { height: 2 })
     );
 }
 
-#[test]
-fn an_anchor_of_a_device_that_rotated_its_keys_cannot_be_checked_offline() {
-    // A version 1 proof does not carry the rotation, so the anchor's signature (by the new key)
-    // does not verify under the account id it names. Refused, with that reason.
+/// `a` rotates to `new` (block 2), then anchors with the new key (block 3): the chain, the
+/// rotation block and the anchor block.
+fn rotated() -> (
+    Chain,
+    Keypair,
+    Keypair,
+    Keypair,
+    CertifiedBlock,
+    CertifiedBlock,
+) {
     let (mut c, a, b) = enrolled();
     let new = device(0xd3);
     let seq = c.state.account(&a.id()).unwrap().seq + 1;
@@ -283,14 +316,204 @@ fn an_anchor_of_a_device_that_rotated_its_keys_cannot_be_checked_offline() {
         seq,
         rotate_body(CHAIN, &a.id(), seq, &new),
     );
-    c.push(vec![rotate]);
+    let rb = c.push(vec![rotate]);
     let tx = Tx::sign(CHAIN, a.id(), &new.sign, seq + 1, anchor_body(&b, 9));
     let cb = c.push(vec![tx]);
+    (c, a, b, new, rb, cb)
+}
+
+#[test]
+fn an_anchor_signed_after_a_key_rotation_verifies_with_the_rotation_in_the_proof() {
+    let (c, a, _, _, rb, cb) = rotated();
+    let key_change = Inclusion::build(&rb, 0).unwrap();
+    let p = proof_with_keys(&c, &cb, 0, vec![], vec![key_change.clone()]);
+    let proven = p.verify(&c.genesis).unwrap();
+    assert_eq!((proven.height, proven.tx.signer), (3, a.id()));
+    // Without the rotation (or as a version 1 proof) the new key's signature does not verify
+    // under the account id.
+    for p in [proof(&c, &cb, 0, vec![]), proof_v1(&cb, 0, vec![])] {
+        assert_eq!(
+            p.verify(&c.genesis),
+            Err(VerifyError::BadSignature {
+                height: 3,
+                signer: a.id()
+            })
+        );
+    }
+    // The rotation must come before the transaction.
+    let late = proof_with_keys(&c, &cb, 0, vec![], vec![Inclusion::build(&cb, 0).unwrap()]);
+    assert_eq!(late.verify(&c.genesis), Err(VerifyError::KeyChangeOrder));
+    let twice = proof_with_keys(&c, &cb, 0, vec![], vec![key_change.clone(), key_change]);
+    assert_eq!(twice.verify(&c.genesis), Err(VerifyError::KeyChangeOrder));
+}
+
+#[test]
+fn a_key_change_not_signed_by_the_account_key_of_its_time_is_refused() {
+    // A dishonest quorum certifies a rotation signed by someone else's key: the proof carries
+    // the rotation's signature, so it is checked.
+    let (c, a, b, new, _, _) = rotated();
+    let mut forged_chain = enrolled().0;
+    let seq = forged_chain.state.account(&a.id()).unwrap().seq + 1;
+    let mut rotate = Tx::sign(
+        CHAIN,
+        a.id(),
+        &a.sign,
+        seq,
+        rotate_body(CHAIN, &a.id(), seq, &new),
+    );
+    rotate.sig = b.sign.sign(&rotate.signing_bytes(CHAIN));
+    let rb = forged_chain.forge(vec![rotate]);
+    forged_chain.blocks.push(rb.clone());
+    let tx = Tx::sign(CHAIN, a.id(), &new.sign, seq + 1, anchor_body(&b, 9));
+    let cb = forged_chain.forge(vec![tx]);
+    let p = proof_with_keys(
+        &forged_chain,
+        &cb,
+        0,
+        vec![],
+        vec![Inclusion::build(&rb, 0).unwrap()],
+    );
     assert_eq!(
-        proof(&cb, 0, vec![]).verify(&c.genesis),
-        Err(VerifyError::BadAnchorSignature {
-            height: 3,
-            signer: a.id()
+        p.verify(&c.genesis),
+        Err(VerifyError::BadKeyChangeSignature { height: 2 })
+    );
+}
+
+#[test]
+fn a_key_change_of_another_account_or_another_kind_is_refused() {
+    let (mut c, a, b, _, rb, cb) = rotated();
+    // b's own anchor is not a key change of a.
+    let other = c.push(vec![c.anchor(&b, &a, 1)]);
+    let p = proof_with_keys(
+        &c,
+        &cb,
+        0,
+        vec![],
+        vec![Inclusion::build(&other, 0).unwrap()],
+    );
+    let _ = rb;
+    assert_eq!(
+        p.verify(&c.genesis),
+        Err(VerifyError::KeyChangeOrder),
+        "a later block is refused first by order"
+    );
+    let (c2, a2, b2) = enrolled();
+    let mut c2 = c2;
+    let anchor_b = c2.push(vec![c2.anchor(&b2, &a2, 1)]);
+    let cb2 = c2.push(vec![c2.anchor(&a2, &b2, 2)]);
+    let p = proof_with_keys(
+        &c2,
+        &cb2,
+        0,
+        vec![],
+        vec![Inclusion::build(&anchor_b, 0).unwrap()],
+    );
+    assert_eq!(
+        p.verify(&c2.genesis),
+        Err(VerifyError::NotAKeyChange { height: 2 })
+    );
+}
+
+#[test]
+fn a_reinstated_device_proves_its_new_key_through_the_admins_reinstatement() {
+    let (mut c, a, b) = enrolled();
+    let revoke = c.admin_tx(TxBody::Revoke {
+        device: a.id(),
+        reason: "lost".into(),
+    });
+    let rv = c.push(vec![revoke]);
+    let new = device(0xd4);
+    let body = reinstate_body(CHAIN, &a.id(), &new);
+    let rb = c.push(vec![c.admin_tx(body)]);
+    let seq = c.state.account(&a.id()).unwrap().seq + 1;
+    let cb = c.push(vec![Tx::sign(
+        CHAIN,
+        a.id(),
+        &new.sign,
+        seq,
+        anchor_body(&b, 3),
+    )]);
+    let p = proof_with_keys(&c, &cb, 0, vec![], vec![Inclusion::build(&rb, 0).unwrap()]);
+    assert_eq!(p.verify(&c.genesis).unwrap().height, 4);
+    // The revocation itself proves, and says what it did and who authorised it.
+    let proven = proof(&c, &rv, 0, vec![]).verify(&c.genesis).unwrap();
+    let words = proven.describe();
+    assert!(
+        words.starts_with(&format!(
+            "device {} revoked (\"lost\") at height 2, ",
+            a.id()
+        )),
+        "{words}"
+    );
+    assert!(
+        words.contains(&format!(
+            "by admins {}, {}",
+            c.admins[0].public(),
+            c.admins[1].public()
+        )),
+        "{words}"
+    );
+    // A reinstatement without the admin threshold is refused like any admin transaction.
+    let mut weak = c.admin_tx(reinstate_body(CHAIN, &a.id(), &device(0xd5)));
+    weak.cosigs.clear();
+    let fb = c.forge(vec![weak]);
+    assert_eq!(
+        proof(&c, &fb, 0, vec![]).verify(&c.genesis),
+        Err(VerifyError::AdminThreshold {
+            height: 5,
+            have: 1,
+            need: 2
+        })
+    );
+}
+
+#[test]
+fn every_admin_transaction_kind_proves_and_says_what_it_did() {
+    let (mut c, a, _) = enrolled();
+    let policy = c.admin_tx(TxBody::SetPolicy {
+        allow: vec![(
+            GroupName::new("fleet").unwrap(),
+            GroupName::new("fleet").unwrap(),
+        )],
+    });
+    let pb = c.push(vec![policy]);
+    let proven = proof(&c, &pb, 0, vec![]).verify(&c.genesis).unwrap();
+    assert!(
+        proven
+            .describe()
+            .starts_with("send policy replaced by [fleet->fleet] at height 2"),
+        "{}",
+        proven.describe()
+    );
+    let ticket = c.admin_tx(TxBody::CreateTicket {
+        ticket_hash: Hash([4; 32]),
+        expires_ms: c.genesis.genesis_time_ms + 1_000_000,
+        groups: vec![GroupName::new("fleet").unwrap()],
+    });
+    let tb = c.push(vec![ticket]);
+    let proven = proof(&c, &tb, 0, vec![]).verify(&c.genesis).unwrap();
+    assert_eq!(proven.tx.body.name(), "create_ticket");
+    // The enrollment in block 1.
+    let proven = proof(&c, &c.blocks[0].clone(), 0, vec![])
+        .verify(&c.genesis)
+        .unwrap();
+    assert!(
+        proven.describe().starts_with(&format!(
+            "device {} enrolled into groups [fleet] at height 1",
+            a.id()
+        )),
+        "{}",
+        proven.describe()
+    );
+    // The same policy change with a bad co-signature, certified anyway: refused.
+    let mut bad = c.admin_tx(TxBody::SetPolicy { allow: vec![] });
+    bad.cosigs[0].sig = Signature([3; 64]);
+    let fb = c.forge(vec![bad]);
+    assert_eq!(
+        proof(&c, &fb, 0, vec![]).verify(&c.genesis),
+        Err(VerifyError::BadCosignature {
+            height: 4,
+            key: c.admins[1].public()
         })
     );
 }
@@ -301,15 +524,15 @@ fn a_proof_across_handoffs_is_accepted() {
     let h1 = c.hand_over((0xc1..=0xc4).map(key).collect());
     let h2 = c.hand_over((0xe1..=0xe3).map(key).collect());
     let cb = c.push(vec![c.anchor(&a, &b, 5)]);
-    let p = proof(&cb, 0, vec![handoff(&h1), handoff(&h2)]);
+    let p = proof(&c, &cb, 0, vec![handoff(&h1), handoff(&h2)]);
     assert_eq!(p.verify(&c.genesis).unwrap().height, 4);
     // Leaving out either handoff breaks the chain of trust.
     assert_eq!(
-        proof(&cb, 0, vec![handoff(&h2)]).verify(&c.genesis),
+        proof(&c, &cb, 0, vec![handoff(&h2)]).verify(&c.genesis),
         Err(VerifyError::UntrustedValidatorSet { height: 3 })
     );
     assert_eq!(
-        proof(&cb, 0, vec![handoff(&h1)]).verify(&c.genesis),
+        proof(&c, &cb, 0, vec![handoff(&h1)]).verify(&c.genesis),
         Err(VerifyError::UntrustedValidatorSet { height: 4 })
     );
 }
@@ -333,7 +556,7 @@ fn handoffs_out_of_order_or_not_below_the_anchor_are_refused() {
     let cb = c.push(vec![c.anchor(&a, &b, 5)]);
     let at = |i: usize| Inclusion::build(&hb, i).unwrap();
     assert_eq!(
-        proof(&cb, 0, vec![at(0), at(1)])
+        proof(&c, &cb, 0, vec![at(0), at(1)])
             .verify(&c.genesis)
             .unwrap()
             .height,
@@ -344,7 +567,7 @@ fn handoffs_out_of_order_or_not_below_the_anchor_are_refused() {
         ("repeated", vec![at(0), at(0), at(1)]),
     ] {
         assert_eq!(
-            proof(&cb, 0, handoffs).verify(&c.genesis),
+            proof(&c, &cb, 0, handoffs).verify(&c.genesis),
             Err(VerifyError::HandoffOrder),
             "{what}"
         );
@@ -356,7 +579,7 @@ fn handoffs_out_of_order_or_not_below_the_anchor_are_refused() {
         vec![at(0), at(1), Inclusion::build(&cb, 0).unwrap()],
     ] {
         assert_eq!(
-            proof(&cb, 0, handoffs).verify(&c.genesis),
+            proof(&c, &cb, 0, handoffs).verify(&c.genesis),
             Err(VerifyError::HandoffOrder)
         );
     }
@@ -370,7 +593,7 @@ fn handoffs_across_blocks_in_reverse_order_are_refused() {
     let h2 = c.hand_over((0xe1..=0xe3).map(key).collect());
     let cb = c.push(vec![c.anchor(&a, &b, 5)]);
     assert_eq!(
-        proof(&cb, 0, vec![handoff(&h2), handoff(&h1)]).verify(&c.genesis),
+        proof(&c, &cb, 0, vec![handoff(&h2), handoff(&h1)]).verify(&c.genesis),
         Err(VerifyError::UntrustedValidatorSet { height: 3 })
     );
 }
@@ -381,14 +604,14 @@ fn a_handoff_that_is_not_a_validator_set_change_is_refused() {
     let other = c.push(vec![c.anchor(&b, &a, 1)]);
     let cb = c.push(vec![c.anchor(&a, &b, 5)]);
     assert_eq!(
-        proof(&cb, 0, vec![handoff(&other)]).verify(&c.genesis),
+        proof(&c, &cb, 0, vec![handoff(&other)]).verify(&c.genesis),
         Err(VerifyError::NotAHandoff { height: 2 })
     );
 }
 
 /// A certified handoff block holding `change`, then a block certified by the new set with an
 /// anchor: the proof over both.
-fn proof_with_forged_handoff(c: &mut Chain, a: &Keypair, b: &Keypair, change: Tx) -> AnchorProof {
+fn proof_with_forged_handoff(c: &mut Chain, a: &Keypair, b: &Keypair, change: Tx) -> TxProof {
     let TxBody::ValidatorSetChange(set) = change.body.clone() else {
         panic!("a validator-set change")
     };
@@ -403,7 +626,7 @@ fn proof_with_forged_handoff(c: &mut Chain, a: &Keypair, b: &Keypair, change: Tx
     ab.block.header.validator_set_hash = set.hash();
     let signers: Vec<&SignKey> = c.vals.iter().take(3).collect();
     ab.certificate = CommitCertificate::sign(CHAIN, &ab.block.header, 0, &signers);
-    proof(&ab, 0, vec![handoff(&hb)])
+    proof(c, &ab, 0, vec![handoff(&hb)])
 }
 
 fn change_to_c_keys() -> TxBody {
@@ -527,13 +750,13 @@ fn a_handoff_with_a_bad_co_signature_is_refused() {
 }
 
 /// A chain whose first block hands over to a new set, so a proof carries block 1.
-fn handoff_at_block_1() -> (Chain, AnchorProof) {
+fn handoff_at_block_1() -> (Chain, TxProof) {
     let mut c = Chain::new();
     let (a, b) = (device(0xd1), device(0xd2));
     let h = c.hand_over((0xc1..=0xc4).map(key).collect());
     c.enroll(&[&a, &b]);
     let cb = c.push(vec![c.anchor(&a, &b, 4)]);
-    let p = proof(&cb, 0, vec![handoff(&h)]);
+    let p = proof(&c, &cb, 0, vec![handoff(&h)]);
     (c, p)
 }
 
@@ -570,22 +793,22 @@ fn an_anchor_in_block_1_must_follow_the_genesis() {
     let (a, b) = (device(0xd1), device(0xd2));
     let tx = Tx::sign(CHAIN, a.id(), &a.sign, 1, anchor_body(&b, 3));
     let cb = c.forge(vec![tx]);
-    proof(&cb, 0, vec![]).verify(&c.genesis).unwrap();
+    proof(&c, &cb, 0, vec![]).verify(&c.genesis).unwrap();
     let mut g = c.genesis.clone();
     g.genesis_time_ms = 0;
     assert_eq!(
-        proof(&cb, 0, vec![]).verify(&g),
+        proof(&c, &cb, 0, vec![]).verify(&g),
         Err(VerifyError::GenesisMismatch)
     );
 }
 
 #[test]
 fn other_admins_fail_a_handoff_after_block_1() {
-    // Without block 1 in the proof, the admins are still bound by every handoff's authorisation.
+    // A version 1 proof carries no block 1; even so, the admins are still bound by every handoff's authorisation.
     let (mut c, a, b) = enrolled();
     let h = c.hand_over((0xc1..=0xc4).map(key).collect());
     let cb = c.push(vec![c.anchor(&a, &b, 5)]);
-    let p = proof(&cb, 0, vec![handoff(&h)]);
+    let p = proof_v1(&cb, 0, vec![handoff(&h)]);
     p.verify(&c.genesis).unwrap();
     let mut g = c.genesis.clone();
     g.admins = AdminSet::new(vec![key(0x71).public(), key(0x72).public()], 2).unwrap();
@@ -599,14 +822,29 @@ fn other_admins_fail_a_handoff_after_block_1() {
 }
 
 #[test]
-fn without_block_1_or_a_handoff_the_genesis_time_is_not_bound() {
-    // The known limit of proof version 1 (docs/FORMATS.md, Anchor proofs): nothing in a proof
-    // of a block above 1 without handoffs names the genesis time or admins. This test pins that
-    // behaviour so a change to it is deliberate.
+fn a_version_2_proof_binds_the_whole_genesis_and_version_1_did_not() {
+    // Version 1 (docs/FORMATS.md, Proofs): nothing in a proof of a block above 1 without
+    // handoffs names the genesis time or admins. Version 2 carries block 1, which does.
     let (mut c, a, b) = enrolled();
     let cb = c.push(vec![c.anchor(&a, &b, 7)]);
-    let p = proof(&cb, 0, vec![]);
-    let mut g = c.genesis.clone();
-    g.genesis_time_ms += 1;
-    assert!(p.verify(&g).is_ok());
+    let mut later = c.genesis.clone();
+    later.genesis_time_ms += 1;
+    let mut admins = c.genesis.clone();
+    admins.admins = AdminSet::new(vec![c.admins[0].public(), key(0x77).public()], 2).unwrap();
+    let v1 = proof_v1(&cb, 0, vec![]);
+    assert!(v1.verify(&later).is_ok());
+    assert!(!v1.verify(&c.genesis).unwrap().genesis_bound);
+    let v2 = proof(&c, &cb, 0, vec![]);
+    for g in [&later, &admins] {
+        assert_eq!(v2.verify(g), Err(VerifyError::GenesisMismatch));
+    }
+    // A block other than block 1 given as the origin is refused.
+    let mut wrong = v2.clone();
+    let o = wrong.origin.as_mut().unwrap();
+    o.header = cb.block.header.clone();
+    o.certificate = cb.certificate.clone();
+    assert_eq!(
+        wrong.verify(&c.genesis),
+        Err(VerifyError::OriginNotBlock1 { height: 2 })
+    );
 }

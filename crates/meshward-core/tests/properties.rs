@@ -12,7 +12,7 @@ use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{EncKey, Keypair, PublicKey, SignKey, Signature};
 use meshward_core::ledger::{apply, ApplyCtx};
-use meshward_core::light::{AnchorProof, Inclusion};
+use meshward_core::light::{Inclusion, Origin, TxProof};
 use meshward_core::merkle;
 use meshward_core::state::{AdminSet, Record, State, StateView};
 use meshward_core::tx::{
@@ -335,8 +335,11 @@ proptest! {
     }
 
     #[test]
-    fn proofs_round_trip(handoffs in prop::collection::vec(arb_inclusion(), 0..2), anchor in arb_inclusion()) {
-        round_trip(&AnchorProof { handoffs, anchor });
+    fn proofs_round_trip(handoffs in prop::collection::vec(arb_inclusion(), 0..2), keys in prop::collection::vec(arb_inclusion(), 0..2), tx in arb_inclusion(), origin in arb_inclusion()) {
+        // Version 1 (no origin, no key changes) and version 2.
+        round_trip(&TxProof { origin: None, handoffs: handoffs.clone(), keys: vec![], tx: tx.clone() });
+        let origin = Some(Origin { header: origin.header, certificate: origin.certificate });
+        round_trip(&TxProof { origin, handoffs, keys, tx });
     }
 
     #[test]
@@ -348,7 +351,7 @@ proptest! {
         let _ = CommitCertificate::from_bytes(&bytes);
         let _ = Genesis::from_bytes(&bytes);
         let _ = Record::from_bytes(&bytes);
-        let _ = AnchorProof::from_bytes(&bytes);
+        let _ = TxProof::from_bytes(&bytes);
         let _ = merkle::Proof::from_bytes(&bytes);
         let _ = Envelope::from_bytes(&bytes);
         let _ = Keypair::from_secret_bytes(&bytes);

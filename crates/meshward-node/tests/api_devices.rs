@@ -745,6 +745,45 @@ async fn group_shows_members_and_their_keys_for_rekeying() {
 }
 
 #[tokio::test]
+async fn any_final_transaction_has_a_proof_by_its_id() {
+    let fx = fixture();
+    // Every transaction of the fixture's first stored block, whatever its kind.
+    for (i, tx) in fx.blocks[0].block.txs.iter().enumerate() {
+        let id = tx.id().to_hex();
+        let (status, body) = fx
+            .call_raw("GET", &format!("/v1/tx/{id}/proof"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "tx {i}");
+        let text = String::from_utf8(body).unwrap();
+        let proven = ProofFile::verify_json(&text, &fx.genesis).unwrap();
+        assert_eq!(proven.tx_id, tx.id());
+        assert_eq!(proven.tx_index, i as u64);
+        let file: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(file["kind"], tx.body.name());
+        assert_eq!(file["tx"], id);
+        // The kind is checked against the proof: a relabelled file fails.
+        let relabelled = text.replace(
+            &format!("\"kind\":\"{}\"", tx.body.name()),
+            "\"kind\":\"revoke\"",
+        );
+        if tx.body.name() != "revoke" {
+            assert!(ProofFile::verify_json(&relabelled, &fx.genesis).is_err());
+        }
+    }
+    let unknown = Hash([0xee; 32]).to_hex();
+    assert_error(
+        &fx.get(&format!("/v1/tx/{unknown}/proof")).await,
+        StatusCode::NOT_FOUND,
+        "unknown_tx",
+    );
+    assert_error(
+        &fx.get("/v1/tx/abc/proof").await,
+        StatusCode::BAD_REQUEST,
+        "bad_hash",
+    );
+}
+
+#[tokio::test]
 async fn anchor_proof_verifies_offline_and_a_changed_byte_fails() {
     let fx = fixture();
     let TxBody::Anchor(a) = &fx.blocks[0].block.txs[1].body else {
@@ -760,7 +799,10 @@ async fn anchor_proof_verifies_offline_and_a_changed_byte_fails() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(body).unwrap();
-    let proven = ProofFile::verify_json(&text, &fx.genesis).unwrap();
+    let proven = ProofFile::verify_json(&text, &fx.genesis)
+        .unwrap()
+        .anchor()
+        .unwrap();
     assert_eq!(proven.commitment, a.commitment);
     assert_eq!(proven.height, 2);
     assert_eq!(proven.sender, fx.devices[1].id());

@@ -135,6 +135,21 @@ pub enum Corruption {
         /// `ValidatorSetChange` transactions in the chain.
         changes: u64,
     },
+    /// The `key_changes` index does not list a key change of the block, or lists another
+    /// transaction.
+    #[error("key-change index has no correct row for transaction {index}")]
+    KeyChangeIndex {
+        /// Position of the transaction in the block.
+        index: u32,
+    },
+    /// The `key_changes` index has another number of rows than key changes.
+    #[error("key-change index has {rows} rows for {changes} key changes")]
+    KeyChangeRows {
+        /// Rows in the index.
+        rows: u64,
+        /// `RotateKeys` and `Reinstate` transactions in the chain.
+        changes: u64,
+    },
     /// A state record on disk differs from the one the replayed chain produces (`verify_chain`).
     #[error("state record at slot {slot} differs from the replayed chain")]
     StateRecord {
@@ -316,6 +331,14 @@ pub enum ReadError {
         /// Handoffs below that height.
         count: usize,
         /// The proof limit ([`meshward_core::light::MAX_HANDOFFS`]).
+        max: usize,
+    },
+    /// A proof would need more of its signer's key changes than a proof may carry.
+    #[error("the signer has {count} key changes, over the proof limit of {max}")]
+    TooManyKeyChanges {
+        /// Key changes before the transaction.
+        count: usize,
+        /// The proof limit ([`meshward_core::light::MAX_KEY_CHANGES`]).
         max: usize,
     },
 }

@@ -5,7 +5,7 @@
 //! format: changing a table's name or types, or the encoding of a meta value, needs a new
 //! [`FORMAT_VERSION`].
 //!
-//! # The chain store, format version 2
+//! # The chain store, format version 3
 //!
 //! | table            | key                               | value                                   |
 //! |------------------|-----------------------------------|-----------------------------------------|
@@ -16,6 +16,7 @@
 //! | `tx_idx`         | `(u64 id prefix, u64 location)`   | `()`: location = height << 16 \| index |
 //! | `commitment_idx` | `(u64 commitment prefix, u64 location)` | `()`: every anchor                |
 //! | `handoffs`       | `(u64 height, u32 tx index)`      | `()`: a `ValidatorSetChange` is there   |
+//! | `key_changes`    | `(u64 account prefix, u64 location)` | `()`: a `RotateKeys` by the account or a `Reinstate` of it (format 3) |
 //! | `validator_sets` | `u64` first height it certifies   | canonical `ValidatorSet` encoding       |
 //! | `state`          | `u64` slot (0, 1, …)              | canonical state `Record` encoding       |
 //! | `meta`           | `&str` name                       | bytes, see the `META_*` constants       |
@@ -49,7 +50,11 @@
 //! background after start) and by `verify_chain` (everything).
 //!
 //! A format-1 file is refused with [`crate::OpenError::UnsupportedFormat`];
-//! `meshward store migrate` replays it into a new format-2 file.
+//! `meshward store migrate` replays it into a new file of the current format. Format 3 only
+//! adds `key_changes` (for proofs of transactions signed after a key change): a writable open
+//! of a format-2 file builds it from the blocks in one write transaction and sets the version
+//! to 3 ([`crate::Store::open`]); a read-only check (`verify_chain`) refuses a format-2 file
+//! until then.
 //!
 //! # The mailbox file (`mailbox.redb`), format version [`MAILBOX_FORMAT_VERSION`]
 //!
@@ -66,7 +71,9 @@
 use redb::TableDefinition;
 
 /// Version of this format, stored under [`META_FORMAT_VERSION`].
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
+/// The previous format, which a writable open upgrades in place (it lacks `key_changes`).
+pub const FORMAT_VERSION_2: u32 = 2;
 
 /// The store's file name inside a data dir.
 pub const FILE_NAME: &str = "meshward.redb";
@@ -95,6 +102,9 @@ pub const TX_IDX: TableDefinition<(u64, u64), ()> = TableDefinition::new("tx_idx
 pub const COMMITMENT_IDX: TableDefinition<(u64, u64), ()> = TableDefinition::new("commitment_idx");
 /// (height, transaction index) of every `ValidatorSetChange`.
 pub const HANDOFFS: TableDefinition<(u64, u32), ()> = TableDefinition::new("handoffs");
+/// (Account id prefix, location) of every key change: the account's `RotateKeys` and the
+/// admins' `Reinstate` of it.
+pub const KEY_CHANGES: TableDefinition<(u64, u64), ()> = TableDefinition::new("key_changes");
 /// Each validator set by the first height it certifies (height 1: the genesis set).
 pub const VALIDATOR_SETS: TableDefinition<u64, &[u8]> = TableDefinition::new("validator_sets");
 /// Encoded state records by slot.

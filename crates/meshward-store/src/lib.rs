@@ -67,6 +67,7 @@ pub mod raw;
 mod rows;
 mod store;
 pub mod synth;
+mod upgrade;
 mod verify;
 
 pub use error::{ApplyError, Corruption, MailboxError, OpenError, ReadError, VerifyError};

@@ -1,4 +1,5 @@
-//! `meshward store migrate`: replays a format-1 chain store into a new format-2 file.
+//! `meshward store migrate`: replays a format-1 chain store into a new file of the current
+//! format, or upgrades a format-2 store in place (see [`crate::format`]).
 //!
 //! Format 1 kept every block in its canonical encoding (table `blocks`, `u64` height -> bytes)
 //! and mailboxes in the chain file. Migrating reads those blocks in order and stores each with
@@ -35,8 +36,10 @@ pub struct MigrateReport {
     pub blocks: u64,
     /// Mailbox envelopes copied into the mailbox file.
     pub envelopes: u64,
-    /// Where the format-1 file now is.
+    /// Where the format-1 file now is (the store file itself after an in-place upgrade).
     pub old_file: PathBuf,
+    /// A format-2 store upgraded in place (its `key_changes` index built) rather than replayed.
+    pub in_place: bool,
 }
 
 /// Why a migration failed. The old file is never changed; a failed migration leaves it in
@@ -107,6 +110,16 @@ pub fn migrate_v1(dir: &Path) -> Result<MigrateReport, MigrateError> {
     if !path.exists() {
         return Err(OpenError::NotFound { path }.into());
     }
+    // Format 2 differs only by an index: a writable open builds it in place.
+    if read_version(&path) == Some(crate::format::FORMAT_VERSION_2) {
+        let store = Store::open(&path)?;
+        return Ok(MigrateReport {
+            blocks: store.tip().map_or(0, |t| t.0),
+            envelopes: 0,
+            old_file: path,
+            in_place: true,
+        });
+    }
     let mut backup_name = FILE_NAME.to_string();
     backup_name.push_str(".v1");
     let backup = dir.join(backup_name);
@@ -126,6 +139,15 @@ pub fn migrate_v1(dir: &Path) -> Result<MigrateReport, MigrateError> {
         Err(e) => return Err(read_err(&path, e)),
     };
     Ok(report)
+}
+
+/// The format version in the store at `path`, if it can be read.
+fn read_version(path: &Path) -> Option<u32> {
+    let db = crate::store::builder().open_read_only(path).ok()?;
+    let rtx = db.begin_read().ok()?;
+    let meta = rtx.open_table(META).ok()?;
+    let v = meta.get(META_FORMAT_VERSION).ok()??;
+    read_u32(v.value())
 }
 
 fn migrate_from(
@@ -211,10 +233,11 @@ fn migrate_from(
             path: dir.to_path_buf(),
             source,
         })?;
-    info!(blocks = tip, envelopes, path = %path.display(), "store migrated to format 2");
+    info!(blocks = tip, envelopes, path = %path.display(), "store migrated to the current format");
     Ok(MigrateReport {
         blocks: tip,
         envelopes,
         old_file: backup.to_path_buf(),
+        in_place: false,
     })
 }

@@ -4,14 +4,18 @@
 
 use meshward_core::codec::Encode;
 use meshward_core::hash::Hash;
-use meshward_core::light::{AnchorProof, Inclusion, MAX_HANDOFFS};
+use meshward_core::ids::PublicKey;
+use meshward_core::light::{Inclusion, TxProof, MAX_HANDOFFS, MAX_KEY_CHANGES};
 use meshward_core::tx::{Tx, TxBody};
 use meshward_core::CertifiedBlock;
 use redb::{ReadTransaction, ReadableDatabase};
 
 use crate::compact;
 use crate::error::{Corruption, ReadError};
-use crate::format::{prefix, split_location, BLOCK_HASH_IDX, COMMITMENT_IDX, HANDOFFS, TX_IDX};
+use crate::format::{
+    location, prefix, split_location, BLOCK_HASH_IDX, COMMITMENT_IDX, HANDOFFS, KEY_CHANGES, TX_IDX,
+};
+use crate::rows::key_change_of;
 use crate::store::{read_block, read_head, read_row, Fault, Store};
 
 impl Store {
@@ -96,29 +100,51 @@ impl Store {
     }
 
     /// A proof that `commitment` was anchored, which anyone with the genesis checks offline
-    /// with [`AnchorProof::verify`]. It carries the validator-set handoffs from the genesis set to
-    /// the set that certified the anchor's block.
-    pub fn anchor_proof(&self, commitment: &Hash) -> Result<Option<AnchorProof>, ReadError> {
+    /// with [`TxProof::verify`].
+    pub fn anchor_proof(&self, commitment: &Hash) -> Result<Option<TxProof>, ReadError> {
         let Some((height, index)) = self.anchor_location(commitment)? else {
             return Ok(None);
         };
+        self.proof_at(height, index).map(Some)
+    }
+
+    /// A proof that the transaction with id `id` is final, checked offline with
+    /// [`TxProof::verify`].
+    pub fn tx_proof(&self, id: &Hash) -> Result<Option<TxProof>, ReadError> {
+        let Some((height, index)) = self.tx_location(id)? else {
+            return Ok(None);
+        };
+        self.proof_at(height, index).map(Some)
+    }
+
+    /// The proof of the transaction at `index` of block `height`: block 1, the validator-set
+    /// handoffs from the genesis set to the set that certified the block, and the signer's key
+    /// changes before it.
+    pub fn proof_at(&self, height: u64, index: u32) -> Result<TxProof, ReadError> {
         let corrupt = |height, reason| ReadError::Corrupt {
             path: self.path.clone(),
             height,
             reason: Box::new(reason),
         };
-        let block = self
-            .block(height)?
-            .ok_or_else(|| corrupt(height, Corruption::Missing))?;
-        match block.block.txs.get(index as usize).map(|t| &t.body) {
-            Some(TxBody::Anchor(a)) if a.commitment == *commitment => {}
-            _ => return Err(corrupt(height, Corruption::CommitmentIndex { index })),
-        }
+        let block_at = |h: u64| {
+            self.block(h)?
+                .ok_or_else(|| corrupt(h, Corruption::Missing))
+        };
+        let block = block_at(height)?;
+        let signer = block
+            .block
+            .txs
+            .get(index as usize)
+            .ok_or_else(|| corrupt(height, Corruption::TxIndex { index }))?
+            .signer;
+        let origin = if height == 1 {
+            block.clone()
+        } else {
+            block_at(1)?
+        };
         let mut handoffs = Vec::new();
         for (h, i) in self.handoffs_before(height)? {
-            let b = self
-                .block(h)?
-                .ok_or_else(|| corrupt(h, Corruption::Missing))?;
+            let b = block_at(h)?;
             match b.block.txs.get(i as usize).map(|t| &t.body) {
                 Some(TxBody::ValidatorSetChange(_)) => {}
                 _ => return Err(corrupt(h, Corruption::HandoffIndex { index: i })),
@@ -127,9 +153,48 @@ impl Store {
                 .ok_or_else(|| corrupt(h, Corruption::HandoffIndex { index: i }))?;
             handoffs.push(inc);
         }
-        AnchorProof::build(&block, index as usize, handoffs)
-            .map(Some)
-            .ok_or_else(|| corrupt(height, Corruption::CommitmentIndex { index }))
+        let mut keys = Vec::new();
+        for (h, i) in self.key_changes_before(&signer, location(height, index))? {
+            let b = block_at(h)?;
+            let inc = Inclusion::build(&b, i as usize)
+                .ok_or_else(|| corrupt(h, Corruption::KeyChangeIndex { index: i }))?;
+            keys.push(inc);
+        }
+        TxProof::build(&origin, &block, index as usize, handoffs, keys)
+            .ok_or_else(|| corrupt(height, Corruption::TxIndex { index }))
+    }
+
+    /// Where `account`'s key changes are, before location `before`, in chain order.
+    fn key_changes_before(
+        &self,
+        account: &PublicKey,
+        before: u64,
+    ) -> Result<Vec<(u64, u32)>, ReadError> {
+        let rows = (|| -> Result<Vec<(u64, u32)>, Fault> {
+            let rtx = self.db.begin_read()?;
+            let index = rtx.open_table(KEY_CHANGES)?;
+            let p = prefix(&Hash(account.0));
+            let mut out = Vec::new();
+            // A prefix shared with another account is confirmed against the transaction.
+            for row in index.range((p, 0u64)..(p, before))? {
+                let (h, i) = split_location(row?.0.value().1);
+                let tx = self.tx_at(&rtx, h, i)?;
+                if tx.as_ref().and_then(key_change_of) == Some(*account) {
+                    out.push((h, i));
+                } else if tx.is_none() {
+                    return Err(Fault::corrupt(h, Corruption::KeyChangeIndex { index: i }));
+                }
+            }
+            Ok(out)
+        })()
+        .map_err(|f| f.into_read(&self.path))?;
+        if rows.len() > MAX_KEY_CHANGES {
+            return Err(ReadError::TooManyKeyChanges {
+                count: rows.len(),
+                max: MAX_KEY_CHANGES,
+            });
+        }
+        Ok(rows)
     }
 
     /// The validator-set changes that took effect before `height`: the last one of each block,

@@ -6,14 +6,16 @@
 use meshward_core::block::{Block, CertifiedBlock, CommitCertificate};
 use meshward_core::codec::{DecodeError, Encode};
 use meshward_core::hash::Hash;
-use meshward_core::tx::{TxBody, ValidatorSet};
+use meshward_core::ids::PublicKey;
+use meshward_core::tx::{Tx, TxBody, ValidatorSet};
 use redb::{Database, ReadTransaction, ReadableTable, WriteTransaction};
 
 use crate::compact::{self, Env};
 use crate::error::Corruption;
 use crate::format::{
     location, prefix, u64_bytes, BLOCK_AT, BLOCK_HASH_IDX, BLOCK_LOG, BLOCK_SEGMENT_BYTES, CERTS,
-    COMMITMENT_IDX, HANDOFFS, META, META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX, VALIDATOR_SETS,
+    COMMITMENT_IDX, HANDOFFS, KEY_CHANGES, META, META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX,
+    VALIDATOR_SETS,
 };
 use crate::store::Fault;
 
@@ -219,6 +221,7 @@ pub(crate) fn write_block(db: &Database, w: &BlockWrite<'_>) -> Result<(), redb:
         index.insert((prefix(&w.hash), height), ())?;
         let mut commitments = wtx.open_table(COMMITMENT_IDX)?;
         let mut handoffs = wtx.open_table(HANDOFFS)?;
+        let mut key_changes = wtx.open_table(KEY_CHANGES)?;
         let mut txs = wtx.open_table(TX_IDX)?;
         for (i, tx) in w.block.txs.iter().enumerate() {
             let i = u32::try_from(i).expect("a block holds at most MAX_BLOCK_TXS transactions");
@@ -232,6 +235,9 @@ pub(crate) fn write_block(db: &Database, w: &BlockWrite<'_>) -> Result<(), redb:
                     handoffs.insert((height, i), ())?;
                 }
                 _ => {}
+            }
+            if let Some(account) = key_change_of(tx) {
+                key_changes.insert((prefix(&Hash(account.0)), loc), ())?;
             }
         }
         if let Some((from, set)) = w.new_set {
@@ -248,4 +254,14 @@ pub(crate) fn write_block(db: &Database, w: &BlockWrite<'_>) -> Result<(), redb:
     }
     wtx.commit()?;
     Ok(())
+}
+
+/// The account whose key `tx` changes: the signer of a `RotateKeys`, the device of a
+/// `Reinstate`.
+pub(crate) fn key_change_of(tx: &Tx) -> Option<PublicKey> {
+    match &tx.body {
+        TxBody::RotateKeys { .. } => Some(tx.signer),
+        TxBody::Reinstate { device, .. } => Some(*device),
+        _ => None,
+    }
 }

@@ -21,8 +21,8 @@ use crate::compact::{self, Env, SetHistory};
 use crate::error::{ApplyError, Corruption, OpenError, ReadError};
 use crate::format::{
     self, read_u32, read_u64, u64_bytes, BLOCK_AT, BLOCK_HASH_IDX, BLOCK_LOG, BLOCK_SEGMENT_BYTES,
-    CERTS, COMMITMENT_IDX, FORMAT_VERSION, HANDOFFS, META, META_FORMAT_VERSION, META_GENESIS,
-    META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX, VALIDATOR_SETS,
+    CERTS, COMMITMENT_IDX, FORMAT_VERSION, HANDOFFS, KEY_CHANGES, META, META_FORMAT_VERSION,
+    META_GENESIS, META_TIP_HASH, META_TIP_HEIGHT, STATE, TX_IDX, VALIDATOR_SETS,
 };
 pub(crate) use crate::rows::{read_block, read_cert, read_head, read_plain_block, read_row};
 use crate::rows::{write_block, BlockWrite};
@@ -329,6 +329,7 @@ impl Store {
                     wtx.open_table(BLOCK_HASH_IDX)?;
                     wtx.open_table(COMMITMENT_IDX)?;
                     wtx.open_table(HANDOFFS)?;
+                    wtx.open_table(KEY_CHANGES)?;
                     wtx.open_table(TX_IDX)?;
                 }
                 wtx.commit()?;
@@ -392,6 +393,7 @@ impl Store {
     }
 
     fn from_db(db: Database, path: PathBuf) -> Result<Store, OpenError> {
+        crate::upgrade::v2_to_v3(&db, &path).map_err(|f| f.into_open(&path))?;
         let Loaded {
             genesis,
             state,

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use meshward_core::chain;
+use meshward_core::hash::Hash;
 use meshward_core::state::{State, StateView};
 use meshward_core::tx::TxBody;
 use redb::{
@@ -14,8 +15,9 @@ use crate::compact::{Env, SetHistory};
 use crate::error::{Corruption, OpenError, VerifyError};
 use crate::format::{
     location, prefix, BLOCK_AT, BLOCK_HASH_IDX, BLOCK_LOG, BLOCK_SEGMENT_BYTES, CERTS,
-    COMMITMENT_IDX, HANDOFFS, TX_IDX,
+    COMMITMENT_IDX, HANDOFFS, KEY_CHANGES, TX_IDX,
 };
+use crate::rows::key_change_of;
 use crate::store::{builder, read_block, read_meta, read_sets, read_state_records, Fault};
 
 /// What [`verify_chain`] checked.
@@ -153,6 +155,8 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
     let tx_index = rtx.open_table(TX_IDX)?;
     let commitments = rtx.open_table(COMMITMENT_IDX)?;
     let handoffs = rtx.open_table(HANDOFFS)?;
+    let key_changes = rtx.open_table(KEY_CHANGES)?;
+    let mut rekeys = 0u64;
     let certs = rtx.open_table(CERTS)?;
     let mut report = VerifyReport {
         blocks: 0,
@@ -222,6 +226,12 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
                 }
                 _ => {}
             }
+            if let Some(account) = key_change_of(tx) {
+                rekeys += 1;
+                if key_changes.get((prefix(&Hash(account.0)), loc))?.is_none() {
+                    return Err(bad(Corruption::KeyChangeIndex { index: i }));
+                }
+            }
         }
         report.blocks += 1;
         report.txs += cb.block.txs.len() as u64;
@@ -285,6 +295,16 @@ fn replay(rtx: &ReadTransaction, path: &Path) -> Result<VerifyReport, Fault> {
         return Err(Fault::corrupt(
             tip,
             Corruption::HandoffRows { rows, changes },
+        ));
+    }
+    let rows = key_changes.len()?;
+    if rows != rekeys {
+        return Err(Fault::corrupt(
+            tip,
+            Corruption::KeyChangeRows {
+                rows,
+                changes: rekeys,
+            },
         ));
     }
     if certs.len()? != cert_rows {

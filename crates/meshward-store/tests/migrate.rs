@@ -14,7 +14,9 @@ use common::{fleet, store_path};
 use meshward_core::codec::Encode;
 use meshward_core::ids::PublicKey;
 use meshward_core::tx::TxBody;
-use meshward_store::format::{MAILBOX, MAILBOX_FILE_NAME, META, META_MAILBOX_NEXT_SEQ};
+use meshward_store::format::{
+    FORMAT_VERSION, KEY_CHANGES, MAILBOX, MAILBOX_FILE_NAME, META, META_MAILBOX_NEXT_SEQ,
+};
 use meshward_store::{migrate_v1, verify_chain, MailboxStore, MigrateError, OpenError, Store};
 use redb::TableDefinition;
 
@@ -81,7 +83,7 @@ fn a_format_1_store_is_refused_then_migrated_with_every_block_checked() {
             err,
             OpenError::UnsupportedFormat {
                 found: 1,
-                supported: 2,
+                supported: FORMAT_VERSION,
                 ..
             }
         ),
@@ -137,4 +139,41 @@ fn a_damaged_format_1_store_is_not_migrated_and_stays_as_it_was() {
     assert!(err.to_string().contains("block 3"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert!(!dir.path().join("meshward.redb.v1").exists());
+}
+
+/// Turns a current store back into format 2: no `key_changes` table, version 2.
+fn make_v2(path: &Path) {
+    let db = redb::Database::open(path).unwrap();
+    let w = db.begin_write().unwrap();
+    assert!(w.delete_table(KEY_CHANGES).unwrap());
+    {
+        let mut meta = w.open_table(META).unwrap();
+        meta.insert("format_version", 2u32.to_be_bytes().as_slice())
+            .unwrap();
+    }
+    w.commit().unwrap();
+}
+
+#[test]
+fn a_format_2_store_is_upgraded_in_place_by_a_writable_open_or_migrate() {
+    let src = tempfile::tempdir().unwrap();
+    let synth = fleet(src.path(), 4, 6, 3);
+    let tip = synth.store().tip().unwrap();
+    drop(synth);
+    let path = store_path(src.path());
+    for via_migrate in [false, true] {
+        make_v2(&path);
+        // A read-only check refuses it and says what to run.
+        let err = verify_chain(&path).unwrap_err();
+        assert!(err.to_string().contains("meshward store migrate"), "{err}");
+        if via_migrate {
+            let r = migrate_v1(src.path()).unwrap();
+            assert!(r.in_place);
+            assert_eq!(r.blocks, tip.0);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.tip(), Some(tip));
+        drop(store);
+        assert_eq!(verify_chain(&path).unwrap().blocks, tip.0);
+    }
 }

@@ -11,7 +11,7 @@ use meshward_core::chain;
 use meshward_core::codec::{Decode, Encode};
 use meshward_core::hash::Hash;
 use meshward_core::ids::SignKey;
-use meshward_core::light::AnchorProof;
+use meshward_core::light::TxProof;
 use meshward_core::state::StateView;
 use meshward_core::tx::{Anchor, Recipient, Tx, TxBody, Validator, ValidatorSet};
 use meshward_core::CertifiedBlock;
@@ -472,9 +472,9 @@ fn anchor_proof_verifies_offline() {
 
     // Checked from its bytes with the genesis alone, as an auditor would.
     let bytes = proof.to_bytes();
-    let proven = AnchorProof::from_bytes(&bytes)
+    let proven = TxProof::from_bytes(&bytes)
         .unwrap()
-        .verify(&genesis)
+        .verify_anchor(&genesis)
         .unwrap();
     assert_eq!(proven.commitment, commitment);
     assert_eq!((proven.height, proven.tx_index), (height, u64::from(index)));
@@ -487,7 +487,7 @@ fn anchor_proof_verifies_offline() {
 
     // Any change to the proof breaks it.
     let mut forged = proof.clone();
-    forged.anchor.header.time_ms += 1;
+    forged.tx.header.time_ms += 1;
     assert!(forged.verify(&genesis).is_err());
 
     // Every anchor of the chain has a proof.

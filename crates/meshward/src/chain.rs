@@ -116,16 +116,26 @@ pub(crate) fn store_verify(dir: &Path) -> Result<Output> {
 
 pub(crate) fn store_migrate(dir: &Path) -> Result<Output> {
     let r = meshward_store::migrate_v1(dir)?;
-    Ok(Output {
-        text: format!(
+    let text = if r.in_place {
+        format!(
+            "upgraded {} in place: its key-change index covers {} blocks",
+            r.old_file.display(),
+            r.blocks
+        )
+    } else {
+        format!(
             "migrated {} blocks and {} mailbox envelopes into {}; the old file is {}",
             r.blocks,
             r.envelopes,
             dir.join(STORE_FILE).display(),
             r.old_file.display()
-        ),
+        )
+    };
+    Ok(Output {
+        text,
         json: json!({
             "ok": true,
+            "in_place": r.in_place,
             "blocks": r.blocks,
             "envelopes": r.envelopes,
             "old_file": r.old_file,
@@ -251,16 +261,46 @@ pub(crate) fn store_anchors(dir: &Path, limit: Option<usize>) -> Result<Output> 
     })
 }
 
-pub(crate) fn store_proof(dir: &Path, commitment: &str, out: &Path) -> Result<Output> {
-    let c = Hash::from_hex(commitment)
-        .with_context(|| format!("--commitment {commitment:?} is not 64 lower-case hex digits"))?;
+/// What a proof is asked for: an anchor by its commitment, or any transaction by its id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ProofTarget {
+    /// An anchor's commitment.
+    Commitment(Hash),
+    /// A transaction id.
+    Tx(Hash),
+}
+
+/// Parses `<commitment>` or `--tx <id>` (clap makes exactly one present).
+pub(crate) fn proof_target(commitment: Option<String>, tx: Option<String>) -> Result<ProofTarget> {
+    match (commitment, tx) {
+        (_, Some(t)) => Hash::from_hex(&t)
+            .map(ProofTarget::Tx)
+            .with_context(|| format!("--tx {t:?} is not 64 lower-case hex digits")),
+        (Some(c), None) => Hash::from_hex(&c)
+            .map(ProofTarget::Commitment)
+            .with_context(|| format!("commitment {c:?} is not 64 lower-case hex digits")),
+        (None, None) => bail!("give a commitment or --tx <id>"),
+    }
+}
+
+impl std::fmt::Display for ProofTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProofTarget::Commitment(c) => write!(f, "anchor {c}"),
+            ProofTarget::Tx(t) => write!(f, "transaction {t}"),
+        }
+    }
+}
+
+pub(crate) fn store_proof(dir: &Path, target: ProofTarget, out: &Path) -> Result<Output> {
     let path = dir.join(STORE_FILE);
     let store = meshward_store::Store::open(&path)?;
-    let proof = store
-        .anchor_proof(&c)?
-        .with_context(|| format!("no anchor with commitment {c} in {}", path.display()))?;
-    let file = ProofFile::new(&store.genesis().chain_id, &proof)
-        .context("the indexed transaction is not an anchor (store index is inconsistent)")?;
+    let proof = match target {
+        ProofTarget::Commitment(c) => store.anchor_proof(&c)?,
+        ProofTarget::Tx(t) => store.tx_proof(&t)?,
+    }
+    .with_context(|| format!("no final {target} in {}", path.display()))?;
+    let file = ProofFile::new(&store.genesis().chain_id, &proof);
     if out.exists() {
         bail!("{} already exists; refusing to overwrite", out.display());
     }
@@ -268,11 +308,11 @@ pub(crate) fn store_proof(dir: &Path, commitment: &str, out: &Path) -> Result<Ou
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Output {
         text: format!(
-            "proof of {c} (block {}) written to {}",
+            "proof of {target} (block {}) written to {}",
             file.height,
             out.display()
         ),
-        json: json!({ "commitment": c.to_hex(), "height": file.height, "file": out }),
+        json: json!({ "kind": file.kind, "tx": file.tx, "commitment": file.commitment, "height": file.height, "file": out }),
     })
 }
 
@@ -282,38 +322,46 @@ pub(crate) fn verify(genesis_path: &Path, proof_path: &Path) -> Result<Output> {
         .with_context(|| format!("cannot read proof file {}", proof_path.display()))?;
     let p = ProofFile::verify_json(&text, &genesis)
         .with_context(|| format!("proof {} is invalid", proof_path.display()))?;
-    let recipient = match &p.recipient {
-        Recipient::Device(d) => d.peer_id(),
-        Recipient::Group(g) => format!("group:{g}"),
+    let mut json = json!({
+        "valid": true,
+        "chain_id": genesis.chain_id,
+        "height": p.height,
+        "block_hash": p.block_hash.to_hex(),
+        "block_time_ms": p.block_time_ms,
+        "tx_index": p.tx_index,
+        "tx": p.tx_id.to_hex(),
+        "kind": p.tx.body.name(),
+        "signer": p.tx.signer.peer_id(),
+        "seq": p.tx.seq,
+        "cosigners": p.tx.cosigs.iter().map(|c| c.key.peer_id()).collect::<Vec<_>>(),
+        "genesis_bound": p.genesis_bound,
+        "proven": p.describe(),
+    });
+    if let Some(a) = p.anchor() {
+        let recipient = match &a.recipient {
+            Recipient::Device(d) => d.peer_id(),
+            Recipient::Group(g) => format!("group:{g}"),
+        };
+        json["sender"] = json!(a.sender.peer_id());
+        json["recipient"] = json!(recipient);
+        json["commitment"] = json!(a.commitment.to_hex());
+        json["count"] = json!(a.count);
+        json["size_bytes"] = json!(a.size_bytes);
+        json["timestamp_ms"] = json!(a.timestamp_ms);
+    }
+    let bound = if p.genesis_bound {
+        ""
+    } else {
+        " (a version 1 proof: the genesis's admins and time are not bound by it)"
     };
     Ok(Output {
         text: format!(
-            "valid: {} anchored {} (seq {}, {} envelope(s), {} bytes) to {} in block {} ({}) at time {} ms, certified by the validators of chain {}",
-            p.sender,
-            p.commitment,
-            p.seq,
-            p.count,
-            p.size_bytes,
-            recipient,
+            "valid: {}; block {} ({}), certified by the validators of chain {}{bound}",
+            p.describe(),
             p.height,
             p.block_hash,
-            p.block_time_ms,
             genesis.chain_id
         ),
-        json: json!({
-            "valid": true,
-            "chain_id": genesis.chain_id,
-            "height": p.height,
-            "block_hash": p.block_hash.to_hex(),
-            "block_time_ms": p.block_time_ms,
-            "tx_index": p.tx_index,
-            "sender": p.sender.peer_id(),
-            "seq": p.seq,
-            "recipient": recipient,
-            "commitment": p.commitment.to_hex(),
-            "count": p.count,
-            "size_bytes": p.size_bytes,
-            "timestamp_ms": p.timestamp_ms,
-        }),
+        json,
     })
 }

@@ -87,14 +87,33 @@ pub(crate) enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Fetch the proof of an anchored message from a gateway, for `meshward verify`.
+    /// Fetch the proof of an anchored message, or of any final transaction (--tx), from a
+    /// gateway, for `meshward verify`.
     Proof {
         #[arg(long)]
         api: String,
         /// The anchor's commitment (an envelope's, or a batch root), hex.
-        commitment: String,
+        #[arg(required_unless_present = "tx", conflicts_with = "tx")]
+        commitment: Option<String>,
+        /// A transaction id instead (enrollment, revocation, policy, key change, ticket,
+        /// validator-set change, anchor), hex.
+        #[arg(long)]
+        tx: Option<String>,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// List every governance action in order (what, who authorised it, height, time), and
+    /// with --prove write a proof file for each.
+    Audit {
+        #[arg(long)]
+        api: String,
+        /// Start at this height.
+        #[arg(long, default_value_t = 1)]
+        since: u64,
+        /// Write `<height>-<index>-<kind>.json`, a proof file per action, into this directory
+        /// (created if missing).
+        #[arg(long)]
+        prove: Option<PathBuf>,
     },
     /// Genesis files.
     #[command(subcommand)]
@@ -102,7 +121,8 @@ pub(crate) enum Cmd {
     /// Inspect and check a node's store offline.
     #[command(subcommand)]
     Store(StoreCmd),
-    /// Check an anchor proof file offline against the genesis.
+    /// Check a proof file (of an anchor or any transaction) offline against the genesis, and say
+    /// what it proves.
     Verify {
         #[arg(long)]
         genesis: PathBuf,
@@ -458,13 +478,17 @@ pub(crate) enum StoreCmd {
         #[arg(long)]
         limit: Option<usize>,
     },
-    /// Extract the proof of an anchor from a store, for `meshward verify`.
+    /// Extract the proof of an anchor, or of any transaction (--tx), from a store, for
+    /// `meshward verify`.
     Proof {
         #[arg(long)]
         dir: PathBuf,
         /// The anchor's commitment, lower-case hex.
+        #[arg(long, required_unless_present = "tx", conflicts_with = "tx")]
+        commitment: Option<String>,
+        /// A transaction id instead, lower-case hex.
         #[arg(long)]
-        commitment: String,
+        tx: Option<String>,
         #[arg(long)]
         out: PathBuf,
     },

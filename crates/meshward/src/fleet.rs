@@ -15,7 +15,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine as _;
 use meshward_api::client::ApiClient;
 use meshward_api::types::DeviceState;
-use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, PublicKey};
 use meshward_core::tx::GroupName;
 use meshward_sdk::admin::{self, AdminError};
@@ -542,13 +541,15 @@ pub fn device_rotate(gw: Gateways, key: &Path) -> Result<Output> {
     })
 }
 
-pub fn proof(api: &str, commitment: &str, out: &Path) -> Result<Output> {
-    let c = Hash::from_hex(commitment)
-        .ok_or_else(|| anyhow!("{commitment} is not a 32-byte hex commitment"))?;
-    let text = ApiClient::new(api)?.anchor_proof(&c)?;
+pub fn proof(api: &str, target: crate::chain::ProofTarget, out: &Path) -> Result<Output> {
+    let client = ApiClient::new(api)?;
+    let text = match target {
+        crate::chain::ProofTarget::Commitment(c) => client.anchor_proof(&c)?,
+        crate::chain::ProofTarget::Tx(t) => client.tx_proof(&t)?,
+    };
     std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Output {
-        text: format!("proof of {c} written to {}", out.display()),
-        json: json!({ "commitment": c.to_hex(), "file": out }),
+        text: format!("proof of {target} written to {}", out.display()),
+        json: json!({ "target": target.to_string(), "file": out }),
     })
 }

@@ -10,6 +10,7 @@ use clap::Parser;
 use meshward_sdk::keyfile::{self, KeyKind};
 use serde_json::json;
 
+mod audit;
 mod chain;
 mod cli;
 mod fleet;
@@ -17,7 +18,8 @@ mod logging;
 mod node_cmd;
 
 use chain::{
-    genesis_new, store_anchors, store_migrate, store_proof, store_synth, store_verify, verify,
+    genesis_new, proof_target, store_anchors, store_migrate, store_proof, store_synth,
+    store_verify, verify,
 };
 use cli::*;
 use node_cmd::{init, node_run, status};
@@ -188,8 +190,10 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Proof {
             api,
             commitment,
+            tx,
             out,
-        } => fleet::proof(&api, &commitment, &out),
+        } => fleet::proof(&api, proof_target(commitment, tx)?, &out),
+        Cmd::Audit { api, since, prove } => audit::audit(&api, since, prove.as_deref()),
         Cmd::Genesis(GenesisCmd::New(args)) => genesis_new(&args),
         Cmd::Store(StoreCmd::Verify { dir }) => store_verify(&dir),
         Cmd::Store(StoreCmd::Migrate { dir }) => store_migrate(&dir),
@@ -203,8 +207,9 @@ fn run(cli: Cli) -> Result<Output> {
         Cmd::Store(StoreCmd::Proof {
             dir,
             commitment,
+            tx,
             out,
-        }) => store_proof(&dir, &commitment, &out),
+        }) => store_proof(&dir, proof_target(commitment, tx)?, &out),
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
         Cmd::Node(NodeCmd::Run(args)) => node_run(args),
         Cmd::Status { api } => status(&api),

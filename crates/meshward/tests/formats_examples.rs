@@ -23,7 +23,7 @@ use meshward_core::codec::{Encode, Writer};
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::{domain, Hash};
 use meshward_core::ids::{EncSecret, Keypair, SignKey};
-use meshward_core::light::{AnchorProof, ProofFile};
+use meshward_core::light::{ProofFile, TxProof};
 use meshward_core::merkle;
 use meshward_core::state::{AdminSet, State, StateView};
 use meshward_core::tx::{
@@ -520,30 +520,31 @@ fn generate() -> String {
     );
 
     // The whole anchor proof file.
-    let ap = AnchorProof::build(b2, 2, vec![]).unwrap();
-    let proven = ap.verify(g).unwrap();
+    let ap = TxProof::build(b1, b2, 2, vec![], vec![]).unwrap();
+    let proven = ap.verify_anchor(g).unwrap();
     assert_eq!(proven.commitment, a.commitment);
-    let file = ProofFile::new(CHAIN, &ap).unwrap();
+    let file = ProofFile::new(CHAIN, &ap);
     let text = file.to_json() + "\n";
     ProofFile::verify_json(&text, g).unwrap();
     let mut pfile = String::new();
     pfile.push_str("```\n");
     pfile.push_str(&wrapped(
-        "proof = version | handoffs | anchor inclusion",
+        "proof = version | origin (block 1 header | certificate) | handoffs | key changes | tx inclusion",
         &ap.to_bytes(),
     ));
     pfile.push_str("```\n");
     writeln!(
         pfile,
-        "`proof.json` is `{{\"version\":1,\"chain_id\":\"{CHAIN}\",\"height\":{},\"commitment\":\"{}\",\"proof\":\"<the hex above>\"}}` and a newline ({} bytes in all). `genesis.json` of this chain:\n```json\n{}\n```",
+        "`proof.json` is `{{\"version\":2,\"chain_id\":\"{CHAIN}\",\"height\":{},\"kind\":\"anchor\",\"tx\":\"{}\",\"commitment\":\"{}\",\"proof\":\"<the hex above>\"}}` and a newline ({} bytes in all). `genesis.json` of this chain:\n```json\n{}\n```",
         file.height,
-        file.commitment,
+        file.tx.as_deref().unwrap(),
+        file.commitment.as_deref().unwrap(),
         text.len(),
         g.to_json()
     )
     .unwrap();
     section(
-        "Anchor proof of that anchor (no handoffs: the genesis set certified block 2)",
+        "Proof of that anchor (version 2: block 1, no handoffs since the genesis set certified block 2, no key changes)",
         pfile,
     );
 

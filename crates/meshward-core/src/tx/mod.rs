@@ -238,6 +238,19 @@ pub fn enroll_body(
     })
 }
 
+/// Builds a `Reinstate` body for `device` under the new keys `new`, which prove possession as
+/// in an enrollment. The admins sign the transaction.
+pub fn reinstate_body(chain_id: &str, device: &PublicKey, new: &Keypair) -> TxBody {
+    let msg = pop_message(chain_id, &new.id(), &new.enc_key());
+    TxBody::Reinstate {
+        device: *device,
+        new_sign: new.id(),
+        new_enc: new.enc_key(),
+        pop_sign: new.sign.sign(&msg),
+        pop_enc: new.enc.sign_possession(&msg),
+    }
+}
+
 /// Builds a `RotateKeys` body: the new keys sign the rotation for `account` at `seq`.
 pub fn rotate_body(chain_id: &str, account: &PublicKey, seq: u64, new: &Keypair) -> TxBody {
     let msg = rotate_message(chain_id, account, seq, &new.id(), &new.enc_key());

@@ -333,10 +333,35 @@ pub(super) async fn anchor_proof(
             .anchor_proof(&h)
             .map_err(store_error)?
             .ok_or_else(|| unknown_anchor(&c))?;
-        ProofFile::new(&store.genesis().chain_id, &proof).ok_or_else(|| {
-            store_error("the commitment index points at a transaction that is not an anchor")
-        })?
+        ProofFile::new(&store.genesis().chain_id, &proof)
     };
     // The file's own compact JSON: re-serialising it would change bytes the verifier checks.
+    Ok(([(header::CONTENT_TYPE, "application/json")], file.to_json()).into_response())
+}
+
+/// `GET /v1/tx/{hash}/proof`: the proof file of a final transaction of any kind.
+pub(super) async fn tx_proof(
+    State(s): State<Arc<Gateway>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_param(id)?;
+    let h = Hash::from_hex(&id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_hash",
+            format!("{id:?} is not 64 lower-case hex digits"),
+        )
+    })?;
+    let file = {
+        let store = lock_store(&s);
+        let proof = store.tx_proof(&h).map_err(store_error)?.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_tx",
+                format!("transaction {id} is not in a final block on this node (yet)"),
+            )
+        })?;
+        ProofFile::new(&store.genesis().chain_id, &proof)
+    };
     Ok(([(header::CONTENT_TYPE, "application/json")], file.to_json()).into_response())
 }

@@ -91,6 +91,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
         ("POST", "/v1/tx") => post(submit_tx),
         ("POST", "/v1/txs") => post(submit_txs),
         ("GET", "/v1/tx/{hash}") => get(tx_status),
+        ("GET", "/v1/tx/{hash}/proof") => get(device::tx_proof),
         ("GET", "/metrics") => get(metrics),
         ("GET", "/v1/openapi.json") => get(openapi),
         ("GET", "/v1/events") => get(stream::events),
