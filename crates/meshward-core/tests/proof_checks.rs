@@ -848,3 +848,120 @@ fn a_version_2_proof_binds_the_whole_genesis_and_version_1_did_not() {
         Err(VerifyError::OriginNotBlock1 { height: 2 })
     );
 }
+
+#[test]
+fn each_transaction_kind_proves_as_the_proven_transaction() {
+    let (mut c, a, b) = enrolled();
+    let kinds = |c: &Chain, cb: &CertifiedBlock, keys: Vec<Inclusion>| {
+        let p = proof_with_keys(c, cb, 0, vec![], keys);
+        let proven = p.verify(&c.genesis).unwrap();
+        assert!(proven.genesis_bound);
+        (proven.tx.body.name(), proven.describe())
+    };
+    // Ack.
+    let anchor = c.push(vec![c.anchor(&a, &b, 1)]);
+    let TxBody::Anchor(an) = &anchor.block.txs[0].body else {
+        unreachable!()
+    };
+    let seq = c.state.account(&b.id()).unwrap().seq + 1;
+    let ack = Tx::sign(
+        CHAIN,
+        b.id(),
+        &b.sign,
+        seq,
+        TxBody::Ack {
+            commitment: an.commitment,
+            sender: a.id(),
+        },
+    );
+    let ab = c.push(vec![ack]);
+    let (kind, words) = kinds(&c, &ab, vec![]);
+    assert_eq!(kind, "ack");
+    assert!(words.contains("acknowledged"), "{words}");
+    // A ticket enrollment, signed by the device itself.
+    let secret = [5u8; 32];
+    let ticket = c.admin_tx(TxBody::CreateTicket {
+        ticket_hash: meshward_core::tx::ticket_hash(&secret),
+        expires_ms: c.genesis.genesis_time_ms + 1_000_000,
+        groups: vec![GroupName::new("fleet").unwrap()],
+    });
+    c.push(vec![ticket]);
+    let t = device(0xd7);
+    let body = enroll_body(
+        CHAIN,
+        &t,
+        vec![GroupName::new("fleet").unwrap()],
+        Some(secret),
+    );
+    let tb = c.push(vec![Tx::sign(CHAIN, t.id(), &t.sign, 1, body)]);
+    let (kind, words) = kinds(&c, &tb, vec![]);
+    assert_eq!(kind, "enroll");
+    assert!(words.ends_with("by the device, with a ticket"), "{words}");
+    // The same enrollment signed by someone else, certified anyway: refused.
+    let body = enroll_body(
+        CHAIN,
+        &device(0xd8),
+        vec![GroupName::new("fleet").unwrap()],
+        Some([6; 32]),
+    );
+    let fb = c.forge(vec![Tx::sign(CHAIN, a.id(), &a.sign, 99, body)]);
+    assert_eq!(
+        proof(&c, &fb, 0, vec![]).verify(&c.genesis),
+        Err(VerifyError::TicketSigner {
+            height: fb.block.header.height
+        })
+    );
+    // A key rotation, as the proven transaction.
+    let new = device(0xd9);
+    let seq = c.state.account(&t.id()).unwrap().seq + 1;
+    let rb = c.push(vec![Tx::sign(
+        CHAIN,
+        t.id(),
+        &t.sign,
+        seq,
+        rotate_body(CHAIN, &t.id(), seq, &new),
+    )]);
+    assert_eq!(kinds(&c, &rb, vec![]).0, "rotate_keys");
+    // Equivocation evidence by b against a: a is revoked by evidence.
+    let seq = c.state.account(&a.id()).unwrap().seq + 1;
+    let x = Tx::sign(CHAIN, a.id(), &a.sign, seq, anchor_body(&b, 20));
+    let y = Tx::sign(CHAIN, a.id(), &a.sign, seq, anchor_body(&b, 21));
+    let seq = c.state.account(&b.id()).unwrap().seq + 1;
+    let ev = Tx::sign(
+        CHAIN,
+        b.id(),
+        &b.sign,
+        seq,
+        TxBody::Evidence(meshward_core::tx::Evidence::Equivocation {
+            a: Box::new(x),
+            b: Box::new(y),
+        }),
+    );
+    let eb = c.push(vec![ev]);
+    let (kind, words) = kinds(&c, &eb, vec![]);
+    assert_eq!(kind, "evidence");
+    assert!(
+        words.starts_with(&format!(
+            "device {} revoked by equivocation evidence",
+            a.id()
+        )),
+        "{words}"
+    );
+    assert!(
+        words.contains(&format!("on evidence submitted by {}", b.id())),
+        "{words}"
+    );
+    // A reinstatement and a validator-set change, as proven transactions.
+    let r = c.admin_tx(reinstate_body(CHAIN, &a.id(), &device(0xda)));
+    let rb = c.push(vec![r]);
+    let (kind, words) = kinds(&c, &rb, vec![]);
+    assert_eq!(kind, "reinstate");
+    assert!(
+        words.contains("reinstated under new signing key"),
+        "{words}"
+    );
+    let hb = c.hand_over((0xc1..=0xc4).map(key).collect());
+    let (kind, words) = kinds(&c, &hb, vec![]);
+    assert_eq!(kind, "validator_set_change");
+    assert!(words.starts_with("validator set replaced by ["), "{words}");
+}
