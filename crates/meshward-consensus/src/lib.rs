@@ -112,7 +112,8 @@ pub trait Mempool: Send + Sync + 'static {
     /// longer valid (the proposer drops those).
     fn reap(&self, max_txs: usize, max_bytes: usize) -> Vec<Tx>;
 
-    /// How many transactions are pending.
+    /// How many pending transactions a block could include now (the cadence starts the next
+    /// height early on these). A pool may leave out those that wait for a missing predecessor.
     fn len(&self) -> usize;
 
     /// Whether no transaction is pending.

@@ -145,6 +145,28 @@ struct Inner {
     arrivals: VecDeque<(PublicKey, u64, Hash)>,
     bytes: usize,
     count: usize,
+    /// Signers whose lowest pending sequence number is not their next one: nothing of theirs
+    /// can go into a block until the missing one arrives. Set when a block commits, cleared
+    /// when the signer sends another transaction.
+    parked: HashSet<PublicKey>,
+    /// Transactions of parked signers.
+    parked_count: usize,
+}
+
+impl Inner {
+    /// Parks every signer whose lowest pending sequence number is not the next one after
+    /// `state` (the committed state).
+    fn repark(&mut self, state: &State) {
+        self.parked.clear();
+        self.parked_count = 0;
+        for (s, q) in &self.by_sender {
+            let next = state.account(s).map_or(1, |a| a.seq + 1);
+            if q.keys().next() != Some(&next) {
+                self.parked.insert(*s);
+                self.parked_count += q.len();
+            }
+        }
+    }
 }
 
 /// The mempool.
@@ -180,16 +202,27 @@ impl Mempool {
         self.lock().count
     }
 
+    /// How many pending transactions a block could include now: those of parked signers
+    /// (waiting for a missing sequence number) do not count, so a gap left by a client cannot
+    /// make the cadence start heights back to back.
+    pub fn ready_len(&self) -> usize {
+        let inner = self.lock();
+        inner.count - inner.parked_count
+    }
+
     /// Whether nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// When the oldest pending transaction arrived here.
+    /// When the oldest pending transaction of a signer that is not parked arrived here.
     pub fn oldest_received(&self) -> Option<Instant> {
         let inner = self.lock();
         // `arrivals` may lead with entries already removed; the first live one is the oldest.
         inner.arrivals.iter().find_map(|(signer, seq, id)| {
+            if inner.parked.contains(signer) {
+                return None;
+            }
             let e = inner.by_sender.get(signer)?.get(seq)?;
             (e.id == *id).then_some(e.received)
         })
@@ -325,6 +358,12 @@ impl Mempool {
         }
         let signer = tx.signer;
         let seq = tx.seq;
+        // It may fill the gap its signer was parked on; the next commit checks again.
+        let held = q.len();
+        if inner.parked.remove(&signer) {
+            inner.parked_count -= held;
+        }
+        let q = inner.by_sender.entry(signer).or_default();
         q.insert(
             seq,
             Entry {
@@ -351,6 +390,9 @@ impl Mempool {
         let mut order: Vec<PublicKey> = Vec::with_capacity(inner.by_sender.len());
         let mut seen: HashMap<PublicKey, ()> = HashMap::with_capacity(inner.by_sender.len());
         for (signer, _, id) in &inner.arrivals {
+            if inner.parked.contains(signer) {
+                continue;
+            }
             if inner.ids.contains_key(id) && seen.insert(*signer, ()).is_none() {
                 order.push(*signer);
             }
@@ -419,6 +461,7 @@ impl Mempool {
                 }
             }
         }
+        inner.repark(state);
         // Keep the arrival queue from growing with removed entries.
         if inner.arrivals.len() > 2 * inner.count + 1024 {
             let Inner { arrivals, ids, .. } = &mut *inner;
@@ -431,8 +474,15 @@ impl Mempool {
 fn remove(inner: &mut Inner, signer: &PublicKey, seq: u64) -> Option<Entry> {
     let q = inner.by_sender.get_mut(signer)?;
     let e = q.remove(&seq)?;
-    if q.is_empty() {
+    let emptied = q.is_empty();
+    if emptied {
         inner.by_sender.remove(signer);
+    }
+    if inner.parked.contains(signer) {
+        inner.parked_count -= 1;
+        if emptied {
+            inner.parked.remove(signer);
+        }
     }
     inner.ids.remove(&e.id);
     inner.bytes -= e.bytes;
@@ -759,5 +809,54 @@ mod tests {
         assert_eq!(ev.included.len(), 1);
         assert_eq!(ev.dropped.len(), 1);
         assert!(mp.is_empty());
+    }
+
+    #[test]
+    fn a_signer_with_a_gap_is_parked_until_it_sends_again() {
+        let mut f = fixture(2);
+        let mp = Mempool::new(MempoolLimits::default());
+        // Seq 2 with seq 1 missing, and another signer's ready transaction.
+        let later = anchor(&f, 0, 2, 2);
+        mp.insert(later.clone(), &f.state, &f.ctx).unwrap();
+        let ready = anchor(&f, 1, 1, 1);
+        mp.insert(ready.clone(), &f.state, &f.ctx).unwrap();
+        assert_eq!(mp.ready_len(), 2, "nothing is parked before a commit looks");
+        let (block, _) = make_block(
+            &mut f.state,
+            Hash::ZERO,
+            2,
+            2,
+            f.val.public(),
+            vec![],
+            None,
+            true,
+        )
+        .unwrap();
+        let cert = CommitCertificate::sign(CHAIN, &block.header, 0, &[&f.val]);
+        let cb = CertifiedBlock {
+            block,
+            certificate: cert,
+        };
+        mp.on_committed(&cb, std::slice::from_ref(&later), &f.state);
+        // Held (a gap in gossip must not lose it), but neither counted nor reaped.
+        assert_eq!((mp.len(), mp.ready_len()), (2, 1));
+        assert_eq!(mp.reap(10, usize::MAX), vec![ready.clone()]);
+        assert!(mp.oldest_received().is_some());
+        mp.on_committed(&cb, &[], &f.state);
+        assert_eq!(mp.ready_len(), 1);
+        // The missing seq 1 arrives: the signer is unparked and both are reaped in order.
+        let first = anchor(&f, 0, 1, 1);
+        mp.insert(first.clone(), &f.state, &f.ctx).unwrap();
+        assert_eq!(mp.ready_len(), 3);
+        let reaped = mp.reap(10, usize::MAX);
+        assert_eq!(reaped.len(), 3);
+        assert!(reaped.contains(&first) && reaped.contains(&later));
+        // A parked signer's transactions leave the parked count as they are removed.
+        mp.on_committed(&cb, std::slice::from_ref(&later), &f.state);
+        assert_eq!(
+            mp.ready_len(),
+            3,
+            "seq 1 is pending, so seq 2 is not parked"
+        );
     }
 }

@@ -345,7 +345,7 @@ impl meshward_consensus::Mempool for TxPool {
     }
 
     fn len(&self) -> usize {
-        self.mempool.len()
+        self.mempool.ready_len()
     }
 
     fn verified_keys(&self, txs: &[Tx]) -> Vec<Option<PublicKey>> {

@@ -709,7 +709,8 @@ fn an_idle_chain_writes_no_block_between_heartbeats() {
 }
 
 /// With no heartbeat (`idle_block_interval_ms = 0`) an idle chain writes nothing at all; a
-/// transaction still gets its block within the batching window.
+/// transaction still gets its block within the batching window, and one that waits for a
+/// missing predecessor makes no blocks until it arrives.
 #[test]
 fn without_a_heartbeat_only_transactions_make_blocks() {
     let mut c = Cluster::new(4, 0);
@@ -730,6 +731,27 @@ fn without_a_heartbeat_only_transactions_make_blocks() {
         (v["status"] == "final").then(|| v["height"].as_u64())?
     });
     assert_eq!(at, h + 1, "the transaction's block is the next one");
+
+    // A transaction past a gap (seq 3 while seq 2 is missing) cannot go into a block. It is
+    // held, but it must not make the chain write empty blocks back to back waiting for it (a
+    // device could run every gateway's disk and CPU hot that way): at most the block whose
+    // proposer finds it unusable, then nothing until the gap is filled.
+    let gap = c.enroll_tx(&Keypair::generate(&mut OsRng), 3);
+    let gap_hash = c.submit(1, &gap).unwrap();
+    meshward_testkit::never(
+        "a transaction past a gap to make the chain write blocks back to back",
+        Duration::from_secs(4),
+        || c.height(0).is_some_and(|x| x > at + 2),
+    );
+    let fill = c.enroll_tx(&Keypair::generate(&mut OsRng), 2);
+    let fill_hash = c.submit(2, &fill).unwrap();
+    for hash in [fill_hash, gap_hash] {
+        wait_for(
+            "both transactions to be final once the gap is filled",
+            MIN,
+            || (c.tx_status(0, &hash)?["status"] == "final").then_some(()),
+        );
+    }
 }
 
 /// A clean shutdown (SIGTERM) exits 0 and logs no error from "shutting down" on: the node's last
