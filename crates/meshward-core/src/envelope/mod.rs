@@ -129,7 +129,9 @@ pub const MAX_TRACKED_SENDERS: usize = 4096;
 /// How far below a sender's highest accepted `seq` an envelope may still be accepted.
 pub const REPLAY_WINDOW: u64 = 64;
 
-/// Buckets that remember the highest `seq` of evicted senders (8 bytes each).
+/// Most buckets that remember the highest `seq` of evicted senders (8 bytes each). A guard has
+/// four per tracked sender, from 16 up to this: 8 KiB at the default [`MAX_TRACKED_SENDERS`], 256
+/// bytes on a device that tracks 8 senders.
 pub const EVICTED_FLOOR_BUCKETS: usize = 1024;
 
 /// HPKE `info` prefix for one-shot envelopes; followed by the sender and recipient ids.

@@ -72,8 +72,8 @@ impl Window {
 /// # Eviction
 /// At most `max_senders` senders are tracked; a new sender beyond that evicts the least recently
 /// seen one. Forgetting a sender outright would be unsafe: its old envelopes would all look fresh
-/// again. So an evicted sender's highest `seq` is folded into one of [`EVICTED_FLOOR_BUCKETS`]
-/// floors (chosen by the sender id, keeping the maximum), and an untracked sender's `seq` must be
+/// again. So an evicted sender's highest `seq` is folded into one of `4 × max_senders` floors
+/// (16 to [`EVICTED_FLOOR_BUCKETS`]) (chosen by the sender id, keeping the maximum), and an untracked sender's `seq` must be
 /// above its bucket's floor. This never accepts a replay, whatever the eviction pattern: the floor
 /// is at least the highest `seq` ever accepted from any evicted sender in that bucket. The price
 /// is liveness, only after overload: an evicted sender's envelopes still in flight below its old
@@ -89,23 +89,32 @@ pub struct ReplayGuard {
 }
 
 impl ReplayGuard {
-    /// A guard tracking at most `max_senders` senders (at least 1).
+    /// A guard tracking at most `max_senders` senders (at least 1), with floors sized to it.
     pub fn new(max_senders: usize) -> Self {
+        let max_senders = max_senders.max(1);
+        let buckets = max_senders
+            .saturating_mul(4)
+            .clamp(16, EVICTED_FLOOR_BUCKETS);
         ReplayGuard {
-            max_senders: max_senders.max(1),
+            max_senders,
             windows: BTreeMap::new(),
             lru: BTreeMap::new(),
             tick: 0,
-            evicted_floor: vec![0; EVICTED_FLOOR_BUCKETS],
+            evicted_floor: vec![0; buckets],
         }
     }
 
-    fn bucket(sender: &PublicKey) -> usize {
-        usize::from(u16::from_be_bytes([sender.0[0], sender.0[1]])) % EVICTED_FLOOR_BUCKETS
+    fn bucket(&self, sender: &PublicKey) -> usize {
+        usize::from(u16::from_be_bytes([sender.0[0], sender.0[1]])) % self.evicted_floor.len()
     }
 
     fn floor(&self, sender: &PublicKey) -> u64 {
-        self.evicted_floor[Self::bucket(sender)]
+        self.evicted_floor[self.bucket(sender)]
+    }
+
+    /// Bytes of eviction floors this guard holds (they do not grow).
+    pub fn floor_bytes(&self) -> usize {
+        self.evicted_floor.len() * core::mem::size_of::<u64>()
     }
 
     /// Whether `seq` from `sender` would be accepted. Changes nothing.
@@ -142,7 +151,8 @@ impl ReplayGuard {
         if self.windows.len() >= self.max_senders {
             if let Some((_, evicted)) = self.lru.pop_first() {
                 if let Some(w) = self.windows.remove(&evicted) {
-                    let f = &mut self.evicted_floor[Self::bucket(&evicted)];
+                    let b = self.bucket(&evicted);
+                    let f = &mut self.evicted_floor[b];
                     *f = (*f).max(w.highest);
                 }
             }
@@ -197,8 +207,9 @@ mod tests {
     #[test]
     fn replay_guard_is_bounded() {
         let mut g = ReplayGuard::new(8);
-        // Ids in distinct eviction buckets, so no sender inherits another's floor here.
-        let senders: Vec<PublicKey> = (0..100u8)
+        // Ids in distinct eviction buckets (a guard of 8 has 32), so no sender inherits
+        // another's floor here.
+        let senders: Vec<PublicKey> = (0..32u8)
             .map(|i| {
                 let mut id = [7u8; 32];
                 id[..2].copy_from_slice(&[0, i]);
@@ -243,6 +254,20 @@ mod tests {
             Err(EnvelopeError::Replay { seq: 10 })
         );
         assert_eq!(g.check(&same_bucket, 11), Ok(()));
+    }
+
+    #[test]
+    fn eviction_floors_are_sized_by_the_sender_limit() {
+        assert_eq!(ReplayGuard::new(8).floor_bytes(), 32 * 8);
+        assert_eq!(ReplayGuard::new(1).floor_bytes(), 16 * 8);
+        assert_eq!(
+            ReplayGuard::default().floor_bytes(),
+            EVICTED_FLOOR_BUCKETS * 8
+        );
+        assert_eq!(
+            ReplayGuard::new(usize::MAX).floor_bytes(),
+            EVICTED_FLOOR_BUCKETS * 8
+        );
     }
 
     #[test]
