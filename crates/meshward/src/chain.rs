@@ -2,9 +2,10 @@
 //! `meshward verify`: everything that works on files, with no node running.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use meshward_core::codec::Encode;
 use meshward_core::genesis::{valid_chain_id, Genesis};
 use meshward_core::hash::Hash;
 use meshward_core::light::ProofFile;
@@ -363,5 +364,42 @@ pub(crate) fn verify(genesis_path: &Path, proof_path: &Path) -> Result<Output> {
             genesis.chain_id
         ),
         json,
+    })
+}
+
+/// `meshward firmware-data`: the binary genesis and proofs a no_std device loads.
+pub(crate) fn firmware_data(genesis_path: &Path, proofs: &[PathBuf], out: &Path) -> Result<Output> {
+    let genesis = load_genesis(genesis_path)?;
+    let mut files = vec![(out.join("genesis.bin"), genesis.to_bytes())];
+    for p in proofs {
+        let text = fs::read_to_string(p)
+            .with_context(|| format!("cannot read proof file {}", p.display()))?;
+        ProofFile::verify_json(&text, &genesis)
+            .with_context(|| format!("proof {} is invalid", p.display()))?;
+        let file: ProofFile = serde_json::from_str(&text)?;
+        let bytes = meshward_core::hex::decode(&file.proof).context("proof bytes are not hex")?;
+        let stem = p
+            .file_stem()
+            .with_context(|| format!("{} has no file name", p.display()))?;
+        files.push((out.join(stem).with_extension("bin"), bytes));
+    }
+    fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    for (path, _) in &files {
+        if path.exists() {
+            bail!("{} already exists; refusing to overwrite", path.display());
+        }
+    }
+    let mut written = Vec::new();
+    for (path, bytes) in &files {
+        fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        written.push(json!({ "file": path, "bytes": bytes.len() }));
+    }
+    Ok(Output {
+        text: files
+            .iter()
+            .map(|(p, b)| format!("wrote {} ({} bytes)", p.display(), b.len()))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        json: json!({ "files": written }),
     })
 }

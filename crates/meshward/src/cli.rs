@@ -128,6 +128,19 @@ pub(crate) enum Cmd {
         genesis: PathBuf,
         proof: PathBuf,
     },
+    /// Write what a firmware loads with no_std: the genesis's canonical binary encoding
+    /// (`genesis.bin`, for `Genesis::from_bytes`) and, from each proof file, its binary proof
+    /// (`<name>.bin`, for `TxProof::from_bytes`), after checking each proof against the genesis.
+    FirmwareData {
+        #[arg(long)]
+        genesis: PathBuf,
+        /// A proof file (from `meshward proof`); repeat for several.
+        #[arg(long = "proof")]
+        proofs: Vec<PathBuf>,
+        /// Directory to write into (created if missing; existing files are not overwritten).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
     /// Run a gateway node.
     #[command(subcommand)]
     Node(NodeCmd),

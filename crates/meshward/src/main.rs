@@ -211,6 +211,11 @@ fn run(cli: Cli) -> Result<Output> {
             out,
         }) => store_proof(&dir, proof_target(commitment, tx)?, &out),
         Cmd::Verify { genesis, proof } => verify(&genesis, &proof),
+        Cmd::FirmwareData {
+            genesis,
+            proofs,
+            out_dir,
+        } => chain::firmware_data(&genesis, &proofs, &out_dir),
         Cmd::Node(NodeCmd::Run(args)) => node_run(args),
         Cmd::Status { api } => status(&api),
         Cmd::Bench(b) if b.part == meshward_bench::Part::Client => {

@@ -10,6 +10,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use meshward_core::codec::Decode;
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::tx::TxBody;
@@ -190,6 +191,100 @@ fn synth_chain_anchors_list_proof_and_offline_verify() {
         p,
     );
     assert!(err.contains("proof.json"), "{err}");
+}
+
+#[test]
+fn store_proof_by_tx_id_and_firmware_data_for_a_no_std_device() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path();
+    synth("chain", "3", p);
+    let store = Store::open(p.join("chain/meshward.redb")).unwrap();
+    // Block 1 enrolls the devices: prove the first enrollment by its transaction id.
+    let enroll = store.block(1).unwrap().unwrap().block.txs[0].clone();
+    let genesis = store.genesis().clone();
+    drop(store);
+    let id = enroll.id().to_hex();
+    json(
+        &[
+            "store",
+            "proof",
+            "--dir",
+            "chain",
+            "--tx",
+            &id,
+            "--out",
+            "enroll.json",
+        ],
+        p,
+    );
+    let v = json(
+        &["verify", "--genesis", "chain/genesis.json", "enroll.json"],
+        p,
+    );
+    assert_eq!(v["kind"], "enroll");
+    assert_eq!(v["tx"], id.as_str());
+    assert!(
+        v["proven"]
+            .as_str()
+            .unwrap()
+            .contains("enrolled into groups"),
+        "{v}"
+    );
+
+    // What a firmware loads: the binary genesis and proof, the proof checked first.
+    let out = json(
+        &[
+            "firmware-data",
+            "--genesis",
+            "chain/genesis.json",
+            "--proof",
+            "enroll.json",
+            "--out-dir",
+            "device",
+        ],
+        p,
+    );
+    assert_eq!(out["files"].as_array().unwrap().len(), 2);
+    let g = fs::read(p.join("device/genesis.bin")).unwrap();
+    assert_eq!(Genesis::from_bytes(&g).unwrap(), genesis);
+    let proof = fs::read(p.join("device/enroll.bin")).unwrap();
+    let proven = meshward_core::light::TxProof::from_bytes(&proof)
+        .unwrap()
+        .verify(&genesis)
+        .unwrap();
+    assert_eq!(proven.tx_id, enroll.id());
+    // Nothing is overwritten, and a proof that does not verify writes nothing.
+    let err = fails(
+        &[
+            "firmware-data",
+            "--genesis",
+            "chain/genesis.json",
+            "--out-dir",
+            "device",
+        ],
+        p,
+    );
+    assert!(err.contains("refusing to overwrite"), "{err}");
+    let text = fs::read_to_string(p.join("enroll.json")).unwrap();
+    fs::write(
+        p.join("bad.json"),
+        text.replace("\"height\":1", "\"height\":2"),
+    )
+    .unwrap();
+    let err = fails(
+        &[
+            "firmware-data",
+            "--genesis",
+            "chain/genesis.json",
+            "--proof",
+            "bad.json",
+            "--out-dir",
+            "other",
+        ],
+        p,
+    );
+    assert!(err.contains("bad.json"), "{err}");
+    assert!(!p.join("other").exists());
 }
 
 #[test]

@@ -602,3 +602,32 @@ fn formats_md_examples_are_generated_from_the_code() {
 fn examples_are_deterministic() {
     assert_eq!(generate(), generate());
 }
+
+/// The firmware example (`examples/firmware`) checks the proof of device 0's anchor in block 2
+/// against the genesis of this same chain, from their binary encodings. This writes them (with
+/// `MESHWARD_BLESS=1`) or fails if they are stale.
+#[test]
+fn firmware_example_data_is_generated_from_the_code() {
+    let ex = build();
+    let proof = TxProof::build(&ex.blocks[0], &ex.blocks[1], 2, vec![], vec![]).unwrap();
+    let proven = proof.verify_anchor(&ex.genesis).unwrap();
+    assert_eq!(proven.sender, ex.devices[0].id());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/firmware/data");
+    for (name, bytes) in [
+        ("genesis.bin", ex.genesis.to_bytes()),
+        ("proof.bin", proof.to_bytes()),
+    ] {
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+            continue;
+        }
+        if std::env::var("MESHWARD_BLESS").as_deref() == Ok("1") {
+            std::fs::write(&path, &bytes).unwrap();
+            continue;
+        }
+        panic!(
+            "{} is stale or missing; rerun with MESHWARD_BLESS=1 to rewrite it",
+            path.display()
+        );
+    }
+}
