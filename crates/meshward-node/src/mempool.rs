@@ -542,6 +542,23 @@ mod tests {
         }
     }
 
+    /// Block `height` over `txs`, applied to `f.state` and certified by the validator.
+    fn commit(f: &mut Fx, height: u64, txs: Vec<Tx>) -> CertifiedBlock {
+        let (block, _) = make_block(
+            &mut f.state,
+            Hash::ZERO,
+            height,
+            height,
+            f.val.public(),
+            txs,
+            None,
+            true,
+        )
+        .unwrap();
+        let certificate = CommitCertificate::sign(CHAIN, &block.header, 0, &[&f.val]);
+        CertifiedBlock { block, certificate }
+    }
+
     fn anchor(f: &Fx, from: usize, seq: u64, c: u8) -> Tx {
         let d = &f.devs[from];
         let body = TxBody::Anchor(Anchor {
@@ -821,22 +838,7 @@ mod tests {
         let ready = anchor(&f, 1, 1, 1);
         mp.insert(ready.clone(), &f.state, &f.ctx).unwrap();
         assert_eq!(mp.ready_len(), 2, "nothing is parked before a commit looks");
-        let (block, _) = make_block(
-            &mut f.state,
-            Hash::ZERO,
-            2,
-            2,
-            f.val.public(),
-            vec![],
-            None,
-            true,
-        )
-        .unwrap();
-        let cert = CommitCertificate::sign(CHAIN, &block.header, 0, &[&f.val]);
-        let cb = CertifiedBlock {
-            block,
-            certificate: cert,
-        };
+        let cb = commit(&mut f, 2, vec![]);
         mp.on_committed(&cb, std::slice::from_ref(&later), &f.state);
         // Held (a gap in gossip must not lose it), but neither counted nor reaped.
         assert_eq!((mp.len(), mp.ready_len()), (2, 1));

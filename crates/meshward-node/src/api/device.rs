@@ -345,13 +345,7 @@ pub(super) async fn tx_proof(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_param(id)?;
-    let h = Hash::from_hex(&id).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_hash",
-            format!("{id:?} is not 64 lower-case hex digits"),
-        )
-    })?;
+    let h = super::parse_tx_id(&id)?;
     let file = {
         let store = lock_store(&s);
         let proof = store.tx_proof(&h).map_err(store_error)?.ok_or_else(|| {

@@ -527,18 +527,23 @@ pub fn admit_error(e: &AdmitError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
+/// A transaction id in a path, or a JSON 400 `bad_hash`.
+fn parse_tx_id(s: &str) -> Result<Hash, ApiError> {
+    Hash::from_hex(s).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_hash",
+            format!("{s:?} is not 64 lower-case hex digits"),
+        )
+    })
+}
+
 async fn tx_status(
     State(s): State<Arc<Gateway>>,
     hash: Result<Path<String>, PathRejection>,
 ) -> ApiResult<types::TxStatus> {
     let hash = path_param(hash)?;
-    let h = Hash::from_hex(&hash).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_hash",
-            format!("{hash:?} is not 64 lower-case hex digits"),
-        )
-    })?;
+    let h = parse_tx_id(&hash)?;
     let loc = {
         let store = s.ledger.read();
         store.tx_location(&h).map_err(store_error)?
