@@ -1,16 +1,17 @@
-//! Light-client verification of anchors, offline, from the genesis alone.
+//! Light-client verification of any final transaction, offline, from the genesis alone.
 //!
-//! An [`AnchorProof`] carries a block header, its commit certificate, the validator set that
-//! signed it, the anchor transaction and its Merkle inclusion proof. If the validator set is not
-//! the genesis set, the proof also carries the chain of validator-set handoffs: each one a
-//! `ValidatorSetChange` transaction proven included in a block certified by the set before it.
-//! Nothing in the proof is trusted until it is checked against the genesis.
+//! A [`TxProof`] (version 2) carries block 1's header and certificate (which bind the whole
+//! genesis), the chain of validator-set handoffs from the genesis set to the set that certified
+//! the transaction's block (each a `ValidatorSetChange` proven included in a block certified by
+//! the set before it), the signer's key changes, and the transaction with its block header,
+//! certificate and Merkle inclusion proof. Version 1 proofs (anchors only) are still read.
+//! Nothing in a proof is trusted until it is checked against the genesis.
 //!
-//! [`AnchorProof::verify`] checks everything the proof carries (see `docs/FORMATS.md`, Anchor
-//! proofs): each block's chain id, validator set and certificate, each transaction's inclusion
-//! and signature, each handoff's admin authorisation against the genesis admins, the handoffs'
-//! order, and block 1's link to the genesis hash when block 1 is in the proof. Each refusal is
-//! its own [`VerifyError`].
+//! [`TxProof::verify`] checks everything the proof carries (see `docs/FORMATS.md`, Proofs):
+//! each block's chain id, validator set and certificate, each transaction's inclusion and
+//! signature under the key of its time, the admin authorisation of every admin transaction
+//! against the genesis admins, and the order of handoffs and key changes. Each refusal is its own
+//! [`VerifyError`]. [`Proven::describe`] says what was proven in words.
 
 use alloc::vec::Vec;
 
