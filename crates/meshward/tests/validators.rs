@@ -235,6 +235,15 @@ fn validator_set_grows_and_shrinks_under_load() {
     });
     load.wait_more_finals(50, MIN);
 
+    // The fifth's votes count: with one of the genesis four killed, the other three alone hold
+    // 3 of 5 (not more than 2/3), so every block from here needs the fifth's signature.
+    c.kill(2);
+    let h0 = max_height(&c, &[0, 1, 3, fifth]);
+    c.wait_height(&[0, 1, 3, fifth], h0 + 10, MIN);
+    load.wait_more_finals(20, MIN);
+    c.start(2);
+    c.wait_height(&[2], max_height(&c, &[0, 1, 3, fifth]), MIN);
+
     // Shrink back to four: remove one of the genesis validators, by peer id. It keeps running.
     let removed = 3;
     let removed_id = c.nodes[removed].peer_id.clone();
@@ -329,6 +338,27 @@ fn validator_set_grows_and_shrinks_under_load() {
             "height {h}: {hashes:?}"
         );
     }
+
+    // Who proposed after the fifth joined, as node0 holds the blocks.
+    let (mut by_fifth, mut txs_by_fifth) = (0, 0);
+    for h in joined..=top {
+        let b = http(
+            c.nodes[0].api_port,
+            "GET",
+            &format!("/v1/blocks/{h}"),
+            &[],
+            b"",
+        )
+        .unwrap()
+        .json();
+        if b["header"]["proposer"] == fifth_id.as_str() {
+            by_fifth += 1;
+            txs_by_fifth += b["txs"].as_array().unwrap().len();
+        }
+    }
+    println!(
+        "the fifth proposed {by_fifth} of blocks {joined}..={top} ({txs_by_fifth} transactions)"
+    );
 
     // Stopped, each store: who signed, the sets it recorded, and a full replay.
     for &i in &all {
