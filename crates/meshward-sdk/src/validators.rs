@@ -68,7 +68,9 @@ pub struct Current {
     /// The set that certifies the next block.
     pub set: ValidatorSet,
     /// The validators that signed at least one of the last certificates the gateway looked at.
-    /// Empty before block 1 (nobody could have signed), where the quorum check is skipped.
+    /// Empty (and the quorum check skipped) while the chain is shorter than the window the
+    /// gateway looks at: a block's own certificate holds only the first quorum of precommits,
+    /// so on a young chain a validator that signs may be in none of the few certificates yet.
     pub signing: BTreeSet<PublicKey>,
 }
 
@@ -139,6 +141,9 @@ impl Current {
         }
         let set = ValidatorSet::new(validators)
             .ok_or_else(|| SetChangeError::BadReport("not a well-formed validator set".into()))?;
+        if list.height < list.recent_blocks {
+            signing.clear();
+        }
         Ok(Current {
             height: list.height,
             set,
@@ -536,7 +541,7 @@ mod tests {
     fn a_gateway_report_reads_back_into_the_set_and_its_signers() {
         let c = current(3);
         let list = ValidatorList {
-            height: 7,
+            height: 9,
             since_height: 1,
             set_hash: c.set.hash().to_hex(),
             total_power: 3,
@@ -549,15 +554,21 @@ mod tests {
                 .map(|(i, v)| meshward_api::types::ValidatorEntry {
                     id: v.key.peer_id(),
                     power: v.power,
-                    last_signed_height: (i != 0).then_some(7),
+                    last_signed_height: (i != 0).then_some(9),
                 })
                 .collect(),
         };
         let got = Current::from_list(&list).unwrap();
         assert_eq!(got.set, c.set);
-        assert_eq!(got.height, 7);
+        assert_eq!(got.height, 9);
         assert_eq!(got.signing.len(), 2);
         assert!(!got.signing.contains(&c.set.validators[0].key));
+        // A chain shorter than the window says too little about who signs: no check.
+        let young = ValidatorList {
+            height: 7,
+            ..list.clone()
+        };
+        assert!(Current::from_list(&young).unwrap().signing.is_empty());
         let mut bad = list.clone();
         bad.validators[0].id = "nope".into();
         assert!(matches!(
