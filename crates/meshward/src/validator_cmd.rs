@@ -96,22 +96,23 @@ fn validator_key(arg: &str) -> Result<PublicKey> {
 }
 
 pub(crate) fn run(cmd: ValidatorCmd) -> Result<Output> {
-    let (args, change, action) = match cmd {
+    // The action's JSON name (the subcommand's) and its past tense.
+    let (args, change, (action, done_text)) = match cmd {
         ValidatorCmd::List { api } => return list(&api),
         ValidatorCmd::Add { change, power } => {
             let key = validator_key(&change.validator)?;
-            (change, SetChange::Add { key, power }, "added")
+            (change, SetChange::Add { key, power }, ("add", "added"))
         }
         ValidatorCmd::Remove { change } => {
             let key = validator_key(&change.validator)?;
-            (change, SetChange::Remove { key }, "removed")
+            (change, SetChange::Remove { key }, ("remove", "removed"))
         }
         ValidatorCmd::SetPower { change, power } => {
             let key = validator_key(&change.validator)?;
             (
                 change,
                 SetChange::SetPower { key, power },
-                "set the power of",
+                ("set-power", "set the power of"),
             )
         }
     };
@@ -143,7 +144,7 @@ pub(crate) fn run(cmd: ValidatorCmd) -> Result<Output> {
     let power_text = power.map_or_else(String::new, |p| format!(" (power {p})"));
     Ok(Output {
         text: format!(
-            "{action} validator {key}{power_text} at height {}; the new set of {} validators \
+            "{done_text} validator {key}{power_text} at height {}; the new set of {} validators \
              (total power {}) rules from height {}",
             done.height,
             done.set.validators.len(),

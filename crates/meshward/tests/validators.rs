@@ -2,17 +2,22 @@
 //!
 //! Four validators from the genesis finalise a steady load of anchors. A fifth gateway, made by
 //! `meshward init` and started from the same genesis, follows by sync; `meshward validator add`
-//! puts it in the set, and it signs certificates from the height after the change. Then
-//! `meshward validator remove` takes one of the original four out; it keeps running as a
-//! follower, and signs nothing from the height after its removal.
+//! puts it in the set, and it signs certificates from the height after the change. While five
+//! rule, one of the genesis four is killed: the other three hold 3 of 5, no quorum, so the
+//! chain goes on only with the fifth's votes; the killed one restarts and catches up. Then
+//! `meshward validator remove` takes another of the original four out; it keeps running as a
+//! follower, and signs nothing from the height after its removal. Last, `meshward validator
+//! set-power` gives the fifth power 2.
 //!
 //! Asserted: every node holds the same block at every height it has (no fork); every
 //! transaction the load saw final is final at the same place on every node; the added
 //! validator signed at least one certificate after it joined, the removed one none after it
 //! left (read from every node's store: each block's certificate and the last commit the next
 //! block carries); each store records the sets at the heights the CLI reported and passes
-//! `meshward store verify`; an anchor final after both changes has a proof that
-//! `meshward verify` accepts against the genesis alone (the proof carries the two handoffs).
+//! `meshward store verify`; an anchor final after the three changes has a proof that
+//! `meshward verify` accepts against the genesis alone (the proof carries the three handoffs).
+//! The CLI refuses, before signing, to add a validator already in the set or to remove one
+//! that is not.
 #![allow(
     clippy::unwrap_used,
     reason = "test helpers: a failed unwrap is a failed test"
@@ -26,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::load::{enroll_devices, max_height, Load};
 use common::{meshward, Cluster, Node};
+use meshward_core::codec::Decode;
 use meshward_core::ids::PublicKey;
 use meshward_testkit::{free_ports, http, wait_for, wait_until};
 use serde_json::Value;
@@ -213,6 +219,7 @@ fn validator_set_grows_and_shrinks_under_load() {
     ]);
     assert_eq!(added["validator"], fifth_id.as_str());
     assert_eq!(added["power"], 1);
+    assert_eq!(added["action"], "add");
     assert_eq!(added["validators"].as_array().unwrap().len(), 5);
     let joined = added["rules_from"].as_u64().unwrap();
     assert_eq!(joined, added["height"].as_u64().unwrap() + 1);
@@ -257,6 +264,7 @@ fn validator_set_grows_and_shrinks_under_load() {
         &removed_id,
     ]);
     assert_eq!(gone["validators"].as_array().unwrap().len(), 4);
+    assert_eq!(gone["action"], "remove");
     let left = gone["rules_from"].as_u64().unwrap();
     println!(
         "validator removed in block {}, rules from {left}",
@@ -282,13 +290,35 @@ fn validator_set_grows_and_shrinks_under_load() {
         .collect();
     assert!(ids.contains(&fifth_id.as_str()) && !ids.contains(&removed_id.as_str()));
 
-    // An anchor final after both handoffs: its proof verifies against the genesis alone.
+    // A third handoff: the fifth's power to 2 (the set keeps its members; total 5).
+    let repowered = cli_json(&[
+        "validator",
+        "set-power",
+        "--api",
+        &api(&c, 0),
+        "--admin-key",
+        &admin_key,
+        &fifth_id,
+        "--power",
+        "2",
+    ]);
+    assert_eq!(repowered["action"], "set-power");
+    assert_eq!(repowered["total_power"], 5);
+    let powered = repowered["rules_from"].as_u64().unwrap();
+    println!(
+        "the fifth's power set to 2 in block {}, rules from {powered}",
+        repowered["height"]
+    );
+    c.wait_height(&live, powered + 10, MIN);
+    load.wait_more_finals(30, MIN);
+
+    // An anchor final after every handoff: its proof verifies against the genesis alone.
     let finals = load.finals();
     let (tx, &(h, idx)) = finals
         .iter()
-        .filter(|(_, (h, _))| *h > left)
+        .filter(|(_, (h, _))| *h > powered)
         .max_by_key(|(_, (h, _))| *h)
-        .expect("an anchor final after the removal");
+        .expect("an anchor final after the last handoff");
     let block = http(
         c.nodes[0].api_port,
         "GET",
@@ -312,6 +342,12 @@ fn validator_set_grows_and_shrinks_under_load() {
     ]);
     assert_eq!(ok["valid"], true, "{ok}");
     assert_eq!(ok["height"], h);
+    // It carries the three handoffs, each in the block before the height its set rules from.
+    let file: Value = serde_json::from_str(&fs::read_to_string(proof).unwrap()).unwrap();
+    let bytes = hex::decode(file["proof"].as_str().unwrap()).unwrap();
+    let decoded = meshward_core::light::AnchorProof::from_bytes(&bytes).unwrap();
+    let handoffs: Vec<u64> = decoded.handoffs.iter().map(|i| i.header.height).collect();
+    assert_eq!(handoffs, vec![joined - 1, left - 1, powered - 1]);
 
     // Stop the load; everything it saw final is final at the same place on every node.
     drop(load);
@@ -367,9 +403,14 @@ fn validator_set_grows_and_shrinks_under_load() {
     let fifth_key = PublicKey::from_peer_id(&fifth_id).unwrap();
     let removed_key = PublicKey::from_peer_id(&removed_id).unwrap();
     let mut fifth_signed = 0;
+    let mut fifth_first = u64::MAX;
     for &i in &all {
         let (sigs, sets) = store_signatures(&c.nodes[i].dir);
-        assert_eq!(sets, vec![(1, 4), (joined, 5), (left, 4)], "node{i}");
+        assert_eq!(
+            sets,
+            vec![(1, 4), (joined, 5), (left, 4), (powered, 4)],
+            "node{i}"
+        );
         assert!(
             !sigs.iter().any(|(h, k)| *k == fifth_key && *h < joined),
             "node{i}: the fifth signed before it joined"
@@ -382,6 +423,13 @@ fn validator_set_grows_and_shrinks_under_load() {
         assert!(
             late.is_empty(),
             "node{i}: the removed validator signed {late:?}"
+        );
+        fifth_first = fifth_first.min(
+            sigs.iter()
+                .filter(|(_, k)| *k == fifth_key)
+                .map(|(h, _)| *h)
+                .min()
+                .unwrap_or(u64::MAX),
         );
         fifth_signed = fifth_signed.max(
             sigs.iter()
@@ -402,8 +450,10 @@ fn validator_set_grows_and_shrinks_under_load() {
     }
     assert!(fifth_signed >= 1);
     println!(
-        "handoffs: 5 validators from height {joined}, 4 from {left}; chain at {top}; {} \
-         transactions final under load; the fifth's signatures in one store: {fifth_signed}; \
+        "handoffs: 5 validators from height {joined}, 4 from {left}, the fifth at power 2 from \
+         {powered}; chain at {top}; {} \
+         transactions final under load; the fifth first signed {fifth_first} (in a store), and \
+         signed {fifth_signed} certificates and last commits in one store; \
          {:.1} s",
         finals.len(),
         started.elapsed().as_secs_f64()
