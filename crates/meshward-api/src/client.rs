@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::types::{
     AnchorLocation, Block, Challenge, Device, DeviceList, ErrorBody, Group, MailboxAckRequest,
     MailboxAckResponse, MailboxFetchRequest, MailboxFetchResponse, Status, TxBatchResult, TxStatus,
-    TxSubmitted,
+    TxSubmitted, ValidatorList,
 };
 
 /// How long a call may take unless [`ApiClient::with_timeout`] says otherwise.
@@ -281,6 +281,11 @@ impl ApiClient {
     /// `GET /v1/status`.
     pub fn status(&self) -> Result<Status, ApiClientError> {
         self.get("/v1/status")
+    }
+
+    /// `GET /v1/validators`.
+    pub fn validators(&self) -> Result<ValidatorList, ApiClientError> {
+        self.get("/v1/validators")
     }
 
     /// `GET /v1/blocks/{height}`.

@@ -69,6 +69,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/anchors/{commitment}", Some("AnchorLocation")),
     route("GET", "/v1/anchors/{commitment}/proof", Some("ProofFile")),
     route("GET", "/v1/policy", Some("Policy")),
+    route("GET", "/v1/validators", Some("ValidatorList")),
     route("GET", "/v1/console", Some("Console")),
     route("GET", "/v1/audit", Some("Audit")),
     route("POST", "/v1/admin/revoke", Some("AdminDone")),
@@ -111,6 +112,7 @@ mod tests {
                 schema_name::<ProofFileSchema>(),
             ),
             ("/v1/policy", schema_name::<Policy>()),
+            ("/v1/validators", schema_name::<ValidatorList>()),
             ("/v1/console", schema_name::<crate::console::Console>()),
             ("/v1/audit", schema_name::<crate::console::Audit>()),
             (

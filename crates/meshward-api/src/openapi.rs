@@ -42,6 +42,7 @@ pub fn schemas() -> Map<String, Value> {
     add::<types::ProofFileSchema>(&mut g);
     add::<types::Event>(&mut g);
     add::<types::Policy>(&mut g);
+    add::<types::ValidatorList>(&mut g);
     add::<crate::console::Console>(&mut g);
     add::<crate::console::Audit>(&mut g);
     add::<crate::console::RevokeRequest>(&mut g);

@@ -538,3 +538,34 @@ pub struct PolicyRule {
     /// The receiving group.
     pub to: String,
 }
+
+/// `GET /v1/validators`: the validator set in force for the next block, and who signed lately.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ValidatorList {
+    /// The last committed height (0 before block 1); the set below certifies `height + 1`.
+    pub height: u64,
+    /// The first height this set certifies (1 for the genesis set).
+    pub since_height: u64,
+    /// `H("meshward/validator-set/v1", set)`, as block headers name it.
+    #[schemars(regex(pattern = r"^[0-9a-f]{64}$"))]
+    pub set_hash: String,
+    /// The sum of the validators' power.
+    pub total_power: u64,
+    /// How many of the last blocks' certificates `signed_recently` looks at.
+    pub recent_blocks: u64,
+    /// The validators, sorted by key.
+    pub validators: Vec<ValidatorEntry>,
+}
+
+/// One validator of [`ValidatorList`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ValidatorEntry {
+    /// Its key (peer id).
+    #[schemars(regex(pattern = r"^12D3KooW[1-9A-HJ-NP-Za-km-z]{44}$"))]
+    pub id: String,
+    /// Its voting power.
+    pub power: u64,
+    /// The last height among the last `recent_blocks` whose stored certificate it signed.
+    #[serde(default)]
+    pub last_signed_height: Option<u64>,
+}

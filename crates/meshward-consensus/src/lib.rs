@@ -8,7 +8,10 @@
 //! `meshward_core::chain::check_proposal`), commits each decided block with its certificate and
 //! state in one store transaction, serves and checks blocks for peers that catch up, and
 //! publishes a [`ConsensusEvent`] for each. The rest of Meshward never sees a Malachite type.
-//! A node whose key is not in the validator set runs as a full node and follows by sync.
+//! Every node runs the engine with its key; at each height the set in force (the ledger's, after
+//! the previous block: a `ValidatorSetChange` in block `h` rules from `h + 1`) decides whether it
+//! votes. A node outside the set follows by sync, and starts voting at the first height whose
+//! set holds it; a removed validator stops at the first height whose set does not.
 //!
 //! ```no_run
 //! # async fn run(key: meshward_core::ids::Keypair, store: meshward_consensus::SharedStore,
@@ -230,7 +233,8 @@ pub struct ConsensusStatus {
     pub round: u32,
     /// The last committed height (0 before block 1).
     pub committed_height: u64,
-    /// Whether this node's key is in the validator set (otherwise it follows by sync).
+    /// Whether this node's key is in the validator set of the height consensus works on
+    /// (otherwise it follows by sync).
     pub is_validator: bool,
     /// Heights committed here that were decided in a round after 0 (see [`sizing`]).
     pub late_round_heights: u64,
@@ -251,7 +255,6 @@ pub struct ConsensusHandle {
     engine: EngineHandle,
     net_requests: mpsc::Sender<NetworkRequest>,
     address: PublicKey,
-    is_validator: bool,
 }
 
 impl std::fmt::Debug for ConsensusHandle {
@@ -352,6 +355,12 @@ pub async fn start(
             s.state().validators().power_of(&me).is_some(),
         )
     };
+    // Every node runs the engine with its signer, validator or not: the set changes by
+    // transaction (`ValidatorSetChange`), and the engine decides at each height from that
+    // height's set (`HeightParams`) whether this node votes and proposes. A node started
+    // without a signer would never sign once added to the set (Malachite 0.8.2 even panics when
+    // a node it counts as a validator has no signer); one removed stops voting at the next
+    // height. `is_validator` here only says what this node is at start.
     let moniker = me.peer_id();
     let span = tracing::info_span!("consensus", node = %moniker);
     let engine_cfg = engine_config(&config, &moniker)?;
@@ -364,7 +373,8 @@ pub async fn start(
     let ctx = MeshwardContext::new(&chain_id, ProposerHistory::new(config.proposer_history));
     let (events, _) = broadcast::channel(config.event_capacity.max(1));
     let shared = Arc::new(app::Shared::default());
-    let signer = is_validator.then(|| MeshwardSigner::new(key.sign.clone(), &chain_id));
+    shared.is_validator.store(is_validator, Ordering::Relaxed);
+    let signer = Some(MeshwardSigner::new(key.sign.clone(), &chain_id));
     // The application is prepared first: it reads the store and the proposals directory.
     let app = app::App::new(
         ctx.clone(),
@@ -381,7 +391,7 @@ pub async fn start(
     let net_key = NetKeypair::ed25519_from_bytes(&mut seed)
         .map_err(|e| StartError::Engine(format!("node key: {e}")))?;
     let address = Address(me);
-    let identity = if is_validator {
+    let identity = {
         let proof_signer = MeshwardSigner::new(key.sign.clone(), &chain_id);
         let proof = proof_signer
             .sign_validator_proof(me.0.to_vec(), me.peer_id_bytes().to_vec())
@@ -391,19 +401,13 @@ pub async fn start(
             .encode(&proof)
             .map_err(|e| StartError::Proof(e.to_string()))?;
         NetworkIdentity::new_validator(moniker.clone(), net_key, moniker.clone(), proof_bytes)
-    } else {
-        NetworkIdentity::new(moniker.clone(), net_key, None)
     };
     let verifier = Box::new(MeshwardVerifier::new(&chain_id));
-    let consensus_ctx = if is_validator {
-        ConsensusContext::new_validator(
-            address,
-            verifier,
-            Box::new(MeshwardSigner::new(key.sign.clone(), &chain_id)),
-        )
-    } else {
-        ConsensusContext::new_full_node(address, verifier)
-    };
+    let consensus_ctx = ConsensusContext::new_validator(
+        address,
+        verifier,
+        Box::new(MeshwardSigner::new(key.sign.clone(), &chain_id)),
+    );
     // The rest of the engine, after the network (which a Byzantine test validator replaces).
     macro_rules! finish {
         ($builder:expr) => {
@@ -481,7 +485,6 @@ pub async fn start(
         engine,
         net_requests,
         address: me,
-        is_validator,
     })
 }
 
@@ -503,7 +506,7 @@ impl ConsensusHandle {
             height: self.shared.height.load(Ordering::Relaxed),
             round: self.shared.round.load(Ordering::Relaxed),
             committed_height: self.shared.committed.load(Ordering::Relaxed),
-            is_validator: self.is_validator,
+            is_validator: self.shared.is_validator.load(Ordering::Relaxed),
             late_round_heights: self.shared.late_rounds.load(Ordering::Relaxed),
             proposal_limit_txs: self.shared.proposal_limit.load(Ordering::Relaxed),
             store_write_errors: self.shared.store_write_errors.load(Ordering::Relaxed),

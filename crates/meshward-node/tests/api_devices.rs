@@ -981,6 +981,27 @@ async fn status_reports_peer_id_and_mesh_addrs() {
     assert_eq!(v["mesh_addrs"], json!(["/ip4/127.0.0.1/tcp/7800"]));
 }
 
+#[tokio::test]
+async fn validators_lists_the_set_in_force_and_who_signed_lately() {
+    let fx = fixture();
+    let (status, v) = fx.get("/v1/validators").await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let list: meshward_api::types::ValidatorList = serde_json::from_value(v).unwrap();
+    let set = &fx.genesis.validators;
+    assert_eq!(list.height, 5);
+    assert_eq!(list.since_height, 1);
+    assert_eq!(list.set_hash, set.hash().to_hex());
+    assert_eq!(list.total_power, set.total_power());
+    let ids: Vec<String> = set.validators.iter().map(|v| v.key.peer_id()).collect();
+    let got: Vec<String> = list.validators.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(got, ids);
+    // Every block of the fixture is certified by all four.
+    assert!(list
+        .validators
+        .iter()
+        .all(|v| v.power == 1 && v.last_signed_height == Some(5)));
+}
+
 /// A concrete path for a route template.
 fn concrete(path: &str) -> String {
     path.replace("{height}", "1")

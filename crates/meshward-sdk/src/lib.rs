@@ -10,7 +10,8 @@
 //! mailboxes, rekeying), its state directory ([`dirstate`]), and the fleet workflows the
 //! `meshward` CLI runs: the device's public enrollment file ([`devicepub`]), k-of-n admin
 //! transactions ([`admin`]), the mailbox over the HTTP API ([`inbox`]), key rotation
-//! ([`rotate`]) and joining with a ticket ([`ticket::join`]).
+//! ([`rotate`]), joining with a ticket ([`ticket::join`]) and validator-set changes
+//! ([`validators`]).
 //!
 //! ```
 //! use meshward_sdk::{envelope, Keypair};
@@ -51,6 +52,8 @@ pub mod dirstate;
 pub mod inbox;
 #[cfg(feature = "std")]
 pub mod rotate;
+#[cfg(feature = "std")]
+pub mod validators;
 
 pub use meshward_core;
 pub use meshward_core::envelope;

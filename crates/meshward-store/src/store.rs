@@ -810,6 +810,12 @@ impl Store {
         self.sets.at(height).map(|(s, _)| s.clone())
     }
 
+    /// Every validator set the chain has had, in order: (first height it certifies, set). The
+    /// first is the genesis set, from height 1.
+    pub fn validator_sets(&self) -> Vec<(u64, ValidatorSet)> {
+        self.sets.entries().map(|(h, s)| (h, s.clone())).collect()
+    }
+
     /// The last stored block's height and header hash; `None` before block 1.
     pub fn tip(&self) -> Option<(u64, Hash)> {
         self.tip

@@ -46,6 +46,9 @@ pub(crate) enum Cmd {
     /// Which groups may send to which.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// The validator set: list it, add, remove or re-power a validator (k-of-n admins).
+    #[command(subcommand)]
+    Validator(crate::validator_cmd::ValidatorCmd),
     /// Seal a message to a device, anchor it, and deliver it directly or through mailboxes.
     Send {
         #[command(flatten)]

@@ -39,7 +39,7 @@ pub struct Gateways {
 impl Gateways {
     /// The client configuration: the API's chain id and mesh addresses (a blocking HTTP call),
     /// then every `--bootstrap` address.
-    fn config(&self) -> Result<ClientConfig> {
+    pub(crate) fn config(&self) -> Result<ClientConfig> {
         let mut cfg = match &self.api {
             Some(api) => ClientConfig::from_api(api)?,
             None => ClientConfig::new(None, Vec::new()),
@@ -65,7 +65,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn load_admins(files: &[PathBuf]) -> Result<Vec<Keypair>> {
+pub(crate) fn load_admins(files: &[PathBuf]) -> Result<Vec<Keypair>> {
     if files.is_empty() {
         bail!("at least one --admin-key is needed");
     }
@@ -74,7 +74,7 @@ fn load_admins(files: &[PathBuf]) -> Result<Vec<Keypair>> {
 
 /// The SDK's admin errors, with the CLI's flag named where the SDK speaks of "the first admin
 /// key".
-fn admin_error(e: AdminError) -> anyhow::Error {
+pub(crate) fn admin_error(e: AdminError) -> anyhow::Error {
     match e {
         AdminError::NotAnAdmin { source } => anyhow::Error::new(source).context(
             "the first --admin-key is not an admin of this fleet (no account on the ledger)",

@@ -16,6 +16,7 @@ mod cli;
 mod fleet;
 mod logging;
 mod node_cmd;
+mod validator_cmd;
 
 use chain::{
     genesis_new, proof_target, store_anchors, store_migrate, store_proof, store_synth,
@@ -186,6 +187,7 @@ fn run(cli: Cli) -> Result<Output> {
                 timeout_s: timeout,
             })
         }
+        Cmd::Validator(c) => validator_cmd::run(c),
         Cmd::Inbox { key, api, dir } => fleet::inbox(&api, &key, dir.as_deref()),
         Cmd::Proof {
             api,

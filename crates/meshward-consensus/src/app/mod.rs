@@ -29,7 +29,7 @@ mod start;
 mod sync;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +42,7 @@ use meshward_core::state::StateView;
 use meshward_core::tx::ValidatorSet as CoreValidatorSet;
 use meshward_store::Store;
 use tokio::sync::{broadcast, watch};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::candidates::{Candidate, Candidates};
 use crate::config::ConsensusConfig;
@@ -66,6 +66,8 @@ pub(crate) struct Shared {
     pub committed: AtomicU64,
     pub late_rounds: AtomicU64,
     pub proposal_limit: AtomicU64,
+    /// Whether this node is in the validator set of the height consensus works on.
+    pub is_validator: AtomicBool,
     /// Blocks the store failed to write (disk full, I/O error), not blocks it refused.
     pub store_write_errors: AtomicU64,
 }
@@ -228,8 +230,19 @@ impl App {
         self.read().next_height()
     }
 
+    /// The parameters of the next height: the validator set in force after the last committed
+    /// block (a `ValidatorSetChange` in block `h` rules from `h + 1`), and the timeouts.
     fn height_params(&self) -> HeightParams<Ctx> {
-        let set = ValidatorSet::from_core(self.read().state().validators());
+        let core_set = self.read().state().validators().clone();
+        let member = core_set.power_of(&self.me.0).is_some();
+        if self.shared.is_validator.swap(member, Ordering::Relaxed) != member {
+            info!(
+                validator = member,
+                validators = core_set.validators.len(),
+                "this node's place in the validator set changed"
+            );
+        }
+        let set = ValidatorSet::from_core(&core_set);
         HeightParams::new(set, self.cfg.timeouts.to_linear(), None)
     }
 

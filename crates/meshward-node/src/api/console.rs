@@ -84,6 +84,60 @@ pub(super) async fn asset(file: Result<Path<String>, PathRejection>) -> Result<R
     }
 }
 
+/// How many of the last blocks `GET /v1/validators` reads for who signed lately: the proposer
+/// skipping window's default (K = 8).
+pub const VALIDATORS_RECENT_BLOCKS: u64 = 8;
+
+/// `GET /v1/validators`: the set in force for the next block, and who signed the certificates
+/// of the last [`VALIDATORS_RECENT_BLOCKS`] blocks (each block's own, and the fuller one the
+/// next block carries as its last commit).
+pub(super) async fn validators(State(s): State<Arc<Gateway>>) -> ApiResult<types::ValidatorList> {
+    let (height, since_height, set) = {
+        let store = s.ledger.read();
+        let height = store.tip().map_or(0, |(h, _)| h);
+        let set = store.state().validators().clone();
+        let since = store.validator_sets().last().map_or(1, |(from, _)| *from);
+        (height, since, set)
+    };
+    let mut last_signed: std::collections::BTreeMap<PublicKey, u64> = Default::default();
+    let from = height
+        .saturating_sub(VALIDATORS_RECENT_BLOCKS)
+        .saturating_add(1)
+        .max(1);
+    for h in from..=height {
+        // One block per read guard: consensus's writes never wait behind this loop.
+        let Some(cb) = s.ledger.read().block(h).map_err(store_error)? else {
+            continue;
+        };
+        let mut note = |c: &meshward_core::block::CommitCertificate| {
+            for k in c.signers() {
+                let e = last_signed.entry(*k).or_insert(c.height);
+                *e = (*e).max(c.height);
+            }
+        };
+        note(&cb.certificate);
+        if let Some(lc) = &cb.block.last_commit {
+            note(lc);
+        }
+    }
+    Ok(Json(types::ValidatorList {
+        height,
+        since_height,
+        set_hash: set.hash().to_hex(),
+        total_power: set.total_power(),
+        recent_blocks: VALIDATORS_RECENT_BLOCKS,
+        validators: set
+            .validators
+            .iter()
+            .map(|v| types::ValidatorEntry {
+                id: v.key.peer_id(),
+                power: v.power,
+                last_signed_height: last_signed.get(&v.key).copied(),
+            })
+            .collect(),
+    }))
+}
+
 /// `GET /v1/policy`.
 pub(super) async fn policy(State(s): State<Arc<Gateway>>) -> ApiResult<types::Policy> {
     let store = s.ledger.read();

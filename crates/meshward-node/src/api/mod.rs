@@ -109,6 +109,7 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
         ("GET", "/v1/anchors/{commitment}") => get(device::anchor_location),
         ("GET", "/v1/anchors/{commitment}/proof") => get(device::anchor_proof),
         ("GET", "/v1/policy") => get(console::policy),
+        ("GET", "/v1/validators") => get(console::validators),
         ("GET", "/v1/console") => get(console::console),
         ("GET", "/v1/audit") => get(console::audit),
         ("POST", "/v1/admin/revoke") => post(console::admin_revoke),
