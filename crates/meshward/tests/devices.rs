@@ -301,7 +301,11 @@ fn equivocating_device_is_quarantined_without_an_admin() {
         revoked_at <= start + 3 + 1,
         "revoked at {revoked_at}, equivocation seen at about {start}"
     );
-    let d = f.device_json(3, &a.id).unwrap();
+    // Another node says why once it has applied that block (it may be a block behind node 1).
+    let d = wait_for("node 3 to apply the quarantine", MIN, || {
+        let d = f.device_json(3, &a.id)?;
+        (d["status"] == "quarantined").then_some(d)
+    });
     assert!(
         d["revoked_reason"]
             .as_str()
