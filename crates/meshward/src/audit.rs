@@ -9,10 +9,16 @@ use anyhow::{bail, Context, Result};
 use meshward_api::client::ApiClient;
 use meshward_api::console::AuditAction;
 use meshward_core::hash::Hash;
-use meshward_core::light::utc;
+use meshward_core::light::{utc, ProofFile};
 use serde_json::json;
 
 use crate::Output;
+
+/// Whether `text` is a proof file (version 2) naming transaction `tx`. Only its summary is read:
+/// `meshward verify` checks it.
+fn proves_tx(text: &str, tx: &str) -> bool {
+    serde_json::from_str::<ProofFile>(text).is_ok_and(|f| f.tx.as_deref() == Some(tx))
+}
 
 /// Lists the actions from height `since` on; writes a proof of each into `prove`.
 pub(crate) fn audit(api: &str, since: u64, prove: Option<&Path>) -> Result<Output> {
@@ -37,11 +43,16 @@ pub(crate) fn audit(api: &str, since: u64, prove: Option<&Path>) -> Result<Outpu
                 .with_context(|| format!("the gateway sent a bad transaction id {:?}", a.tx))?;
             let text = client.tx_proof(&id)?;
             let path = dir.join(format!("{:08}-{}-{}.json", a.height, a.index, a.kind));
+            // Two proofs of one transaction may differ in their certificates (any quorum of
+            // the validators' signatures certifies a block, and a gateway's newest block has
+            // its own until the next block carries one); both verify. A file already proving
+            // this transaction is kept; one holding anything else is not overwritten.
             match fs::read_to_string(&path) {
-                Ok(old) if old == text => {}
+                Ok(old) if proves_tx(&old, &a.tx) => {}
                 Ok(_) => bail!(
-                    "{} already exists with other contents; refusing to overwrite",
-                    path.display()
+                    "{} already exists and is not a proof of transaction {}; refusing to overwrite",
+                    path.display(),
+                    a.tx
                 ),
                 Err(_) => fs::write(&path, &text)
                     .with_context(|| format!("cannot write {}", path.display()))?,
