@@ -9,13 +9,20 @@
 
 mod common;
 
-use common::fleet::{cli, s, Fleet};
+use common::fleet::{cli, s, Fleet, MIN};
 
 #[test]
 fn audit_lists_every_governance_action_and_each_proof_verifies_offline() {
     let f = Fleet::start();
+    // Each step goes through another gateway than the one before: let every node apply what
+    // the last step made final first.
+    let settle = |f: &Fleet| {
+        let h = (0..4).filter_map(|i| f.c.height(i)).max().unwrap();
+        f.c.wait_height(&[0, 1, 2, 3], h, MIN);
+    };
     let a = f.device("a", &["g1"]);
     let b = f.device("b", &["g2"]);
+    settle(&f);
     cli(&[
         s("policy"),
         s("set"),
@@ -27,6 +34,7 @@ fn audit_lists_every_governance_action_and_each_proof_verifies_offline() {
         s("g1:g2"),
     ])
     .unwrap();
+    settle(&f);
     cli(&[
         s("device"),
         s("rotate"),
@@ -36,9 +44,11 @@ fn audit_lists_every_governance_action_and_each_proof_verifies_offline() {
         a.key.to_string_lossy().to_string(),
     ])
     .unwrap();
+    settle(&f);
     // Signed with the rotated key: its proof must carry the rotation to verify.
     let sent = f.send(&a, &b.id, "after rotation", &[2]).unwrap();
     let commitment = sent["commitment"].as_str().unwrap().to_string();
+    settle(&f);
     cli(&[
         s("device"),
         s("revoke"),
@@ -51,6 +61,7 @@ fn audit_lists_every_governance_action_and_each_proof_verifies_offline() {
         s("stolen"),
     ])
     .unwrap();
+    settle(&f);
 
     let dir = f.c.root.path().join("audit");
     let out = cli(&[
