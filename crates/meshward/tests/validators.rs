@@ -319,6 +319,8 @@ fn validator_set_grows_and_shrinks_under_load() {
         .filter(|(_, (h, _))| *h > powered)
         .max_by_key(|(_, (h, _))| *h)
         .expect("an anchor final after the last handoff");
+    // Final where the load saw it; nodes 0 and 2, which are read below, may be a block behind.
+    c.wait_height(&[0, 2], h, MIN);
     let block = http(
         c.nodes[0].api_port,
         "GET",
