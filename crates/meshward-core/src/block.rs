@@ -268,10 +268,11 @@ impl CommitCertificate {
                 .map_err(|_| CertError::BadSignature(s.validator))?;
             signed = signed.saturating_add(power);
         }
-        let total = set.total_power();
-        // Powers are bounded by MAX_TOTAL_POWER, so these products cannot overflow.
-        if u128::from(signed) * 3 <= u128::from(total) * 2 {
-            return Err(CertError::InsufficientPower { signed, total });
+        if !set.is_quorum(signed) {
+            return Err(CertError::InsufficientPower {
+                signed,
+                total: set.total_power(),
+            });
         }
         Ok(())
     }

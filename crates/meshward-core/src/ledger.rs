@@ -21,8 +21,8 @@ use crate::state::{
     Account, Delta, Device, DeviceStatus, Group, Overlay, Policy, Record, State, StateView, Ticket,
 };
 use crate::tx::{
-    pop_message, rotate_message, ticket_hash, Anchor, Enroll, Evidence, GroupName, Recipient, Tx,
-    TxBody,
+    pop_message, rotate_message, ticket_hash, verify_key_possession, Anchor, Enroll, Evidence,
+    GroupName, Recipient, Tx, TxBody,
 };
 
 /// What the block supplies to the rules.
@@ -233,9 +233,7 @@ pub fn apply_with<V: StateView>(
             }
             new_sign.verifying_key().map_err(|_| Reject::WeakKey)?;
             let m = pop_message(chain_id, new_sign, new_enc);
-            new_sign
-                .verify(&m, pop_sign)
-                .and_then(|_| new_enc.verify_possession(&m, pop_enc))
+            verify_key_possession(new_sign, new_enc, &m, pop_sign, pop_enc)
                 .map_err(|_| Reject::BadProofOfPossession)?;
             out.push(Record::Account(signer(bumped)?));
             target.sign_key = *new_sign;
@@ -271,9 +269,7 @@ pub fn apply_with<V: StateView>(
             }
             new_sign.verifying_key().map_err(|_| Reject::WeakKey)?;
             let m = rotate_message(chain_id, &tx.signer, tx.seq, new_sign, new_enc);
-            new_sign
-                .verify(&m, new_sig)
-                .and_then(|_| new_enc.verify_possession(&m, enc_pop))
+            verify_key_possession(new_sign, new_enc, &m, new_sig, enc_pop)
                 .map_err(|_| Reject::BadProofOfPossession)?;
             dev.enc_key = *new_enc;
             acc.sign_key = *new_sign;
@@ -480,9 +476,7 @@ fn enroll<V: StateView>(
     }
     e.device.verifying_key().map_err(|_| Reject::WeakKey)?;
     let msg = pop_message(v.chain_id(), &e.device, &e.enc_key);
-    e.device
-        .verify(&msg, &e.pop_sign)
-        .and_then(|_| e.enc_key.verify_possession(&msg, &e.pop_enc))
+    verify_key_possession(&e.device, &e.enc_key, &msg, &e.pop_sign, &e.pop_enc)
         .map_err(|_| Reject::BadProofOfPossession)?;
     let device_seq = match &e.ticket {
         Some(secret) => {

@@ -151,18 +151,25 @@ struct Inner {
     parked: HashSet<PublicKey>,
     /// Transactions of parked signers.
     parked_count: usize,
+    /// Signers admitted since the last commit: the next commit checks whether to park them.
+    arrived: HashSet<PublicKey>,
 }
 
 impl Inner {
-    /// Parks every signer whose lowest pending sequence number is not the next one after
-    /// `state` (the committed state).
-    fn repark(&mut self, state: &State) {
-        self.parked.clear();
-        self.parked_count = 0;
-        for (s, q) in &self.by_sender {
-            let next = state.account(s).map_or(1, |a| a.seq + 1);
+    /// Parks each of `signers` whose lowest pending sequence number is not the next one after
+    /// `state` (the committed state), and unparks the others. Only signers a commit or an
+    /// admission touched can change, so a commit looks at those, not at every pending sender.
+    fn repark(&mut self, signers: impl IntoIterator<Item = PublicKey>, state: &State) {
+        for s in signers {
+            if self.parked.remove(&s) {
+                self.parked_count -= self.by_sender.get(&s).map_or(0, BTreeMap::len);
+            }
+            let Some(q) = self.by_sender.get(&s) else {
+                continue;
+            };
+            let next = state.account(&s).map_or(1, |a| a.seq + 1);
             if q.keys().next() != Some(&next) {
-                self.parked.insert(*s);
+                self.parked.insert(s);
                 self.parked_count += q.len();
             }
         }
@@ -363,6 +370,7 @@ impl Mempool {
         if inner.parked.remove(&signer) {
             inner.parked_count -= held;
         }
+        inner.arrived.insert(signer);
         let q = inner.by_sender.entry(signer).or_default();
         q.insert(
             seq,
@@ -461,7 +469,10 @@ impl Mempool {
                 }
             }
         }
-        inner.repark(state);
+        let mut touched = std::mem::take(&mut inner.arrived);
+        touched.extend(block.block.txs.iter().map(|t| t.signer));
+        touched.extend(dropped.iter().map(|t| t.signer));
+        inner.repark(touched, state);
         // Keep the arrival queue from growing with removed entries.
         if inner.arrivals.len() > 2 * inner.count + 1024 {
             let Inner { arrivals, ids, .. } = &mut *inner;

@@ -206,8 +206,8 @@ pub fn plan(
             .filter(|v| current.signing.contains(&v.key))
             .map(|v| v.power)
             .sum();
-        // The certificate rule: 3 × signed > 2 × total.
-        if u128::from(signing_power) * 3 <= u128::from(total_power) * 2 {
+        // The certificate rule.
+        if !set.is_quorum(signing_power) {
             return Err(SetChangeError::QuorumLost {
                 signing_power,
                 total_power,
@@ -230,11 +230,6 @@ pub struct Changed {
     pub set: ValidatorSet,
 }
 
-/// The admin transaction that replaces the validator set with `set` (unsigned body).
-pub fn body(set: ValidatorSet) -> TxBody {
-    TxBody::ValidatorSetChange(set)
-}
-
 /// Signs the change with `admins` (the first signs, the others co-sign), submits it and waits
 /// until it is final (at most [`admin::FINALITY_TIMEOUT`]).
 pub async fn submit(
@@ -242,7 +237,7 @@ pub async fn submit(
     admins: &[Keypair],
     set: ValidatorSet,
 ) -> Result<Changed, AdminError> {
-    let done = admin::admin_tx(client, admins, body(set.clone())).await?;
+    let done = admin::admin_tx(client, admins, TxBody::ValidatorSetChange(set.clone())).await?;
     Ok(Changed {
         tx: done.tx,
         height: done.height,

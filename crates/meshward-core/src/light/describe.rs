@@ -20,7 +20,7 @@ impl Proven {
 }
 
 /// What the transaction did, without when or by whom.
-pub fn action(tx: &Tx) -> String {
+fn action(tx: &Tx) -> String {
     match &tx.body {
         TxBody::Enroll(e) => format!(
             "device {} enrolled into groups [{}]",
@@ -29,9 +29,8 @@ pub fn action(tx: &Tx) -> String {
         ),
         TxBody::Revoke { device, reason } => format!("device {device} revoked ({reason:?})"),
         TxBody::RotateKeys { new_sign, .. } => format!(
-            "device {} rotated its keys (new signing key {})",
-            tx.signer,
-            crate::hex::encode(&new_sign.0)
+            "device {} rotated its keys (new signing key {new_sign})",
+            tx.signer
         ),
         TxBody::SetPolicy { allow } => format!(
             "send policy replaced by [{}]",
@@ -85,10 +84,7 @@ pub fn action(tx: &Tx) -> String {
         ),
         TxBody::Reinstate {
             device, new_sign, ..
-        } => format!(
-            "device {device} reinstated under new signing key {}",
-            crate::hex::encode(&new_sign.0)
-        ),
+        } => format!("device {device} reinstated under new signing key {new_sign}"),
     }
 }
 

@@ -22,10 +22,13 @@ use crate::hash::Hash;
 use crate::ids::{EncKey, PublicKey};
 use crate::merkle::{self, ProofError};
 use crate::state::AdminSet;
-use crate::tx::{pop_message, rotate_message, Recipient, Tx, TxBody, ValidatorSet, MAX_TX_BYTES};
+use crate::tx::{
+    pop_message, rotate_message, verify_key_possession, Recipient, Tx, TxBody, ValidatorSet,
+    MAX_TX_BYTES,
+};
 
 mod describe;
-pub use describe::{action, utc};
+pub use describe::utc;
 
 /// Proof format version that [`TxProof::build`] writes.
 pub const PROOF_VERSION: u8 = 2;
@@ -145,9 +148,7 @@ impl Inclusion {
         let tx = &self.tx;
         let msg = tx.signing_bytes(chain_id);
         let possession = |new_sign: &PublicKey, new_enc: &EncKey, m: &[u8], s1, s2| {
-            new_sign
-                .verify(m, s1)
-                .and_then(|_| new_enc.verify_possession(m, s2))
+            verify_key_possession(new_sign, new_enc, m, s1, s2)
                 .map_err(|_| VerifyError::BadKeyPossession { height })
         };
         match &tx.body {
@@ -307,8 +308,8 @@ pub struct Proven {
     pub tx_id: Hash,
     /// The transaction itself (signer, sequence number, co-signers and body).
     pub tx: Tx,
-    /// Whether the whole genesis is bound (always for version 2; for version 1 only when
-    /// block 1 or a handoff is in the proof).
+    /// Whether the whole genesis (time and admins too) is bound: always for version 2; for
+    /// version 1 only when block 1 is in the proof.
     pub genesis_bound: bool,
 }
 

@@ -151,6 +151,13 @@ impl ValidatorSet {
         self.validators.iter().map(|v| v.power).sum()
     }
 
+    /// Whether `power` of this set's voting power certifies a block: more than 2/3 of the total
+    /// (`3 × power > 2 × total`). Powers are bounded by [`MAX_TOTAL_POWER`], so the products
+    /// cannot overflow.
+    pub fn is_quorum(&self, power: u64) -> bool {
+        u128::from(power) * 3 > u128::from(self.total_power()) * 2
+    }
+
     /// The voting power of `key`, or `None` if it is not in the set.
     pub fn power_of(&self, key: &PublicKey) -> Option<u64> {
         self.validators
@@ -200,6 +207,21 @@ pub struct Enroll {
     pub pop_sign: Signature,
     /// The device's XEdDSA-style signature over [`pop_message`] with its X25519 key.
     pub pop_enc: Signature,
+}
+
+/// Checks that both keys signed `msg` (a [`pop_message`] or a rotation's message): the Ed25519
+/// key with Ed25519, the X25519 key with its XEdDSA-style proof of possession. The ledger and
+/// the offline verifier use this one check.
+pub fn verify_key_possession(
+    sign_key: &PublicKey,
+    enc_key: &EncKey,
+    msg: &[u8],
+    sign_sig: &Signature,
+    enc_sig: &Signature,
+) -> Result<(), crate::ids::KeyError> {
+    sign_key
+        .verify(msg, sign_sig)
+        .and_then(|_| enc_key.verify_possession(msg, enc_sig))
 }
 
 /// What a device signs to prove it holds both of its keys.
