@@ -88,6 +88,13 @@ impl PublicKey {
         Ok(PublicKey(pk))
     }
 
+    /// The X25519 public key of this Ed25519 key (the birational map to Montgomery form), which
+    /// [`SignKey::x25519_secret`] opens; `None` for a key [`PublicKey::verifying_key`] refuses.
+    pub fn x25519(&self) -> Option<EncKey> {
+        let vk = self.verifying_key().ok()?;
+        Some(EncKey(vk.to_montgomery().to_bytes()))
+    }
+
     /// Decompresses the key for verification. Rejects keys that are not points, and weak keys,
     /// whose signatures prove nothing.
     pub fn verifying_key(&self) -> Result<VerifyingKey, KeyError> {
@@ -205,6 +212,13 @@ impl SignKey {
     /// Signs `msg` (Ed25519, RFC 8032).
     pub fn sign(&self, msg: &[u8]) -> Signature {
         Signature(self.0.sign(msg).to_bytes())
+    }
+
+    /// The X25519 secret of this Ed25519 key (its secret scalar, as libsodium's
+    /// `crypto_sign_ed25519_sk_to_curve25519`): what a gateway opens MQTT custody grants with,
+    /// sealed to [`PublicKey::x25519`] of its node key (ADR 0011).
+    pub fn x25519_secret(&self) -> EncSecret {
+        EncSecret::from_bytes(&self.0.to_scalar_bytes())
     }
 }
 

@@ -77,7 +77,14 @@ pub enum Request {
     /// The sequence number an account's next transaction should carry, counting what waits in
     /// the answering gateway's mempool.
     NextSeq(PublicKey),
+    /// Gateway to gateway: an MQTT custody grant (the JSON of FORMATS.md, "MQTT custody"),
+    /// signed by the admins, for the receiving gateway to check and keep if it is a custodian.
+    /// Answered `Stored { replicas: 1 }`. At most [`MAX_CUSTODY_BYTES`].
+    Custody(Vec<u8>),
 }
+
+/// Largest custody grant carried by `Request::Custody`.
+pub const MAX_CUSTODY_BYTES: usize = 16 * 1024;
 
 /// What the ledger says of a device, as a gateway answers a `Lookup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,6 +214,7 @@ mod tag {
     pub(crate) const TX_STATUS: u8 = 10;
     pub(crate) const INFO: u8 = 11;
     pub(crate) const NEXT_SEQ: u8 = 12;
+    pub(crate) const CUSTODY: u8 = 13;
 
     pub(crate) const DELIVERED: u8 = 1;
     pub(crate) const STORED: u8 = 2;
@@ -243,6 +251,7 @@ impl Encode for Request {
             Request::TxStatus(h) => w.u8(tag::TX_STATUS).put(h),
             Request::Info => w.u8(tag::INFO),
             Request::NextSeq(k) => w.u8(tag::NEXT_SEQ).put(k),
+            Request::Custody(b) => w.u8(tag::CUSTODY).bytes(b),
         };
     }
 }
@@ -268,6 +277,7 @@ impl Decode for Request {
             tag::TX_STATUS => Request::TxStatus(r.get()?),
             tag::INFO => Request::Info,
             tag::NEXT_SEQ => Request::NextSeq(r.get()?),
+            tag::CUSTODY => Request::Custody(r.byte_vec(MAX_CUSTODY_BYTES, "custody grant")?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "rpc request kind",

@@ -104,7 +104,7 @@ fn info(group: &GroupName, epoch: u64, member: &PublicKey) -> Vec<u8> {
 }
 
 /// Adapts a `rand_core` 0.6 RNG to the 0.9 traits `hpke` takes.
-struct Rng9<'a, R>(&'a mut R);
+pub(crate) struct Rng9<'a, R>(pub(crate) &'a mut R);
 
 impl<R: RngCore + CryptoRng> hpke::rand_core::RngCore for Rng9<'_, R> {
     fn next_u32(&mut self) -> u32 {

@@ -43,6 +43,8 @@ pub mod admin;
 #[cfg(feature = "std")]
 pub mod client;
 #[cfg(feature = "std")]
+pub mod custody;
+#[cfg(feature = "std")]
 pub mod device;
 #[cfg(feature = "std")]
 pub mod devicepub;
