@@ -283,6 +283,12 @@ impl ApiClient {
         self.get("/v1/status")
     }
 
+    /// `POST /v1/mqtt/devices`: a custody grant (its JSON, FORMATS.md "MQTT custody"),
+    /// authenticated by the admins' signatures inside it.
+    pub fn mqtt_custody<B: Serialize>(&self, grant: &B) -> Result<crate::types::MqttCustody, ApiClientError> {
+        self.post_json("/v1/mqtt/devices", grant)
+    }
+
     /// `GET /v1/validators`.
     pub fn validators(&self) -> Result<ValidatorList, ApiClientError> {
         self.get("/v1/validators")

@@ -74,6 +74,7 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/audit", Some("Audit")),
     route("POST", "/v1/admin/revoke", Some("AdminDone")),
     route("POST", "/v1/admin/ticket", Some("TicketIssued")),
+    route("POST", "/v1/mqtt/devices", Some("MqttCustody")),
     route("GET", "/", None),
     route("GET", "/assets/{file}", None),
 ];
@@ -123,6 +124,7 @@ mod tests {
                 "/v1/admin/ticket",
                 schema_name::<crate::console::TicketIssued>(),
             ),
+            ("/v1/mqtt/devices", schema_name::<MqttCustody>()),
         ];
         for (path, name) in want {
             let r = ROUTES.iter().find(|r| r.path == *path).unwrap();

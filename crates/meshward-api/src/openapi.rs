@@ -49,6 +49,7 @@ pub fn schemas() -> Map<String, Value> {
     add::<crate::console::TicketRequest>(&mut g);
     add::<crate::console::AdminDone>(&mut g);
     add::<crate::console::TicketIssued>(&mut g);
+    add::<types::MqttCustody>(&mut g);
     g.take_definitions(true)
 }
 

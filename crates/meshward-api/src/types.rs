@@ -569,3 +569,25 @@ pub struct ValidatorEntry {
     #[serde(default)]
     pub last_signed_height: Option<u64>,
 }
+
+/// `POST /v1/mqtt/devices`: which custodians keep a device's custody grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MqttCustody {
+    /// The device (peer id form).
+    pub device: String,
+    /// Custodians that checked and kept the grant (node peer ids).
+    pub stored_by: Vec<String>,
+    /// Custodians that did not, and why.
+    pub refused: Vec<CustodianRefusal>,
+}
+
+/// A custodian that did not keep a custody grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CustodianRefusal {
+    /// The custodian (node peer id).
+    pub custodian: String,
+    /// Stable code: `unreachable`, `bad_grant`, `not_custodian`, …
+    pub code: String,
+    /// Why, for a person.
+    pub message: String,
+}

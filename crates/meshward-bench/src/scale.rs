@@ -216,6 +216,7 @@ fn devices_point(
             peer_id: v.public().peer_id(),
             pid: None,
             byzantine: None,
+            mqtt: None,
         });
     }
     let file = DevnetFile {

@@ -55,6 +55,9 @@ pub struct DevnetNode {
     /// feature): passed on as `node run --byzantine MODE` each time it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byzantine: Option<String>,
+    /// Its MQTT front door, e.g. `127.0.0.1:27003` (port P + 10i + 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
 }
 
 impl DevnetNode {
@@ -105,19 +108,19 @@ impl DevnetFile {
     }
 }
 
-/// Ports of node `i`: API, mesh, and consensus (mesh + 1).
+/// Ports of node `i`: API, mesh, consensus (mesh + 1) and MQTT (mesh + 2).
 fn ports(base: u16, i: usize) -> Result<(u16, u16)> {
     let off = u16::try_from(i * 10).context("too many validators")?;
     let api = base.checked_add(off).context("--base-port too high")?;
     let p2p = api.checked_add(1).context("--base-port too high")?;
-    p2p.checked_add(1).context("--base-port too high")?;
+    p2p.checked_add(2).context("--base-port too high")?;
     Ok((api, p2p))
 }
 
 /// Creates a devnet of `validators` nodes in `dir`: an admin key (`admin.key`), one data dir
 /// per node (`node<i>`, API on `base_port + 10i`, mesh on the next port, consensus on the one
-/// after, mDNS off) and `genesis.json`. Returns the devnet file; it is not written (the caller
-/// adds the process ids first).
+/// after, MQTT on the one after that, mDNS off) and `genesis.json`. Returns the devnet file; it
+/// is not written (the caller adds the process ids first).
 pub fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFile> {
     if !(1..=64).contains(&validators) {
         bail!("--validators must be between 1 and 64, not {validators}");
@@ -144,6 +147,9 @@ pub fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFil
             "# The devnet's admin key, for the console's token-authenticated actions.\nadmin_key = {:?}\n",
             admin_abs.display().to_string()
         ));
+        // The MQTT front door, on the loopback interface like everything else.
+        let mqtt_addr = format!("127.0.0.1:{}", p2p + 2);
+        cfg.push_str(&format!("mqtt = {mqtt_addr:?}\n"));
         fs::write(&r.config, cfg)
             .with_context(|| format!("cannot write {}", r.config.display()))?;
         let kp = keyfile::load(&r.node_key, KeyKind::Node)?;
@@ -160,6 +166,7 @@ pub fn create(dir: &Path, validators: usize, base_port: u16) -> Result<DevnetFil
             peer_id: r.peer_id,
             pid: None,
             byzantine: None,
+            mqtt: Some(mqtt_addr),
         });
     }
     let genesis = Genesis {

@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// `byzantine` only).
     #[cfg(feature = "byzantine")]
     pub byzantine: Option<meshward_consensus::byzantine::ByzantineMode>,
+    /// Where the MQTT front door listens (`mqtt = "127.0.0.1:1883"` in config.toml, `--mqtt` on
+    /// `node run`); `None`: no MQTT listener.
+    pub mqtt: Option<SocketAddr>,
 }
 
 #[derive(Deserialize, Default)]
@@ -80,6 +83,7 @@ struct ConfigFile {
     api_header_read_timeout_ms: Option<u64>,
     api_body_read_timeout_ms: Option<u64>,
     observers: Option<Vec<String>>,
+    mqtt: Option<String>,
 }
 
 impl NodeConfig {
@@ -105,6 +109,7 @@ impl NodeConfig {
             observers: Vec::new(),
             #[cfg(feature = "byzantine")]
             byzantine: None,
+            mqtt: None,
         }
     }
 
@@ -133,6 +138,12 @@ impl NodeConfig {
             c.consensus = Some(p.parse().with_context(|| {
                 format!("{}: consensus {p:?} is not a multiaddr", path.display())
             })?);
+        }
+        if let Some(a) = f.mqtt {
+            c.mqtt = Some(
+                a.parse()
+                    .with_context(|| format!("{}: mqtt {a:?} is not an ip:port", path.display()))?,
+            );
         }
         if let Some(m) = f.mdns {
             c.mdns = m;

@@ -38,6 +38,7 @@ pub mod ledger;
 pub mod mailboxes;
 pub mod mempool;
 pub mod metrics;
+pub mod mqtt;
 pub mod node;
 pub mod presence;
 pub mod rpc;
@@ -136,6 +137,10 @@ pub struct Gateway {
     pub idle_block_interval_ms: u64,
     /// The rate limit of `POST /v1/enroll`.
     pub enroll_limiter: api::enroll::EnrollLimiter,
+    /// MQTT custody grants this gateway holds (set by `run`).
+    pub custody: Option<Arc<mqtt::Custody>>,
+    /// The mesh, for handlers that ask other gateways (set by `run`).
+    pub net: Option<meshward_net::Net>,
     token: ApiToken,
 }
 
@@ -166,6 +171,8 @@ impl Gateway {
             admin: None,
             idle_block_interval_ms: meshward_consensus::config::DEFAULT_IDLE_BLOCK_INTERVAL_MS,
             enroll_limiter: api::enroll::EnrollLimiter::default(),
+            custody: None,
+            net: None,
             token,
         }
     }

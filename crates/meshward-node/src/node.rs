@@ -185,6 +185,12 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     );
     gw.admin = admin;
     gw.idle_block_interval_ms = config.idle_block_interval_ms;
+    let custody = Arc::new(
+        crate::mqtt::Custody::open(&config.dir, key.clone())
+            .with_context(|| format!("cannot open {}/custody", config.dir.display()))?,
+    );
+    gw.custody = Some(custody.clone());
+    gw.net = Some(net.clone());
     let gw = Arc::new(gw);
     // Devices revoked before this start are refused from the first connection.
     let mut follower = Follower::start(&gw, &net).await;
@@ -236,6 +242,38 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
         gw.metrics.clone(),
         stop_api_rx,
     ));
+
+    // MQTT front door.
+    let (stop_mqtt_tx, stop_mqtt_rx) = tokio::sync::watch::channel(false);
+    let mqtt = match config.mqtt {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for MQTT on {addr}"))?;
+            info!(%addr, "mqtt listening");
+            let mut gateways: Vec<meshward_net::Multiaddr> = gw
+                .identity
+                .mesh_addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            gateways.extend(config.bootstrap.iter().cloned());
+            let bridge = crate::mqtt::Bridge::new(
+                gw.clone(),
+                custody.clone(),
+                gateways,
+                genesis.chain_id.clone(),
+                &config.dir,
+            );
+            Some(tokio::spawn(meshward_mqtt::serve(
+                listener,
+                bridge,
+                meshward_mqtt::Limits::default(),
+                stop_mqtt_rx,
+            )))
+        }
+        None => None,
+    };
 
     // Opening checked the tip; the links below it are walked in the background.
     let mut link_check = tokio::task::spawn_blocking({
@@ -345,6 +383,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     }
     info!("shutting down");
     let _ = stop_api_tx.send(());
+    let _ = stop_mqtt_tx.send(true);
+    if let Some(m) = mqtt {
+        let _ = m.await;
+    }
     if let Err(e) = api.await {
         warn!(error = %e, "api server task failed");
     }

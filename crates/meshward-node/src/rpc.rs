@@ -152,6 +152,7 @@ impl RpcHandler {
                 let store = self.gw.ledger.read();
                 Response::NextSeq(self.gw.pool.mempool().next_seq(store.state(), &k))
             }
+            Request::Custody(bytes) => self.custody(&bytes),
             Request::Info => {
                 let store = self.gw.ledger.read();
                 Response::Info {
@@ -159,6 +160,23 @@ impl RpcHandler {
                     height: store.tip().map_or(0, |(h, _)| h),
                 }
             }
+        }
+    }
+
+    /// A custody grant forwarded by another gateway: checked against the ledger like any grant
+    /// (the forwarder is not trusted), kept if this gateway is a custodian.
+    fn custody(&self, bytes: &[u8]) -> Response {
+        let Some(custody) = &self.gw.custody else {
+            return refuse("unsupported", "this gateway keeps no custody grants");
+        };
+        let grant: meshward_sdk::custody::Grant = match serde_json::from_slice(bytes) {
+            Ok(g) => g,
+            Err(e) => return refuse("bad_request", format!("custody grant: {e}")),
+        };
+        match custody.register(&self.gw, &grant) {
+            Ok(true) => Response::Stored { replicas: 1 },
+            Ok(false) => refuse("not_custodian", "this gateway is not one of the custodians"),
+            Err(e) => refuse("bad_grant", e),
         }
     }
 

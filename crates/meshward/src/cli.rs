@@ -49,6 +49,9 @@ pub(crate) enum Cmd {
     /// The validator set: list it, add, remove or re-power a validator (k-of-n admins).
     #[command(subcommand)]
     Validator(crate::validator_cmd::ValidatorCmd),
+    /// Legacy MQTT devices: enroll one whose keys its custodian gateways hold.
+    #[command(subcommand)]
+    Mqtt(crate::mqtt_cmd::MqttCmd),
     /// Seal a message to a device, anchor it, and deliver it directly or through mailboxes.
     Send {
         #[command(flatten)]
@@ -265,6 +268,10 @@ pub(crate) struct NodeRun {
     /// Turn off LAN discovery by mDNS.
     #[arg(long)]
     pub(crate) no_mdns: bool,
+    /// MQTT listen address (overrides config.toml), e.g. 127.0.0.1:1883; without it (or
+    /// `mqtt` in config.toml) the gateway has no MQTT front door.
+    #[arg(long)]
+    pub(crate) mqtt: Option<String>,
     /// Make this validator misbehave, for the adversarial tests: equivocate, bad-proposal,
     /// withhold, stale-votes or garbage (a build with `--features byzantine` only).
     #[cfg(feature = "byzantine")]

@@ -15,6 +15,7 @@ mod chain;
 mod cli;
 mod fleet;
 mod logging;
+mod mqtt_cmd;
 mod node_cmd;
 mod validator_cmd;
 
@@ -188,6 +189,7 @@ fn run(cli: Cli) -> Result<Output> {
             })
         }
         Cmd::Validator(c) => validator_cmd::run(c),
+        Cmd::Mqtt(c) => mqtt_cmd::run(c),
         Cmd::Inbox { key, api, dir } => fleet::inbox(&api, &key, dir.as_deref()),
         Cmd::Proof {
             api,

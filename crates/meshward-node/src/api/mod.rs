@@ -114,6 +114,8 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<Gateway>>> {
         ("GET", "/v1/audit") => get(console::audit),
         ("POST", "/v1/admin/revoke") => post(console::admin_revoke),
         ("POST", "/v1/admin/ticket") => post(console::admin_ticket),
+        ("POST", "/v1/mqtt/devices") => post(crate::mqtt::api_custody)
+            .layer(DefaultBodyLimit::max(meshward_core::rpc::MAX_CUSTODY_BYTES)),
         ("GET", "/") => get(console::index),
         ("GET", "/assets/{file}") => get(console::asset),
         _ => return None,

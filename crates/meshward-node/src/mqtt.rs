@@ -1,0 +1,565 @@
+//! The gateway's MQTT front door: custody of legacy devices' keys and the [`Backend`] that turns
+//! an MQTT session into an SDK device run by its custodian.
+//!
+//! - **Custody** ([`Custody`]): admin-signed grants (`meshward_sdk::custody`), checked against
+//!   the ledger's admin set and kept in `<data dir>/custody/<device>.json` (0600). A grant holds
+//!   the device's keys sealed to this gateway's node key and the argon2id hash of its password;
+//!   nothing in it is readable without the node key.
+//! - **Sessions** ([`Bridge`]): a verified login opens the sealed keys in memory and starts the
+//!   device on the mesh (`meshward_sdk::device::Device`, a libp2p node keyed by the device's
+//!   key, talking to this gateway and its bootstrap peers). A PUBLISH is sealed, signed, anchored
+//!   and delivered exactly as an SDK device would; what the device's agent receives (directly or
+//!   from the replicated mailboxes) goes to `meshward/v1/inbox`; receipts to
+//!   `meshward/v1/receipts` once the anchor is final. Plaintext exists only here, in memory.
+//! - **Live revocation**: a watcher reads the ledger at every new committed height and closes
+//!   the session of each device no longer active (MQTT 5 reason 0x87), and logins of revoked
+//!   devices are refused.
+//!
+//! Owner: the node's `run` starts the listener with a [`Bridge`]; [`Custody`] is shared with the
+//! API (`POST /v1/mqtt/devices`) and the mesh handler (`Request::Custody`).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use meshward_core::ids::{Keypair, PublicKey};
+use meshward_core::state::StateView;
+use meshward_core::tx::GroupName;
+use meshward_mqtt::codec::{ConnRefusal, Kick, PubRefusal, Will};
+use meshward_mqtt::topic::{self, Feed, Target};
+use meshward_mqtt::{Accepted, Backend, BoxFuture, Login, Push, SessionHandle};
+use meshward_sdk::client::{ClientConfig, ClientError, DeviceIdentity};
+use meshward_sdk::custody::{Grant, GrantError};
+use meshward_sdk::device::Device;
+use meshward_sdk::dirstate::StateDir;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::Gateway;
+
+/// Devices in custody on one gateway.
+pub const MAX_CUSTODY: usize = 10_000;
+/// Messages and receipts waiting to be pushed to one session.
+pub const SESSION_QUEUE: usize = 256;
+/// Receipts being waited for at once per session (beyond: no receipt for the message).
+pub const MAX_RECEIPT_WAITS: usize = 256;
+/// How long a receipt is waited for.
+pub const RECEIPT_WAIT: Duration = Duration::from_secs(60);
+/// How often the revocation watcher looks for a new committed height.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The custody grants this gateway holds.
+pub struct Custody {
+    dir: PathBuf,
+    node: Keypair,
+    grants: Mutex<HashMap<PublicKey, Grant>>,
+}
+
+impl std::fmt::Debug for Custody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Custody").field("dir", &self.dir).finish()
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Custody {
+    /// Opens (creating) `<data dir>/custody` and loads every grant in it. A file that does not
+    /// parse is skipped with a warning, never deleted.
+    pub fn open(data_dir: &Path, node: Keypair) -> std::io::Result<Custody> {
+        let dir = data_dir.join("custody");
+        std::fs::create_dir_all(&dir)?;
+        let mut grants = HashMap::new();
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
+            let parsed = std::fs::read_to_string(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<Grant>(&t).map_err(|e| e.to_string()))
+                .and_then(|g| {
+                    PublicKey::from_peer_id(&g.device)
+                        .map(|k| (k, g))
+                        .map_err(|e| e.to_string())
+                });
+            match parsed {
+                Ok((k, g)) => {
+                    grants.insert(k, g);
+                }
+                Err(e) => warn!(file = %p.display(), error = %e, "custody file skipped"),
+            }
+        }
+        Ok(Custody {
+            dir,
+            node,
+            grants: Mutex::new(grants),
+        })
+    }
+
+    /// This gateway's node id.
+    pub fn node_id(&self) -> PublicKey {
+        self.node.id()
+    }
+
+    /// The grant for `device`, if this gateway holds one.
+    pub fn grant(&self, device: &PublicKey) -> Option<Grant> {
+        meshward_core::sync::lock(&self.grants, "custody grants")
+            .get(device)
+            .cloned()
+    }
+
+    /// Checks a grant against the ledger and, if this gateway is one of its custodians, keeps
+    /// it. `Ok(true)`: kept; `Ok(false)`: valid, but this gateway is not a custodian.
+    pub fn register(&self, gw: &Gateway, grant: &Grant) -> Result<bool, GrantError> {
+        let (device, custodians) = {
+            let store = gw.ledger.read();
+            let st = store.state();
+            let (device, custodians) =
+                grant.check_shape(st.chain_id(), meshward_mqtt::auth::check_hash)?;
+            grant.check_signatures(st.admins())?;
+            match st.account(&device).and_then(|a| a.device.as_ref()) {
+                Some(d) if d.is_active() => {}
+                Some(_) => return Err(GrantError::Malformed("the device is revoked".into())),
+                None => {
+                    return Err(GrantError::Malformed(
+                        "the device is not enrolled (enroll it first)".into(),
+                    ))
+                }
+            }
+            (device, custodians)
+        };
+        if !custodians.contains(&self.node.id()) {
+            return Ok(false);
+        }
+        // The copy must open here, or the grant is useless to this custodian.
+        drop(grant.open_keys(&self.node.sign)?);
+        let mut grants = meshward_core::sync::lock(&self.grants, "custody grants");
+        if !grants.contains_key(&device) && grants.len() >= MAX_CUSTODY {
+            return Err(GrantError::Malformed(format!(
+                "this gateway holds {MAX_CUSTODY} devices already"
+            )));
+        }
+        let json = serde_json::to_vec_pretty(grant).expect("a grant serialises");
+        write_private(&self.dir.join(format!("{}.json", grant.device)), &json)
+            .map_err(|e| GrantError::Malformed(format!("cannot store the grant: {e}")))?;
+        grants.insert(device, grant.clone());
+        info!(device = %grant.device, "custody grant kept");
+        Ok(true)
+    }
+}
+
+struct Live {
+    serial: u64,
+    pushes: mpsc::Sender<Push>,
+}
+
+/// The [`Backend`] of the gateway's MQTT listener.
+pub struct Bridge {
+    gw: Arc<Gateway>,
+    custody: Arc<Custody>,
+    client: ClientConfig,
+    state_dir: PathBuf,
+    sessions: Arc<Mutex<HashMap<PublicKey, Live>>>,
+    serial: AtomicU64,
+}
+
+impl Bridge {
+    /// A bridge whose devices reach the mesh through `gateways` (this node's own mesh address
+    /// first), keeping each device's SDK state under `<data dir>/custody/state/<device>`.
+    pub fn new(
+        gw: Arc<Gateway>,
+        custody: Arc<Custody>,
+        gateways: Vec<meshward_net::Multiaddr>,
+        chain_id: String,
+        data_dir: &Path,
+    ) -> Arc<Bridge> {
+        let mut client = ClientConfig::new(Some(chain_id), gateways);
+        client.request_timeout = Duration::from_secs(3);
+        let b = Arc::new(Bridge {
+            gw,
+            custody,
+            client,
+            state_dir: data_dir.join("custody").join("state"),
+            sessions: Arc::default(),
+            serial: AtomicU64::new(0),
+        });
+        tokio::spawn(watch_revocations(Arc::downgrade(&b)));
+        b
+    }
+
+    fn device_active(&self, device: &PublicKey) -> bool {
+        let store = self.gw.ledger.read();
+        store
+            .state()
+            .account(device)
+            .and_then(|a| a.device.as_ref())
+            .is_some_and(|d| d.is_active())
+    }
+
+    /// Connected devices (for tests and metrics).
+    pub fn connected(&self) -> usize {
+        meshward_core::sync::lock(&self.sessions, "mqtt sessions").len()
+    }
+}
+
+/// Closes the session of every device the ledger no longer holds active, at each new height.
+async fn watch_revocations(bridge: std::sync::Weak<Bridge>) {
+    let mut seen = 0u64;
+    loop {
+        tokio::time::sleep(WATCH_INTERVAL).await;
+        let Some(b) = bridge.upgrade() else { return };
+        let h = b.gw.ledger.tip_height();
+        if h == seen {
+            continue;
+        }
+        seen = h;
+        let devices: Vec<(PublicKey, mpsc::Sender<Push>)> =
+            meshward_core::sync::lock(&b.sessions, "mqtt sessions")
+                .iter()
+                .map(|(k, l)| (*k, l.pushes.clone()))
+                .collect();
+        for (d, tx) in devices {
+            if !b.device_active(&d) {
+                info!(device = %d, height = h, "revoked device's MQTT session closed");
+                // The kick must not wait behind a full queue.
+                let _ = tx.send(Push::Kick(Kick::NotAuthorized)).await;
+            }
+        }
+    }
+}
+
+fn refusal(e: &ClientError) -> PubRefusal {
+    match e {
+        ClientError::PolicyForbids { .. }
+        | ClientError::RecipientRevoked(_)
+        | ClientError::SelfRevoked => PubRefusal::NotAuthorized,
+        ClientError::Refused { code, .. }
+            if matches!(
+                code.as_str(),
+                "policy_forbids" | "sender_revoked" | "recipient_revoked" | "forbidden"
+            ) =>
+        {
+            PubRefusal::NotAuthorized
+        }
+        _ => PubRefusal::Unspecified,
+    }
+}
+
+struct Session {
+    device: Arc<Device>,
+    account: PublicKey,
+    pushes: mpsc::Sender<Push>,
+    receipts: Arc<AtomicBool>,
+    receipt_slots: Arc<tokio::sync::Semaphore>,
+    stop: Mutex<Option<oneshot::Sender<()>>>,
+    sessions: Arc<Mutex<HashMap<PublicKey, Live>>>,
+    serial: u64,
+}
+
+impl Session {
+    async fn send(
+        device: Arc<Device>,
+        account: PublicKey,
+        target: Target,
+        payload: Bytes,
+    ) -> Result<Vec<meshward_sdk::device::SendReport>, PubRefusal> {
+        let recipients: Vec<PublicKey> = match target {
+            Target::Device(id) => {
+                vec![PublicKey::from_peer_id(&id).map_err(|_| PubRefusal::TopicInvalid)?]
+            }
+            Target::Group(name) => {
+                let g = GroupName::new(&name).ok_or(PubRefusal::TopicInvalid)?;
+                let info = device
+                    .client()
+                    .group(&g)
+                    .await
+                    .map_err(|e| refusal(&e))?
+                    .ok_or(PubRefusal::TopicInvalid)?;
+                info.members
+                    .into_iter()
+                    .map(|(m, _)| m)
+                    .filter(|m| *m != account)
+                    .collect()
+            }
+        };
+        let mut reports = Vec::with_capacity(recipients.len());
+        for to in recipients {
+            match device.send(&to, &[&payload[..]], false, None).await {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    debug!(error = %e, "mqtt publish not sent");
+                    return Err(refusal(&e));
+                }
+            }
+        }
+        Ok(reports)
+    }
+}
+
+impl SessionHandle for Session {
+    fn publish(&self, target: Target, payload: Bytes) -> BoxFuture<'static, Result<(), PubRefusal>> {
+        let device = self.device.clone();
+        let account = self.account;
+        let pushes = self.pushes.clone();
+        let receipts = self.receipts.clone();
+        let slots = self.receipt_slots.clone();
+        Box::pin(async move {
+            let reports = Session::send(device.clone(), account, target, payload).await?;
+            if receipts.load(Ordering::Relaxed) {
+                for r in reports {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        debug!("receipt waits full; no receipt for this message");
+                        continue;
+                    };
+                    let device = device.clone();
+                    let pushes = pushes.clone();
+                    tokio::spawn(async move {
+                        let deadline = Instant::now() + RECEIPT_WAIT;
+                        if let Ok(h) = device.client().wait_final(&r.anchor_tx, deadline).await {
+                            let body =
+                                topic::receipt_json(&r.commitment.to_string(), h).into_bytes();
+                            let _ = pushes
+                                .send(Push::Message {
+                                    feed: Feed::Receipts,
+                                    payload: Bytes::from(body),
+                                    user: Vec::new(),
+                                })
+                                .await;
+                        }
+                        drop(permit);
+                    });
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn set_feeds(&self, _inbox: bool, receipts: bool) {
+        self.receipts.store(receipts, Ordering::Relaxed);
+    }
+
+    fn closed(&self, will: Option<Will>) {
+        if let Some(stop) = meshward_core::sync::lock(&self.stop, "mqtt session stop").take() {
+            let _ = stop.send(());
+        }
+        {
+            let mut s = meshward_core::sync::lock(&self.sessions, "mqtt sessions");
+            if s.get(&self.account).is_some_and(|l| l.serial == self.serial) {
+                s.remove(&self.account);
+            }
+        }
+        if let Some(w) = will {
+            if let Some(t) = topic::target(&w.topic) {
+                let device = self.device.clone();
+                let account = self.account;
+                tokio::spawn(async move {
+                    if let Err(r) = Session::send(device, account, t, w.payload).await {
+                        debug!(refusal = ?r, "will message not sent");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Backend for Bridge {
+    fn password_hash(&self, username: &str) -> Option<String> {
+        let device = PublicKey::from_peer_id(username).ok()?;
+        self.custody.grant(&device).map(|g| g.password_hash)
+    }
+
+    fn open(&self, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>> {
+        let device = PublicKey::from_peer_id(&login.username);
+        let grant = device.as_ref().ok().and_then(|d| self.custody.grant(d));
+        let active = device.as_ref().is_ok_and(|d| self.device_active(d));
+        let node = self.custody.node.sign.clone();
+        let client = self.client.clone();
+        let state_dir = self.state_dir.clone();
+        let sessions = self.sessions.clone();
+        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+        Box::pin(async move {
+            let (Ok(account), Some(grant)) = (device, grant) else {
+                return Err(ConnRefusal::BadCredentials);
+            };
+            if !active {
+                info!(device = %account, "mqtt login of a revoked device refused");
+                return Err(ConnRefusal::NotAuthorized);
+            }
+            let keys = grant.open_keys(&node).map_err(|e| {
+                warn!(device = %account, error = %e, "custody keys do not open");
+                ConnRefusal::Busy
+            })?;
+            let dir = state_dir.join(account.peer_id());
+            std::fs::create_dir_all(&dir).map_err(|_| ConnRefusal::Busy)?;
+            let state = StateDir::open(&dir).map_err(|_| ConnRefusal::Busy)?;
+            let identity = DeviceIdentity { account, keys };
+            let device = Device::start(identity, client, state).await.map_err(|e| {
+                warn!(device = %account, error = %e, "custodial device did not start");
+                ConnRefusal::Busy
+            })?;
+            let device = Arc::new(device);
+            let (push_tx, push_rx) = mpsc::channel(SESSION_QUEUE);
+            // One session per device on this gateway: a new login takes over.
+            let old = meshward_core::sync::lock(&sessions, "mqtt sessions").insert(
+                account,
+                Live {
+                    serial,
+                    pushes: push_tx.clone(),
+                },
+            );
+            if let Some(old) = old {
+                let _ = old.pushes.try_send(Push::Kick(Kick::SessionTakenOver));
+            }
+            let (stop_tx, stop_rx) = oneshot::channel::<()>();
+            let (recv_tx, mut recv_rx) = mpsc::channel(SESSION_QUEUE);
+            let agent_device = device.clone();
+            tokio::spawn(async move {
+                let stop = async {
+                    let _ = stop_rx.await;
+                };
+                if let Err(e) = agent_device
+                    .run_agent(Duration::from_millis(500), recv_tx, stop)
+                    .await
+                {
+                    warn!(error = %e, "custodial device agent stopped");
+                }
+                // The device's mesh node stops once the session's last handle is gone.
+                if let Some(d) = Arc::into_inner(agent_device) {
+                    d.shutdown().await;
+                }
+            });
+            let inbox = push_tx.clone();
+            tokio::spawn(async move {
+                while let Some(r) = recv_rx.recv().await {
+                    let push = Push::Message {
+                        feed: Feed::Inbox,
+                        payload: Bytes::from(r.payload),
+                        user: vec![
+                            ("from".into(), r.from.peer_id()),
+                            ("commitment".into(), r.commitment.to_string()),
+                        ],
+                    };
+                    if inbox.send(push).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            info!(device = %account, addr = %login.addr, "mqtt session opened");
+            let handle = Arc::new(Session {
+                device,
+                account,
+                pushes: push_tx,
+                receipts: Arc::new(AtomicBool::new(false)),
+                receipt_slots: Arc::new(tokio::sync::Semaphore::new(MAX_RECEIPT_WAITS)),
+                stop: Mutex::new(Some(stop_tx)),
+                sessions,
+                serial,
+            });
+            Ok(Accepted {
+                handle,
+                pushes: push_rx,
+                session_present: !login.clean,
+            })
+        })
+    }
+}
+
+/// How long a forwarded grant may take at another custodian.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `POST /v1/mqtt/devices`: checks a custody grant, keeps it if this gateway is a custodian, and
+/// forwards it over the mesh to the other custodians (each checks it again).
+pub async fn api_custody(
+    axum::extract::State(gw): axum::extract::State<Arc<Gateway>>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<axum::Json<meshward_api::types::MqttCustody>, crate::api::ApiError> {
+    use crate::api::ApiError;
+    use axum::http::StatusCode;
+    use meshward_api::types::{CustodianRefusal, MqttCustody};
+    let body = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let grant: Grant = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("custody grant: {e}"))
+    })?;
+    let custody = gw.custody.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::CONFLICT, "unsupported", "this gateway keeps no custody")
+    })?;
+    let me = custody.node_id();
+    let mine = {
+        let (gw, custody, grant) = (gw.clone(), custody.clone(), grant.clone());
+        tokio::task::spawn_blocking(move || custody.register(&gw, &grant))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+    };
+    match mine {
+        Err(GrantError::Unauthorized { need, have }) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "unauthorized",
+                GrantError::Unauthorized { need, have }.to_string(),
+            ))
+        }
+        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_grant", e.to_string())),
+        Ok(_) => {}
+    }
+    let mut stored_by = Vec::new();
+    let mut refused = Vec::new();
+    let custodians: Vec<PublicKey> = grant
+        .custodians
+        .iter()
+        .filter_map(|c| PublicKey::from_peer_id(c).ok())
+        .collect();
+    if custodians.contains(&me) {
+        stored_by.push(me.peer_id());
+    }
+    let net = gw.net.clone();
+    let bytes = meshward_core::rpc::Request::Custody(body.to_vec());
+    let bytes = meshward_core::codec::Encode::to_bytes(&bytes);
+    for c in custodians.into_iter().filter(|c| *c != me) {
+        let answer = match &net {
+            Some(net) => {
+                let peer = meshward_net::peer_id_of(&c);
+                tokio::time::timeout(FORWARD_TIMEOUT, net.request(peer, bytes.clone())).await
+            }
+            None => Ok(Err(meshward_net::NetError::Closed)),
+        };
+        let refusal = |code: &str, message: String| CustodianRefusal {
+            custodian: c.peer_id(),
+            code: code.into(),
+            message,
+        };
+        match answer {
+            Ok(Ok(resp)) => match <meshward_core::rpc::Response as meshward_core::codec::Decode>::from_bytes(&resp) {
+                Ok(meshward_core::rpc::Response::Stored { .. }) => stored_by.push(c.peer_id()),
+                Ok(meshward_core::rpc::Response::Error { code, message }) => {
+                    refused.push(refusal(&code, message))
+                }
+                Ok(other) => refused.push(refusal("unexpected", format!("{other:?}"))),
+                Err(e) => refused.push(refusal("bad_response", e.to_string())),
+            },
+            Ok(Err(e)) => refused.push(refusal("unreachable", e.to_string())),
+            Err(_) => refused.push(refusal("unreachable", "no answer in 5 s".into())),
+        }
+    }
+    Ok(axum::Json(MqttCustody {
+        device: grant.device,
+        stored_by,
+        refused,
+    }))
+}
