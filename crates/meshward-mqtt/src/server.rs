@@ -112,7 +112,7 @@ pub trait Backend: Send + Sync + 'static {
     /// The argon2id PHC string of `username`'s password, if that user may log in here.
     fn password_hash(&self, username: &str) -> Option<String>;
     /// Opens the session of a user whose password was verified. A refusal is sent in CONNACK.
-    fn open(&self, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>>;
+    fn open(self: Arc<Self>, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>>;
 }
 
 /// A hash no password matches, verified for unknown users so that a login costs the same
@@ -228,6 +228,7 @@ async fn authenticate(
     }
     shared
         .backend
+        .clone()
         .open(Login {
             addr,
             username: user,

@@ -18,9 +18,9 @@
 //! Owner: the node's `run` starts the listener with a [`Bridge`]; [`Custody`] is shared with the
 //! API (`POST /v1/mqtt/devices`) and the mesh handler (`Request::Custody`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,6 +85,10 @@ impl Custody {
     pub fn open(data_dir: &Path, node: Keypair) -> std::io::Result<Custody> {
         let dir = data_dir.join("custody");
         std::fs::create_dir_all(&dir)?;
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         let mut grants = HashMap::new();
         for e in std::fs::read_dir(&dir)? {
             let p = e?.path();
@@ -165,9 +169,29 @@ impl Custody {
     }
 }
 
-struct Live {
-    serial: u64,
+/// One MQTT connection of a custodial device.
+struct Conn {
     pushes: mpsc::Sender<Push>,
+    inbox: bool,
+    receipts: bool,
+}
+
+/// A custodial device with at least one MQTT connection here: its SDK device on the mesh,
+/// shared by all its connections (a device may subscribe on one and publish on another).
+struct Custodial {
+    device: Arc<Device>,
+    conns: HashMap<u64, Conn>,
+    /// Messages received while no connection was subscribed to the inbox; at most
+    /// [`SESSION_QUEUE`], oldest dropped.
+    held: VecDeque<Push>,
+    /// Stops the device's receiving agent, once it runs (from the first inbox subscription).
+    agent: Option<oneshot::Sender<()>>,
+}
+
+type Devices = Arc<Mutex<HashMap<PublicKey, Custodial>>>;
+
+fn lock(d: &Devices) -> std::sync::MutexGuard<'_, HashMap<PublicKey, Custodial>> {
+    meshward_core::sync::lock(d, "mqtt custodial devices")
 }
 
 /// The [`Backend`] of the gateway's MQTT listener.
@@ -176,8 +200,10 @@ pub struct Bridge {
     custody: Arc<Custody>,
     client: ClientConfig,
     state_dir: PathBuf,
-    sessions: Arc<Mutex<HashMap<PublicKey, Live>>>,
+    devices: Devices,
     serial: AtomicU64,
+    /// Held while a device's SDK node starts, so two logins never start two.
+    starting: tokio::sync::Mutex<()>,
 }
 
 impl Bridge {
@@ -197,29 +223,68 @@ impl Bridge {
             custody,
             client,
             state_dir: data_dir.join("custody").join("state"),
-            sessions: Arc::default(),
+            devices: Arc::default(),
             serial: AtomicU64::new(0),
+            starting: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(watch_revocations(Arc::downgrade(&b)));
         b
     }
 
     fn device_active(&self, device: &PublicKey) -> bool {
-        let store = self.gw.ledger.read();
-        store
-            .state()
-            .account(device)
-            .and_then(|a| a.device.as_ref())
-            .is_some_and(|d| d.is_active())
+        device_active(&self.gw, device)
     }
 
-    /// Connected devices (for tests and metrics).
+    /// MQTT connections open now (for tests and metrics).
     pub fn connected(&self) -> usize {
-        meshward_core::sync::lock(&self.sessions, "mqtt sessions").len()
+        lock(&self.devices).values().map(|c| c.conns.len()).sum()
+    }
+
+    /// The device's SDK node: the running one, or a new one started with its opened keys.
+    async fn device(&self, account: PublicKey, grant: &Grant) -> Result<Arc<Device>, ConnRefusal> {
+        let _one = self.starting.lock().await;
+        if let Some(c) = lock(&self.devices).get(&account) {
+            return Ok(c.device.clone());
+        }
+        let keys = grant.open_keys(&self.custody.node.sign).map_err(|e| {
+            warn!(device = %account, error = %e, "custody keys do not open");
+            ConnRefusal::Busy
+        })?;
+        let dir = self.state_dir.join(account.peer_id());
+        std::fs::create_dir_all(&dir).map_err(|_| ConnRefusal::Busy)?;
+        let state = StateDir::open(&dir).map_err(|_| ConnRefusal::Busy)?;
+        let identity = DeviceIdentity { account, keys };
+        let device = Device::start(identity, self.client.clone(), state)
+            .await
+            .map_err(|e| {
+                warn!(device = %account, error = %e, "custodial device did not start");
+                ConnRefusal::Busy
+            })?;
+        let device = Arc::new(device);
+        lock(&self.devices).insert(
+            account,
+            Custodial {
+                device: device.clone(),
+                conns: HashMap::new(),
+                held: VecDeque::new(),
+                agent: None,
+            },
+        );
+        Ok(device)
     }
 }
 
-/// Closes the session of every device the ledger no longer holds active, at each new height.
+fn device_active(gw: &Gateway, device: &PublicKey) -> bool {
+    let store = gw.ledger.read();
+    store
+        .state()
+        .account(device)
+        .and_then(|a| a.device.as_ref())
+        .is_some_and(|d| d.is_active())
+}
+
+/// Closes every connection of each device the ledger no longer holds active, at each new
+/// committed height.
 async fn watch_revocations(bridge: std::sync::Weak<Bridge>) {
     let mut seen = 0u64;
     loop {
@@ -230,14 +295,16 @@ async fn watch_revocations(bridge: std::sync::Weak<Bridge>) {
             continue;
         }
         seen = h;
-        let devices: Vec<(PublicKey, mpsc::Sender<Push>)> =
-            meshward_core::sync::lock(&b.sessions, "mqtt sessions")
-                .iter()
-                .map(|(k, l)| (*k, l.pushes.clone()))
-                .collect();
-        for (d, tx) in devices {
-            if !b.device_active(&d) {
-                info!(device = %d, height = h, "revoked device's MQTT session closed");
+        let conns: Vec<(PublicKey, Vec<mpsc::Sender<Push>>)> = lock(&b.devices)
+            .iter()
+            .map(|(k, c)| (*k, c.conns.values().map(|x| x.pushes.clone()).collect()))
+            .collect();
+        for (d, txs) in conns {
+            if b.device_active(&d) {
+                continue;
+            }
+            info!(device = %d, height = h, "revoked device's MQTT connections closed");
+            for tx in txs {
                 // The kick must not wait behind a full queue.
                 let _ = tx.send(Push::Kick(Kick::NotAuthorized)).await;
             }
@@ -262,15 +329,66 @@ fn refusal(e: &ClientError) -> PubRefusal {
     }
 }
 
+/// Sends `push` to every connection of `account` that `wants` it; held for later if it is an
+/// inbox message and none does.
+async fn fan_out(devices: &Devices, account: &PublicKey, push: Push, wants: fn(&Conn) -> bool) {
+    let targets: Vec<mpsc::Sender<Push>> = {
+        let mut d = lock(devices);
+        let Some(c) = d.get_mut(account) else { return };
+        let t: Vec<_> = c.conns.values().filter(|x| wants(x)).map(|x| x.pushes.clone()).collect();
+        if t.is_empty() {
+            if matches!(push, Push::Message { feed: Feed::Inbox, .. }) {
+                if c.held.len() >= SESSION_QUEUE {
+                    warn!(device = %account, "inbox held queue full; oldest message dropped");
+                    c.held.pop_front();
+                }
+                c.held.push_back(push);
+            }
+            return;
+        }
+        t
+    };
+    for t in targets {
+        let _ = t.send(push.clone()).await;
+    }
+}
+
+/// Starts the device's receiving agent: what it receives goes to the inbox subscribers.
+fn start_agent(devices: &Devices, account: PublicKey, device: Arc<Device>) -> oneshot::Sender<()> {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (recv_tx, mut recv_rx) = mpsc::channel(SESSION_QUEUE);
+    tokio::spawn(async move {
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = device.run_agent(Duration::from_millis(500), recv_tx, stop).await {
+            warn!(error = %e, "custodial device agent stopped");
+        }
+    });
+    let devices = devices.clone();
+    tokio::spawn(async move {
+        while let Some(r) = recv_rx.recv().await {
+            let push = Push::Message {
+                feed: Feed::Inbox,
+                payload: Bytes::from(r.payload),
+                user: vec![
+                    ("from".into(), r.from.peer_id()),
+                    ("commitment".into(), r.commitment.to_string()),
+                ],
+            };
+            fan_out(&devices, &account, push, |c| c.inbox).await;
+        }
+    });
+    stop_tx
+}
+
+/// One MQTT connection's handle.
 struct Session {
     device: Arc<Device>,
     account: PublicKey,
-    pushes: mpsc::Sender<Push>,
-    receipts: Arc<AtomicBool>,
-    receipt_slots: Arc<tokio::sync::Semaphore>,
-    stop: Mutex<Option<oneshot::Sender<()>>>,
-    sessions: Arc<Mutex<HashMap<PublicKey, Live>>>,
+    devices: Devices,
     serial: u64,
+    receipt_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Session {
@@ -317,65 +435,92 @@ impl SessionHandle for Session {
     fn publish(&self, target: Target, payload: Bytes) -> BoxFuture<'static, Result<(), PubRefusal>> {
         let device = self.device.clone();
         let account = self.account;
-        let pushes = self.pushes.clone();
-        let receipts = self.receipts.clone();
+        let devices = self.devices.clone();
         let slots = self.receipt_slots.clone();
         Box::pin(async move {
             let reports = Session::send(device.clone(), account, target, payload).await?;
-            if receipts.load(Ordering::Relaxed) {
-                for r in reports {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        debug!("receipt waits full; no receipt for this message");
-                        continue;
-                    };
-                    let device = device.clone();
-                    let pushes = pushes.clone();
-                    tokio::spawn(async move {
-                        let deadline = Instant::now() + RECEIPT_WAIT;
-                        if let Ok(h) = device.client().wait_final(&r.anchor_tx, deadline).await {
-                            let body =
-                                topic::receipt_json(&r.commitment.to_string(), h).into_bytes();
-                            let _ = pushes
-                                .send(Push::Message {
-                                    feed: Feed::Receipts,
-                                    payload: Bytes::from(body),
-                                    user: Vec::new(),
-                                })
-                                .await;
-                        }
-                        drop(permit);
-                    });
-                }
+            for r in reports {
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    debug!("receipt waits full; no receipt for this message");
+                    continue;
+                };
+                let device = device.clone();
+                let devices = devices.clone();
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + RECEIPT_WAIT;
+                    if let Ok(h) = device.client().wait_final(&r.anchor_tx, deadline).await {
+                        let body = topic::receipt_json(&r.commitment.to_string(), h);
+                        let push = Push::Message {
+                            feed: Feed::Receipts,
+                            payload: Bytes::from(body.into_bytes()),
+                            user: Vec::new(),
+                        };
+                        fan_out(&devices, &account, push, |c| c.receipts).await;
+                    }
+                    drop(permit);
+                });
             }
             Ok(())
         })
     }
 
-    fn set_feeds(&self, _inbox: bool, receipts: bool) {
-        self.receipts.store(receipts, Ordering::Relaxed);
+    fn set_feeds(&self, inbox: bool, receipts: bool) {
+        let mut flush = Vec::new();
+        let pushes;
+        {
+            let mut d = lock(&self.devices);
+            let Some(c) = d.get_mut(&self.account) else { return };
+            let Some(conn) = c.conns.get_mut(&self.serial) else { return };
+            conn.inbox = inbox;
+            conn.receipts = receipts;
+            pushes = conn.pushes.clone();
+            if inbox {
+                flush.extend(c.held.drain(..));
+                if c.agent.is_none() {
+                    c.agent = Some(start_agent(&self.devices, self.account, c.device.clone()));
+                }
+            }
+        }
+        if !flush.is_empty() {
+            tokio::spawn(async move {
+                for p in flush {
+                    let _ = pushes.send(p).await;
+                }
+            });
+        }
     }
 
     fn closed(&self, will: Option<Will>) {
-        if let Some(stop) = meshward_core::sync::lock(&self.stop, "mqtt session stop").take() {
-            let _ = stop.send(());
-        }
-        {
-            let mut s = meshward_core::sync::lock(&self.sessions, "mqtt sessions");
-            if s.get(&self.account).is_some_and(|l| l.serial == self.serial) {
-                s.remove(&self.account);
+        let last = {
+            let mut d = lock(&self.devices);
+            let last = d.get_mut(&self.account).is_some_and(|c| {
+                c.conns.remove(&self.serial);
+                c.conns.is_empty()
+            });
+            if last {
+                d.remove(&self.account)
+            } else {
+                None
             }
-        }
-        if let Some(w) = will {
-            if let Some(t) = topic::target(&w.topic) {
-                let device = self.device.clone();
-                let account = self.account;
-                tokio::spawn(async move {
-                    if let Err(r) = Session::send(device, account, t, w.payload).await {
-                        debug!(refusal = ?r, "will message not sent");
-                    }
-                });
+        };
+        let device = self.device.clone();
+        let account = self.account;
+        tokio::spawn(async move {
+            if let Some(t) = will.and_then(|w| topic::target(&w.topic).map(|t| (t, w.payload))) {
+                if let Err(r) = Session::send(device.clone(), account, t.0, t.1).await {
+                    debug!(refusal = ?r, "will message not sent");
+                }
             }
-        }
+            if let Some(c) = last {
+                // The last connection: stop receiving and take the device off the mesh, so what
+                // is sent to it waits in the replicated mailboxes.
+                if let Some(stop) = c.agent {
+                    let _ = stop.send(());
+                }
+                device.client().net().clone().shutdown().await;
+                info!(device = %account, "custodial device left the mesh");
+            }
+        });
     }
 }
 
@@ -385,97 +530,50 @@ impl Backend for Bridge {
         self.custody.grant(&device).map(|g| g.password_hash)
     }
 
-    fn open(&self, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>> {
-        let device = PublicKey::from_peer_id(&login.username);
-        let grant = device.as_ref().ok().and_then(|d| self.custody.grant(d));
-        let active = device.as_ref().is_ok_and(|d| self.device_active(d));
-        let node = self.custody.node.sign.clone();
-        let client = self.client.clone();
-        let state_dir = self.state_dir.clone();
-        let sessions = self.sessions.clone();
-        let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+    fn open(self: Arc<Self>, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>> {
         Box::pin(async move {
-            let (Ok(account), Some(grant)) = (device, grant) else {
+            let Ok(account) = PublicKey::from_peer_id(&login.username) else {
                 return Err(ConnRefusal::BadCredentials);
             };
-            if !active {
+            let Some(grant) = self.custody.grant(&account) else {
+                return Err(ConnRefusal::BadCredentials);
+            };
+            if !self.device_active(&account) {
                 info!(device = %account, "mqtt login of a revoked device refused");
                 return Err(ConnRefusal::NotAuthorized);
             }
-            let keys = grant.open_keys(&node).map_err(|e| {
-                warn!(device = %account, error = %e, "custody keys do not open");
-                ConnRefusal::Busy
-            })?;
-            let dir = state_dir.join(account.peer_id());
-            std::fs::create_dir_all(&dir).map_err(|_| ConnRefusal::Busy)?;
-            let state = StateDir::open(&dir).map_err(|_| ConnRefusal::Busy)?;
-            let identity = DeviceIdentity { account, keys };
-            let device = Device::start(identity, client, state).await.map_err(|e| {
-                warn!(device = %account, error = %e, "custodial device did not start");
-                ConnRefusal::Busy
-            })?;
-            let device = Arc::new(device);
+            let device = self.device(account, &grant).await?;
+            let serial = self.serial.fetch_add(1, Ordering::Relaxed);
             let (push_tx, push_rx) = mpsc::channel(SESSION_QUEUE);
-            // One session per device on this gateway: a new login takes over.
-            let old = meshward_core::sync::lock(&sessions, "mqtt sessions").insert(
-                account,
-                Live {
-                    serial,
-                    pushes: push_tx.clone(),
-                },
-            );
-            if let Some(old) = old {
-                let _ = old.pushes.try_send(Push::Kick(Kick::SessionTakenOver));
-            }
-            let (stop_tx, stop_rx) = oneshot::channel::<()>();
-            let (recv_tx, mut recv_rx) = mpsc::channel(SESSION_QUEUE);
-            let agent_device = device.clone();
-            tokio::spawn(async move {
-                let stop = async {
-                    let _ = stop_rx.await;
+            let present = {
+                let mut d = lock(&self.devices);
+                let Some(c) = d.get_mut(&account) else {
+                    // The device's last connection closed while this one started: try again.
+                    return Err(ConnRefusal::Busy);
                 };
-                if let Err(e) = agent_device
-                    .run_agent(Duration::from_millis(500), recv_tx, stop)
-                    .await
-                {
-                    warn!(error = %e, "custodial device agent stopped");
-                }
-                // The device's mesh node stops once the session's last handle is gone.
-                if let Some(d) = Arc::into_inner(agent_device) {
-                    d.shutdown().await;
-                }
-            });
-            let inbox = push_tx.clone();
-            tokio::spawn(async move {
-                while let Some(r) = recv_rx.recv().await {
-                    let push = Push::Message {
-                        feed: Feed::Inbox,
-                        payload: Bytes::from(r.payload),
-                        user: vec![
-                            ("from".into(), r.from.peer_id()),
-                            ("commitment".into(), r.commitment.to_string()),
-                        ],
-                    };
-                    if inbox.send(push).await.is_err() {
-                        break;
-                    }
-                }
-            });
+                let present = !c.conns.is_empty();
+                c.conns.insert(
+                    serial,
+                    Conn {
+                        pushes: push_tx,
+                        inbox: false,
+                        receipts: false,
+                    },
+                );
+                present
+            };
             info!(device = %account, addr = %login.addr, "mqtt session opened");
             let handle = Arc::new(Session {
                 device,
                 account,
-                pushes: push_tx,
-                receipts: Arc::new(AtomicBool::new(false)),
-                receipt_slots: Arc::new(tokio::sync::Semaphore::new(MAX_RECEIPT_WAITS)),
-                stop: Mutex::new(Some(stop_tx)),
-                sessions,
+                devices: self.devices.clone(),
                 serial,
+                receipt_slots: Arc::new(tokio::sync::Semaphore::new(MAX_RECEIPT_WAITS)),
             });
             Ok(Accepted {
                 handle,
                 pushes: push_rx,
-                session_present: !login.clean,
+                session_present: present && !login.clean,
             })
         })
     }
