@@ -49,7 +49,7 @@ pub const MAX_RECEIPT_WAITS: usize = 256;
 /// How long a receipt is waited for.
 pub const RECEIPT_WAIT: Duration = Duration::from_secs(60);
 /// How often the revocation watcher looks for a new committed height.
-pub const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The custody grants this gateway holds.
 pub struct Custody {
@@ -300,10 +300,20 @@ async fn watch_revocations(bridge: std::sync::Weak<Bridge>) {
             .map(|(k, c)| (*k, c.conns.values().map(|x| x.pushes.clone()).collect()))
             .collect();
         for (d, txs) in conns {
-            if b.device_active(&d) {
-                continue;
-            }
-            info!(device = %d, height = h, "revoked device's MQTT connections closed");
+            let revoked_at = {
+                let store = b.gw.ledger.read();
+                match store.state().account(&d).and_then(|a| a.device.as_ref()).map(|x| &x.status) {
+                    Some(meshward_core::state::DeviceStatus::Active) => continue,
+                    Some(meshward_core::state::DeviceStatus::Revoked { height, .. }) => Some(*height),
+                    None => None,
+                }
+            };
+            info!(
+                device = %d,
+                height = h,
+                revoked_height = ?revoked_at,
+                "revoked device's MQTT connections closed"
+            );
             for tx in txs {
                 // The kick must not wait behind a full queue.
                 let _ = tx.send(Push::Kick(Kick::NotAuthorized)).await;

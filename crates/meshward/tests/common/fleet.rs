@@ -96,6 +96,28 @@ impl Fleet {
         Fleet { c, rt }
     }
 
+    /// Four validators, each with its MQTT front door on its API port + 3, past height 1. Idle
+    /// blocks every 400 ms, so "within one block" is a margin a loaded machine keeps.
+    pub fn start_mqtt() -> Fleet {
+        let mut c = Cluster::new(4, 400);
+        for i in 0..4 {
+            let addr = format!("127.0.0.1:{}", c.nodes[i].api_port + 3);
+            c.start_with(i, &["--mqtt", &addr]);
+        }
+        c.wait_height(&[0, 1, 2, 3], 1, 2 * MIN);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        Fleet { c, rt }
+    }
+
+    /// Node `i`'s MQTT port (with [`Fleet::start_mqtt`]).
+    pub fn mqtt_port(&self, i: usize) -> u16 {
+        self.c.nodes[i].api_port + 3
+    }
+
     pub fn api(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.c.nodes[i].api_port)
     }
