@@ -193,6 +193,73 @@ fn main() {
         }
     }
 
+    // mqtt: the first byte picks the reader (0 CONNECT, 1 MQTT 3.1.1, 2 MQTT 5, 3 a custody
+    // grant's JSON).
+    let connect4: &[u8] = &[
+        0x10, 0x13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 1, b'd', 0, 1, b'u', 0, 1,
+        b'p',
+    ];
+    let connect5: &[u8] = &[
+        0x10, 0x14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0xC2, 0, 60, 0, 0, 1, b'd', 0, 1, b'u', 0, 1,
+        b'p',
+    ];
+    for (name, c) in [("connect4", connect4), ("connect5", connect5)] {
+        write(&root, "mqtt", name, &[&[0u8][..], c].concat());
+    }
+    for (sel, v) in [
+        (1u8, meshward_mqtt::codec::Version::V311),
+        (2u8, meshward_mqtt::codec::Version::V5),
+    ] {
+        let mut b = bytes::BytesMut::new();
+        b.extend_from_slice(&[sel]);
+        // SUBSCRIBE meshward/v1/inbox QoS 1 (MQTT 5 adds an empty property length).
+        let props: &[u8] = if sel == 2 { &[0] } else { &[] };
+        b.extend_from_slice(&[0x82, 22 + props.len() as u8, 0, 1]);
+        b.extend_from_slice(props);
+        b.extend_from_slice(&[0, 17]);
+        b.extend_from_slice(b"meshward/v1/inbox");
+        b.extend_from_slice(&[1]);
+        meshward_mqtt::codec::publish(
+            v,
+            "meshward/v1/to/12D3KooWx",
+            meshward_mqtt::codec::Qos::AtLeastOnce,
+            7,
+            bytes::Bytes::from_static(b"hello"),
+            vec![("from".into(), "x".into())],
+            &mut b,
+        );
+        b.extend_from_slice(&[0xC0, 0, 0xE0, 0]);
+        write(&root, "mqtt", &format!("stream{sel}"), &b);
+    }
+    {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let device = sender_keypair();
+        let mut custodians = vec![receiver_keypair().id(), meshward_fuzz::validator_keys()[0].public()];
+        custodians.sort();
+        let mut g = meshward_sdk::custody::Grant {
+            version: meshward_sdk::custody::GRANT_VERSION,
+            chain_id: meshward_fuzz::CHAIN_ID.into(),
+            device: device.id().peer_id(),
+            custodians: custodians.iter().map(|c| c.peer_id()).collect(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            sealed: custodians
+                .iter()
+                .map(|c| {
+                    meshward_sdk::custody::seal_keys(&mut rng, meshward_fuzz::CHAIN_ID, &device.id(), c, &device)
+                        .expect("seal to a valid key")
+                })
+                .collect(),
+            signatures: Vec::new(),
+        };
+        let admin = meshward_core::ids::Keypair {
+            sign: meshward_fuzz::admin_key(),
+            enc: meshward_core::ids::EncSecret::from_bytes(&[9; 32]),
+        };
+        g.sign(std::slice::from_ref(&admin)).expect("sign the grant");
+        let json = serde_json::to_vec(&g).expect("a grant serialises");
+        write(&root, "mqtt", "grant", &[&[3u8][..], &json].concat());
+    }
+
     // keypair: key files and peer ids.
     write(&root, "keypair", "receiver-key", &RECEIVER_SECRET);
     write(&root, "keypair", "sender-key", &SENDER_SECRET);
