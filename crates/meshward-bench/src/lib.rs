@@ -55,6 +55,7 @@ mod crypto;
 mod direct;
 mod ledger_cost;
 mod mqtt;
+mod mqtt_gateway;
 mod report;
 mod scale;
 
@@ -75,6 +76,8 @@ pub enum Part {
     Mqtt,
     #[allow(missing_docs)]
     Scale,
+    /// MQTT devices through Meshward gateways, against Mosquitto in the same part.
+    MqttGateway,
     /// Internal: the load generator that `consensus` and `scale` spawn.
     #[value(hide = true)]
     Client,
@@ -90,17 +93,19 @@ impl Part {
             Part::Direct => "direct",
             Part::Mqtt => "mqtt",
             Part::Scale => "scale",
+            Part::MqttGateway => "mqtt-gateway",
             Part::Client => "client",
         }
     }
 }
 
 /// The measuring parts in the order `all` runs them.
-const PARTS: [Part; 5] = [
+const PARTS: [Part; 6] = [
     Part::Crypto,
     Part::Consensus,
     Part::Direct,
     Part::Mqtt,
+    Part::MqttGateway,
     Part::Scale,
 ];
 
@@ -299,6 +304,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             Part::Direct => direct::run(opts.quick, port(800)).map(Outcome::Done),
             Part::Mqtt => mqtt::run(opts.quick, &p),
             Part::Scale => scale::run(opts.quick, port(200), &exes, &p),
+            Part::MqttGateway => mqtt_gateway::run(opts.quick, port(500), &exes, &p),
             Part::All | Part::Client => unreachable!("expanded above"),
         };
         let secs = start.elapsed().as_secs_f64();
@@ -322,7 +328,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         results["parts"][part.name()] = status;
     }
     // Every key of the schema is present; a part that did not run leaves null.
-    for key in ["ceiling", "crypto", "consensus", "direct", "mqtt", "scale"] {
+    for key in ["ceiling", "crypto", "consensus", "direct", "mqtt", "mqtt_gateway", "scale"] {
         if results.get(key).is_none() {
             results[key] = Value::Null;
         }
@@ -354,6 +360,7 @@ fn merge_part(results: &mut Value, part: Part, v: Value) {
             }
             results["crypto"] = Value::Object(m);
         }
+        (Part::MqttGateway, v) => results["mqtt_gateway"] = v,
         (p, v) => results[p.name()] = v,
     }
 }

@@ -109,8 +109,8 @@ fn start_broker(bin: &Path, dir: &Path) -> Result<Broker> {
     }
 }
 
-/// Client options for client id `id` on the broker's `port`, with a 30 s keep-alive.
-fn options(id: &str, port: u16) -> MqttOptions {
+/// Client options for client id `id` on 127.0.0.1's `port`, with a 30 s keep-alive.
+pub(crate) fn options(id: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(30));
     o
@@ -123,7 +123,7 @@ const THROUGHPUT_BASE: u64 = 1 << 40;
 /// What the subscriber thread reports: each latency-phase arrival on a bounded channel (one
 /// message is in flight then), and a count of the throughput messages that arrived before the
 /// window's end.
-struct Arrivals {
+pub(crate) struct Arrivals {
     /// Latency-phase arrivals: when, and the message's sequence number.
     latency: mpsc::Receiver<(Instant, u64)>,
     /// The end of the throughput window, set when the window starts.
@@ -132,11 +132,11 @@ struct Arrivals {
     in_window: Arc<AtomicU64>,
 }
 
-/// Starts the subscriber; returns its client and what it reports.
-fn subscriber(port: u16) -> Result<(Client, Arrivals)> {
-    let (client, mut conn) = Client::new(options("meshward-bench-sub", port), 1000);
+/// Starts the subscriber on `topic`; returns its client and what it reports.
+pub(crate) fn subscriber(opts: MqttOptions, topic: &str) -> Result<(Client, Arrivals)> {
+    let (client, mut conn) = Client::new(opts, 1000);
     client
-        .subscribe(TOPIC, QoS::AtLeastOnce)
+        .subscribe(topic, QoS::AtLeastOnce)
         .context("subscribing")?;
     // One message is in flight during the latency phase; the bound only absorbs stragglers.
     let (tx, rx) = mpsc::sync_channel(1024);
@@ -174,7 +174,7 @@ fn subscriber(port: u16) -> Result<(Client, Arrivals)> {
     });
     ready_rx
         .recv_timeout(Duration::from_secs(10))
-        .context("the subscriber got no SUBACK from mosquitto within 10 s")?;
+        .context("the subscriber got no SUBACK within 10 s")?;
     Ok((
         client,
         Arrivals {
@@ -186,8 +186,8 @@ fn subscriber(port: u16) -> Result<(Client, Arrivals)> {
 }
 
 /// Starts the publisher and the thread that drives its connection.
-fn publisher(port: u16) -> Client {
-    let (client, mut conn) = Client::new(options("meshward-bench-pub", port), 100);
+pub(crate) fn publisher(opts: MqttOptions) -> Client {
+    let (client, mut conn) = Client::new(opts, 100);
     std::thread::spawn(move || {
         for ev in conn.iter() {
             if ev.is_err() {
@@ -217,9 +217,31 @@ pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
         .context("cannot create a temp dir")?;
     p.step(format!("starting {}", bin.display()));
     let broker = start_broker(&bin, dir.path())?;
-    let (sub, arrivals) = subscriber(broker.port)?;
-    let publ = publisher(broker.port);
+    let (sub, arrivals) = subscriber(options("meshward-bench-sub", broker.port), TOPIC)?;
+    let publ = publisher(options("meshward-bench-pub", broker.port));
 
+    let qos1 = measure(&publ, &arrivals, TOPIC, quick, "mosquitto", p)?;
+    let _ = publ.disconnect();
+    let _ = sub.disconnect();
+    drop(broker);
+    Ok(Outcome::Done(json!({
+        "broker": bin,
+        "payload_bytes": PAYLOAD_BYTES,
+        "qos1": qos1,
+    })))
+}
+
+/// Latency (one message in flight, publish to arrival at the subscriber) then throughput
+/// (publishing as fast as the client lets it for a fixed time, counting what arrived within
+/// it) of QoS 1 messages published on `topic`. `what` names the broker in progress lines.
+pub(crate) fn measure(
+    publ: &Client,
+    arrivals: &Arrivals,
+    topic: &str,
+    quick: bool,
+    what: &str,
+    p: &Progress,
+) -> Result<serde_json::Value> {
     let (warmup, rounds, secs) = if quick {
         (50, 500, 2.0)
     } else {
@@ -231,7 +253,7 @@ pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let mut lat_us = Vec::with_capacity(rounds);
     for i in 0..(warmup + rounds) as u64 {
         let t = Instant::now();
-        publ.publish(TOPIC, QoS::AtLeastOnce, false, payload(i))
+        publ.publish(topic, QoS::AtLeastOnce, false, payload(i))
             .context("publishing")?;
         loop {
             let (at, seq) = arrivals
@@ -248,7 +270,7 @@ pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     }
     lat_us.sort_by(|a, b| a.total_cmp(b));
     let (p50, p99) = (percentile(&lat_us, 0.5), percentile(&lat_us, 0.99));
-    p.note(format!("QoS 1 latency p50/p99: {p50:.0}/{p99:.0} µs"));
+    p.note(format!("{what}: QoS 1 latency p50/p99: {p50:.0}/{p99:.0} µs"));
 
     p.step(format!("throughput: publishing for {secs} s"));
     let base = THROUGHPUT_BASE;
@@ -257,7 +279,7 @@ pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let _ = arrivals.window_end.set(end);
     let mut published = 0u64;
     while Instant::now() < end {
-        publ.publish(TOPIC, QoS::AtLeastOnce, false, payload(base + published))
+        publ.publish(topic, QoS::AtLeastOnce, false, payload(base + published))
             .context("publishing")?;
         published += 1;
     }
@@ -267,21 +289,14 @@ pub(crate) fn run(quick: bool, p: &Progress) -> Result<Outcome> {
     let received = arrivals.in_window.load(Ordering::Relaxed);
     let msgs_per_s = received as f64 / secs;
     p.note(format!(
-        "QoS 1 throughput: {msgs_per_s:.0} msgs/s received ({published} published)"
+        "{what}: QoS 1 throughput: {msgs_per_s:.0} msgs/s received ({published} published)"
     ));
-    let _ = publ.disconnect();
-    let _ = sub.disconnect();
-    drop(broker);
-    Ok(Outcome::Done(json!({
-        "broker": bin,
-        "payload_bytes": PAYLOAD_BYTES,
-        "qos1": {
-            "msgs_per_s": msgs_per_s,
-            "published": published,
-            "received": received,
-            "seconds": secs,
-            "latency_us": {"p50": p50, "p99": p99},
-            "latency_round_trips": rounds,
-        },
-    })))
+    Ok(json!({
+        "msgs_per_s": msgs_per_s,
+        "published": published,
+        "received": received,
+        "seconds": secs,
+        "latency_us": {"p50": p50, "p99": p99},
+        "latency_round_trips": rounds,
+    }))
 }

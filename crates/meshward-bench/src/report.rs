@@ -72,11 +72,25 @@ pub(crate) fn ratios(r: &Value) -> Value {
         "messages_vs_ceiling": ratio(delivered, ceiling),
         "direct_vs_mqtt_throughput": ratio(f(r, "direct.session.msgs_per_s"), f(r, "mqtt.qos1.msgs_per_s")),
         "direct_vs_mqtt_latency_p50": ratio(f(r, "direct.session.latency_us.p50"), f(r, "mqtt.qos1.latency_us.p50")),
+        "mqtt_gateway_vs_mosquitto_throughput": ratio(f(r, "mqtt_gateway.qos1.msgs_per_s"), f(r, "mqtt_gateway.mosquitto.qos1.msgs_per_s")),
+        "mqtt_gateway_vs_mosquitto_latency_p50": ratio(f(r, "mqtt_gateway.qos1.latency_us.p50"), f(r, "mqtt_gateway.mosquitto.qos1.latency_us.p50")),
     })
 }
 
 /// (key, label, op, target)
-const TARGETS: [(&str, &str, &str, f64); 15] = [
+const TARGETS: [(&str, &str, &str, f64); 17] = [
+    (
+        "ratios.mqtt_gateway_vs_mosquitto_throughput",
+        "MQTT via gateways ÷ Mosquitto, msgs/s",
+        ">=",
+        0.5,
+    ),
+    (
+        "ratios.mqtt_gateway_vs_mosquitto_latency_p50",
+        "MQTT via gateways ÷ Mosquitto, latency p50",
+        "<=",
+        3.0,
+    ),
     (
         "ratios.anchor_tx_vs_ceiling",
         "anchor tx/s ÷ ceiling",
@@ -233,6 +247,11 @@ pub(crate) fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
         ("mqtt.qos1.msgs_per_s", "msgs/s"),
         ("mqtt.qos1.latency_us.p50", "µs"),
         ("mqtt.qos1.latency_us.p99", "µs"),
+        ("mqtt_gateway.qos1.msgs_per_s", "msgs/s"),
+        ("mqtt_gateway.qos1.latency_us.p50", "µs"),
+        ("mqtt_gateway.qos1.latency_us.p99", "µs"),
+        ("mqtt_gateway.mosquitto.qos1.msgs_per_s", "msgs/s"),
+        ("mqtt_gateway.mosquitto.qos1.latency_us.p50", "µs"),
         ("scale.proof_bytes", "B"),
     ];
     let measured: Vec<_> = figures
