@@ -50,6 +50,9 @@ pub struct Status {
     /// The node's process id, for tools that supervise it on the same machine (the devnet).
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Where its MQTT front door listens (`host:port`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt: Option<String>,
 }
 
 /// A transaction, summarised, with its canonical bytes.

@@ -103,6 +103,8 @@ pub struct NodeIdentity {
     pub id: PublicKey,
     /// The mesh's listen addresses with `/p2p/<peer id>`, for devices and tools.
     pub mesh_addrs: Vec<String>,
+    /// Where the MQTT front door listens, if it does.
+    pub mqtt: Option<String>,
     /// Where the API listens, as `http://ip:port` (the OpenAPI document's server).
     pub api_url: String,
 }

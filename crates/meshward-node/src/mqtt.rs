@@ -335,6 +335,7 @@ fn refusal(e: &ClientError) -> PubRefusal {
         {
             PubRefusal::NotAuthorized
         }
+        ClientError::UnknownDevice(_) => PubRefusal::TopicInvalid,
         _ => PubRefusal::Unspecified,
     }
 }

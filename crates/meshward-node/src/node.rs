@@ -173,6 +173,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             .map(|a| format!("{a}/p2p/{}", net.local_peer_id()))
             .collect(),
         api_url: format!("http://{}", config.api),
+        mqtt: config.mqtt.map(|a| a.to_string()),
     };
     let mut gw = Gateway::new(
         ledger.clone(),

@@ -180,6 +180,7 @@ fn fixture_with_mesh(mesh_addrs: Vec<String>) -> Fx {
             id: validators[0].public(),
             mesh_addrs,
             api_url: "http://127.0.0.1:7700".into(),
+            mqtt: None,
         },
         ApiToken::new(TOKEN).unwrap(),
     ));

@@ -129,9 +129,14 @@ fn add(api_url: &str, admin_keys: &[PathBuf], groups: &[String], n: usize) -> Re
         );
     }
     let id = device.peer_id();
+    let mqtt = status.mqtt.clone();
+    let connect = match &mqtt {
+        Some(a) => format!("\nconnect to {a} (the MQTT port of {api_url}), or to another custodian's"),
+        None => format!("\n{api_url} has no MQTT listener (node run --mqtt): connect to another custodian's"),
+    };
     Ok(Output {
         text: format!(
-            "enrolled MQTT device {id} at height {height}; custodians: {}\nusername: {id}\npassword: {password}\n(the password is shown once; only its argon2id hash is kept)",
+            "enrolled MQTT device {id} at height {height}; custodians: {}\nusername: {id}\npassword: {password}\n(the password is shown once; only its argon2id hash is kept){connect}",
             kept.stored_by.join(", ")
         ),
         json: json!({
@@ -139,6 +144,7 @@ fn add(api_url: &str, admin_keys: &[PathBuf], groups: &[String], n: usize) -> Re
             "username": id,
             "password": password,
             "height": height,
+            "mqtt": mqtt,
             "custodians": kept.stored_by,
             "groups": groups.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
         }),

@@ -238,6 +238,7 @@ async fn status(State(s): State<Arc<Gateway>>) -> ApiResult<types::Status> {
         mempool_size: s.pool.len() as u64,
         peer_id: s.identity.id.peer_id(),
         mesh_addrs: s.identity.mesh_addrs.clone(),
+        mqtt: s.identity.mqtt.clone(),
         pid: Some(std::process::id()),
     }))
 }
