@@ -234,19 +234,29 @@ fn main() {
     {
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
         let device = sender_keypair();
-        let mut custodians = vec![receiver_keypair().id(), meshward_fuzz::validator_keys()[0].public()];
+        let mut custodians = vec![
+            receiver_keypair().id(),
+            meshward_fuzz::validator_keys()[0].public(),
+        ];
         custodians.sort();
         let mut g = meshward_sdk::custody::Grant {
             version: meshward_sdk::custody::GRANT_VERSION,
             chain_id: meshward_fuzz::CHAIN_ID.into(),
             device: device.id().peer_id(),
             custodians: custodians.iter().map(|c| c.peer_id()).collect(),
-            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA".into(),
+            password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+                .into(),
             sealed: custodians
                 .iter()
                 .map(|c| {
-                    meshward_sdk::custody::seal_keys(&mut rng, meshward_fuzz::CHAIN_ID, &device.id(), c, &device)
-                        .expect("seal to a valid key")
+                    meshward_sdk::custody::seal_keys(
+                        &mut rng,
+                        meshward_fuzz::CHAIN_ID,
+                        &device.id(),
+                        c,
+                        &device,
+                    )
+                    .expect("seal to a valid key")
                 })
                 .collect(),
             signatures: Vec::new(),
@@ -255,7 +265,8 @@ fn main() {
             sign: meshward_fuzz::admin_key(),
             enc: meshward_core::ids::EncSecret::from_bytes(&[9; 32]),
         };
-        g.sign(std::slice::from_ref(&admin)).expect("sign the grant");
+        g.sign(std::slice::from_ref(&admin))
+            .expect("sign the grant");
         let json = serde_json::to_vec(&g).expect("a grant serialises");
         write(&root, "mqtt", "grant", &[&[3u8][..], &json].concat());
     }

@@ -24,19 +24,33 @@ fuzz_target!(|data: &[u8]| {
             let _ = codec::read_connect(&mut b, MAX);
         }
         1 | 2 => {
-            let v = if which % 4 == 1 { Version::V311 } else { Version::V5 };
+            let v = if which % 4 == 1 {
+                Version::V311
+            } else {
+                Version::V5
+            };
             let mut b = BytesMut::from(rest);
             let mut left = b.len();
             while let Ok(Some(p)) = codec::read(v, &mut b, MAX) {
                 assert!(b.len() < left, "a packet was read without consuming bytes");
                 left = b.len();
-                if let Inbound::Publish { topic, qos: Some(q), pkid, payload, .. } = p {
+                if let Inbound::Publish {
+                    topic,
+                    qos: Some(q),
+                    pkid,
+                    payload,
+                    ..
+                } = p
+                {
                     // What the server would send back on this topic reads back the same.
                     let pkid = if q == Qos::AtMostOnce { 0 } else { pkid };
                     let mut out = BytesMut::new();
                     codec::publish(v, &topic, q, pkid, payload.clone(), Vec::new(), &mut out);
-                    if let Ok(Some(Inbound::Publish { topic: t2, payload: p2, .. })) =
-                        codec::read(v, &mut out, usize::MAX)
+                    if let Ok(Some(Inbound::Publish {
+                        topic: t2,
+                        payload: p2,
+                        ..
+                    })) = codec::read(v, &mut out, usize::MAX)
                     {
                         assert_eq!((t2, p2), (topic, payload));
                     }

@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
     for (tx, k) in txs.iter().zip(preverify_batch(&f.state, &txs)) {
         if let Some(k) = k {
             let current = f.state.account(&tx.signer).map(|a| a.sign_key);
-            assert_eq!(Some(k), current, "verified under a key that is not the signer's");
+            assert_eq!(
+                Some(k),
+                current,
+                "verified under a key that is not the signer's"
+            );
         }
     }
     // The last byte of each transaction picks what is claimed about its signature.

@@ -285,7 +285,10 @@ impl ApiClient {
 
     /// `POST /v1/mqtt/devices`: a custody grant (its JSON, FORMATS.md "MQTT custody"),
     /// authenticated by the admins' signatures inside it.
-    pub fn mqtt_custody<B: Serialize>(&self, grant: &B) -> Result<crate::types::MqttCustody, ApiClientError> {
+    pub fn mqtt_custody<B: Serialize>(
+        &self,
+        grant: &B,
+    ) -> Result<crate::types::MqttCustody, ApiClientError> {
         self.post_json("/v1/mqtt/devices", grant)
     }
 

@@ -328,7 +328,15 @@ pub fn run(opts: &Options) -> Result<Report> {
         results["parts"][part.name()] = status;
     }
     // Every key of the schema is present; a part that did not run leaves null.
-    for key in ["ceiling", "crypto", "consensus", "direct", "mqtt", "mqtt_gateway", "scale"] {
+    for key in [
+        "ceiling",
+        "crypto",
+        "consensus",
+        "direct",
+        "mqtt",
+        "mqtt_gateway",
+        "scale",
+    ] {
         if results.get(key).is_none() {
             results[key] = Value::Null;
         }

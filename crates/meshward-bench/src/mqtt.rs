@@ -270,7 +270,9 @@ pub(crate) fn measure(
     }
     lat_us.sort_by(|a, b| a.total_cmp(b));
     let (p50, p99) = (percentile(&lat_us, 0.5), percentile(&lat_us, 0.99));
-    p.note(format!("{what}: QoS 1 latency p50/p99: {p50:.0}/{p99:.0} µs"));
+    p.note(format!(
+        "{what}: QoS 1 latency p50/p99: {p50:.0}/{p99:.0} µs"
+    ));
 
     p.step(format!("throughput: publishing for {secs} s"));
     let base = THROUGHPUT_BASE;

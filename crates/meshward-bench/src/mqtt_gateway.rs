@@ -20,7 +20,11 @@ use crate::mqtt::{self, INSTALL_HINT};
 use crate::{Exes, Outcome, Progress};
 
 /// `meshward mqtt add` through `api`; `(device id, password)`.
-fn add_device(cli: &std::path::Path, api: &str, admin_key: &std::path::Path) -> Result<(String, String)> {
+fn add_device(
+    cli: &std::path::Path,
+    api: &str,
+    admin_key: &std::path::Path,
+) -> Result<(String, String)> {
     let out = Command::new(cli)
         .args(["--json", "mqtt", "add", "--api", api, "--admin-key"])
         .arg(admin_key)

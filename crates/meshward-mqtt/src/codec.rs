@@ -154,7 +154,9 @@ fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, CodecError> {
             return Ok(Some((2 + i, len)));
         }
     }
-    Err(CodecError::Malformed("remaining length over 4 bytes".into()))
+    Err(CodecError::Malformed(
+        "remaining length over 4 bytes".into(),
+    ))
 }
 
 /// Reads the first packet, which must be a CONNECT. `Ok(None)`: more bytes are needed.
@@ -280,7 +282,11 @@ pub fn read(
             v4::Packet::PubAck(a) => Inbound::PubAck { pkid: a.pkid },
             v4::Packet::Subscribe(s) => Inbound::Subscribe {
                 pkid: s.pkid,
-                filters: s.filters.into_iter().map(|f| (f.path, f.qos as u8)).collect(),
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path, f.qos as u8))
+                    .collect(),
             },
             v4::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
                 pkid: u.pkid,
@@ -303,7 +309,11 @@ pub fn read(
             v5::Packet::PubAck(a) => Inbound::PubAck { pkid: a.pkid },
             v5::Packet::Subscribe(s) => Inbound::Subscribe {
                 pkid: s.pkid,
-                filters: s.filters.into_iter().map(|f| (f.path, f.qos as u8)).collect(),
+                filters: s
+                    .filters
+                    .into_iter()
+                    .map(|f| (f.path, f.qos as u8))
+                    .collect(),
             },
             v5::Packet::Unsubscribe(u) => Inbound::Unsubscribe {
                 pkid: u.pkid,
@@ -321,7 +331,9 @@ pub fn read(
         ..
     } = packet
     {
-        return Err(CodecError::Malformed("QoS 1 PUBLISH with packet id 0".into()));
+        return Err(CodecError::Malformed(
+            "QoS 1 PUBLISH with packet id 0".into(),
+        ));
     }
     Ok(Some(packet))
 }
@@ -511,7 +523,9 @@ pub fn suback(version: Version, pkid: u16, granted: &[Option<Qos>], out: &mut By
             let codes = granted
                 .iter()
                 .map(|g| match g {
-                    Some(Qos::AtMostOnce) => v4::SubscribeReasonCode::Success(rumqttc::mqttbytes::QoS::AtMostOnce),
+                    Some(Qos::AtMostOnce) => {
+                        v4::SubscribeReasonCode::Success(rumqttc::mqttbytes::QoS::AtMostOnce)
+                    }
                     Some(Qos::AtLeastOnce) => {
                         v4::SubscribeReasonCode::Success(rumqttc::mqttbytes::QoS::AtLeastOnce)
                     }
@@ -630,7 +644,12 @@ mod tests {
             buf.extend_from_slice(&[*b]);
             let r = read_connect(&mut buf, 4096).unwrap();
             if i + 1 < whole.len() {
-                assert!(r.is_none(), "complete after {} of {} bytes", i + 1, whole.len());
+                assert!(
+                    r.is_none(),
+                    "complete after {} of {} bytes",
+                    i + 1,
+                    whole.len()
+                );
             } else {
                 let c = r.unwrap();
                 assert_eq!(c.version, Version::V311);

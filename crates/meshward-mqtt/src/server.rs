@@ -99,7 +99,8 @@ pub struct Accepted {
 pub trait SessionHandle: Send + Sync {
     /// Handles a PUBLISH; resolves once the message is taken (for a custodian: sealed, anchored
     /// and delivered or held by mailboxes), or refused.
-    fn publish(&self, target: Target, payload: Bytes) -> BoxFuture<'static, Result<(), PubRefusal>>;
+    fn publish(&self, target: Target, payload: Bytes)
+        -> BoxFuture<'static, Result<(), PubRefusal>>;
     /// Which feeds the client is subscribed to.
     fn set_feeds(&self, inbox: bool, receipts: bool);
     /// The connection ended. `will`: the will message to send, if it ended without a
@@ -209,7 +210,11 @@ async fn authenticate(
         return Err(ConnRefusal::BadCredentials);
     };
     let ip = addr.ip();
-    if !meshward_core::sync::lock(&shared.limiter, "mqtt login limiter").allows(ip, &user, Instant::now()) {
+    if !meshward_core::sync::lock(&shared.limiter, "mqtt login limiter").allows(
+        ip,
+        &user,
+        Instant::now(),
+    ) {
         return Err(ConnRefusal::RateLimited);
     }
     let Ok(_permit) = shared.verify.try_acquire() else {
@@ -222,7 +227,11 @@ async fn authenticate(
         .await
         .unwrap_or(false);
     if !(ok && known) {
-        meshward_core::sync::lock(&shared.limiter, "mqtt login limiter").failed(ip, &user, Instant::now());
+        meshward_core::sync::lock(&shared.limiter, "mqtt login limiter").failed(
+            ip,
+            &user,
+            Instant::now(),
+        );
         info!(%addr, "mqtt login refused: bad credentials");
         return Err(ConnRefusal::BadCredentials);
     }
@@ -241,8 +250,12 @@ async fn authenticate(
 
 type Done = (u16, Option<Qos>, Result<(), PubRefusal>);
 
-async fn connection<S>(mut s: S, addr: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+async fn connection<S>(
+    mut s: S,
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = shared.limits.clone();
@@ -250,7 +263,9 @@ where
     let mut out = BytesMut::with_capacity(4096);
     let first = tokio::time::timeout(
         limits.connect_timeout,
-        read_until(&mut s, &mut buf, |b| codec::read_connect(b, limits.max_packet)),
+        read_until(&mut s, &mut buf, |b| {
+            codec::read_connect(b, limits.max_packet)
+        }),
     )
     .await;
     let connect = match first {

@@ -100,9 +100,6 @@ mod tests {
         assert_eq!(feed("meshward/v1/inbox"), Some(Feed::Inbox));
         assert_eq!(feed("meshward/v1/receipts"), Some(Feed::Receipts));
         assert_eq!(feed("meshward/v1/#"), None);
-        assert_eq!(
-            receipt_json("ab", 7),
-            r#"{"commitment":"ab","height":7}"#
-        );
+        assert_eq!(receipt_json("ab", 7), r#"{"commitment":"ab","height":7}"#);
     }
 }

@@ -140,10 +140,10 @@ impl NodeConfig {
             })?);
         }
         if let Some(a) = f.mqtt {
-            c.mqtt = Some(
-                a.parse()
-                    .with_context(|| format!("{}: mqtt {a:?} is not an ip:port", path.display()))?,
-            );
+            c.mqtt =
+                Some(a.parse().with_context(|| {
+                    format!("{}: mqtt {a:?} is not an ip:port", path.display())
+                })?);
         }
         if let Some(m) = f.mdns {
             c.mdns = m;

@@ -302,9 +302,16 @@ async fn watch_revocations(bridge: std::sync::Weak<Bridge>) {
         for (d, txs) in conns {
             let revoked_at = {
                 let store = b.gw.ledger.read();
-                match store.state().account(&d).and_then(|a| a.device.as_ref()).map(|x| &x.status) {
+                match store
+                    .state()
+                    .account(&d)
+                    .and_then(|a| a.device.as_ref())
+                    .map(|x| &x.status)
+                {
                     Some(meshward_core::state::DeviceStatus::Active) => continue,
-                    Some(meshward_core::state::DeviceStatus::Revoked { height, .. }) => Some(*height),
+                    Some(meshward_core::state::DeviceStatus::Revoked { height, .. }) => {
+                        Some(*height)
+                    }
                     None => None,
                 }
             };
@@ -346,9 +353,20 @@ async fn fan_out(devices: &Devices, account: &PublicKey, push: Push, wants: fn(&
     let targets: Vec<mpsc::Sender<Push>> = {
         let mut d = lock(devices);
         let Some(c) = d.get_mut(account) else { return };
-        let t: Vec<_> = c.conns.values().filter(|x| wants(x)).map(|x| x.pushes.clone()).collect();
+        let t: Vec<_> = c
+            .conns
+            .values()
+            .filter(|x| wants(x))
+            .map(|x| x.pushes.clone())
+            .collect();
         if t.is_empty() {
-            if matches!(push, Push::Message { feed: Feed::Inbox, .. }) {
+            if matches!(
+                push,
+                Push::Message {
+                    feed: Feed::Inbox,
+                    ..
+                }
+            ) {
                 if c.held.len() >= SESSION_QUEUE {
                     warn!(device = %account, "inbox held queue full; oldest message dropped");
                     c.held.pop_front();
@@ -372,7 +390,10 @@ fn start_agent(devices: &Devices, account: PublicKey, device: Arc<Device>) -> on
         let stop = async {
             let _ = stop_rx.await;
         };
-        if let Err(e) = device.run_agent(Duration::from_millis(500), recv_tx, stop).await {
+        if let Err(e) = device
+            .run_agent(Duration::from_millis(500), recv_tx, stop)
+            .await
+        {
             warn!(error = %e, "custodial device agent stopped");
         }
     });
@@ -443,7 +464,11 @@ impl Session {
 }
 
 impl SessionHandle for Session {
-    fn publish(&self, target: Target, payload: Bytes) -> BoxFuture<'static, Result<(), PubRefusal>> {
+    fn publish(
+        &self,
+        target: Target,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Result<(), PubRefusal>> {
         let device = self.device.clone();
         let account = self.account;
         let devices = self.devices.clone();
@@ -480,8 +505,12 @@ impl SessionHandle for Session {
         let pushes;
         {
             let mut d = lock(&self.devices);
-            let Some(c) = d.get_mut(&self.account) else { return };
-            let Some(conn) = c.conns.get_mut(&self.serial) else { return };
+            let Some(c) = d.get_mut(&self.account) else {
+                return;
+            };
+            let Some(conn) = c.conns.get_mut(&self.serial) else {
+                return;
+            };
             conn.inbox = inbox;
             conn.receipts = receipts;
             pushes = conn.pushes.clone();
@@ -602,19 +631,30 @@ pub async fn api_custody(
     use crate::api::ApiError;
     use axum::http::StatusCode;
     use meshward_api::types::{CustodianRefusal, MqttCustody};
-    let body = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
+    let body =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string()))?;
     let grant: Grant = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("custody grant: {e}"))
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("custody grant: {e}"),
+        )
     })?;
     let custody = gw.custody.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::CONFLICT, "unsupported", "this gateway keeps no custody")
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "unsupported",
+            "this gateway keeps no custody",
+        )
     })?;
     let me = custody.node_id();
     let mine = {
         let (gw, custody, grant) = (gw.clone(), custody.clone(), grant.clone());
         tokio::task::spawn_blocking(move || custody.register(&gw, &grant))
             .await
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
     };
     match mine {
         Err(GrantError::Unauthorized { need, have }) => {
@@ -624,7 +664,13 @@ pub async fn api_custody(
                 GrantError::Unauthorized { need, have }.to_string(),
             ))
         }
-        Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_grant", e.to_string())),
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_grant",
+                e.to_string(),
+            ))
+        }
         Ok(_) => {}
     }
     let mut stored_by = Vec::new();
@@ -654,14 +700,18 @@ pub async fn api_custody(
             message,
         };
         match answer {
-            Ok(Ok(resp)) => match <meshward_core::rpc::Response as meshward_core::codec::Decode>::from_bytes(&resp) {
-                Ok(meshward_core::rpc::Response::Stored { .. }) => stored_by.push(c.peer_id()),
-                Ok(meshward_core::rpc::Response::Error { code, message }) => {
-                    refused.push(refusal(&code, message))
+            Ok(Ok(resp)) => {
+                match <meshward_core::rpc::Response as meshward_core::codec::Decode>::from_bytes(
+                    &resp,
+                ) {
+                    Ok(meshward_core::rpc::Response::Stored { .. }) => stored_by.push(c.peer_id()),
+                    Ok(meshward_core::rpc::Response::Error { code, message }) => {
+                        refused.push(refusal(&code, message))
+                    }
+                    Ok(other) => refused.push(refusal("unexpected", format!("{other:?}"))),
+                    Err(e) => refused.push(refusal("bad_response", e.to_string())),
                 }
-                Ok(other) => refused.push(refusal("unexpected", format!("{other:?}"))),
-                Err(e) => refused.push(refusal("bad_response", e.to_string())),
-            },
+            }
             Ok(Err(e)) => refused.push(refusal("unreachable", e.to_string())),
             Err(_) => refused.push(refusal("unreachable", "no answer in 5 s".into())),
         }

@@ -182,7 +182,10 @@ impl Grant {
     ) -> Result<(PublicKey, Vec<PublicKey>), GrantError> {
         let bad = |m: &str| Err(GrantError::Malformed(m.to_string()));
         if self.version != GRANT_VERSION {
-            return bad(&format!("version {} (this gateway reads {GRANT_VERSION})", self.version));
+            return bad(&format!(
+                "version {} (this gateway reads {GRANT_VERSION})",
+                self.version
+            ));
         }
         if self.chain_id != chain_id {
             return bad(&format!("for chain {:?}, not this one", self.chain_id));
@@ -224,7 +227,10 @@ impl Grant {
             let Some(sig) = meshward_core::hex::decode_array::<64>(&s.sig) else {
                 continue;
             };
-            if admins.keys.contains(&k) && !seen.contains(&k) && k.verify(&msg, &Signature(sig)).is_ok() {
+            if admins.keys.contains(&k)
+                && !seen.contains(&k)
+                && k.verify(&msg, &Signature(sig)).is_ok()
+            {
                 seen.push(k);
             }
         }
@@ -277,7 +283,7 @@ impl Grant {
 mod tests {
     use super::*;
 
-    fn grant(admins: &[Keypair], custodians: &mut Vec<Keypair>, device: &Keypair) -> Grant {
+    fn grant(admins: &[Keypair], custodians: &mut [Keypair], device: &Keypair) -> Grant {
         custodians.sort_by_key(|k| k.id());
         let mut rng = rand::rngs::OsRng;
         let mut g = Grant {
@@ -314,9 +320,18 @@ mod tests {
         // A copy moved to another custodian's slot does not open there.
         let mut swapped = g.clone();
         let (a, b) = (swapped.sealed[0].clone(), swapped.sealed[1].clone());
-        swapped.sealed[0] = SealedCopy { custodian: a.custodian, ..b.clone() };
-        swapped.sealed[1] = SealedCopy { custodian: b.custodian, ..a };
-        assert!(matches!(swapped.open_keys(&cs[0].sign), Err(GrantError::Seal)));
+        swapped.sealed[0] = SealedCopy {
+            custodian: a.custodian,
+            ..b.clone()
+        };
+        swapped.sealed[1] = SealedCopy {
+            custodian: b.custodian,
+            ..a
+        };
+        assert!(matches!(
+            swapped.open_keys(&cs[0].sign),
+            Err(GrantError::Seal)
+        ));
     }
 
     #[test]

@@ -114,7 +114,9 @@ fn add(api_url: &str, admin_keys: &[PathBuf], groups: &[String], n: usize) -> Re
         signatures: Vec::new(),
     };
     grant.sign(&admins)?;
-    let kept = api.mqtt_custody(&grant).context("handing the grant to the custodians")?;
+    let kept = api
+        .mqtt_custody(&grant)
+        .context("handing the grant to the custodians")?;
     if kept.stored_by.len() < MIN_CUSTODIANS {
         let why: Vec<String> = kept
             .refused
@@ -131,8 +133,12 @@ fn add(api_url: &str, admin_keys: &[PathBuf], groups: &[String], n: usize) -> Re
     let id = device.peer_id();
     let mqtt = status.mqtt.clone();
     let connect = match &mqtt {
-        Some(a) => format!("\nconnect to {a} (the MQTT port of {api_url}), or to another custodian's"),
-        None => format!("\n{api_url} has no MQTT listener (node run --mqtt): connect to another custodian's"),
+        Some(a) => {
+            format!("\nconnect to {a} (the MQTT port of {api_url}), or to another custodian's")
+        }
+        None => format!(
+            "\n{api_url} has no MQTT listener (node run --mqtt): connect to another custodian's"
+        ),
     };
     Ok(Output {
         text: format!(

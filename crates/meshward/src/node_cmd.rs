@@ -38,10 +38,10 @@ pub(crate) fn node_run(a: NodeRun) -> Result<Output> {
         config.mdns = false;
     }
     if let Some(m) = &a.mqtt {
-        config.mqtt = Some(
-            m.parse()
-                .with_context(|| format!("--mqtt {m:?} is not an ip:port such as 127.0.0.1:1883"))?,
-        );
+        config.mqtt =
+            Some(m.parse().with_context(|| {
+                format!("--mqtt {m:?} is not an ip:port such as 127.0.0.1:1883")
+            })?);
     }
     #[cfg(feature = "byzantine")]
     {

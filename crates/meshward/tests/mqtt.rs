@@ -66,9 +66,29 @@ impl Sub {
     fn start(port: u16, d: &MqttDev, client_id: &str, topics: &[&str]) -> Sub {
         // Line-buffered: a pipe would otherwise hold its output until it exits.
         let mut cmd = Command::new("stdbuf");
-        cmd.args(["-oL", "-eL", "mosquitto_sub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", &port.to_string()])
-            .args(["-u", &d.id, "-P", &d.password, "-i", client_id, "-q", "1", "-d"])
-            .args(["-F", "MSG|%t|%p|%P"]);
+        cmd.args([
+            "-oL",
+            "-eL",
+            "mosquitto_sub",
+            "-V",
+            "mqttv5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .args([
+            "-u",
+            &d.id,
+            "-P",
+            &d.password,
+            "-i",
+            client_id,
+            "-q",
+            "1",
+            "-d",
+        ])
+        .args(["-F", "MSG|%t|%p|%P"]);
         for t in topics {
             cmd.args(["-t", t]);
         }
@@ -153,7 +173,13 @@ impl Drop for Sub {
 }
 
 /// mosquitto_pub of one QoS 1 message; `(exit code, its debug output)`.
-fn publish(port: u16, creds: Option<(&str, &str)>, v5: bool, topic: &str, msg: &str) -> (i32, String) {
+fn publish(
+    port: u16,
+    creds: Option<(&str, &str)>,
+    v5: bool,
+    topic: &str,
+    msg: &str,
+) -> (i32, String) {
     let mut cmd = Command::new("mosquitto_pub");
     cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-d"])
         .args(["-t", topic, "-m", msg]);
@@ -164,7 +190,8 @@ fn publish(port: u16, creds: Option<(&str, &str)>, v5: bool, topic: &str, msg: &
         cmd.args(["-u", u, "-P", p]);
     }
     let out = cmd.output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -178,7 +205,13 @@ fn node_of(f: &Fleet, peer: &str) -> usize {
 }
 
 /// Publishes with rumqttc (MQTT 5) and returns the PUBACK's reason.
-fn lib_publish(f: &Fleet, port: u16, d: &MqttDev, topic: &str, msg: &str) -> rumqttc::v5::mqttbytes::v5::PubAckReason {
+fn lib_publish(
+    f: &Fleet,
+    port: u16,
+    d: &MqttDev,
+    topic: &str,
+    msg: &str,
+) -> rumqttc::v5::mqttbytes::v5::PubAckReason {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
     f.rt.block_on(async {
@@ -186,7 +219,12 @@ fn lib_publish(f: &Fleet, port: u16, d: &MqttDev, topic: &str, msg: &str) -> rum
         o.set_credentials(d.id.clone(), d.password.clone());
         let (client, mut ev) = AsyncClient::new(o, 10);
         client
-            .publish(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, msg.as_bytes().to_vec())
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                msg.as_bytes().to_vec(),
+            )
             .await
             .unwrap();
         let reason = tokio::time::timeout(MIN, async {
@@ -240,7 +278,9 @@ fn on_disk(f: &Fleet, needle: &[u8]) -> Option<std::path::PathBuf> {
                 }
             } else {
                 let mut b = Vec::new();
-                if std::fs::File::open(&p).and_then(|mut fh| fh.read_to_end(&mut b)).is_ok()
+                if std::fs::File::open(&p)
+                    .and_then(|mut fh| fh.read_to_end(&mut b))
+                    .is_ok()
                     && b.windows(needle.len()).any(|w| w == needle)
                 {
                     return Some(p);
@@ -270,7 +310,12 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     // 1. B (mosquitto_pub, MQTT 5) to A (mosquitto_sub at its custodian node0); B's receipt
     // names the commitment A saw, and its proof verifies offline.
     let sub_a = Sub::start(pa, &a, "a-sub", &["meshward/v1/inbox"]);
-    let sub_b = Sub::start(pb, &b, "b-sub", &["meshward/v1/inbox", "meshward/v1/receipts"]);
+    let sub_b = Sub::start(
+        pb,
+        &b,
+        "b-sub",
+        &["meshward/v1/inbox", "meshward/v1/receipts"],
+    );
     let (code, out) = publish(pb, Some((&b.id, &b.password)), true, &to(&a.id), "b-to-a-1");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("received PUBACK (Mid: 1, RC:0)"), "{out}");
@@ -294,7 +339,13 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
         lib_publish(&f, pa, &a, &to(&b.id), "a-to-b-lib"),
         rumqttc::v5::mqttbytes::v5::PubAckReason::Success
     );
-    let (code, out) = publish(pa, Some((&a.id, &a.password)), false, &to(&b.id), "a-to-b-311");
+    let (code, out) = publish(
+        pa,
+        Some((&a.id, &a.password)),
+        false,
+        &to(&b.id),
+        "a-to-b-311",
+    );
     assert_eq!(code, 0, "{out}");
     sub_b.wait_message("a-to-b-lib");
     let (_, _, props) = sub_b.wait_message("a-to-b-311");
@@ -303,20 +354,41 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     // 3. An SDK device and an MQTT device, both ways.
     let agent = f.agent(&sdk, &[0, 1, 2, 3]);
     f.wait_online(&sdk, &[0, 1, 2, 3]);
-    let (code, out) = publish(pa, Some((&a.id, &a.password)), true, &to(&sdk.id), "a-to-sdk");
+    let (code, out) = publish(
+        pa,
+        Some((&a.id, &a.password)),
+        true,
+        &to(&sdk.id),
+        "a-to-sdk",
+    );
     assert_eq!(code, 0, "{out}");
-    agent.wait_line("the MQTT device's message", |l| l["text"] == "a-to-sdk" && l["from"] == a.id.as_str());
+    agent.wait_line("the MQTT device's message", |l| {
+        l["text"] == "a-to-sdk" && l["from"] == a.id.as_str()
+    });
     let sent = f.send(&sdk, &a.id, "sdk-to-a", &[2, 3]).unwrap();
     let (_, _, props) = sub_a.wait_message("sdk-to-a");
     assert!(props.contains(&format!("from:{}", sdk.id)), "{props}");
-    assert!(props.contains(sent["commitment"].as_str().unwrap()), "{props} {sent}");
+    assert!(
+        props.contains(sent["commitment"].as_str().unwrap()),
+        "{props} {sent}"
+    );
     agent.stop();
 
     // 4. No plaintext in any gateway's data dir (the custodians held it in memory only).
-    for m in ["b-to-a-1", "a-to-b-lib", "a-to-b-311", "a-to-sdk", "sdk-to-a"] {
+    for m in [
+        "b-to-a-1",
+        "a-to-b-lib",
+        "a-to-b-311",
+        "a-to-sdk",
+        "sdk-to-a",
+    ] {
         assert_eq!(on_disk(&f, m.as_bytes()), None, "plaintext {m:?} on disk");
     }
-    assert_eq!(on_disk(&f, a.password.as_bytes()), None, "a password on disk");
+    assert_eq!(
+        on_disk(&f, a.password.as_bytes()),
+        None,
+        "a password on disk"
+    );
 
     // 5. Refused: no credentials, a wrong password, a forbidden publish (MQTT 5 reason 0x87),
     // from which nothing is delivered.
@@ -327,12 +399,20 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("CONNACK (134)"), "wrong password: {out}");
     assert_eq!(
-        lib_publish(&f, f.mqtt_port(node_of(&f, &c.custodians[0])), &c, &to(&a.id), "forbidden"),
+        lib_publish(
+            &f,
+            f.mqtt_port(node_of(&f, &c.custodians[0])),
+            &c,
+            &to(&a.id),
+            "forbidden"
+        ),
         rumqttc::v5::mqttbytes::v5::PubAckReason::NotAuthorized
     );
-    never("the forbidden message delivered", Duration::from_secs(3), || {
-        sub_a.messages().iter().any(|m| m.1 == "forbidden")
-    });
+    never(
+        "the forbidden message delivered",
+        Duration::from_secs(3),
+        || sub_a.messages().iter().any(|m| m.1 == "forbidden"),
+    );
 
     // 6. Failover: A's gateway dies; what is sent to A meanwhile waits in the mailboxes, and A
     // gets it once from its other custodian, where it goes on publishing.
@@ -341,7 +421,13 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     // mosquitto_sub would retry node0 for ever; the device moves on.
     drop(sub_a);
     for i in 1..=3 {
-        let (code, out) = publish(pb, Some((&b.id, &b.password)), true, &to(&a.id), &format!("queued-{i}"));
+        let (code, out) = publish(
+            pb,
+            Some((&b.id, &b.password)),
+            true,
+            &to(&a.id),
+            &format!("queued-{i}"),
+        );
         assert_eq!(code, 0, "{out}");
     }
     let other = a
@@ -355,11 +441,21 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     for i in 1..=3 {
         sub_a2.wait_message(&format!("queued-{i}"));
     }
-    never("a queued message delivered twice", Duration::from_secs(3), || {
-        let m = sub_a2.messages();
-        (1..=3).any(|i| m.iter().filter(|x| x.1 == format!("queued-{i}")).count() > 1)
-    });
-    let (code, out) = publish(po, Some((&a.id, &a.password)), true, &to(&b.id), "after-failover");
+    never(
+        "a queued message delivered twice",
+        Duration::from_secs(3),
+        || {
+            let m = sub_a2.messages();
+            (1..=3).any(|i| m.iter().filter(|x| x.1 == format!("queued-{i}")).count() > 1)
+        },
+    );
+    let (code, out) = publish(
+        po,
+        Some((&a.id, &a.password)),
+        true,
+        &to(&b.id),
+        "after-failover",
+    );
     assert_eq!(code, 0, "{out}");
     sub_b.wait_message("after-failover");
 
@@ -375,7 +471,9 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     ])
     .unwrap();
     let at = revoked["height"].as_u64().unwrap();
-    sub_a2.wait("the server's DISCONNECT (0x87)", |l| l.contains("DISCONNECT (135)"));
+    sub_a2.wait("the server's DISCONNECT (0x87)", |l| {
+        l.contains("DISCONNECT (135)")
+    });
     // The gateway logs the committed height it had reached when it closed the session.
     let log = f.c.log(other);
     let line = log
@@ -388,7 +486,10 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(closed_at <= at + 1, "closed at height {closed_at}, revoked at {at}: {line}");
+    assert!(
+        closed_at <= at + 1,
+        "closed at height {closed_at}, revoked at {at}: {line}"
+    );
     let (code, out) = publish(po, Some((&a.id, &a.password)), true, &to(&b.id), "revoked");
     assert_ne!(code, 0, "{out}");
     assert!(out.contains("CONNACK (135)"), "revoked login: {out}");
