@@ -613,13 +613,11 @@ pub fn disconnect(version: Version, why: Kick, out: &mut BytesMut) {
         Kick::QosNotSupported => R::QoSNotSupported,
         Kick::ShuttingDown => R::ServerShuttingDown,
     };
-    put5(
-        v5::Packet::Disconnect(v5::Disconnect {
-            reason_code,
-            properties: None,
-        }),
-        out,
-    );
+    // Written here, four bytes: rumqttc 0.24 encodes a DISCONNECT with a reason code and no
+    // properties with a remaining length one short (`E0 01 rc 00`), does not export the
+    // properties type, and its reader needs the property length that MQTT 5 §3.14.2.2 lets a
+    // sender omit. So: reason code, then an empty property list.
+    out.extend_from_slice(&[0xE0, 0x02, reason_code as u8, 0x00]);
 }
 
 #[cfg(test)]
@@ -711,6 +709,33 @@ mod tests {
         ));
         let mut b = BytesMut::from(&[0x30, 0x00][..]);
         assert_eq!(read_connect(&mut b, 4096), Err(CodecError::NotConnect));
+    }
+
+    fn out_code(k: Kick) -> u8 {
+        match k {
+            Kick::NotAuthorized => 0x87,
+            Kick::KeepAliveTimeout => 0x8D,
+            Kick::ShuttingDown => 0x8B,
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn server_disconnects_are_well_formed() {
+        for k in [
+            Kick::NotAuthorized,
+            Kick::KeepAliveTimeout,
+            Kick::ShuttingDown,
+        ] {
+            let mut out = BytesMut::new();
+            disconnect(Version::V5, k, &mut out);
+            let n = out.len();
+            match v5::Packet::read(&mut out, None).unwrap() {
+                v5::Packet::Disconnect(d) => assert_eq!(d.reason_code as u8, out_code(k)),
+                p => panic!("{p:?}"),
+            }
+            assert!(out.is_empty(), "{n} bytes written, {} left over", out.len());
+        }
     }
 
     #[test]
