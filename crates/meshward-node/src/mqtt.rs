@@ -337,11 +337,14 @@ fn refusal(e: &ClientError) -> PubRefusal {
         ClientError::Refused { code, .. }
             if matches!(
                 code.as_str(),
-                "policy_forbids" | "sender_revoked" | "recipient_revoked" | "forbidden"
+                // The gateway's admission (FORMATS.md, request-response codes), or the
+                // recipient refusing a direct envelope.
+                "policy_forbids" | "device_revoked" | "recipient_revoked" | "sender_revoked"
             ) =>
         {
             PubRefusal::NotAuthorized
         }
+        ClientError::Refused { code, .. } if code == "unknown_device" => PubRefusal::TopicInvalid,
         ClientError::UnknownDevice(_) => PubRefusal::TopicInvalid,
         _ => PubRefusal::Unspecified,
     }
