@@ -81,6 +81,10 @@ struct Server {
 }
 
 async fn server(password: &str) -> Server {
+    server_tls(password, None).await
+}
+
+async fn server_tls(password: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Server {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let published: Arc<Mutex<Vec<(Target, Bytes)>>> = Arc::default();
@@ -91,7 +95,7 @@ async fn server(password: &str) -> Server {
         pushes: pushes.clone(),
     });
     let (stop, rx) = watch::channel(false);
-    tokio::spawn(meshward_mqtt::serve(l, fake, Limits::default(), rx));
+    tokio::spawn(meshward_mqtt::serve(l, fake, Limits::default(), tls, rx));
     Server {
         port,
         published,
@@ -363,4 +367,45 @@ async fn qos2_and_a_silent_client_are_disconnected() {
     assert_eq!(got, [0x20, 0x02, 0x00, 0x00]);
     let (got, _) = exchange(&mut s, &[0xC0, 0x00], Duration::from_millis(300)).await;
     assert_eq!(got, [0xD0, 0x00]);
+}
+
+#[tokio::test]
+async fn with_tls_a_client_logs_in_over_tls_and_plain_mqtt_is_not_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let tls = meshward_mqtt::server::tls_config(&cert, &key).unwrap();
+    assert!(meshward_mqtt::server::tls_config(&key, &cert).is_err());
+    let srv = server_tls("pw", Some(tls)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(("127.0.0.1", srv.port)).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = connector.connect(name, tcp).await.unwrap();
+    s.write_all(&connect5(Some((USER, "pw")), 0)).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).await.unwrap();
+    assert_eq!(connack_code5(&buf[..n]), v5::ConnectReturnCode::Success);
+
+    // A plaintext CONNECT is not a TLS ClientHello: the connection closes, nothing answered.
+    let mut s = TcpStream::connect(("127.0.0.1", srv.port)).await.unwrap();
+    let (got, closed) = exchange(
+        &mut s,
+        &connect5(Some((USER, "pw")), 0),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(closed);
+    assert!(!got.starts_with(&[0x20]), "{got:x?}");
 }

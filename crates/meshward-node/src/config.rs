@@ -63,6 +63,10 @@ pub struct NodeConfig {
     /// Where the MQTT front door listens (`mqtt = "127.0.0.1:1883"` in config.toml, `--mqtt` on
     /// `node run`); `None`: no MQTT listener.
     pub mqtt: Option<SocketAddr>,
+    /// PEM certificate chain for TLS on the MQTT port (`mqtt_tls_cert`, `--mqtt-tls-cert`).
+    pub mqtt_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate (`mqtt_tls_key`, `--mqtt-tls-key`).
+    pub mqtt_tls_key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -84,6 +88,8 @@ struct ConfigFile {
     api_body_read_timeout_ms: Option<u64>,
     observers: Option<Vec<String>>,
     mqtt: Option<String>,
+    mqtt_tls_cert: Option<PathBuf>,
+    mqtt_tls_key: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -110,6 +116,8 @@ impl NodeConfig {
             #[cfg(feature = "byzantine")]
             byzantine: None,
             mqtt: None,
+            mqtt_tls_cert: None,
+            mqtt_tls_key: None,
         }
     }
 
@@ -145,6 +153,8 @@ impl NodeConfig {
                     format!("{}: mqtt {a:?} is not an ip:port", path.display())
                 })?);
         }
+        c.mqtt_tls_cert = f.mqtt_tls_cert.or(c.mqtt_tls_cert);
+        c.mqtt_tls_key = f.mqtt_tls_key.or(c.mqtt_tls_key);
         if let Some(m) = f.mdns {
             c.mdns = m;
         }

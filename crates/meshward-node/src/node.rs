@@ -248,10 +248,19 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     let (stop_mqtt_tx, stop_mqtt_rx) = tokio::sync::watch::channel(false);
     let mqtt = match config.mqtt {
         Some(addr) => {
+            let tls = match (&config.mqtt_tls_cert, &config.mqtt_tls_key) {
+                (Some(c), Some(k)) => Some(
+                    meshward_mqtt::server::tls_config(c, k)
+                        .map_err(anyhow::Error::msg)
+                        .context("cannot load the MQTT TLS certificate and key")?,
+                ),
+                (None, None) => None,
+                _ => bail!("give both mqtt_tls_cert and mqtt_tls_key, or neither"),
+            };
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for MQTT on {addr}"))?;
-            info!(%addr, "mqtt listening");
+            info!(%addr, tls = tls.is_some(), "mqtt listening");
             let mut gateways: Vec<meshward_net::Multiaddr> = gw
                 .identity
                 .mesh_addrs
@@ -270,6 +279,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 listener,
                 bridge,
                 meshward_mqtt::Limits::default(),
+                tls,
                 stop_mqtt_rx,
             )))
         }

@@ -272,6 +272,12 @@ pub(crate) struct NodeRun {
     /// `mqtt` in config.toml) the gateway has no MQTT front door.
     #[arg(long)]
     pub(crate) mqtt: Option<String>,
+    /// PEM certificate chain: the MQTT port speaks TLS (with --mqtt-tls-key).
+    #[arg(long, requires = "mqtt_tls_key")]
+    pub(crate) mqtt_tls_cert: Option<PathBuf>,
+    /// PEM private key of --mqtt-tls-cert.
+    #[arg(long, requires = "mqtt_tls_cert")]
+    pub(crate) mqtt_tls_key: Option<PathBuf>,
     /// Make this validator misbehave, for the adversarial tests: equivocate, bad-proposal,
     /// withhold, stale-votes or garbage (a build with `--features byzantine` only).
     #[cfg(feature = "byzantine")]

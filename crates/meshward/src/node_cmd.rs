@@ -37,6 +37,10 @@ pub(crate) fn node_run(a: NodeRun) -> Result<Output> {
     if a.no_mdns {
         config.mdns = false;
     }
+    if a.mqtt_tls_cert.is_some() {
+        config.mqtt_tls_cert = a.mqtt_tls_cert.clone();
+        config.mqtt_tls_key = a.mqtt_tls_key.clone();
+    }
     if let Some(m) = &a.mqtt {
         config.mqtt =
             Some(m.parse().with_context(|| {
