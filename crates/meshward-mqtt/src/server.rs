@@ -4,8 +4,9 @@
 //!
 //! Limits (each also in FORMATS.md): [`Limits::max_connections`] connections (beyond: closed at
 //! accept), one packet at most [`Limits::max_packet`] bytes, CONNECT within
-//! [`Limits::connect_timeout`], [`Limits::max_inflight`] of the client's QoS 1 messages being
-//! handled at once (beyond: the socket is not read until one finishes), the same number of the
+//! [`Limits::connect_timeout`], [`Limits::max_inflight`] of the client's PUBLISHes queued for
+//! the session's worker, which handles them one at a time in order (beyond: the socket is not
+//! read until one is taken), the same number of the
 //! server's QoS 1 messages unacknowledged (beyond: nothing more is taken from the session's
 //! queue, whose bound the backend sets), and 1.5 × keep-alive without a packet closes the
 //! session.
@@ -20,7 +21,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio::task::JoinSet;
 use tracing::{debug, info};
 
 use crate::auth::{self, LoginLimiter};
@@ -288,7 +288,111 @@ async fn authenticate(
         .await
 }
 
-type Done = (u16, Option<Qos>, Result<(), PubRefusal>);
+/// A PUBLISH for the worker: packet id, QoS, where it goes (`None`: not a topic we route).
+type Work = (u16, Qos, Option<Target>, Bytes);
+/// The worker's answer for one PUBLISH.
+type Done = (u16, Qos, Result<(), PubRefusal>);
+
+/// What one connection remembers between packets.
+struct SessionState {
+    version: Version,
+    will: Option<Will>,
+    inbox: Option<Qos>,
+    receipts: Option<Qos>,
+    /// Packet ids of the server's QoS 1 messages not yet acknowledged.
+    unacked: Vec<u16>,
+    next_pkid: u16,
+}
+
+/// Handles every whole packet in `buf` while the worker's queue has room, writing answers to
+/// `out`. `Err(Some(k))`: close with `k`; `Err(None)`: the client disconnected.
+fn drain(
+    st: &mut SessionState,
+    handle: &Arc<dyn SessionHandle>,
+    buf: &mut BytesMut,
+    work: &mpsc::Sender<Work>,
+    max_packet: usize,
+    out: &mut BytesMut,
+) -> Result<(), Option<Kick>> {
+    let version = st.version;
+    while work.capacity() > 0 {
+        let p = match codec::read(version, buf, max_packet) {
+            Ok(Some(p)) => p,
+            Ok(None) => break,
+            Err(e) => {
+                debug!(error = %e, "mqtt packet refused");
+                return Err(Some(Kick::Malformed));
+            }
+        };
+        match p {
+            Inbound::Publish {
+                topic,
+                qos,
+                pkid,
+                payload,
+                ..
+            } => {
+                let Some(qos) = qos else {
+                    return Err(Some(Kick::QosNotSupported));
+                };
+                // Room was checked above; one packet takes one slot.
+                if work
+                    .try_send((pkid, qos, topic::target(&topic), payload))
+                    .is_err()
+                {
+                    return Err(Some(Kick::ShuttingDown));
+                }
+            }
+            Inbound::PubAck { pkid } => st.unacked.retain(|p| *p != pkid),
+            Inbound::Subscribe { pkid, filters } => {
+                let granted: Vec<Option<Qos>> = filters
+                    .iter()
+                    .map(|(f, q)| {
+                        let q = if *q == 0 {
+                            Qos::AtMostOnce
+                        } else {
+                            Qos::AtLeastOnce
+                        };
+                        match topic::feed(f) {
+                            Some(Feed::Inbox) => {
+                                st.inbox = Some(q);
+                                Some(q)
+                            }
+                            Some(Feed::Receipts) => {
+                                st.receipts = Some(q);
+                                Some(q)
+                            }
+                            None => None,
+                        }
+                    })
+                    .collect();
+                handle.set_feeds(st.inbox.is_some(), st.receipts.is_some());
+                codec::suback(version, pkid, &granted, out);
+            }
+            Inbound::Unsubscribe { pkid, filters } => {
+                for f in &filters {
+                    match topic::feed(f) {
+                        Some(Feed::Inbox) => st.inbox = None,
+                        Some(Feed::Receipts) => st.receipts = None,
+                        None => {}
+                    }
+                }
+                handle.set_feeds(st.inbox.is_some(), st.receipts.is_some());
+                codec::unsuback(version, pkid, filters.len(), out);
+            }
+            Inbound::PingReq => codec::pingresp(version, out),
+            Inbound::Disconnect => {
+                st.will = None;
+                return Err(None);
+            }
+            Inbound::Unexpected(what) => {
+                debug!(what, "mqtt protocol error");
+                return Err(Some(Kick::ProtocolError));
+            }
+        }
+    }
+    Ok(())
+}
 
 async fn connection<S>(
     mut s: S,
@@ -343,16 +447,49 @@ async fn connection<S>(
     }
     let keep_alive = (connect.keep_alive > 0)
         .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
-    let mut will = connect.will;
-    let mut inbox: Option<Qos> = None;
-    let mut receipts: Option<Qos> = None;
-    let mut handling: JoinSet<Done> = JoinSet::new();
-    let mut unacked: Vec<u16> = Vec::new();
-    let mut next_pkid: u16 = 0;
+    let mut st = SessionState {
+        version,
+        will: connect.will,
+        inbox: None,
+        receipts: None,
+        unacked: Vec::new(),
+        next_pkid: 0,
+    };
+    // PUBLISHes are handled one at a time, in the order received (MQTT requires both the
+    // messages and their PUBACKs in order), by a worker; at most `max_inflight` wait for it.
+    let (work_tx, mut work_rx) = mpsc::channel::<Work>(limits.max_inflight);
+    let (done_tx, mut done_rx) = mpsc::channel::<Done>(limits.max_inflight);
+    let worker_handle = handle.clone();
+    let worker = tokio::spawn(async move {
+        while let Some((pkid, qos, target, payload)) = work_rx.recv().await {
+            let r = match target {
+                Some(t) => worker_handle.publish(t, payload).await,
+                None => Err(PubRefusal::TopicInvalid),
+            };
+            if done_tx.send((pkid, qos, r)).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut last_heard = Instant::now();
     let kick = loop {
-        let reading = handling.len() < limits.max_inflight;
-        let taking = unacked.len() < limits.max_inflight;
+        // Parse what is buffered, as far as the worker's queue has room.
+        match drain(
+            &mut st,
+            &handle,
+            &mut buf,
+            &work_tx,
+            limits.max_packet,
+            &mut out,
+        ) {
+            Ok(()) => {}
+            Err(k) => break k,
+        }
+        if write_all(&mut s, &mut out).await.is_err() {
+            break None;
+        }
+        let reading = work_tx.capacity() > 0;
+        let taking = st.unacked.len() < limits.max_inflight;
         let idle = keep_alive.map(|k| last_heard + k);
         tokio::select! {
             r = s.read_buf(&mut buf), if reading => {
@@ -360,98 +497,21 @@ async fn connection<S>(
                     Ok(0) | Err(_) => break None,
                     Ok(_) => last_heard = Instant::now(),
                 }
-                let mut kick = None;
-                loop {
-                    let p = match codec::read(version, &mut buf, limits.max_packet) {
-                        Ok(Some(p)) => p,
-                        Ok(None) => break,
-                        Err(e) => {
-                            debug!(%addr, error = %e, "mqtt packet refused");
-                            kick = Some(Some(Kick::Malformed));
-                            break;
-                        }
-                    };
-                    match p {
-                        Inbound::Publish { topic, qos, pkid, payload, .. } => {
-                            let Some(qos) = qos else {
-                                kick = Some(Some(Kick::QosNotSupported));
-                                break;
-                            };
-                            match topic::target(&topic) {
-                                Some(t) => {
-                                    let f = handle.publish(t, payload);
-                                    handling.spawn(async move { (pkid, Some(qos), f.await) });
-                                }
-                                None => {
-                                    handling.spawn(async move {
-                                        (pkid, Some(qos), Err(PubRefusal::TopicInvalid))
-                                    });
-                                }
-                            }
-                        }
-                        Inbound::PubAck { pkid } => unacked.retain(|p| *p != pkid),
-                        Inbound::Subscribe { pkid, filters } => {
-                            let granted: Vec<Option<Qos>> = filters
-                                .iter()
-                                .map(|(f, q)| {
-                                    let q = if *q == 0 { Qos::AtMostOnce } else { Qos::AtLeastOnce };
-                                    match topic::feed(f) {
-                                        Some(Feed::Inbox) => { inbox = Some(q); Some(q) }
-                                        Some(Feed::Receipts) => { receipts = Some(q); Some(q) }
-                                        None => None,
-                                    }
-                                })
-                                .collect();
-                            handle.set_feeds(inbox.is_some(), receipts.is_some());
-                            codec::suback(version, pkid, &granted, &mut out);
-                        }
-                        Inbound::Unsubscribe { pkid, filters } => {
-                            for f in &filters {
-                                match topic::feed(f) {
-                                    Some(Feed::Inbox) => inbox = None,
-                                    Some(Feed::Receipts) => receipts = None,
-                                    None => {}
-                                }
-                            }
-                            handle.set_feeds(inbox.is_some(), receipts.is_some());
-                            codec::unsuback(version, pkid, filters.len(), &mut out);
-                        }
-                        Inbound::PingReq => codec::pingresp(version, &mut out),
-                        Inbound::Disconnect => {
-                            will = None;
-                            kick = Some(None);
-                            break;
-                        }
-                        Inbound::Unexpected(what) => {
-                            debug!(%addr, what, "mqtt protocol error");
-                            kick = Some(Some(Kick::ProtocolError));
-                            break;
-                        }
-                    }
-                }
-                if write_all(&mut s, &mut out).await.is_err() {
-                    break None;
-                }
-                if let Some(k) = kick {
-                    break k;
-                }
             }
-            Some(done) = handling.join_next(), if !handling.is_empty() => {
-                if let Ok((pkid, qos, result)) = done {
-                    if let Err(r) = result {
-                        debug!(%addr, refusal = ?r, "mqtt publish refused");
+            Some((pkid, qos, result)) = done_rx.recv() => {
+                // The client's own packets are being handled: while the queue was full its
+                // socket was not read, so its keep-alive counts from here.
+                last_heard = Instant::now();
+                if let Err(r) = result {
+                    debug!(%addr, refusal = ?r, "mqtt publish refused");
+                }
+                match (qos, result) {
+                    (Qos::AtLeastOnce, r) => codec::puback(version, pkid, r.err(), &mut out),
+                    // 3.1.1 has no way to refuse a publish but to disconnect.
+                    (_, Err(PubRefusal::NotAuthorized)) if version == Version::V311 => {
+                        break Some(Kick::NotAuthorized);
                     }
-                    match (qos, result) {
-                        (Some(Qos::AtLeastOnce), r) => codec::puback(version, pkid, r.err(), &mut out),
-                        // 3.1.1 has no way to refuse a publish but to disconnect.
-                        (_, Err(PubRefusal::NotAuthorized)) if version == Version::V311 => {
-                            break Some(Kick::NotAuthorized);
-                        }
-                        _ => {}
-                    }
-                    if write_all(&mut s, &mut out).await.is_err() {
-                        break None;
-                    }
+                    _ => {}
                 }
             }
             push = pushes.recv(), if taking => {
@@ -460,21 +520,18 @@ async fn connection<S>(
                     Some(Push::Kick(k)) => break Some(k),
                     Some(Push::Message { feed, payload, user }) => {
                         let qos = match feed {
-                            Feed::Inbox => inbox,
-                            Feed::Receipts => receipts,
+                            Feed::Inbox => st.inbox,
+                            Feed::Receipts => st.receipts,
                         };
                         let Some(qos) = qos else { continue };
                         let pkid = if qos == Qos::AtLeastOnce {
-                            next_pkid = next_pkid.checked_add(1).unwrap_or(1);
-                            unacked.push(next_pkid);
-                            next_pkid
+                            st.next_pkid = st.next_pkid.checked_add(1).unwrap_or(1);
+                            st.unacked.push(st.next_pkid);
+                            st.next_pkid
                         } else {
                             0
                         };
                         codec::publish(version, feed.topic(), qos, pkid, payload, user, &mut out);
-                        if write_all(&mut s, &mut out).await.is_err() {
-                            break None;
-                        }
                     }
                 }
             }
@@ -484,6 +541,8 @@ async fn connection<S>(
             _ = async { let _ = stop.wait_for(|v| *v).await; } => break Some(Kick::ShuttingDown),
         }
     };
+    worker.abort();
+    let will = st.will.take();
     if let Some(k) = kick {
         debug!(%addr, reason = ?k, "mqtt session closed by the server");
         codec::disconnect(version, k, &mut out);
