@@ -371,6 +371,10 @@ pub struct Device {
     /// the Unix epoch; absent if it has not since it started. Node-local, not on the ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen_ms: Option<u64>,
+    /// An MQTT device's custodian gateways (peer ids), when this gateway is one of them and
+    /// holds its custody grant. Node-local, not on the ledger (ADR 0011).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub custodians: Vec<String>,
 }
 
 /// `GET /v1/devices`: one page, ordered by account id.

@@ -244,13 +244,18 @@ pub fn run(opts: Options, json: bool) -> Result<()> {
     }
     file.save(&dir)?;
     eprintln!(
-        "devnet {}: {} validators; APIs {}; logs in <node dir>/node.log; \
+        "devnet {}: {} validators; APIs {}; MQTT {}; logs in <node dir>/node.log; \
          meshward devnet kill|stop|start N --dir {} controls a node; Ctrl-C stops them all",
         file.chain_id,
         file.nodes.len(),
         file.nodes
             .iter()
             .map(|n| n.api.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        file.nodes
+            .iter()
+            .filter_map(|n| n.mqtt.as_deref())
             .collect::<Vec<_>>()
             .join(" "),
         dir.display()

@@ -219,6 +219,12 @@ impl Gateway {
             revoked_reason,
             revoked_height,
             last_seen_ms: self.presence.last_seen(&a.id),
+            custodians: self
+                .custody
+                .as_ref()
+                .and_then(|c| c.grant(&a.id))
+                .map(|g| g.custodians)
+                .unwrap_or_default(),
         })
     }
 

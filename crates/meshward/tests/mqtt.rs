@@ -303,6 +303,18 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     let b = mqtt_add(&f, 1, "fleet");
     let c = mqtt_add(&f, 2, "other");
     let sdk = f.device("sdk", &["fleet"]);
+    // The device record on a custodian names the custodians.
+    let rec = f.device_json(0, &a.id).unwrap();
+    let mut listed: Vec<String> = rec["custodians"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    let mut want = a.custodians.clone();
+    want.sort();
+    assert_eq!(listed, want, "{rec}");
     let h = (0..4).filter_map(|i| f.c.height(i)).max().unwrap();
     f.c.wait_height(&[0, 1, 2, 3], h, MIN);
     let (pa, pb) = (f.mqtt_port(0), f.mqtt_port(1));
