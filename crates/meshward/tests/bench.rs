@@ -47,6 +47,7 @@ fn has_schema(r: &Value) {
         "consensus",
         "direct",
         "mqtt",
+        "mqtt_gateway",
         "scale",
         "ratios",
         "targets",
@@ -58,11 +59,13 @@ fn has_schema(r: &Value) {
         "messages_vs_ceiling",
         "direct_vs_mqtt_throughput",
         "direct_vs_mqtt_latency_p50",
+        "mqtt_gateway_vs_mosquitto_throughput",
+        "mqtt_gateway_vs_mosquitto_latency_p50",
     ] {
         assert!(r["ratios"].get(key).is_some(), "ratios lacks {key}");
     }
     let targets = r["targets"].as_array().expect("targets is a list");
-    assert_eq!(targets.len(), 15);
+    assert_eq!(targets.len(), 17);
     for key in [
         "scale.disk_bytes_per_message_fleet_rate",
         "scale.idle_bytes_per_hour",
@@ -70,6 +73,8 @@ fn has_schema(r: &Value) {
         "scale.unconfirmed_after_tail.7",
         "scale.unconfirmed_after_tail.10",
         "scale.store_open_ms_1m_anchors",
+        "ratios.mqtt_gateway_vs_mosquitto_throughput",
+        "ratios.mqtt_gateway_vs_mosquitto_latency_p50",
     ] {
         assert!(
             targets.iter().any(|t| t["key"] == key),
