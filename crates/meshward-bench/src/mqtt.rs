@@ -24,7 +24,7 @@ use serde_json::json;
 use crate::{percentile, Outcome, Progress};
 
 /// Payload size of every message, the same as the `direct` part's.
-const PAYLOAD_BYTES: usize = 256;
+pub(crate) const PAYLOAD_BYTES: usize = 256;
 /// The one topic published and subscribed to.
 const TOPIC: &str = "meshward/bench";
 /// How to get the broker when it is missing.

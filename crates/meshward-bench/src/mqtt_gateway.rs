@@ -10,7 +10,6 @@
 //! same part, and the ratios compare the two.
 
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -75,8 +74,6 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
     let (sub, arrivals) = mqtt::subscriber(so, meshward_mqtt::topic::INBOX)?;
     let mut po = mqtt::options("meshward-bench-gw-pub", mqtt_port(&c, 0)?);
     po.set_credentials(pub_id, pub_pw);
-    // The gateway's first sends resolve the recipient and open its device: let them settle.
-    po.set_keep_alive(Duration::from_secs(30));
     let publ = mqtt::publisher(po);
     let topic = format!("meshward/v1/to/{sub_id}");
     let qos1 = mqtt::measure(&publ, &arrivals, &topic, quick, "gateway", p)?;
@@ -85,7 +82,7 @@ pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Res
     drop(c);
     Ok(Outcome::Done(json!({
         "gateways": 4,
-        "payload_bytes": 256,
+        "payload_bytes": mqtt::PAYLOAD_BYTES,
         "path": "rumqttc → gateway 0 (custodian: seal, sign, anchor, deliver) → gateway 1 (custodian: open) → rumqttc",
         "qos1": qos1,
         "mosquitto": { "qos1": baseline },

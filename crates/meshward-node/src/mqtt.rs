@@ -64,19 +64,13 @@ impl std::fmt::Debug for Custody {
     }
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+/// Writes `bytes` to `path` through a fresh 0600 file (the key files' writer, which syncs it)
+/// renamed into place, so a grant is replaced whole or not at all.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    meshward_sdk::keyfile::write_secret_file(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
 }
 
 impl Custody {
@@ -120,6 +114,13 @@ impl Custody {
     /// This gateway's node id.
     pub fn node_id(&self) -> PublicKey {
         self.node.id()
+    }
+
+    /// The argon2id hash of `device`'s MQTT password, if this gateway holds its grant.
+    pub fn password_hash(&self, device: &PublicKey) -> Option<String> {
+        meshward_core::sync::lock(&self.grants, "custody grants")
+            .get(device)
+            .map(|g| g.password_hash.clone())
     }
 
     /// The grant for `device`, if this gateway holds one.
@@ -229,15 +230,6 @@ impl Bridge {
         });
         tokio::spawn(watch_revocations(Arc::downgrade(&b)));
         b
-    }
-
-    fn device_active(&self, device: &PublicKey) -> bool {
-        device_active(&self.gw, device)
-    }
-
-    /// MQTT connections open now (for tests and metrics).
-    pub fn connected(&self) -> usize {
-        lock(&self.devices).values().map(|c| c.conns.len()).sum()
     }
 
     /// The device's SDK node: the running one, or a new one started with its opened keys.
@@ -570,7 +562,7 @@ impl SessionHandle for Session {
 impl Backend for Bridge {
     fn password_hash(&self, username: &str) -> Option<String> {
         let device = PublicKey::from_peer_id(username).ok()?;
-        self.custody.grant(&device).map(|g| g.password_hash)
+        self.custody.password_hash(&device)
     }
 
     fn open(self: Arc<Self>, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>> {
@@ -581,7 +573,7 @@ impl Backend for Bridge {
             let Some(grant) = self.custody.grant(&account) else {
                 return Err(ConnRefusal::BadCredentials);
             };
-            if !self.device_active(&account) {
+            if !device_active(&self.gw, &account) {
                 info!(device = %account, "mqtt login of a revoked device refused");
                 return Err(ConnRefusal::NotAuthorized);
             }

@@ -134,11 +134,12 @@ impl Sub {
             .collect()
     }
 
-    fn wait(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+    /// Polls `f` until it gives a value; fails after [`MIN`] with everything printed so far.
+    fn poll<T>(&self, what: &str, f: impl Fn(&Sub) -> Option<T>) -> T {
         let end = std::time::Instant::now() + MIN;
         loop {
-            if let Some(l) = self.lines().into_iter().find(|l| f(l)) {
-                return l;
+            if let Some(v) = f(self) {
+                return v;
             }
             assert!(
                 std::time::Instant::now() < end,
@@ -149,19 +150,14 @@ impl Sub {
         }
     }
 
+    fn wait(&self, what: &str, f: impl Fn(&str) -> bool) -> String {
+        self.poll(what, |s| s.lines().into_iter().find(|l| f(l)))
+    }
+
     fn wait_message(&self, payload: &str) -> (String, String, String) {
-        let end = std::time::Instant::now() + MIN;
-        loop {
-            if let Some(m) = self.messages().into_iter().find(|m| m.1 == payload) {
-                return m;
-            }
-            assert!(
-                std::time::Instant::now() < end,
-                "no message {payload:?} within {MIN:?}; mosquitto_sub printed:\n{}",
-                self.lines().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.poll(&format!("message {payload:?}"), |s| {
+            s.messages().into_iter().find(|m| m.1 == payload)
+        })
     }
 }
 

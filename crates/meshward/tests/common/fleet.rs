@@ -87,6 +87,11 @@ impl Fleet {
     pub fn start() -> Fleet {
         let mut c = Cluster::new(4, 100);
         c.start_all();
+        Fleet::running(c)
+    }
+
+    /// `c`, once all four validators are past height 1, with a runtime for SDK clients.
+    fn running(c: Cluster) -> Fleet {
         c.wait_height(&[0, 1, 2, 3], 1, 2 * MIN);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -104,13 +109,7 @@ impl Fleet {
             let addr = format!("127.0.0.1:{}", c.nodes[i].api_port + 3);
             c.start_with(i, &["--mqtt", &addr]);
         }
-        c.wait_height(&[0, 1, 2, 3], 1, 2 * MIN);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        Fleet { c, rt }
+        Fleet::running(c)
     }
 
     /// Node `i`'s MQTT port (with [`Fleet::start_mqtt`]).
