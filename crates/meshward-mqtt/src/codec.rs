@@ -362,6 +362,9 @@ pub enum PubRefusal {
     TopicInvalid,
     /// 0x97: a bounded queue is full.
     QuotaExceeded,
+    /// 0x99: the payload is not what the topic carries (a sealed-mode frame that does not
+    /// decode).
+    PayloadInvalid,
     /// 0x80: it could not be sent (the recipient is unknown, no gateway answered, …).
     Unspecified,
 }
@@ -373,6 +376,7 @@ impl PubRefusal {
             PubRefusal::NotAuthorized => 0x87,
             PubRefusal::TopicInvalid => 0x90,
             PubRefusal::QuotaExceeded => 0x97,
+            PubRefusal::PayloadInvalid => 0x99,
             PubRefusal::Unspecified => 0x80,
         }
     }
@@ -502,6 +506,7 @@ pub fn puback(version: Version, pkid: u16, refusal: Option<PubRefusal>, out: &mu
                 Some(PubRefusal::NotAuthorized) => R::NotAuthorized,
                 Some(PubRefusal::TopicInvalid) => R::TopicNameInvalid,
                 Some(PubRefusal::QuotaExceeded) => R::QuotaExceeded,
+                Some(PubRefusal::PayloadInvalid) => R::PayloadFormatInvalid,
                 Some(PubRefusal::Unspecified) => R::UnspecifiedError,
             };
             put5(

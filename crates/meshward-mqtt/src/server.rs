@@ -47,7 +47,9 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
-            max_packet: 64 * 1024,
+            // A sealed-mode frame of one envelope with the largest payload (64 KiB) and its
+            // header, with room for the PUBLISH's own.
+            max_packet: 66 * 1024,
             connect_timeout: Duration::from_secs(10),
             max_inflight: 32,
         }
@@ -67,6 +69,9 @@ pub struct Login {
     pub clean: bool,
     /// The protocol level.
     pub version: Version,
+    /// Logged in with a signed token ([`Backend::check_token`]), not a password: a device that
+    /// holds its own keys (sealed mode).
+    pub signed: bool,
 }
 
 /// Something the session pushes to the client.
@@ -112,6 +117,12 @@ pub trait SessionHandle: Send + Sync {
 pub trait Backend: Send + Sync + 'static {
     /// The argon2id PHC string of `username`'s password, if that user may log in here.
     fn password_hash(&self, username: &str) -> Option<String>;
+    /// Checks a password the backend recognises as a signed login token rather than a password:
+    /// `Some(accepted)`, or `None` to check it as a password against [`Backend::password_hash`].
+    fn check_token(&self, username: &str, password: &str) -> Option<bool> {
+        let _ = (username, password);
+        None
+    }
     /// Opens the session of a user whose password was verified. A refusal is sent in CONNACK.
     fn open(self: Arc<Self>, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>>;
 }
@@ -257,16 +268,23 @@ async fn authenticate(
     ) {
         return Err(ConnRefusal::RateLimited);
     }
-    let Ok(_permit) = shared.verify.try_acquire() else {
-        return Err(ConnRefusal::Busy);
+    let signed = shared.backend.check_token(&user, &password);
+    let ok = match signed {
+        Some(ok) => ok,
+        None => {
+            let Ok(_permit) = shared.verify.try_acquire() else {
+                return Err(ConnRefusal::Busy);
+            };
+            let hash = shared.backend.password_hash(&user);
+            let known = hash.is_some();
+            let phc = hash.unwrap_or_else(|| dummy_hash().to_string());
+            let ok = tokio::task::spawn_blocking(move || auth::verify_password(&phc, &password))
+                .await
+                .unwrap_or(false);
+            ok && known
+        }
     };
-    let hash = shared.backend.password_hash(&user);
-    let known = hash.is_some();
-    let phc = hash.unwrap_or_else(|| dummy_hash().to_string());
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&phc, &password))
-        .await
-        .unwrap_or(false);
-    if !(ok && known) {
+    if !ok {
         meshward_core::sync::lock(&shared.limiter, "mqtt login limiter").failed(
             ip,
             &user,
@@ -284,6 +302,7 @@ async fn authenticate(
             client_id: c.client_id.clone(),
             clean: c.clean,
             version: c.version,
+            signed: signed.is_some(),
         })
         .await
 }

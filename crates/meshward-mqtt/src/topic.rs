@@ -6,6 +6,7 @@
 //! | `meshward/v1/group/<name>` | publish | send the payload to every member of a group |
 //! | `meshward/v1/inbox` | subscribe | messages addressed to this device: the plaintext, with MQTT 5 user properties `from` and `commitment` |
 //! | `meshward/v1/receipts` | subscribe | `{"commitment":"<hex>","height":N}` once a message this device sent is final |
+//! | `meshward/v1/sealed` | publish | sealed mode only: a request frame of a device holding its own keys (`meshward_sdk::sealed`); replies and mail come on the inbox |
 //!
 //! Wildcards are not offered: a subscription names one of the two topics exactly.
 
@@ -15,6 +16,8 @@ pub const PREFIX: &str = "meshward/v1/";
 pub const INBOX: &str = "meshward/v1/inbox";
 /// Receipts of this device's messages once final.
 pub const RECEIPTS: &str = "meshward/v1/receipts";
+/// Sealed mode's requests.
+pub const SEALED: &str = "meshward/v1/sealed";
 
 /// Where a PUBLISH goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +26,8 @@ pub enum Target {
     Device(String),
     /// A group, by name (as text; the caller checks it).
     Group(String),
+    /// A sealed-mode request frame.
+    Sealed,
 }
 
 /// What a subscription is for.
@@ -46,6 +51,9 @@ impl Feed {
 
 /// The target of a publish topic, or `None` if it is not one this server routes.
 pub fn target(topic: &str) -> Option<Target> {
+    if topic == SEALED {
+        return Some(Target::Sealed);
+    }
     let rest = topic.strip_prefix(PREFIX)?;
     let (kind, name) = rest.split_once('/')?;
     if name.is_empty() || name.contains(['/', '+', '#']) {
@@ -97,6 +105,7 @@ mod tests {
         ] {
             assert_eq!(target(bad), None, "{bad}");
         }
+        assert_eq!(target("meshward/v1/sealed"), Some(Target::Sealed));
         assert_eq!(feed("meshward/v1/inbox"), Some(Feed::Inbox));
         assert_eq!(feed("meshward/v1/receipts"), Some(Feed::Receipts));
         assert_eq!(feed("meshward/v1/#"), None);

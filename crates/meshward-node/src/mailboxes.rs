@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_store::{MailboxError, MailboxLimits, MailboxStats, MailboxStore};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, warn};
 
 /// Envelope commitments remembered to refuse a replayed deposit.
@@ -72,6 +72,8 @@ pub struct Mailboxes {
     store: Arc<MailboxStore>,
     writes: mpsc::Sender<Write>,
     write_errors: Arc<AtomicU64>,
+    /// Counts the envelopes stored since the start, for readers that wait for new mail.
+    stored: Arc<watch::Sender<u64>>,
 }
 
 /// The writer thread, for waiting on it at shutdown.
@@ -114,6 +116,7 @@ impl Mailboxes {
                 store,
                 writes,
                 write_errors,
+                stored: Arc::new(watch::channel(0).0),
             },
             MailboxWriter(thread),
         )
@@ -141,7 +144,15 @@ impl Mailboxes {
             envelope,
             reply,
         })?;
-        answer.await.map_err(|_| MailboxRefusal::Stopped)?
+        let n = answer.await.map_err(|_| MailboxRefusal::Stopped)??;
+        self.stored.send_modify(|c| *c += 1);
+        Ok(n)
+    }
+
+    /// Changes each time an envelope is stored, for any recipient: a reader that pushes one
+    /// device's mail waits on it, then lists that mailbox again.
+    pub fn watch_stored(&self) -> watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     /// Removes `recipient`'s envelopes up to `up_to`; returns how many went.

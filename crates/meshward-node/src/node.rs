@@ -270,6 +270,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
             gateways.extend(config.bootstrap.iter().cloned());
             let bridge = crate::mqtt::Bridge::new(
                 gw.clone(),
+                rpc.clone(),
                 custody.clone(),
                 gateways,
                 genesis.chain_id.clone(),

@@ -111,10 +111,15 @@ impl RpcHandler {
 
     /// Answers one request from `from`.
     pub async fn handle(&self, from: PeerId, bytes: &[u8]) -> Response {
-        let req = match Request::from_bytes(bytes) {
-            Ok(r) => r,
-            Err(e) => return refuse("bad_request", e),
-        };
+        match Request::from_bytes(bytes) {
+            Ok(req) => self.handle_request(from, req).await,
+            Err(e) => refuse("bad_request", e),
+        }
+    }
+
+    /// Answers one decoded request from `from` (the mesh, or an MQTT sealed-mode session whose
+    /// login proved it holds `from`'s key).
+    pub async fn handle_request(&self, from: PeerId, req: Request) -> Response {
         self.seen(&from);
         match req {
             Request::Deliver(_) => refuse("unsupported", "gateways do not take direct envelopes"),

@@ -2,7 +2,8 @@
 //!
 //! A device holds its own keys, seals payloads to other devices (HPKE, signed), anchors them on
 //! the ledger, opens what it receives, verifies anchor proofs offline and handles its groups'
-//! keys. The pieces that need no operating system ([`anchor`], [`group`], [`ticket`], and the
+//! keys. The pieces that need no operating system ([`anchor`], [`group`], [`ticket`], the MQTT
+//! sealed mode's login and framing ([`sealed`]), and the
 //! core's envelopes, proofs and keys re-exported here) build with `default-features = false` as
 //! `no_std + alloc`, for microcontrollers. The `keyfile` feature adds key files on disk
 //! ([`keyfile`]: file I/O only, for gateways and tools). The `std` feature (which implies
@@ -33,6 +34,7 @@ extern crate alloc;
 
 pub mod anchor;
 pub mod group;
+pub mod sealed;
 pub mod ticket;
 
 #[cfg(feature = "keyfile")]

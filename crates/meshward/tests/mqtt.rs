@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read as _};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -243,51 +243,6 @@ fn lib_publish(
     })
 }
 
-fn proof_verifies(f: &Fleet, i: usize, commitment: &str) -> Value {
-    let out = f.c.root.path().join(format!("{commitment}.proof.json"));
-    cli(&[
-        s("proof"),
-        s("--api"),
-        f.api(i),
-        s(commitment),
-        s("--out"),
-        out.to_string_lossy().to_string(),
-    ])
-    .unwrap();
-    cli(&[
-        s("verify"),
-        s("--genesis"),
-        f.c.genesis_path.to_string_lossy().to_string(),
-        out.to_string_lossy().to_string(),
-    ])
-    .unwrap()
-}
-
-/// Whether any file under a gateway's data dir holds `needle`.
-fn on_disk(f: &Fleet, needle: &[u8]) -> Option<std::path::PathBuf> {
-    fn walk(dir: &std::path::Path, needle: &[u8]) -> Option<std::path::PathBuf> {
-        for e in std::fs::read_dir(dir).ok()? {
-            let p = e.ok()?.path();
-            if p.is_dir() {
-                if let Some(hit) = walk(&p, needle) {
-                    return Some(hit);
-                }
-            } else {
-                let mut b = Vec::new();
-                if std::fs::File::open(&p)
-                    .and_then(|mut fh| fh.read_to_end(&mut b))
-                    .is_ok()
-                    && b.windows(needle.len()).any(|w| w == needle)
-                {
-                    return Some(p);
-                }
-            }
-        }
-        None
-    }
-    f.c.nodes.iter().find_map(|n| walk(&n.dir, needle))
-}
-
 #[test]
 #[ignore = "needs mosquitto_pub and mosquitto_sub (apt-get install mosquitto-clients): run with --include-ignored"]
 fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
@@ -339,7 +294,7 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     });
     let body: Value = serde_json::from_str(receipt.split('|').nth(2).unwrap()).unwrap();
     assert!(body["height"].as_u64().unwrap() > 0, "{receipt}");
-    let verified = proof_verifies(&f, 3, &commitment);
+    let verified = f.proof_verifies(3, &commitment);
     assert_eq!(verified["valid"], true, "{verified}");
 
     // 2. A to B with a client library (rumqttc, MQTT 5), and with MQTT 3.1.1 (mosquitto_pub).
@@ -390,13 +345,9 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
         "a-to-sdk",
         "sdk-to-a",
     ] {
-        assert_eq!(on_disk(&f, m.as_bytes()), None, "plaintext {m:?} on disk");
+        assert_eq!(f.on_disk(m.as_bytes()), None, "plaintext {m:?} on disk");
     }
-    assert_eq!(
-        on_disk(&f, a.password.as_bytes()),
-        None,
-        "a password on disk"
-    );
+    assert_eq!(f.on_disk(a.password.as_bytes()), None, "a password on disk");
 
     // 5. Refused: no credentials, a wrong password, a forbidden publish (MQTT 5 reason 0x87),
     // from which nothing is delivered.

@@ -335,3 +335,47 @@ impl Fleet {
         (r.status == 200).then(|| r.json()["envelopes"].as_array().map(|a| a.len()))?
     }
 }
+
+impl Fleet {
+    /// `meshward proof` of `commitment` through node `i`, then `meshward verify` against the
+    /// genesis: the verifier's JSON.
+    pub fn proof_verifies(&self, i: usize, commitment: &str) -> Value {
+        let out = self.c.root.path().join(format!("{commitment}.proof.json"));
+        cli(&[
+            s("proof"),
+            s("--api"),
+            self.api(i),
+            s(commitment),
+            s("--out"),
+            out.to_string_lossy().to_string(),
+        ])
+        .unwrap();
+        cli(&[
+            s("verify"),
+            s("--genesis"),
+            self.c.genesis_path.to_string_lossy().to_string(),
+            out.to_string_lossy().to_string(),
+        ])
+        .unwrap()
+    }
+
+    /// The first file under any gateway's data dir that holds `needle`.
+    pub fn on_disk(&self, needle: &[u8]) -> Option<PathBuf> {
+        fn walk(dir: &std::path::Path, needle: &[u8]) -> Option<PathBuf> {
+            for e in std::fs::read_dir(dir).ok()? {
+                let p = e.ok()?.path();
+                if p.is_dir() {
+                    if let Some(hit) = walk(&p, needle) {
+                        return Some(hit);
+                    }
+                } else if std::fs::read(&p)
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+                {
+                    return Some(p);
+                }
+            }
+            None
+        }
+        self.c.nodes.iter().find_map(|n| walk(&n.dir, needle))
+    }
+}

@@ -40,6 +40,8 @@ use tracing::{debug, info, warn};
 
 use crate::Gateway;
 
+pub mod sealed;
+
 /// Devices in custody on one gateway.
 pub const MAX_CUSTODY: usize = 10_000;
 /// Messages and receipts waiting to be pushed to one session.
@@ -205,22 +207,33 @@ pub struct Bridge {
     serial: AtomicU64,
     /// Held while a device's SDK node starts, so two logins never start two.
     starting: tokio::sync::Mutex<()>,
+    /// Sessions of devices that hold their own keys.
+    sealed: Arc<sealed::Sealed>,
 }
 
 impl Bridge {
-    /// A bridge whose devices reach the mesh through `gateways` (this node's own mesh address
-    /// first), keeping each device's SDK state under `<data dir>/custody/state/<device>`.
+    /// A bridge whose custodial devices reach the mesh through `gateways` (this node's own mesh
+    /// address first), keeping each device's SDK state under `<data dir>/custody/state/<device>`;
+    /// sealed-mode requests are answered by `rpc`.
     pub fn new(
         gw: Arc<Gateway>,
+        rpc: crate::rpc::RpcHandler,
         custody: Arc<Custody>,
         gateways: Vec<meshward_net::Multiaddr>,
         chain_id: String,
         data_dir: &Path,
     ) -> Arc<Bridge> {
-        let mut client = ClientConfig::new(Some(chain_id), gateways);
+        let mut client = ClientConfig::new(Some(chain_id.clone()), gateways);
         client.request_timeout = Duration::from_secs(3);
+        let sealed = Arc::new(sealed::Sealed::new(
+            gw.clone(),
+            rpc,
+            chain_id.clone(),
+            custody.node_id(),
+        ));
         let b = Arc::new(Bridge {
             gw,
+            sealed,
             custody,
             client,
             state_dir: data_dir.join("custody").join("state"),
@@ -287,10 +300,11 @@ async fn watch_revocations(bridge: std::sync::Weak<Bridge>) {
             continue;
         }
         seen = h;
-        let conns: Vec<(PublicKey, Vec<mpsc::Sender<Push>>)> = lock(&b.devices)
+        let mut conns: Vec<(PublicKey, Vec<mpsc::Sender<Push>>)> = lock(&b.devices)
             .iter()
             .map(|(k, c)| (*k, c.conns.values().map(|x| x.pushes.clone()).collect()))
             .collect();
+        conns.extend(b.sealed.connections());
         for (d, txs) in conns {
             let revoked_at = {
                 let store = b.gw.ledger.read();
@@ -443,6 +457,7 @@ impl Session {
                     .filter(|m| *m != account)
                     .collect()
             }
+            Target::Sealed => return Err(PubRefusal::TopicInvalid),
         };
         let mut reports = Vec::with_capacity(recipients.len());
         for to in recipients {
@@ -565,8 +580,16 @@ impl Backend for Bridge {
         self.custody.password_hash(&device)
     }
 
+    fn check_token(&self, username: &str, password: &str) -> Option<bool> {
+        self.sealed.check_token(username, password)
+    }
+
     fn open(self: Arc<Self>, login: Login) -> BoxFuture<'static, Result<Accepted, ConnRefusal>> {
         Box::pin(async move {
+            if login.signed {
+                let serial = self.serial.fetch_add(1, Ordering::Relaxed);
+                return self.sealed.open(&login, serial);
+            }
             let Ok(account) = PublicKey::from_peer_id(&login.username) else {
                 return Err(ConnRefusal::BadCredentials);
             };
