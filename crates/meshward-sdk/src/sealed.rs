@@ -55,10 +55,12 @@ const KIND_REQUEST: u8 = 1;
 const KIND_REPLY: u8 = 2;
 const KIND_MAIL: u8 = 3;
 
-/// The action a login token signs, naming the gateway it is for.
+/// The action a login token signs, naming the gateway it is for: `mqtt-login/` then the
+/// gateway's node key in lowercase hex (hex, not the peer id's base58, keeps a firmware's code
+/// small).
 pub fn login_action(gateway: &PublicKey) -> String {
     let mut a = String::from("mqtt-login/");
-    a.push_str(&gateway.peer_id());
+    a.push_str(&hex::encode(&gateway.0));
     a
 }
 

@@ -316,23 +316,40 @@ pub struct Proven {
 impl Proven {
     /// The anchor's fields, when the proven transaction is an anchor.
     pub fn anchor(&self) -> Option<ProvenAnchor> {
-        let TxBody::Anchor(a) = &self.tx.body else {
-            return None;
-        };
-        Some(ProvenAnchor {
-            height: self.height,
-            block_hash: self.block_hash,
-            block_time_ms: self.block_time_ms,
-            tx_index: self.tx_index,
-            sender: self.tx.signer,
-            seq: self.tx.seq,
-            recipient: a.recipient.clone(),
-            commitment: a.commitment,
-            count: a.count,
-            size_bytes: a.size_bytes,
-            timestamp_ms: a.timestamp_ms,
-        })
+        anchor_of(
+            &self.tx,
+            self.height,
+            self.block_hash,
+            self.block_time_ms,
+            self.tx_index,
+        )
     }
+}
+
+/// The anchor's fields of `tx` in the block at `height`, if it is an anchor.
+fn anchor_of(
+    tx: &Tx,
+    height: u64,
+    block_hash: Hash,
+    block_time_ms: u64,
+    tx_index: u64,
+) -> Option<ProvenAnchor> {
+    let TxBody::Anchor(a) = &tx.body else {
+        return None;
+    };
+    Some(ProvenAnchor {
+        height,
+        block_hash,
+        block_time_ms,
+        tx_index,
+        sender: tx.signer,
+        seq: tx.seq,
+        recipient: a.recipient.clone(),
+        commitment: a.commitment,
+        count: a.count,
+        size_bytes: a.size_bytes,
+        timestamp_ms: a.timestamp_ms,
+    })
 }
 
 /// What a valid proof of an anchor proves.
@@ -555,6 +572,21 @@ impl TxProof {
     /// the order given there. A quorum's certificate is trusted for order and time only: every
     /// signature and authorisation the proof carries is checked too.
     pub fn verify(&self, genesis: &Genesis) -> Result<Proven, VerifyError> {
+        let genesis_bound = self.check(genesis)?;
+        let hdr = &self.tx.header;
+        Ok(Proven {
+            height: hdr.height,
+            block_hash: hdr.hash(),
+            block_time_ms: hdr.time_ms,
+            tx_index: self.tx.proof.leaf_index,
+            tx_id: self.tx.tx.id(),
+            tx: self.tx.tx.clone(),
+            genesis_bound,
+        })
+    }
+
+    /// Every check of [`TxProof::verify`]; whether the whole genesis is bound.
+    fn check(&self, genesis: &Genesis) -> Result<bool, VerifyError> {
         let chain_id = genesis.chain_id.as_str();
         let tx_at = (self.tx.header.height, self.tx.proof.leaf_index);
         // 1. Block 1, certified by the genesis set, names the hash of the whole genesis.
@@ -632,25 +664,24 @@ impl TxProof {
                 return Err(VerifyError::TicketSigner { height: tx_at.0 });
             }
         }
-        let hdr = &self.tx.header;
-        Ok(Proven {
-            height: hdr.height,
-            block_hash: hdr.hash(),
-            block_time_ms: hdr.time_ms,
-            tx_index: self.tx.proof.leaf_index,
-            tx_id: tx.id(),
-            tx: tx.clone(),
-            genesis_bound: self.origin.is_some()
-                || hdr.height == 1
-                || self.handoffs.iter().any(|h| h.header.height == 1),
-        })
+        Ok(self.origin.is_some()
+            || self.tx.header.height == 1
+            || self.handoffs.iter().any(|h| h.header.height == 1))
     }
 
-    /// Like [`TxProof::verify`], for a proof that must be of an anchor.
+    /// Like [`TxProof::verify`], for a proof that must be of an anchor (without copying the
+    /// whole transaction, which a firmware need not carry the code for).
     pub fn verify_anchor(&self, genesis: &Genesis) -> Result<ProvenAnchor, VerifyError> {
-        self.verify(genesis)?
-            .anchor()
-            .ok_or(VerifyError::NotAnAnchor)
+        self.check(genesis)?;
+        let hdr = &self.tx.header;
+        anchor_of(
+            &self.tx.tx,
+            hdr.height,
+            hdr.hash(),
+            hdr.time_ms,
+            self.tx.proof.leaf_index,
+        )
+        .ok_or(VerifyError::NotAnAnchor)
     }
 }
 
