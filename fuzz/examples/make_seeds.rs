@@ -149,6 +149,8 @@ fn main() {
             Request::TxStatus(meshward_core::Hash([5; 32])),
             Request::Info,
             Request::NextSeq(tx.id()),
+            Request::Custody(b"{}".to_vec()),
+            Request::Release(tx.id()),
         ];
         for (i, r) in reqs.iter().enumerate() {
             let mut b = vec![0u8];
@@ -194,7 +196,35 @@ fn main() {
     }
 
     // mqtt: the first byte picks the reader (0 CONNECT, 1 MQTT 3.1.1, 2 MQTT 5, 3 a custody
-    // grant's JSON).
+    // grant's JSON, 4 a sealed request frame or login token, 5 a sealed reply or mail frame).
+    {
+        use meshward_core::rpc::{Request, Response};
+        use meshward_sdk::sealed;
+        let env = f.envelopes[0].clone();
+        let frames = [
+            (4u8, "sealed-deposit", sealed::request_frame(1, &Request::Deposit(env.clone()))),
+            (4, "sealed-info", sealed::request_frame(2, &Request::Info)),
+            (
+                4,
+                "sealed-token",
+                sealed::LoginToken::sign(
+                    &meshward_fuzz::admin_key(),
+                    meshward_fuzz::CHAIN_ID,
+                    &rx.id(),
+                    &meshward_fuzz::validator_keys()[0].public(),
+                    1_700_000_000_000,
+                    [3; 24],
+                )
+                .to_text()
+                .into_bytes(),
+            ),
+            (5, "sealed-reply", sealed::reply_frame(1, &Response::Stored { replicas: 4 })),
+            (5, "sealed-mail", sealed::mail_frame(9, &env.to_bytes())),
+        ];
+        for (sel, name, frame) in frames {
+            write(&root, "mqtt", name, &[&[sel][..], &frame].concat());
+        }
+    }
     let connect4: &[u8] = &[
         0x10, 0x13, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 1, b'd', 0, 1, b'u', 0, 1,
         b'p',

@@ -81,6 +81,11 @@ pub enum Request {
     /// signed by the admins, for the receiving gateway to check and keep if it is a custodian.
     /// Answered `Stored { replicas: 1 }`. At most [`MAX_CUSTODY_BYTES`].
     Custody(Vec<u8>),
+    /// Gateway to gateway: the sender, a custodian of this MQTT device, is starting it; the
+    /// receiver closes the device's MQTT connections (MQTT 5 0x8E) and stops running it, so
+    /// two custodians never sign for one device at once. Answered `Acked { removed }` once it
+    /// has stopped: 1 if it was running the device, else 0.
+    Release(PublicKey),
 }
 
 /// Largest custody grant carried by `Request::Custody`.
@@ -215,6 +220,7 @@ mod tag {
     pub(crate) const INFO: u8 = 11;
     pub(crate) const NEXT_SEQ: u8 = 12;
     pub(crate) const CUSTODY: u8 = 13;
+    pub(crate) const RELEASE: u8 = 14;
 
     pub(crate) const DELIVERED: u8 = 1;
     pub(crate) const STORED: u8 = 2;
@@ -252,6 +258,7 @@ impl Encode for Request {
             Request::Info => w.u8(tag::INFO),
             Request::NextSeq(k) => w.u8(tag::NEXT_SEQ).put(k),
             Request::Custody(b) => w.u8(tag::CUSTODY).bytes(b),
+            Request::Release(k) => w.u8(tag::RELEASE).put(k),
         };
     }
 }
@@ -278,6 +285,7 @@ impl Decode for Request {
             tag::INFO => Request::Info,
             tag::NEXT_SEQ => Request::NextSeq(r.get()?),
             tag::CUSTODY => Request::Custody(r.byte_vec(MAX_CUSTODY_BYTES, "custody grant")?),
+            tag::RELEASE => Request::Release(r.get()?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "rpc request kind",
@@ -535,6 +543,8 @@ mod tests {
             Request::TxStatus(Hash([7; 32])),
             Request::Info,
             Request::NextSeq(kp.id()),
+            Request::Custody(b"{}".to_vec()),
+            Request::Release(kp.id()),
         ] {
             roundtrip(req);
         }

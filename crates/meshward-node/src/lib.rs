@@ -143,6 +143,9 @@ pub struct Gateway {
     pub custody: Option<Arc<mqtt::Custody>>,
     /// The mesh, for handlers that ask other gateways (set by `run`).
     pub net: Option<meshward_net::Net>,
+    /// The MQTT front door's bridge, once `run` has started it: the mesh handler asks it to
+    /// release a custodial device another custodian is starting.
+    pub mqtt: std::sync::OnceLock<std::sync::Weak<mqtt::Bridge>>,
     token: ApiToken,
 }
 
@@ -175,6 +178,7 @@ impl Gateway {
             enroll_limiter: api::enroll::EnrollLimiter::default(),
             custody: None,
             net: None,
+            mqtt: std::sync::OnceLock::new(),
             token,
         }
     }

@@ -276,6 +276,8 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
                 genesis.chain_id.clone(),
                 &config.dir,
             );
+            // Set once, here: `run` starts one bridge.
+            let _ = gw.mqtt.set(Arc::downgrade(&bridge));
             Some(tokio::spawn(meshward_mqtt::serve(
                 listener,
                 bridge,

@@ -158,6 +158,7 @@ impl RpcHandler {
                 Response::NextSeq(self.gw.pool.mempool().next_seq(store.state(), &k))
             }
             Request::Custody(bytes) => self.custody(&bytes),
+            Request::Release(device) => self.release(from, device).await,
             Request::Info => {
                 let store = self.gw.ledger.read();
                 Response::Info {
@@ -182,6 +183,32 @@ impl RpcHandler {
             Ok(true) => Response::Stored { replicas: 1 },
             Ok(false) => refuse("not_custodian", "this gateway is not one of the custodians"),
             Err(e) => refuse("bad_grant", e),
+        }
+    }
+
+    /// Another custodian of an MQTT device is starting it: stop running it here. Only a
+    /// custodian named in the grant this gateway holds may ask.
+    async fn release(&self, from: PeerId, device: PublicKey) -> Response {
+        let Some(custody) = &self.gw.custody else {
+            return refuse("unsupported", "this gateway keeps no custody grants");
+        };
+        let asker = meshward_net::public_key_of(&from).map(|k| k.peer_id());
+        let allowed = custody
+            .grant(&device)
+            .is_some_and(|g| asker.is_some_and(|a| g.custodians.contains(&a)));
+        if !allowed {
+            return refuse(
+                "not_custodian",
+                "only another custodian of the device may ask to release it",
+            );
+        }
+        let bridge = self.gw.mqtt.get().and_then(std::sync::Weak::upgrade);
+        let removed = match bridge {
+            Some(b) => b.release(&device).await,
+            None => false,
+        };
+        Response::Acked {
+            removed: u64::from(removed),
         }
     }
 

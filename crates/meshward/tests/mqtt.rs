@@ -1,7 +1,8 @@
 //! The MQTT front door with real processes and real MQTT clients (Debian's mosquitto_pub and
 //! mosquitto_sub, and rumqttc as a client library) on a 4-validator cluster: custodial devices
 //! exchange messages both ways, with an SDK device too; receipts prove offline; bad logins and a
-//! forbidden publish are refused; a device fails over to its other custodian and gets what was
+//! forbidden publish are refused; a device logging in at another custodian takes it over (the
+//! first closes its session); a device fails over to its other custodian and gets what was
 //! queued for it once; a revoked device's live session is closed within one block.
 #![allow(
     clippy::unwrap_used,
@@ -373,7 +374,30 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
         || sub_a.messages().iter().any(|m| m.1 == "forbidden"),
     );
 
-    // 6. Failover: A's gateway dies; what is sent to A meanwhile waits in the mailboxes, and A
+    // 6. One signer at a time: A logging in at its other custodian takes the device over; the
+    // first custodian closes A's session there (MQTT 5 0x8E) and stops signing for it.
+    let other = a
+        .custodians
+        .iter()
+        .map(|p| node_of(&f, p))
+        .find(|&i| i != 0)
+        .unwrap();
+    assert_eq!(
+        lib_publish(&f, f.mqtt_port(other), &a, &to(&b.id), "taken-over"),
+        rumqttc::v5::mqttbytes::v5::PubAckReason::Success
+    );
+    sub_a.wait("the server's DISCONNECT (0x8E)", |l| {
+        l.contains("DISCONNECT (142)")
+    });
+    assert!(
+        f.c.log(0).lines().any(|l| l
+            .contains("custodial device released to another custodian")
+            && l.contains(&a.id)),
+        "node0 did not log the release"
+    );
+    sub_b.wait_message("taken-over");
+
+    // 7. Failover: A's gateway dies; what is sent to A meanwhile waits in the mailboxes, and A
     // gets it once from its other custodian, where it goes on publishing.
     let mut f = f;
     f.c.kill(0);
@@ -389,12 +413,6 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
         );
         assert_eq!(code, 0, "{out}");
     }
-    let other = a
-        .custodians
-        .iter()
-        .map(|p| node_of(&f, p))
-        .find(|&i| i != 0)
-        .unwrap();
     let po = f.mqtt_port(other);
     let sub_a2 = Sub::start(po, &a, "a-sub", &["meshward/v1/inbox"]);
     for i in 1..=3 {
@@ -418,7 +436,7 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     assert_eq!(code, 0, "{out}");
     sub_b.wait_message("after-failover");
 
-    // 7. Revocation closes A's live session within one block, and A cannot log in again.
+    // 8. Revocation closes A's live session within one block, and A cannot log in again.
     let revoked = cli(&[
         s("device"),
         s("revoke"),

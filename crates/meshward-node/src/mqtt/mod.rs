@@ -50,6 +50,8 @@ pub const SESSION_QUEUE: usize = 256;
 pub const MAX_RECEIPT_WAITS: usize = 256;
 /// How long a receipt is waited for.
 pub const RECEIPT_WAIT: Duration = Duration::from_secs(60);
+/// How long a custodian starting a device waits for each other custodian to release it.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the revocation watcher looks for a new committed height.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -258,6 +260,8 @@ impl Bridge {
         let dir = self.state_dir.join(account.peer_id());
         std::fs::create_dir_all(&dir).map_err(|_| ConnRefusal::Busy)?;
         let state = StateDir::open(&dir).map_err(|_| ConnRefusal::Busy)?;
+        // No other custodian may sign for the device while this one does.
+        self.release_elsewhere(account, grant).await;
         let identity = DeviceIdentity { account, keys };
         let device = Device::start(identity, self.client.clone(), state)
             .await
@@ -276,6 +280,71 @@ impl Bridge {
             },
         );
         Ok(device)
+    }
+}
+
+impl Bridge {
+    /// Asks every other custodian of the device to stop running it (`Request::Release`), and
+    /// waits for their answers, each for at most [`RELEASE_TIMEOUT`]. A custodian that does not
+    /// answer (down, or cut off) cannot be asked: the device starts here anyway, so a device
+    /// fails over when its gateway dies.
+    async fn release_elsewhere(&self, account: PublicKey, grant: &Grant) {
+        let Some(net) = &self.gw.net else { return };
+        let me = self.custody.node_id();
+        let req =
+            meshward_core::codec::Encode::to_bytes(&meshward_core::rpc::Request::Release(account));
+        let calls = grant
+            .custodians
+            .iter()
+            .filter_map(|c| PublicKey::from_peer_id(c).ok())
+            .filter(|c| *c != me)
+            .map(|c| {
+                let (net, req) = (net.clone(), req.clone());
+                async move {
+                    let peer = meshward_net::peer_id_of(&c);
+                    (
+                        c,
+                        tokio::time::timeout(RELEASE_TIMEOUT, net.request(peer, req)).await,
+                    )
+                }
+            });
+        for (c, answer) in futures_util::future::join_all(calls).await {
+            let resp = match answer {
+                Ok(Ok(bytes)) => {
+                    <meshward_core::rpc::Response as meshward_core::codec::Decode>::from_bytes(
+                        &bytes,
+                    )
+                    .ok()
+                }
+                _ => None,
+            };
+            match resp {
+                Some(meshward_core::rpc::Response::Acked { removed: 0 }) => {}
+                Some(meshward_core::rpc::Response::Acked { .. }) => {
+                    info!(device = %account, custodian = %c, "mqtt device taken over from another custodian")
+                }
+                other => {
+                    info!(device = %account, custodian = %c, answer = ?other, "custodian did not release the device; starting it anyway")
+                }
+            }
+        }
+    }
+
+    /// Stops running `device` here, for another custodian that is starting it: closes its
+    /// connections (MQTT 5 0x8E, session taken over) and takes it off the mesh. Whether it ran.
+    pub async fn release(&self, device: &PublicKey) -> bool {
+        let Some(c) = lock(&self.devices).remove(device) else {
+            return false;
+        };
+        for conn in c.conns.values() {
+            let _ = conn.pushes.send(Push::Kick(Kick::SessionTakenOver)).await;
+        }
+        if let Some(stop) = c.agent {
+            let _ = stop.send(());
+        }
+        c.device.client().net().clone().shutdown().await;
+        info!(device = %device, "custodial device released to another custodian");
+        true
     }
 }
 

@@ -227,7 +227,10 @@ impl SealedSession {
             | Request::TxStatus(_)
             | Request::Info
             | Request::NextSeq(_)) => sealed.rpc.handle_request(peer, req).await,
-            Request::Deliver(_) | Request::Replicate(_) | Request::Custody(_) => Response::error(
+            Request::Deliver(_)
+            | Request::Replicate(_)
+            | Request::Custody(_)
+            | Request::Release(_) => Response::error(
                 "unsupported",
                 "sealed mode carries a device's requests to its gateway only",
             ),
