@@ -12,7 +12,8 @@
 //! `meshward` CLI runs: the device's public enrollment file ([`devicepub`]), k-of-n admin
 //! transactions ([`admin`]), the mailbox over the HTTP API ([`inbox`]), key rotation
 //! ([`rotate`]), joining with a ticket ([`ticket::join`]) and validator-set changes
-//! ([`validators`]).
+//! ([`validators`]). The `mqtt` feature adds a host's MQTT sealed-mode client
+//! (`sealed_client`).
 //!
 //! ```
 //! use meshward_sdk::{envelope, Keypair};
@@ -56,6 +57,8 @@ pub mod dirstate;
 pub mod inbox;
 #[cfg(feature = "std")]
 pub mod rotate;
+#[cfg(feature = "mqtt")]
+pub mod sealed_client;
 #[cfg(feature = "std")]
 pub mod validators;
 

@@ -318,7 +318,7 @@ pub fn device_list(api: &str) -> Result<Output> {
 }
 
 /// The device's state directory: `--dir`, or `<key file>.d` beside the key file.
-fn state_dir(key: &Path, dir: Option<&Path>) -> Result<StateDir> {
+pub(crate) fn state_dir(key: &Path, dir: Option<&Path>) -> Result<StateDir> {
     let d = match dir {
         Some(d) => d.to_path_buf(),
         None => {

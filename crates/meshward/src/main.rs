@@ -17,6 +17,7 @@ mod fleet;
 mod logging;
 mod mqtt_cmd;
 mod node_cmd;
+mod sealed_cmd;
 mod validator_cmd;
 
 use chain::{

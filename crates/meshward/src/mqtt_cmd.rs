@@ -1,6 +1,8 @@
 //! `meshward mqtt add`: enroll a legacy MQTT device whose keys its custodian gateways hold.
+//! `meshward mqtt sealed`: a device that keeps its own keys, over MQTT only (sealed mode).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -34,6 +36,31 @@ pub(crate) enum MqttCmd {
         #[arg(long, default_value_t = 2)]
         custodians: usize,
     },
+    /// Act as a device that keeps its own keys but speaks only MQTT (sealed mode): log in with
+    /// a signed token, send one message sealed and anchored here, and/or receive what waits.
+    Sealed {
+        /// A gateway's HTTP API: its MQTT address, node key and chain id come from its status.
+        #[arg(long)]
+        api: String,
+        /// The device's key file (`meshward device keygen`, then `device enroll`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Send to this device (its id).
+        #[arg(long, requires = "message")]
+        to: Option<String>,
+        /// The text to send.
+        #[arg(long, requires = "to")]
+        message: Option<String>,
+        /// Then receive, for this many seconds, what waits for the device, and acknowledge it.
+        #[arg(long, default_value_t = 0)]
+        receive: u64,
+        /// Stop receiving after this many messages (0: at the end of --receive).
+        #[arg(long, default_value_t = 0)]
+        count: usize,
+        /// How long to wait for the sent message's anchor to be final, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 pub(crate) fn run(c: MqttCmd) -> Result<Output> {
@@ -44,6 +71,22 @@ pub(crate) fn run(c: MqttCmd) -> Result<Output> {
             groups,
             custodians,
         } => add(&api, &admin_keys, &groups, custodians),
+        MqttCmd::Sealed {
+            api,
+            key,
+            to,
+            message,
+            receive,
+            count,
+            timeout,
+        } => crate::sealed_cmd::run(&crate::sealed_cmd::Args {
+            api,
+            key,
+            send: to.zip(message),
+            receive: Duration::from_secs(receive),
+            count,
+            timeout: Duration::from_secs(timeout),
+        }),
     }
 }
 

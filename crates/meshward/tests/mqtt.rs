@@ -390,9 +390,9 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
         l.contains("DISCONNECT (142)")
     });
     assert!(
-        f.c.log(0).lines().any(|l| l
-            .contains("custodial device released to another custodian")
-            && l.contains(&a.id)),
+        f.c.log(0).lines().any(
+            |l| l.contains("custodial device released to another custodian") && l.contains(&a.id)
+        ),
         "node0 did not log the release"
     );
     sub_b.wait_message("taken-over");
