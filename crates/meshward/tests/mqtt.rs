@@ -437,16 +437,7 @@ fn mqtt_devices_exchange_prove_fail_over_and_are_revoked_live() {
     sub_b.wait_message("after-failover");
 
     // 8. Revocation closes A's live session within one block, and A cannot log in again.
-    let revoked = cli(&[
-        s("device"),
-        s("revoke"),
-        s("--api"),
-        f.api(2),
-        s("--admin-key"),
-        f.admin_key(),
-        a.id.clone(),
-    ])
-    .unwrap();
+    let revoked = f.revoke(2, &a.id);
     let at = revoked["height"].as_u64().unwrap();
     sub_a2.wait("the server's DISCONNECT (0x87)", |l| {
         l.contains("DISCONNECT (135)")

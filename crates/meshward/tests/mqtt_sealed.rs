@@ -178,16 +178,7 @@ fn a_sealed_mode_device_sends_and_receives_over_mqtt_and_no_gateway_sees_plainte
 
     // 7. Revocation closes a live session (0x87) and refuses the device's next login.
     let c = connect(&f, 1, &dev, token(&f, &dev, &dev, 1, now_ms())).unwrap();
-    cli(&[
-        s("device"),
-        s("revoke"),
-        s("--api"),
-        f.api(2),
-        s("--admin-key"),
-        f.admin_key(),
-        dev.id.clone(),
-    ])
-    .unwrap();
+    f.revoke(2, &dev.id);
     meshward_testkit::wait_for("the sealed session closed by the server", MIN, || {
         c.kicked()
     });

@@ -379,3 +379,19 @@ impl Fleet {
         self.c.nodes.iter().find_map(|n| walk(&n.dir, needle))
     }
 }
+
+impl Fleet {
+    /// `meshward device revoke` of `id` through node `i` with the admin key: the CLI's JSON.
+    pub fn revoke(&self, i: usize, id: &str) -> Value {
+        cli(&[
+            s("device"),
+            s("revoke"),
+            s("--api"),
+            self.api(i),
+            s("--admin-key"),
+            self.admin_key(),
+            s(id),
+        ])
+        .unwrap()
+    }
+}
