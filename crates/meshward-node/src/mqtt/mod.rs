@@ -14,6 +14,11 @@
 //! - **Live revocation**: a watcher reads the ledger at every new committed height and closes
 //!   the session of each device no longer active (MQTT 5 reason 0x87), and logins of revoked
 //!   devices are refused.
+//! - **One custodian at a time**: before it starts a device, a custodian asks the device's other
+//!   custodians to release it (`Request::Release`: they close its sessions with 0x8E and stop
+//!   its node), so two custodians never sign for one device at once.
+//! - **Sealed mode** ([`sealed`]): devices that keep their own keys log in with a signed token
+//!   and send mesh requests as frames; this gateway routes what they sealed without opening it.
 //!
 //! Owner: the node's `run` starts the listener with a [`Bridge`]; [`Custody`] is shared with the
 //! API (`POST /v1/mqtt/devices`) and the mesh handler (`Request::Custody`).
