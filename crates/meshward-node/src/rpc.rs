@@ -192,10 +192,8 @@ impl RpcHandler {
         let Some(custody) = &self.gw.custody else {
             return refuse("unsupported", "this gateway keeps no custody grants");
         };
-        let asker = meshward_net::public_key_of(&from).map(|k| k.peer_id());
-        let allowed = custody
-            .grant(&device)
-            .is_some_and(|g| asker.is_some_and(|a| g.custodians.contains(&a)));
+        let allowed = meshward_net::public_key_of(&from)
+            .is_some_and(|asker| custody.is_custodian(&device, &asker));
         if !allowed {
             return refuse(
                 "not_custodian",

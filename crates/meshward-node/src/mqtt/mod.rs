@@ -132,6 +132,14 @@ impl Custody {
             .map(|g| g.password_hash.clone())
     }
 
+    /// Whether `node` is a custodian in the grant this gateway holds for `device`.
+    pub fn is_custodian(&self, device: &PublicKey, node: &PublicKey) -> bool {
+        let node = node.peer_id();
+        meshward_core::sync::lock(&self.grants, "custody grants")
+            .get(device)
+            .is_some_and(|g| g.custodians.contains(&node))
+    }
+
     /// The grant for `device`, if this gateway holds one.
     pub fn grant(&self, device: &PublicKey) -> Option<Grant> {
         meshward_core::sync::lock(&self.grants, "custody grants")

@@ -145,14 +145,15 @@ impl Sealed {
             PublicKey::from_peer_id(&login.username).map_err(|_| ConnRefusal::BadCredentials)?;
         let sign_key = {
             let store = self.gw.ledger.read();
-            let acc = store.state().account(&account).cloned();
-            match acc {
-                Some(a) if a.device.as_ref().is_some_and(|d| d.is_active()) => a.sign_key,
-                _ => {
-                    info!(device = %account, "mqtt login of a revoked device refused");
-                    return Err(ConnRefusal::NotAuthorized);
-                }
-            }
+            store
+                .state()
+                .account(&account)
+                .filter(|a| a.device.as_ref().is_some_and(|d| d.is_active()))
+                .map(|a| a.sign_key)
+        };
+        let Some(sign_key) = sign_key else {
+            info!(device = %account, "mqtt login of a revoked device refused");
+            return Err(ConnRefusal::NotAuthorized);
         };
         let (push_tx, push_rx) = mpsc::channel(SESSION_QUEUE);
         lock(&self.conns)
