@@ -10,6 +10,8 @@
 //! - `direct` (`direct.rs`): device-to-device delivery.
 //! - `mqtt` (`mqtt.rs`): Debian's Mosquitto broker with one rumqttc publisher and one
 //!   subscriber, the baseline that `direct` is compared with.
+//! - `fleet` (`fleet.rs`): the whole message path, 100 SDK devices and four validators: sealed,
+//!   anchored in batches, delivered, opened and final.
 //! - `scale` (`scale.rs`): finality and throughput at 4, 7 and 10 validators, and node memory,
 //!   disk and proof size with 1k, 10k and 100k enrolled devices.
 //!
@@ -53,6 +55,7 @@ pub mod client;
 mod consensus;
 mod crypto;
 mod direct;
+mod fleet;
 mod ledger_cost;
 mod mqtt;
 mod mqtt_gateway;
@@ -78,6 +81,8 @@ pub enum Part {
     Scale,
     /// MQTT devices through Meshward gateways, against Mosquitto in the same part.
     MqttGateway,
+    /// 100 SDK devices and 4 validators: every message sealed, delivered, opened, anchored, final.
+    Fleet,
     /// Internal: the load generator that `consensus` and `scale` spawn.
     #[value(hide = true)]
     Client,
@@ -94,18 +99,20 @@ impl Part {
             Part::Mqtt => "mqtt",
             Part::Scale => "scale",
             Part::MqttGateway => "mqtt-gateway",
+            Part::Fleet => "fleet",
             Part::Client => "client",
         }
     }
 }
 
 /// The measuring parts in the order `all` runs them.
-const PARTS: [Part; 6] = [
+const PARTS: [Part; 7] = [
     Part::Crypto,
     Part::Consensus,
     Part::Direct,
     Part::Mqtt,
     Part::MqttGateway,
+    Part::Fleet,
     Part::Scale,
 ];
 
@@ -305,6 +312,7 @@ pub fn run(opts: &Options) -> Result<Report> {
             Part::Mqtt => mqtt::run(opts.quick, &p),
             Part::Scale => scale::run(opts.quick, port(200), &exes, &p),
             Part::MqttGateway => mqtt_gateway::run(opts.quick, port(500), &exes, &p),
+            Part::Fleet => fleet::run(opts.quick, port(1100), &exes, &p),
             Part::All | Part::Client => unreachable!("expanded above"),
         };
         let secs = start.elapsed().as_secs_f64();
@@ -335,6 +343,7 @@ pub fn run(opts: &Options) -> Result<Report> {
         "direct",
         "mqtt",
         "mqtt_gateway",
+        "fleet",
         "scale",
     ] {
         if results.get(key).is_none() {

@@ -12,12 +12,16 @@
 //!             one_down_ratio, load_curve [...], failure_run {kill_at_s, series [[s, tx/s]]}, ...}
 //! direct     {session {msgs_per_s, latency_us {p50, p99}}, oneshot {...}}
 //! mqtt       {qos1 {msgs_per_s, latency_us {p50, p99}}}
+//! mqtt_gateway {qos1 {...}, mosquitto {qos1 {...}}, ...}
+//! fleet      {devices, validators, batch, payload_bytes, phase_s, msgs_per_s, opened_per_s,
+//!             final_ms {p50, p99}, sent_messages, failed_sends, ...}
 //! scale      {quick, validators [...], devices [...], rss_mb_100k_devices, disk_bytes_per_anchor,
 //!             validators_10_vs_4, unconfirmed_after_tail {4, 7, 10},
 //!             disk_bytes_per_message_fleet_rate, fleet_rate {...}, idle_bytes_per_hour,
 //!             idle {...}, store_open_ms_1m_anchors, store_open {...}}
 //! ratios     {anchor_tx_vs_ceiling, messages_vs_ceiling, direct_vs_mqtt_throughput,
-//!             direct_vs_mqtt_latency_p50}
+//!             direct_vs_mqtt_latency_p50, direct_oneshot_vs_mqtt_throughput,
+//!             mqtt_gateway_vs_mosquitto_throughput, mqtt_gateway_vs_mosquitto_latency_p50}
 //! targets    [{key, label, op, target, value, met}]
 //! ```
 
@@ -72,13 +76,14 @@ pub(crate) fn ratios(r: &Value) -> Value {
         "messages_vs_ceiling": ratio(delivered, ceiling),
         "direct_vs_mqtt_throughput": ratio(f(r, "direct.session.msgs_per_s"), f(r, "mqtt.qos1.msgs_per_s")),
         "direct_vs_mqtt_latency_p50": ratio(f(r, "direct.session.latency_us.p50"), f(r, "mqtt.qos1.latency_us.p50")),
+        "direct_oneshot_vs_mqtt_throughput": ratio(f(r, "direct.oneshot.msgs_per_s"), f(r, "mqtt.qos1.msgs_per_s")),
         "mqtt_gateway_vs_mosquitto_throughput": ratio(f(r, "mqtt_gateway.qos1.msgs_per_s"), f(r, "mqtt_gateway.mosquitto.qos1.msgs_per_s")),
         "mqtt_gateway_vs_mosquitto_latency_p50": ratio(f(r, "mqtt_gateway.qos1.latency_us.p50"), f(r, "mqtt_gateway.mosquitto.qos1.latency_us.p50")),
     })
 }
 
 /// (key, label, op, target)
-const TARGETS: [(&str, &str, &str, f64); 17] = [
+const TARGETS: [(&str, &str, &str, f64); 20] = [
     (
         "ratios.mqtt_gateway_vs_mosquitto_throughput",
         "MQTT via gateways ÷ Mosquitto, msgs/s",
@@ -123,15 +128,33 @@ const TARGETS: [(&str, &str, &str, f64); 17] = [
     ),
     (
         "ratios.direct_vs_mqtt_throughput",
-        "direct ÷ MQTT throughput",
+        "direct (session) ÷ MQTT throughput",
         ">=",
-        1.0,
+        1.5,
     ),
     (
         "ratios.direct_vs_mqtt_latency_p50",
-        "direct ÷ MQTT latency p50",
+        "direct (session) ÷ MQTT latency p50",
         "<=",
-        3.0,
+        2.0,
+    ),
+    (
+        "ratios.direct_oneshot_vs_mqtt_throughput",
+        "direct (one-shot) ÷ MQTT throughput",
+        ">=",
+        0.5,
+    ),
+    (
+        "fleet.msgs_per_s",
+        "fleet: msgs/s delivered, opened and final",
+        ">=",
+        5000.0,
+    ),
+    (
+        "fleet.final_ms.p50",
+        "fleet: seal to final p50 (ms)",
+        "<=",
+        500.0,
     ),
     (
         "scale.rss_mb_100k_devices",
@@ -252,6 +275,10 @@ pub(crate) fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
         ("mqtt_gateway.qos1.latency_us.p99", "µs"),
         ("mqtt_gateway.mosquitto.qos1.msgs_per_s", "msgs/s"),
         ("mqtt_gateway.mosquitto.qos1.latency_us.p50", "µs"),
+        ("fleet.msgs_per_s", "msgs/s"),
+        ("fleet.opened_per_s", "msgs/s"),
+        ("fleet.final_ms.p50", "ms"),
+        ("fleet.final_ms.p99", "ms"),
         ("scale.proof_bytes", "B"),
     ];
     let measured: Vec<_> = figures

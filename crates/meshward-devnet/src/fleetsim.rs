@@ -61,7 +61,8 @@ pub fn ensure_keys(dir: &Path, n: usize) -> Result<Vec<DevnetDevice>> {
         .collect()
 }
 
-fn gateway_addrs(file: &DevnetFile) -> Result<Vec<meshward_net::Multiaddr>> {
+/// Each devnet node's mesh address with its peer id, as devices dial gateways.
+pub fn gateway_addrs(file: &DevnetFile) -> Result<Vec<meshward_net::Multiaddr>> {
     file.nodes
         .iter()
         .map(|n| {

@@ -121,6 +121,7 @@ pub(crate) struct Parts {
     mdns: bool,
     members_only: bool,
     subscribe_tx: bool,
+    kad_server: bool,
     rpc_codec: RpcCodec,
     rpc_timeout: Duration,
     pub topic: gossipsub::IdentTopic,
@@ -149,6 +150,7 @@ impl Parts {
             mdns: config.mdns,
             members_only: config.members_only,
             subscribe_tx: config.subscribe_tx,
+            kad_server: config.kad_server,
             rpc_codec: RpcCodec {
                 max_request_bytes: config.rpc_max_request_bytes,
                 max_response_bytes: config.rpc_max_response_bytes,
@@ -173,8 +175,13 @@ impl Parts {
         // We keep no DHT records: a peer must not be able to fill our store.
         kad_config.set_record_filtering(kad::StoreInserts::FilterBoth);
         let mut kad = kad::Behaviour::with_config(local, MemoryStore::new(local), kad_config);
-        // Gateways answer routing queries even before they know an external address.
-        kad.set_mode(Some(kad::Mode::Server));
+        // Gateways answer routing queries even before they know an external address; devices
+        // only ask (see `NetConfig::kad_server`).
+        kad.set_mode(Some(if self.kad_server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
 
         let mut gossipsub =
             gossipsub::Behaviour::new(MessageAuthenticity::Signed(key.clone()), self.gossipsub)?;

@@ -71,6 +71,12 @@ pub struct NetConfig {
     /// Whether to join the transaction gossip topic. Devices set it false: they still run
     /// gossipsub and can publish (to subscribed peers), but never receive gossiped txs.
     pub subscribe_tx: bool,
+    /// Whether to answer Kademlia routing queries (server mode). Gateways do; devices run
+    /// Kademlia as clients: they look peers up through the gateways but are not added to
+    /// anyone's routing table, so no lookup is routed through a device and a fleet's devices
+    /// do not all end up connected to each other (with 100 devices in one process that
+    /// meant ~4,600 connections and both cores busy with their upkeep).
+    pub kad_server: bool,
     /// The largest rpc request, in bytes, sent or accepted; a larger inbound frame fails the
     /// stream before it is read.
     pub rpc_max_request_bytes: usize,
@@ -112,6 +118,7 @@ impl NetConfig {
             event_queue: 1024,
             members_only: false,
             subscribe_tx: true,
+            kad_server: true,
             rpc_max_request_bytes: DEFAULT_RPC_MAX_REQUEST_BYTES,
             rpc_max_response_bytes: DEFAULT_RPC_MAX_RESPONSE_BYTES,
             rpc_timeout_ms: DEFAULT_RPC_TIMEOUT_MS,
@@ -121,7 +128,8 @@ impl NetConfig {
     }
 
     /// Device defaults: listen on `/ip4/127.0.0.1/tcp/0` (TCP only, an ephemeral port), not
-    /// subscribed to transaction gossip, mDNS off, up to 16 peers dialled from discovery.
+    /// subscribed to transaction gossip, Kademlia as a client, mDNS off, up to 16 peers
+    /// dialled from discovery.
     /// A device talks to gateways by rpc and publishes its own transactions.
     pub fn device(chain_id: impl Into<String>) -> Self {
         NetConfig {
@@ -129,6 +137,7 @@ impl NetConfig {
                 .parse()
                 .expect("a literal tcp multiaddr parses")],
             subscribe_tx: false,
+            kad_server: false,
             target_peers: 16,
             mdns: false,
             ..NetConfig::new(chain_id)
@@ -194,7 +203,7 @@ mod tests {
         assert!(!c.mdns);
         assert_eq!(c.max_connections_per_peer, 1);
         assert_eq!(c.tx_topic(), "meshward/fleet-1/tx/2");
-        assert!(c.subscribe_tx);
+        assert!(c.subscribe_tx && c.kad_server);
         assert_eq!(c.rpc_max_request_bytes, 160 * 1024);
         assert_eq!(c.rpc_max_response_bytes, 8 * 1024 * 1024);
         assert_eq!(c.rpc_timeout_ms, 10_000);
@@ -205,7 +214,7 @@ mod tests {
     fn device_defaults_do_not_subscribe_to_tx_gossip() {
         let c = NetConfig::device("fleet-1");
         assert_eq!(c.validate(), Ok(()));
-        assert!(!c.subscribe_tx && !c.mdns);
+        assert!(!c.subscribe_tx && !c.mdns && !c.kad_server);
         assert_eq!(c.target_peers, 16);
         assert_eq!(c.listen, vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
         assert_eq!(c.chain_id, "fleet-1");

@@ -11,7 +11,7 @@ use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_core::rpc::{DeviceInfo, Request, Response, TxState};
 use meshward_core::state::Policy;
-use meshward_core::tx::{GroupName, Recipient, Tx, TxBody};
+use meshward_core::tx::{batch_root, GroupName, Recipient, Tx, TxBody};
 use tracing::{debug, info, warn};
 
 use crate::anchor::{ack_tx, anchor_tx, MAX_SDK_BATCH};
@@ -26,6 +26,9 @@ pub const MIN_MAILBOX_REPLICAS: u32 = 2;
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(2);
 /// Receipts waiting to be anchored by the agent.
 const ACK_QUEUE: usize = 1024;
+/// How long the agent collects receipts before signing them: what arrives meanwhile from one
+/// sender is acknowledged by one transaction over its batch root.
+const ACK_LINGER: Duration = Duration::from_millis(100);
 /// How long a looked-up sender record is trusted when checking incoming envelopes.
 const SENDER_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -497,7 +500,15 @@ impl Device {
         Ok((sender, opened.payload, opened.commitment))
     }
 
-    async fn ack(&self, commitment: Hash, sender: PublicKey) {
+    /// Acknowledges on the ledger that this device opened `commitments` (1 to
+    /// [`MAX_SDK_BATCH`] envelopes from `sender`): one `Ack` over the envelope's commitment, or
+    /// over the batch root of several (FORMATS.md, "Transactions").
+    async fn ack(&self, sender: PublicKey, commitments: &[Hash]) {
+        let commitment = match commitments {
+            [] => return,
+            [one] => *one,
+            many => batch_root(many),
+        };
         let result = async {
             let _serial = self.tx_lock.lock().await;
             let id = self.client.identity();
@@ -516,8 +527,39 @@ impl Device {
             self.submit_signed(&tx, &earlier).await
         }
         .await;
-        if let Err(e) = result {
-            debug!(error = %e, commitment = %commitment, "ack not submitted");
+        match result {
+            Ok(_) => debug!(count = commitments.len(), commitment = %commitment, "acknowledged"),
+            Err(e) => {
+                debug!(error = %e, count = commitments.len(), commitment = %commitment, "ack not submitted")
+            }
+        }
+    }
+
+    /// Acknowledges what waits in `queue` after `first`: every acknowledgement that arrives
+    /// within [`ACK_LINGER`] is grouped by sender, and each group is signed as one `Ack` per
+    /// [`MAX_SDK_BATCH`] commitments, in the order they were opened.
+    async fn ack_queued(
+        &self,
+        first: (Hash, PublicKey),
+        queue: &mut tokio::sync::mpsc::Receiver<(Hash, PublicKey)>,
+    ) {
+        tokio::time::sleep(ACK_LINGER).await;
+        let mut by_sender: Vec<(PublicKey, Vec<Hash>)> = Vec::new();
+        let mut add = |(c, from): (Hash, PublicKey)| match by_sender.iter_mut().find(|(s, _)| *s == from) {
+            Some((_, cs)) => cs.push(c),
+            None => by_sender.push((from, vec![c])),
+        };
+        add(first);
+        for _ in 0..ACK_QUEUE {
+            match queue.try_recv() {
+                Ok(a) => add(a),
+                Err(_) => break,
+            }
+        }
+        for (sender, cs) in by_sender {
+            for chunk in cs.chunks(MAX_SDK_BATCH) {
+                self.ack(sender, chunk).await;
+            }
         }
     }
 
@@ -695,7 +737,7 @@ impl Device {
                         }
                     }
                     _ = rekey_tick.tick() => { self.rekey_groups().await; }
-                    Some((c, from)) = ack_rx.recv() => self.ack(c, from).await,
+                    Some(first) = ack_rx.recv() => self.ack_queued(first, &mut ack_rx).await,
                 }
             }
         };

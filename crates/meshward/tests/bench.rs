@@ -48,6 +48,7 @@ fn has_schema(r: &Value) {
         "direct",
         "mqtt",
         "mqtt_gateway",
+        "fleet",
         "scale",
         "ratios",
         "targets",
@@ -59,13 +60,14 @@ fn has_schema(r: &Value) {
         "messages_vs_ceiling",
         "direct_vs_mqtt_throughput",
         "direct_vs_mqtt_latency_p50",
+        "direct_oneshot_vs_mqtt_throughput",
         "mqtt_gateway_vs_mosquitto_throughput",
         "mqtt_gateway_vs_mosquitto_latency_p50",
     ] {
         assert!(r["ratios"].get(key).is_some(), "ratios lacks {key}");
     }
     let targets = r["targets"].as_array().expect("targets is a list");
-    assert_eq!(targets.len(), 17);
+    assert_eq!(targets.len(), 20);
     for key in [
         "scale.disk_bytes_per_message_fleet_rate",
         "scale.idle_bytes_per_hour",
@@ -75,6 +77,9 @@ fn has_schema(r: &Value) {
         "scale.store_open_ms_1m_anchors",
         "ratios.mqtt_gateway_vs_mosquitto_throughput",
         "ratios.mqtt_gateway_vs_mosquitto_latency_p50",
+        "ratios.direct_oneshot_vs_mqtt_throughput",
+        "fleet.msgs_per_s",
+        "fleet.final_ms.p50",
     ] {
         assert!(
             targets.iter().any(|t| t["key"] == key),

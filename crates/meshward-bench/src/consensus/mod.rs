@@ -34,6 +34,7 @@ mod watcher;
 pub(crate) use cluster::{enroll, Cluster, Fleet};
 use phase::BIN_SECS;
 pub(crate) use phase::{run_phase, Load, PhaseResult};
+pub(crate) use watcher::Watcher;
 
 /// Envelopes each benchmark anchor stands for: the most a device batches into one root.
 pub(crate) const ENVELOPES_PER_ANCHOR: u32 = 64;
