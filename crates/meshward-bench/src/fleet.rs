@@ -245,7 +245,9 @@ async fn measure(
         let s = meshward_core::sync::lock(&sent, "sent batches");
         s.iter()
             .enumerate()
-            .flat_map(|(b, sb)| (sb.first..sb.first + BATCH as u64).map(move |k| ((sb.device, k), b)))
+            .flat_map(|(b, sb)| {
+                (sb.first..sb.first + BATCH as u64).map(move |k| ((sb.device, k), b))
+            })
             .collect()
     };
     let deadline = Instant::now() + DRAIN;
@@ -404,8 +406,7 @@ mod tests {
         // Batch a: final at 11 ms, every message opened at 5 ms. Batch b: never final, and
         // only its first message opened.
         let final_at = HashMap::from([("a".to_string(), 11_000u64)]);
-        let mut opened: HashMap<MsgId, u64> =
-            (0..BATCH as u64).map(|k| ((0, k), 5_000)).collect();
+        let mut opened: HashMap<MsgId, u64> = (0..BATCH as u64).map(|k| ((0, k), 5_000)).collect();
         opened.insert((1, 0), 6_000);
         let f = Figures::of(&sent, &opened, &final_at, 0, 1_000_000);
         assert_eq!(f.done_in_phase, BATCH);
@@ -414,6 +415,9 @@ mod tests {
         assert_eq!(f.final_p50, 10.0);
         assert!((f.msgs_per_s - BATCH as f64).abs() < 1e-9);
         // A phase that ended before the anchor was final counts nothing.
-        assert_eq!(Figures::of(&sent, &opened, &final_at, 0, 10_000).done_in_phase, 0);
+        assert_eq!(
+            Figures::of(&sent, &opened, &final_at, 0, 10_000).done_in_phase,
+            0
+        );
     }
 }

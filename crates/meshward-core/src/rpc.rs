@@ -38,6 +38,8 @@ pub const MAX_ADDR_LEN: usize = 256;
 pub const MAX_CODE_LEN: usize = 32;
 /// Longest error message.
 pub const MAX_MESSAGE_LEN: usize = 512;
+/// Most envelopes in one `DeliverBatch`: one anchor's batch (the SDK's `MAX_SDK_BATCH`).
+pub const MAX_DELIVER_BATCH: usize = 64;
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +47,9 @@ pub enum Request {
     /// Device to device: an envelope delivered directly. Answered `Delivered` once the recipient
     /// has authenticated and opened it.
     Deliver(Envelope),
+    /// Device to device: 1 to [`MAX_DELIVER_BATCH`] envelopes delivered directly in one
+    /// request, opened in order. Answered `DeliveredBatch`.
+    DeliverBatch(Vec<Envelope>),
     /// Device to gateway: keep this envelope in its recipient's mailbox. Answered `Stored` with
     /// the number of gateways holding a copy.
     Deposit(Envelope),
@@ -147,6 +152,15 @@ pub enum TxState {
 pub enum Response {
     /// Answer to `Deliver`: the recipient authenticated and opened the envelope.
     Delivered,
+    /// Answer to `DeliverBatch`: the recipient authenticated and opened the first `delivered`
+    /// envelopes. Fewer than were sent: `refused` says why the next one was not, and the ones
+    /// after it were not tried.
+    DeliveredBatch {
+        /// How many envelopes, from the first, were opened.
+        delivered: u32,
+        /// The refusal of envelope `delivered`: `(code, message)`, as in `Error`.
+        refused: Option<(String, String)>,
+    },
     /// Answer to `Deposit` and `Replicate`: the envelope is in the recipient's mailbox.
     Stored {
         /// How many gateways hold a copy, this one included.
@@ -191,11 +205,18 @@ pub enum Response {
 impl Response {
     /// An error response, truncating overlong text so it always encodes within the limits.
     pub fn error(code: &str, message: &str) -> Response {
-        Response::Error {
-            code: truncate(code, MAX_CODE_LEN),
-            message: truncate(message, MAX_MESSAGE_LEN),
-        }
+        let (code, message) = refusal(code, message);
+        Response::Error { code, message }
     }
+}
+
+/// `(code, message)` truncated to [`MAX_CODE_LEN`] and [`MAX_MESSAGE_LEN`], as `Error` and
+/// `DeliveredBatch` carry them.
+pub fn refusal(code: &str, message: &str) -> (String, String) {
+    (
+        truncate(code, MAX_CODE_LEN),
+        truncate(message, MAX_MESSAGE_LEN),
+    )
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -221,6 +242,7 @@ mod tag {
     pub(crate) const NEXT_SEQ: u8 = 12;
     pub(crate) const CUSTODY: u8 = 13;
     pub(crate) const RELEASE: u8 = 14;
+    pub(crate) const DELIVER_BATCH: u8 = 15;
 
     pub(crate) const DELIVERED: u8 = 1;
     pub(crate) const STORED: u8 = 2;
@@ -234,6 +256,7 @@ mod tag {
     pub(crate) const ERROR: u8 = 10;
     pub(crate) const INFO_ANSWER: u8 = 11;
     pub(crate) const NEXT_SEQ_ANSWER: u8 = 12;
+    pub(crate) const DELIVERED_BATCH: u8 = 13;
 
     pub(crate) const UNKNOWN: u8 = 0;
     pub(crate) const PENDING: u8 = 1;
@@ -246,6 +269,7 @@ impl Encode for Request {
         w.u8(RPC_VERSION);
         match self {
             Request::Deliver(e) => w.u8(tag::DELIVER).put(e),
+            Request::DeliverBatch(es) => w.u8(tag::DELIVER_BATCH).list(es),
             Request::Deposit(e) => w.u8(tag::DEPOSIT).put(e),
             Request::Replicate(e) => w.u8(tag::REPLICATE).put(e),
             Request::Fetch { after, max } => w.u8(tag::FETCH).u64(*after).u32(*max),
@@ -268,6 +292,15 @@ impl Decode for Request {
         r.version(RPC_VERSION, "rpc request")?;
         Ok(match r.u8("rpc request kind")? {
             tag::DELIVER => Request::Deliver(r.get()?),
+            tag::DELIVER_BATCH => {
+                let es: Vec<Envelope> = r.list(MAX_DELIVER_BATCH, "delivered envelopes")?;
+                if es.is_empty() {
+                    return Err(DecodeError::Invalid {
+                        what: "deliver batch (empty)",
+                    });
+                }
+                Request::DeliverBatch(es)
+            }
             tag::DEPOSIT => Request::Deposit(r.get()?),
             tag::REPLICATE => Request::Replicate(r.get()?),
             tag::FETCH => Request::Fetch {
@@ -376,6 +409,13 @@ impl Encode for Response {
             Response::Delivered => {
                 w.u8(tag::DELIVERED);
             }
+            Response::DeliveredBatch { delivered, refused } => {
+                w.u8(tag::DELIVERED_BATCH).u32(*delivered);
+                match refused {
+                    None => w.u8(0),
+                    Some((code, message)) => w.u8(1).str(code).str(message),
+                };
+            }
             Response::Stored { replicas } => {
                 w.u8(tag::STORED).u32(*replicas);
             }
@@ -430,6 +470,22 @@ impl Decode for Response {
         r.version(RPC_VERSION, "rpc response")?;
         Ok(match r.u8("rpc response kind")? {
             tag::DELIVERED => Response::Delivered,
+            tag::DELIVERED_BATCH => Response::DeliveredBatch {
+                delivered: r.u32("delivered count")?,
+                refused: match r.u8("batch refusal")? {
+                    0 => None,
+                    1 => Some((
+                        r.string(MAX_CODE_LEN, "error code")?,
+                        r.string(MAX_MESSAGE_LEN, "error message")?,
+                    )),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "batch refusal",
+                            tag,
+                        })
+                    }
+                },
+            },
             tag::STORED => Response::Stored {
                 replicas: r.u32("stored replicas")?,
             },
@@ -533,6 +589,7 @@ mod tests {
         let kp = Keypair::generate(&mut OsRng);
         for req in [
             Request::Deliver(e.clone()),
+            Request::DeliverBatch(alloc::vec![e.clone(), e.clone()]),
             Request::Deposit(e.clone()),
             Request::Replicate(e.clone()),
             Request::Fetch { after: 7, max: 3 },
@@ -559,6 +616,14 @@ mod tests {
         };
         for resp in [
             Response::Delivered,
+            Response::DeliveredBatch {
+                delivered: 3,
+                refused: None,
+            },
+            Response::DeliveredBatch {
+                delivered: 1,
+                refused: Some(("replay".into(), "seen before".into())),
+            },
             Response::Stored { replicas: 2 },
             Response::Envelopes(alloc::vec![(1, e.clone()), (5, e)]),
             Response::Acked { removed: 2 },
@@ -587,6 +652,17 @@ mod tests {
         ] {
             roundtrip(resp);
         }
+    }
+
+    #[test]
+    fn a_deliver_batch_holds_one_to_the_most_envelopes() {
+        let e = env();
+        let empty = Request::DeliverBatch(alloc::vec![]).to_bytes();
+        assert!(Request::from_bytes(&empty).is_err());
+        let most = Request::DeliverBatch(alloc::vec![e.clone(); MAX_DELIVER_BATCH]);
+        assert_eq!(Request::from_bytes(&most.to_bytes()).unwrap(), most);
+        let over = Request::DeliverBatch(alloc::vec![e; MAX_DELIVER_BATCH + 1]).to_bytes();
+        assert!(Request::from_bytes(&over).is_err());
     }
 
     #[test]

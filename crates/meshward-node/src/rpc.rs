@@ -122,7 +122,9 @@ impl RpcHandler {
     pub async fn handle_request(&self, from: PeerId, req: Request) -> Response {
         self.seen(&from);
         match req {
-            Request::Deliver(_) => refuse("unsupported", "gateways do not take direct envelopes"),
+            Request::Deliver(_) | Request::DeliverBatch(_) => {
+                refuse("unsupported", "gateways do not take direct envelopes")
+            }
             Request::Deposit(env) => self.deposit(env).await,
             Request::Replicate(env) => self.replicate(from, env).await,
             Request::Fetch { after, max } => self.fetch(from, after, max),

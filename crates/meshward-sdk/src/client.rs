@@ -17,7 +17,7 @@ use meshward_core::codec::{Decode, Encode};
 use meshward_core::envelope::{Envelope, EnvelopeError};
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, PublicKey};
-use meshward_core::rpc::{DeviceInfo, GroupInfo, Request, Response, TxState};
+use meshward_core::rpc::{DeviceInfo, GroupInfo, Request, Response, TxState, MAX_DELIVER_BATCH};
 use meshward_core::tx::{GroupName, Tx};
 use meshward_net::{Multiaddr, Net, NetConfig, NetError, NetEvent, PeerId, RequestId};
 use tokio::sync::mpsc;
@@ -225,6 +225,9 @@ pub struct Incoming {
 /// Capacity of the queue of incoming requests; beyond it requests are dropped and their senders
 /// time out.
 pub const INCOMING_QUEUE: usize = 256;
+/// Most ciphertext bytes in one `DeliverBatch` request (the mesh refuses requests above
+/// 160 KiB); a single larger envelope still goes alone.
+pub const DELIVER_BATCH_BYTES: usize = 96 * 1024;
 
 /// How long a gateway that failed is skipped.
 pub const GATEWAY_RETRY: Duration = Duration::from_secs(3);
@@ -616,6 +619,67 @@ impl Client {
             }),
             _ => Err(ClientError::Unexpected("deliver".into())),
         }
+    }
+
+    /// Delivers `envs` directly to the device whose current signing key is `peer_key`, as
+    /// [`Client::deliver_direct`] does one, in `DeliverBatch` requests of at most
+    /// [`MAX_DELIVER_BATCH`] envelopes and [`DELIVER_BATCH_BYTES`] of ciphertext, one after
+    /// another. `Err((n, e))`: the recipient opened the first `n` envelopes, and `e` is why the
+    /// next one did not reach it or was refused.
+    pub async fn deliver_direct_batch(
+        &self,
+        peer_key: &PublicKey,
+        addrs: &[String],
+        envs: &[Envelope],
+    ) -> Result<(), (usize, ClientError)> {
+        let peer = meshward_net::peer_id_of(peer_key);
+        let mut known: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        known.extend(self.discovered_addrs(&peer));
+        if known.is_empty() {
+            return Err((0, ClientError::Undeliverable));
+        }
+        self.net
+            .dial_peer(peer, known)
+            .await
+            .map_err(|e| (0, e.into()))?;
+        let mut done = 0;
+        while done < envs.len() {
+            let mut end = done;
+            let mut bytes = 0;
+            while end < envs.len()
+                && end - done < MAX_DELIVER_BATCH
+                && (end == done || bytes + envs[end].ciphertext.len() <= DELIVER_BATCH_BYTES)
+            {
+                bytes += envs[end].ciphertext.len();
+                end += 1;
+            }
+            let chunk = envs[done..end].to_vec();
+            let sent = chunk.len();
+            let answer = self
+                .request_peer(peer, &Request::DeliverBatch(chunk))
+                .await
+                .map_err(|e| (done, e))?;
+            let refused = |code: String, message: String| ClientError::Refused {
+                by: peer.to_string(),
+                code,
+                message,
+            };
+            match answer {
+                Response::DeliveredBatch {
+                    delivered,
+                    refused: None,
+                } if delivered as usize == sent => done = end,
+                Response::DeliveredBatch {
+                    delivered,
+                    refused: Some((code, message)),
+                } if (delivered as usize) < sent => {
+                    return Err((done + delivered as usize, refused(code, message)))
+                }
+                Response::Error { code, message } => return Err((done, refused(code, message))),
+                _ => return Err((done, ClientError::Unexpected("deliver batch".into()))),
+            }
+        }
+        Ok(())
     }
 
     /// Stops the mesh node.

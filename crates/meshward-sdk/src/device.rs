@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use meshward_core::envelope::{seal_oneshot, Envelope, EnvelopeError, Receiver, SendSession};
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
-use meshward_core::rpc::{DeviceInfo, Request, Response, TxState};
+use meshward_core::rpc::{refusal, DeviceInfo, Request, Response, TxState};
 use meshward_core::state::Policy;
 use meshward_core::tx::{batch_root, GroupName, Recipient, Tx, TxBody};
 use tracing::{debug, info, warn};
@@ -404,30 +404,24 @@ impl Device {
         let mut anchor = self.try_anchor(&mut built, &anchor_to, &refs).await?;
         let commitment = crate::anchor::commitment_of(&refs).expect("1..=64 envelopes");
 
-        // Deliver: directly if we can, else into mailboxes.
+        // Deliver: directly if we can (in batches), else what the recipient did not open
+        // into mailboxes.
         let mut delivery = Delivery::Direct;
         let mut replicas = 0;
-        let mut direct_err = None;
-        for env in &envs {
-            if let Err(e) = self
-                .client
-                .deliver_direct(&recipient.sign_key, &recipient.addrs, env)
-                .await
-            {
-                direct_err = Some(e);
-                break;
-            }
-        }
-        if let Some(e) = direct_err {
+        if let Err((opened, e)) = self
+            .client
+            .deliver_direct_batch(&recipient.sign_key, &recipient.addrs, &envs)
+            .await
+        {
             if let ClientError::Refused { code, .. } = &e {
                 // The recipient itself said no (tampered, replayed, revoked sender): final.
                 if code != "busy" {
                     return Err(e);
                 }
             }
-            debug!(error = %e, "direct delivery failed; using mailboxes");
+            debug!(error = %e, opened, "direct delivery failed; using mailboxes");
             delivery = Delivery::Mailbox;
-            for env in &envs {
+            for env in &envs[opened..] {
                 replicas = self.client.deposit(env, MIN_MAILBOX_REPLICAS).await?;
             }
         }
@@ -545,10 +539,11 @@ impl Device {
     ) {
         tokio::time::sleep(ACK_LINGER).await;
         let mut by_sender: Vec<(PublicKey, Vec<Hash>)> = Vec::new();
-        let mut add = |(c, from): (Hash, PublicKey)| match by_sender.iter_mut().find(|(s, _)| *s == from) {
-            Some((_, cs)) => cs.push(c),
-            None => by_sender.push((from, vec![c])),
-        };
+        let mut add =
+            |(c, from): (Hash, PublicKey)| match by_sender.iter_mut().find(|(s, _)| *s == from) {
+                Some((_, cs)) => cs.push(c),
+                None => by_sender.push((from, vec![c])),
+            };
         add(first);
         for _ in 0..ACK_QUEUE {
             match queue.try_recv() {
@@ -563,35 +558,49 @@ impl Device {
         }
     }
 
-    /// Answers one direct delivery.
-    async fn on_incoming(&self, inc: Incoming) -> Option<Received> {
-        let Request::Deliver(env) = inc.request else {
-            self.client
-                .respond(
-                    inc.id,
-                    &Response::error("unsupported", "a device only accepts Deliver"),
-                )
-                .await;
-            return None;
+    /// Answers one direct delivery: a `Deliver`, or a `DeliverBatch` whose envelopes are
+    /// opened in order up to the first one refused.
+    async fn on_incoming(&self, inc: Incoming) -> Vec<Received> {
+        let (envs, batch) = match inc.request {
+            Request::Deliver(env) => (vec![env], false),
+            Request::DeliverBatch(envs) => (envs, true),
+            _ => {
+                self.client
+                    .respond(
+                        inc.id,
+                        &Response::error("unsupported", "a device only accepts Deliver"),
+                    )
+                    .await;
+                return Vec::new();
+            }
         };
-        match self.open(&env).await {
-            Ok((sender, payload, commitment)) => {
-                self.client.respond(inc.id, &Response::Delivered).await;
-                Some(Received {
+        let mut out = Vec::with_capacity(envs.len());
+        let mut refused = None;
+        for env in &envs {
+            match self.open(env).await {
+                Ok((sender, payload, commitment)) => out.push(Received {
                     from: sender.id,
                     commitment,
                     payload,
                     delivery: Delivery::Direct,
-                })
-            }
-            Err(e) => {
-                info!(peer = %inc.from, error = %e, "direct envelope refused");
-                self.client
-                    .respond(inc.id, &Response::error(e.code(), &e.to_string()))
-                    .await;
-                None
+                }),
+                Err(e) => {
+                    info!(peer = %inc.from, error = %e, "direct envelope refused");
+                    refused = Some((e.code().to_string(), e.to_string()));
+                    break;
+                }
             }
         }
+        let answer = match (batch, refused) {
+            (true, refused) => Response::DeliveredBatch {
+                delivered: out.len() as u32,
+                refused: refused.map(|(c, m)| refusal(&c, &m)),
+            },
+            (false, None) => Response::Delivered,
+            (false, Some((code, message))) => Response::error(&code, &message),
+        };
+        self.client.respond(inc.id, &answer).await;
+        out
     }
 
     /// Fetches and opens what waits in every reachable gateway's mailbox, then acknowledges it
@@ -709,7 +718,7 @@ impl Device {
         let (ack_tx, mut ack_rx) = tokio::sync::mpsc::channel::<(Hash, PublicKey)>(ACK_QUEUE);
         let direct = async {
             while let Some(inc) = requests.recv().await {
-                if let Some(r) = self.on_incoming(inc).await {
+                for r in self.on_incoming(inc).await {
                     if ack_tx.try_send((r.commitment, r.from)).is_err() {
                         debug!("ack queue full; receipt not anchored");
                     }

@@ -122,10 +122,6 @@ impl KnownDevice {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
-    /// Recipients this handle (and its clones) has reserved envelope numbers towards. The
-    /// first reservation towards a recipient is floored at the clock; see
-    /// [`StateDir::reserve_envelope_seqs`].
-    floored: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> ClientError {
@@ -141,10 +137,7 @@ impl StateDir {
     pub fn open(dir: impl Into<PathBuf>) -> Result<StateDir, ClientError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| err("cannot create", &dir, e))?;
-        Ok(StateDir {
-            dir,
-            floored: Default::default(),
-        })
+        Ok(StateDir { dir })
     }
 
     /// The directory's path.
@@ -181,8 +174,8 @@ impl StateDir {
     }
 
     /// Replaces the state file. `durable` waits for the data to reach the disk (fsync) before
-    /// the rename; without it a crash may leave the previous version, which only the envelope
-    /// counters and the record cache tolerate.
+    /// the rename; without it a crash may leave the previous version, which only the record
+    /// cache tolerates.
     fn write(&self, s: &DeviceState, durable: bool) -> Result<(), ClientError> {
         use std::os::unix::fs::OpenOptionsExt;
         let p = self.dir.join(STATE_FILE);
@@ -232,39 +225,28 @@ impl StateDir {
     }
 
     /// Reserves `n` consecutive envelope sequence numbers towards `recipient` and returns the
-    /// first: above every one used before. The first number towards a recipient, the first
-    /// this handle reserves towards it, and the next after [`ENVELOPE_SEQ_CLOCK_SLACK_US`]
-    /// without a send, is at least the current time in microseconds. Between those, numbers
+    /// first: above every one used before. The first number towards a recipient, and the next
+    /// after [`ENVELOPE_SEQ_CLOCK_SLACK_US`] without a send, is at least the current time in
+    /// microseconds, so a lost or restored state file never repeats one. Between those, numbers
     /// follow one by one, so envelopes of concurrent senders on one key (a `send` beside an
-    /// agent) stay within the receiver's out-of-order window of 64 positions.
-    ///
-    /// The file is written without waiting for the disk: the clock floor makes that safe.
-    /// Numbers grow by one per envelope from a value at most the clock, so every number handed
-    /// out is below the clock at the time (a device cannot seal a million envelopes a second to
-    /// one recipient). After a crash that lost the last write, the next process's first
-    /// reservation starts at the clock, above all of them.
+    /// agent, or two `send` processes) stay within the receiver's out-of-order window of 64
+    /// positions. The file is written durably: a number is never handed out twice.
     pub fn reserve_envelope_seqs(
         &self,
         recipient: &PublicKey,
         n: u64,
         now_us: u64,
     ) -> Result<u64, ClientError> {
-        let key = recipient.peer_id();
-        let fresh =
-            !meshward_core::sync::lock(&self.floored, "floored recipients").contains(&key);
-        let first = self.update_lazily(|s| {
-            let e = s.envelope_seq.entry(key.clone()).or_insert(0);
-            let first =
-                if fresh || *e == 0 || now_us > e.saturating_add(ENVELOPE_SEQ_CLOCK_SLACK_US) {
-                    (*e + 1).max(now_us)
-                } else {
-                    *e + 1
-                };
+        self.update(|s| {
+            let e = s.envelope_seq.entry(recipient.peer_id()).or_insert(0);
+            let first = if *e == 0 || now_us > e.saturating_add(ENVELOPE_SEQ_CLOCK_SLACK_US) {
+                (*e + 1).max(now_us)
+            } else {
+                *e + 1
+            };
             *e = first + n.saturating_sub(1);
-            (first, true)
-        })?;
-        meshward_core::sync::lock(&self.floored, "floored recipients").insert(key);
-        Ok(first)
+            first
+        })
     }
 
     /// Caches a device record under its ledger id, replacing an older one; once [`MAX_KNOWN`]
@@ -371,24 +353,6 @@ mod tests {
     use std::os::unix::fs::MetadataExt as _;
 
     #[test]
-    fn a_new_handle_starts_at_the_clock_so_a_lost_write_never_repeats_a_number() {
-        let d = tempfile::tempdir().unwrap();
-        let r = PublicKey([3; 32]);
-        let s = StateDir::open(d.path()).unwrap();
-        let first = s.reserve_envelope_seqs(&r, 32, 1_000_000).unwrap();
-        assert_eq!(first, 1_000_000);
-        // The same handle goes on one by one, even with the clock ahead (within the slack).
-        assert_eq!(s.reserve_envelope_seqs(&r, 1, 2_000_000).unwrap(), 1_000_032);
-        // A crash loses the last write: the file still says 999,999. A new handle's first
-        // reservation starts at its clock, above every number handed out before it.
-        s.update(|st| st.envelope_seq.insert(r.peer_id(), 999_999))
-            .unwrap();
-        let again = StateDir::open(d.path()).unwrap();
-        assert_eq!(again.reserve_envelope_seqs(&r, 1, 1_000_040).unwrap(), 1_000_040);
-        assert_eq!(again.reserve_envelope_seqs(&r, 1, 1_000_041).unwrap(), 1_000_041);
-    }
-
-    #[test]
     fn remembering_an_unchanged_record_does_not_rewrite_the_file() {
         let d = tempfile::tempdir().unwrap();
         let s = StateDir::open(d.path()).unwrap();
@@ -408,7 +372,11 @@ mod tests {
         // A new sequence number is not part of the cached record.
         info.seq = 5;
         s.remember(&info).unwrap();
-        assert_eq!(inode(), before, "an unchanged record rewrote the state file");
+        assert_eq!(
+            inode(),
+            before,
+            "an unchanged record rewrote the state file"
+        );
         info.active = false;
         s.remember(&info).unwrap();
         assert_ne!(inode(), before, "a changed record was not written");

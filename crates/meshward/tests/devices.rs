@@ -556,6 +556,28 @@ fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
         .block_on(client.deliver_direct(&b.pk, &info.addrs, &bad))
         .unwrap_err();
     assert_eq!(e.code(), "bad_signature", "{e}");
+    // A batch is opened in order up to its first bad envelope: "b1" is opened, the tampered
+    // second is refused with its code, and "b3" after it is not tried.
+    let seal = |seq: u64, text: &[u8]| {
+        seal_oneshot(
+            &mut OsRng,
+            &a.kp,
+            b.pk,
+            &b.kp.enc_key(),
+            seq,
+            now_ms(),
+            text,
+        )
+        .unwrap()
+    };
+    let mut broken = seal(5, b"b2");
+    broken.ciphertext[0] ^= 1;
+    let batch = [seal(4, b"b1"), broken, seal(6, b"b3")];
+    let (opened, e) = rt
+        .block_on(client.deliver_direct_batch(&b.pk, &info.addrs, &batch))
+        .unwrap_err();
+    assert_eq!((opened, e.code()), (1, "bad_signature"), "{e}");
+    agent.wait_line("the batch's first envelope", |l| l["text"] == "b1");
     agent.wait_line("the good direct envelope", |l| l["text"] == "y");
     // The mailbox copy of "x" arrives too; the replayed "y" and the tampered "z" never do.
     let texts: Vec<String> = agent
@@ -569,6 +591,10 @@ fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
         "{texts:?}"
     );
     assert!(!texts.iter().any(|t| t == "\"z\""), "{texts:?}");
+    assert!(
+        !texts.iter().any(|t| t == "\"b2\"" || t == "\"b3\""),
+        "{texts:?}"
+    );
 
     // Policy: g1 may not send to g2, so the send fails before anything is stored or anchored.
     let err = f.send(&a, &d.id, "forbidden", &[0]).unwrap_err();

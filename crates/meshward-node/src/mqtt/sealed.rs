@@ -229,6 +229,7 @@ impl SealedSession {
             | Request::Info
             | Request::NextSeq(_)) => sealed.rpc.handle_request(peer, req).await,
             Request::Deliver(_)
+            | Request::DeliverBatch(_)
             | Request::Replicate(_)
             | Request::Custody(_)
             | Request::Release(_) => Response::error(
