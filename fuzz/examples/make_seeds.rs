@@ -151,6 +151,7 @@ fn main() {
             Request::NextSeq(tx.id()),
             Request::Custody(b"{}".to_vec()),
             Request::Release(tx.id()),
+            Request::DeliverBatch(vec![env.clone(), f.envelopes[1].clone()]),
         ];
         for (i, r) in reqs.iter().enumerate() {
             let mut b = vec![0u8];
@@ -158,6 +159,10 @@ fn main() {
             write(&root, "rpc", &format!("req{i}"), &b);
         }
         let resps = vec![
+            Response::DeliveredBatch {
+                delivered: 1,
+                refused: Some(("replay".into(), "seen".into())),
+            },
             Response::Delivered,
             Response::Stored { replicas: 2 },
             Response::Envelopes(vec![(1, env.clone()), (2, env)]),

@@ -9,7 +9,8 @@
 //! opened the message, as the `mqtt` part measures publish to receipt (`round_trip_us` adds the
 //! answer's way back). Throughput is measured with a window of messages in flight. For the
 //! breakdown, `crypto_us` is seal plus open on one thread, and `transport_rtt_us` a round trip
-//! with nothing sealed or opened.
+//! with nothing sealed or opened. `session_batch` is session throughput as `Device::send`
+//! delivers a batch: 32 envelopes per `DeliverBatch` request, two requests in flight.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use meshward_core::envelope::{seal_oneshot, Envelope, Receiver, SendSession};
 use meshward_core::ids::Keypair;
-use meshward_core::rpc::{Request, Response};
+use meshward_core::rpc::{refusal, Request, Response};
 use meshward_sdk::client::{Client, ClientConfig, DeviceIdentity};
 use serde_json::{json, Value};
 
@@ -28,6 +29,10 @@ use crate::percentile;
 const PAYLOAD_BYTES: usize = 256;
 /// Messages in flight in the throughput phase.
 const WINDOW: usize = 32;
+/// Envelopes per `DeliverBatch` in the batched phase, as the fleet bench sends them.
+const BATCH: usize = 32;
+/// `DeliverBatch` requests in flight in the batched phase.
+const BATCH_WINDOW: usize = 2;
 
 /// Runs the direct-delivery benchmark and returns the `direct` object of results.json:
 /// `{"session": {"msgs_per_s", "latency_us": {"p50","p99"}}, "oneshot": {...}}`.
@@ -104,6 +109,22 @@ impl Ends {
             other => bail!("the receiver refused a message: {other:?}"),
         }
     }
+
+    /// Sends one `DeliverBatch` and checks the receiver opened all of it.
+    async fn deliver_batch(&self, envs: Vec<Envelope>) -> Result<u64> {
+        let n = envs.len() as u32;
+        match self
+            .sender
+            .request_peer(self.b_peer, &Request::DeliverBatch(envs))
+            .await?
+        {
+            Response::DeliveredBatch {
+                delivered,
+                refused: None,
+            } if delivered == n => Ok(u64::from(n)),
+            other => bail!("the receiver refused a batch: {other:?}"),
+        }
+    }
 }
 
 /// A client on a fixed chain id with no gateways: the two ends talk directly.
@@ -134,6 +155,24 @@ async fn bench(quick: bool) -> Result<Value> {
         let mut inbox = Receiver::new(&receiver_keys);
         while let Some(inc) = requests.recv().await {
             let resp = match &inc.request {
+                Request::DeliverBatch(envs) => {
+                    let mut delivered = 0u32;
+                    let mut refused = None;
+                    for env in envs {
+                        match inbox.open(env, &a_vk) {
+                            Ok(o) if o.payload.len() == PAYLOAD_BYTES => delivered += 1,
+                            Ok(_) => {
+                                refused = Some(refusal("bad_payload", "unexpected payload size"));
+                                break;
+                            }
+                            Err(e) => {
+                                refused = Some(refusal("refused", &e.to_string()));
+                                break;
+                            }
+                        }
+                    }
+                    Response::DeliveredBatch { delivered, refused }
+                }
                 Request::Deliver(env) => match inbox.open(env, &a_vk) {
                     Ok(o) if o.payload.len() == PAYLOAD_BYTES => {
                         let at = Instant::now();
@@ -262,6 +301,35 @@ async fn bench(quick: bool) -> Result<Value> {
             "delivered": done,
         });
     }
+    // Session envelopes as `Device::send` delivers a batch: BATCH a request, BATCH_WINDOW
+    // requests in flight.
+    let mut sealer = ends.sealer("session")?;
+    let start = Instant::now();
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut done = 0u64;
+    while start.elapsed() < phase {
+        while inflight.len() < BATCH_WINDOW {
+            let mut envs = Vec::with_capacity(BATCH);
+            for _ in 0..BATCH {
+                seq += 1;
+                envs.push(ends.seal(&mut sealer, seq, &[0x5a; PAYLOAD_BYTES])?);
+            }
+            let e2 = ends.clone();
+            inflight.spawn(async move { e2.deliver_batch(envs).await });
+        }
+        if let Some(r) = inflight.join_next().await {
+            done += r.context("delivery task")??;
+        }
+    }
+    while let Some(r) = inflight.join_next().await {
+        done += r.context("delivery task")??;
+    }
+    out["session_batch"] = json!({
+        "msgs_per_s": done as f64 / start.elapsed().as_secs_f64(),
+        "batch": BATCH,
+        "batches_in_flight": BATCH_WINDOW,
+        "delivered": done,
+    });
     recv_task.abort();
     if let Ok(e) = Arc::try_unwrap(ends) {
         e.sender.shutdown().await;

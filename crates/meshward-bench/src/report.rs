@@ -10,7 +10,8 @@
 //!             hpke {oneshot_seal_per_s, oneshot_open_per_s, session_seal_per_s, session_open_per_s}}
 //! consensus  {peak_anchor_tx_per_s, peak_messages_per_s, finality_ms {p50, p99},
 //!             one_down_ratio, load_curve [...], failure_run {kill_at_s, series [[s, tx/s]]}, ...}
-//! direct     {session {msgs_per_s, latency_us {p50, p99}}, oneshot {...}}
+//! direct     {session {msgs_per_s, latency_us {p50, p99}}, oneshot {...},
+//!             session_batch {msgs_per_s, batch, batches_in_flight}}
 //! mqtt       {qos1 {msgs_per_s, latency_us {p50, p99}}}
 //! mqtt_gateway {qos1 {...}, mosquitto {qos1 {...}}, ...}
 //! fleet      {devices, validators, batch, payload_bytes, phase_s, msgs_per_s, opened_per_s,
@@ -267,6 +268,7 @@ pub(crate) fn summary(r: &Value, json_path: &Path, html_path: &Path) -> String {
         ("direct.session.msgs_per_s", "msgs/s"),
         ("direct.session.latency_us.p50", "µs"),
         ("direct.oneshot.msgs_per_s", "msgs/s"),
+        ("direct.session_batch.msgs_per_s", "msgs/s"),
         ("mqtt.qos1.msgs_per_s", "msgs/s"),
         ("mqtt.qos1.latency_us.p50", "µs"),
         ("mqtt.qos1.latency_us.p99", "µs"),
