@@ -25,10 +25,9 @@ use meshward_core::ids::{Keypair, PublicKey};
 use meshward_sdk::client::{ClientConfig, DeviceIdentity};
 use meshward_sdk::device::{Delivery, Device, Received};
 use meshward_sdk::dirstate::StateDir;
-use meshward_sdk::keyfile::{self, KeyKind};
 use serde_json::{json, Value};
 
-use crate::consensus::{enroll, Cluster, Watcher};
+use crate::consensus::{devnet_with_fleet, Cluster, Watcher};
 use crate::{now_us, num, percentile, Exes, Outcome, Progress};
 
 /// Devices in a full run.
@@ -79,20 +78,7 @@ fn id_of(payload: &[u8]) -> Option<MsgId> {
 pub(crate) fn run(quick: bool, base_port: u16, exes: &Exes, p: &Progress) -> Result<Outcome> {
     let devices = if quick { QUICK_DEVICES } else { DEVICES };
     let secs = if quick { 8.0 } else { 30.0 };
-    let dir = tempfile::Builder::new()
-        .prefix("meshward-bench-fleet-")
-        .tempdir()
-        .context("cannot create a temp dir")?;
-    p.step("starting 4 validators");
-    let c = Cluster::create(&dir.path().join("net"), 4, base_port, exes)?;
-    let admin_key = c
-        .file
-        .admin_keys
-        .first()
-        .context("a new devnet has an admin key")?;
-    let admin = keyfile::load(admin_key, KeyKind::Admin)?;
-    p.step(format!("enrolling {devices} devices"));
-    let (fleet, _) = enroll(&c, &admin.sign, 1, devices, "fleet")?;
+    let (dir, c, fleet) = devnet_with_fleet(4, base_port, devices, exes, p)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -65,7 +65,7 @@ fn curve_point(label: &str, offered: Option<f64>, p: &PhaseResult) -> Value {
 }
 
 /// A fresh devnet of `n` validators in a temp dir, with `devices` enrolled.
-fn devnet_with_fleet(
+pub(crate) fn devnet_with_fleet(
     n: usize,
     base_port: u16,
     devices: usize,
