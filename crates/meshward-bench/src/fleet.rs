@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use meshward_core::ids::{Keypair, PublicKey};
+use meshward_devnet::fleetsim::{gateway_addrs, gateways_of};
 use meshward_sdk::client::{ClientConfig, DeviceIdentity};
 use meshward_sdk::device::{Delivery, Device, Received};
 use meshward_sdk::dirstate::StateDir;
@@ -105,14 +106,13 @@ async fn measure(
     p: &Progress,
 ) -> Result<Value> {
     let n = keys.len();
-    let gws = meshward_devnet::fleetsim::gateway_addrs(&c.file)?;
+    let gws = gateway_addrs(&c.file)?;
     let ids: Vec<PublicKey> = keys.iter().map(Keypair::id).collect();
     p.step(format!("starting {n} SDK devices"));
     let mut devs = Vec::with_capacity(n);
     for (i, kp) in keys.into_iter().enumerate() {
-        // Two gateways each, spread over the validators, as the devnet's fleet does.
-        let mine = vec![gws[i % gws.len()].clone(), gws[(i + 1) % gws.len()].clone()];
-        let cfg = ClientConfig::new(Some(c.file.chain_id.clone()), mine);
+        // Two gateways each, as the devnet's fleet has.
+        let cfg = ClientConfig::new(Some(c.file.chain_id.clone()), gateways_of(&gws, i));
         let state = StateDir::open(state_root.join(format!("device{i}")))?;
         devs.push(Arc::new(
             Device::start(DeviceIdentity::new(kp), cfg, state).await?,

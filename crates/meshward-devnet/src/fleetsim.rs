@@ -73,6 +73,12 @@ pub fn gateway_addrs(file: &DevnetFile) -> Result<Vec<meshward_net::Multiaddr>> 
         .collect()
 }
 
+/// The gateways simulated device `i` uses: two, spread over the devnet's nodes, so any one
+/// may fail.
+pub fn gateways_of(gws: &[meshward_net::Multiaddr], i: usize) -> Vec<meshward_net::Multiaddr> {
+    vec![gws[i % gws.len()].clone(), gws[(i + 1) % gws.len()].clone()]
+}
+
 /// Enrolls every device the ledger does not know yet, signed by the devnet's admin.
 async fn enroll(file: &DevnetFile, devices: &[(PathBuf, Keypair)]) -> Result<()> {
     let admin_key = file
@@ -145,9 +151,7 @@ pub fn run(
         let n = keys.len();
         let mut tasks = tokio::task::JoinSet::new();
         for (i, (path, kp)) in keys.into_iter().enumerate() {
-            // Two gateways each, spread over the validators: any one may fail.
-            let mine = vec![gws[i % gws.len()].clone(), gws[(i + 1) % gws.len()].clone()];
-            let cfg = ClientConfig::new(Some(file.chain_id.clone()), mine);
+            let cfg = ClientConfig::new(Some(file.chain_id.clone()), gateways_of(&gws, i));
             let mut sd = path.as_os_str().to_owned();
             sd.push(".d");
             let state = StateDir::open(PathBuf::from(sd))?;

@@ -592,6 +592,23 @@ impl Client {
             .unwrap_or_default()
     }
 
+    /// Connects to the device whose current signing key is `peer_key`, at `addrs` (from its
+    /// ledger record) or wherever discovery found it, and returns its peer id.
+    async fn dial_device(
+        &self,
+        peer_key: &PublicKey,
+        addrs: &[String],
+    ) -> Result<PeerId, ClientError> {
+        let peer = meshward_net::peer_id_of(peer_key);
+        let mut known: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
+        known.extend(self.discovered_addrs(&peer));
+        if known.is_empty() {
+            return Err(ClientError::Undeliverable);
+        }
+        self.net.dial_peer(peer, known).await?;
+        Ok(peer)
+    }
+
     /// Delivers an envelope directly to the device whose current signing key is `peer_key`,
     /// at `addrs` or wherever discovery found it.
     pub async fn deliver_direct(
@@ -600,13 +617,7 @@ impl Client {
         addrs: &[String],
         env: &Envelope,
     ) -> Result<(), ClientError> {
-        let peer = meshward_net::peer_id_of(peer_key);
-        let mut known: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        known.extend(self.discovered_addrs(&peer));
-        if known.is_empty() {
-            return Err(ClientError::Undeliverable);
-        }
-        self.net.dial_peer(peer, known).await?;
+        let peer = self.dial_device(peer_key, addrs).await?;
         match self
             .request_peer(peer, &Request::Deliver(env.clone()))
             .await?
@@ -632,16 +643,10 @@ impl Client {
         addrs: &[String],
         envs: &[Envelope],
     ) -> Result<(), (usize, ClientError)> {
-        let peer = meshward_net::peer_id_of(peer_key);
-        let mut known: Vec<Multiaddr> = addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        known.extend(self.discovered_addrs(&peer));
-        if known.is_empty() {
-            return Err((0, ClientError::Undeliverable));
-        }
-        self.net
-            .dial_peer(peer, known)
+        let peer = self
+            .dial_device(peer_key, addrs)
             .await
-            .map_err(|e| (0, e.into()))?;
+            .map_err(|e| (0, e))?;
         let mut done = 0;
         while done < envs.len() {
             let mut end = done;

@@ -586,7 +586,7 @@ impl Device {
                 }),
                 Err(e) => {
                     info!(peer = %inc.from, error = %e, "direct envelope refused");
-                    refused = Some((e.code().to_string(), e.to_string()));
+                    refused = Some(refusal(e.code(), &e.to_string()));
                     break;
                 }
             }
@@ -594,10 +594,10 @@ impl Device {
         let answer = match (batch, refused) {
             (true, refused) => Response::DeliveredBatch {
                 delivered: out.len() as u32,
-                refused: refused.map(|(c, m)| refusal(&c, &m)),
+                refused,
             },
             (false, None) => Response::Delivered,
-            (false, Some((code, message))) => Response::error(&code, &message),
+            (false, Some((code, message))) => Response::Error { code, message },
         };
         self.client.respond(inc.id, &answer).await;
         out
