@@ -104,6 +104,13 @@ fn main() {
             file.to_json().as_bytes(),
         );
     }
+    // anchor_proof: envelope inclusions (the fixture's envelopes as one batch).
+    let batch: Vec<_> = f.envelopes.iter().map(|e| e.commitment()).collect();
+    for (i, env) in f.envelopes.iter().enumerate() {
+        let inc = meshward_core::light::EnvelopeInclusion::build(env.clone(), &batch)
+            .expect("the envelope is in its batch");
+        write(&root, "anchor_proof", &format!("inclusion-{i}"), &inc.to_bytes());
+    }
 
     // merkle_proof: `tree_size u64 BE || proof` for a few trees of fixed leaves (the target's
     // leaves are `leaf_hash(i as u64 BE)`).

@@ -5,8 +5,10 @@
 //! fixed receiver keypair (`Keypair::from_secret_bytes` of a fixed 65-byte key file), with the
 //! fixed sender's signing key: once as decoded, and once re-signed by that sender (the fuzzer
 //! cannot forge signatures; re-signing takes it past the signature check to the replay window,
-//! the session cache and HPKE/AEAD decryption). `open` must return Ok or Err, never panic, and
-//! an envelope that opened once must be refused the second time (replay).
+//! the session cache and HPKE/AEAD decryption; a `Session` envelope has no signature to redo).
+//! `open` must return Ok or Err, never panic, and an envelope that opened once must be refused
+//! the second time (replay). Both then go through `open_batch` together, which must not panic
+//! and must refuse a batch it opened once.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -33,11 +35,16 @@ fuzz_target!(|data: &[u8]| {
     let vk = sender.sign.verifying_key();
     let _ = env.verify_sender(&vk);
 
+    // A `Session` envelope carries no signature (version 2): re-signing leaves it as it is.
     let mut resigned = env.clone();
-    resigned.signature = sender.sign.sign(&resigned.signing_bytes());
-    assert!(
+    resigned.signature = resigned
+        .kind
+        .is_signed()
+        .then(|| sender.sign.sign(&resigned.signing_bytes()));
+    assert_eq!(
         resigned.verify_sender(&vk).is_ok(),
-        "re-signed envelope does not verify"
+        resigned.kind.is_signed(),
+        "a re-signed envelope verifies exactly when its kind is signed"
     );
 
     for e in [&env, &resigned] {
@@ -46,5 +53,12 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(opened.commitment, e.commitment());
             assert!(rx.open(e, &vk).is_err(), "replayed envelope opened twice");
         }
+    }
+    // The same envelopes as one batch: all or nothing, and a batch that opened is not opened
+    // again.
+    let batch = [env.clone(), resigned];
+    let mut rx = Receiver::new(receiver);
+    if rx.open_batch(&batch, &vk).is_ok() {
+        assert!(rx.open_batch(&batch, &vk).is_err(), "batch opened twice");
     }
 });

@@ -136,6 +136,15 @@ impl Proof {
     /// (RFC 9162 §2.1.3.2). `tree_size` comes from the signed context (a block header's
     /// transaction count): the audit path alone does not pin the size of the tree.
     pub fn verify(&self, leaf: &Hash, root: &Hash, tree_size: u64) -> Result<(), ProofError> {
+        if self.root(leaf, tree_size)? != *root {
+            return Err(ProofError::RootMismatch);
+        }
+        Ok(())
+    }
+
+    /// The root the audit path leads to from `leaf` in a tree of `tree_size` leaves: what
+    /// [`Proof::verify`] compares, for a caller that holds only a hash of the root.
+    pub fn root(&self, leaf: &Hash, tree_size: u64) -> Result<Hash, ProofError> {
         if self.tree_size != tree_size {
             return Err(ProofError::SizeMismatch {
                 claimed: self.tree_size,
@@ -169,10 +178,7 @@ impl Proof {
         if snode != 0 {
             return Err(ProofError::WrongPathLength);
         }
-        if r != *root {
-            return Err(ProofError::RootMismatch);
-        }
-        Ok(())
+        Ok(r)
     }
 }
 

@@ -9,13 +9,14 @@
 use meshward_core::block::{CertError, CertifiedBlock, CommitCertificate};
 use meshward_core::chain::{apply_certified, check_proposal, make_block, ChainError};
 use meshward_core::codec::{Decode, Encode};
+use meshward_core::envelope::{Envelope, SendSession};
 use meshward_core::genesis::Genesis;
 use meshward_core::hash::Hash;
 use meshward_core::ids::{Keypair, SignKey};
-use meshward_core::light::{Inclusion, TxProof, VerifyError};
+use meshward_core::light::{EnvelopeInclusion, Inclusion, TxProof, VerifyError};
 use meshward_core::state::{AdminSet, State, StateView};
 use meshward_core::tx::{
-    enroll_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet,
+    batch_root, enroll_body, Anchor, GroupName, Recipient, Tx, TxBody, Validator, ValidatorSet,
 };
 use rand::rngs::OsRng;
 
@@ -413,5 +414,127 @@ fn a_tx_list_round_trips_and_refuses_what_is_not_canonical() {
     assert_eq!(
         decode_tx_list(&encode_tx_list::<Vec<u8>>(&[]), 2),
         Ok(vec![])
+    );
+}
+
+/// `n` envelopes of one session from `from` to `to`, anchored by `from` under one batch root
+/// (one envelope: its commitment) in a new block; returns them and the anchor's proof.
+fn anchored_batch(c: &mut Chain, from: &Keypair, to: &Keypair, n: u64) -> (Vec<Envelope>, TxProof) {
+    let mut s = SendSession::new(&mut OsRng, from, to.id(), &to.enc_key()).unwrap();
+    let envs: Vec<Envelope> = (1..=n)
+        .map(|seq| s.seal(seq, 1_000 + seq, &[seq as u8; 48]).unwrap())
+        .collect();
+    let commitments: Vec<Hash> = envs.iter().map(Envelope::commitment).collect();
+    let seq = c.state.account(&from.id()).unwrap().seq + 1;
+    let body = TxBody::Anchor(Anchor {
+        recipient: Recipient::Device(to.id()),
+        commitment: if n == 1 {
+            commitments[0]
+        } else {
+            batch_root(&commitments)
+        },
+        count: n as u32,
+        timestamp_ms: 5,
+        size_bytes: envs.iter().map(|e| e.ciphertext.len() as u64).sum(),
+    });
+    let tx = Tx::sign(&c.genesis.chain_id, from.id(), &from.sign, seq, body);
+    let cb = c.push(vec![tx]).clone();
+    let proof = TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap();
+    (envs, proof)
+}
+
+#[test]
+fn a_session_message_inside_a_batch_proves_offline() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let (envs, proof) = anchored_batch(&mut c, &devs[0], &devs[1], 5);
+    let commitments: Vec<Hash> = envs.iter().map(Envelope::commitment).collect();
+    for (i, env) in envs.iter().enumerate() {
+        let inc = EnvelopeInclusion::build(env.clone(), &commitments).unwrap();
+        let inc = EnvelopeInclusion::from_bytes(&inc.to_bytes()).unwrap();
+        let (anchor, proven) = proof.verify_envelope(&c.genesis, &inc).unwrap();
+        assert_eq!(anchor.count, 5);
+        assert_eq!(proven.index, i as u64);
+        assert_eq!(proven.commitment, env.commitment());
+        assert_eq!(proven.sender, devs[0].id());
+        assert_eq!(proven.recipient, devs[1].id());
+        assert_eq!(proven.seq, i as u64 + 1);
+        assert_eq!(proven.kind, if i == 0 { "session_open" } else { "session" });
+    }
+    // An envelope that is not in the batch has no inclusion to build.
+    let (other, _) = anchored_batch(&mut c, &devs[0], &devs[1], 1);
+    assert!(EnvelopeInclusion::build(other[0].clone(), &commitments).is_none());
+}
+
+#[test]
+fn an_anchor_of_one_envelope_proves_it_with_an_empty_path() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let (envs, proof) = anchored_batch(&mut c, &devs[0], &devs[1], 1);
+    let inc = EnvelopeInclusion::build(envs[0].clone(), &[envs[0].commitment()]).unwrap();
+    assert!(inc.path.path.is_empty());
+    let (_, proven) = proof.verify_envelope(&c.genesis, &inc).unwrap();
+    assert_eq!(proven.kind, "session_open");
+}
+
+#[test]
+fn a_batched_message_with_any_byte_changed_fails_its_proof() {
+    let mut c = Chain::new();
+    let devs = c.enroll(2);
+    let (envs, proof) = anchored_batch(&mut c, &devs[0], &devs[1], 4);
+    let commitments: Vec<Hash> = envs.iter().map(Envelope::commitment).collect();
+    // A Session envelope (unsigned: only the anchor makes it undeniable).
+    let bytes = EnvelopeInclusion::build(envs[2].clone(), &commitments)
+        .unwrap()
+        .to_bytes();
+    for i in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[i] ^= 0x01;
+        let res =
+            EnvelopeInclusion::from_bytes(&bad).map(|inc| proof.verify_envelope(&c.genesis, &inc));
+        assert!(
+            !matches!(res, Ok(Ok(_))),
+            "byte {i} of the envelope inclusion flipped still verified"
+        );
+    }
+    // One changed byte of the envelope alone is caught by the batch root, not by anything else.
+    let mut changed = EnvelopeInclusion::build(envs[2].clone(), &commitments).unwrap();
+    changed.envelope.ciphertext[0] ^= 0x01;
+    assert_eq!(
+        proof.verify_envelope(&c.genesis, &changed),
+        Err(VerifyError::EnvelopeNotAnchored)
+    );
+    // Another envelope on this one's path.
+    let mut moved = EnvelopeInclusion::build(envs[2].clone(), &commitments).unwrap();
+    moved.envelope = envs[1].clone();
+    assert_eq!(
+        proof.verify_envelope(&c.genesis, &moved),
+        Err(VerifyError::EnvelopeNotAnchored)
+    );
+    // An envelope sealed by another device cannot be passed off under this anchor, even if
+    // the anchor's batch holds it: its sender did not sign the anchor.
+    let (theirs, _) = anchored_batch(&mut c, &devs[1], &devs[0], 1);
+    let mut mixed = commitments.clone();
+    mixed[0] = theirs[0].commitment();
+    let (_, mixed_proof) = {
+        let seq = c.state.account(&devs[0].id()).unwrap().seq + 1;
+        let body = TxBody::Anchor(Anchor {
+            recipient: Recipient::Device(devs[1].id()),
+            commitment: batch_root(&mixed),
+            count: 4,
+            timestamp_ms: 5,
+            size_bytes: 1,
+        });
+        let tx = Tx::sign(&c.genesis.chain_id, devs[0].id(), &devs[0].sign, seq, body);
+        let cb = c.push(vec![tx]).clone();
+        (
+            (),
+            TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap(),
+        )
+    };
+    let inc = EnvelopeInclusion::build(theirs[0].clone(), &mixed).unwrap();
+    assert_eq!(
+        mixed_proof.verify_envelope(&c.genesis, &inc),
+        Err(VerifyError::EnvelopeSender)
     );
 }

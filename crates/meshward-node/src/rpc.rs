@@ -103,6 +103,18 @@ impl From<Refusal> for Response {
     }
 }
 
+/// How an envelope reached this gateway, which decides how an unsigned `Session` envelope's
+/// sender is authenticated.
+#[derive(Clone, Copy)]
+enum Via<'a> {
+    /// Deposited over a connection from this peer: a `Session` envelope only from its sender.
+    Connection(&'a PeerId),
+    /// Replicated by another gateway, which checked the depositing connection. A Byzantine
+    /// gateway can thus place a `Session` envelope no device sent; the recipient's AEAD refuses
+    /// it, and the mailbox quota bounds the space it takes.
+    Gateway,
+}
+
 impl RpcHandler {
     /// A handler answering from `gw`'s components, replicating over `net`.
     pub fn new(gw: Arc<Gateway>, net: Net) -> Self {
@@ -125,7 +137,7 @@ impl RpcHandler {
             Request::Deliver(_) | Request::DeliverBatch(_) => {
                 refuse("unsupported", "gateways do not take direct envelopes")
             }
-            Request::Deposit(env) => self.deposit(env).await,
+            Request::Deposit(env) => self.deposit(from, env).await,
             Request::Replicate(env) => self.replicate(from, env).await,
             Request::Fetch { after, max } => self.fetch(from, after, max),
             Request::AckMailbox { up_to } => self.ack_mailbox(from, up_to).await,
@@ -229,7 +241,7 @@ impl RpcHandler {
     }
 
     /// Checks an envelope against the ledger; returns the recipient's account id.
-    fn check_envelope(&self, env: &Envelope) -> Result<PublicKey, Refusal> {
+    fn check_envelope(&self, env: &Envelope, via: Via<'_>) -> Result<PublicKey, Refusal> {
         let store = self.gw.ledger.read();
         let st = store.state();
         let sender = account_of(st, &env.sender)
@@ -241,12 +253,27 @@ impl RpcHandler {
         if !sdev.is_active() {
             return Err(refusal("sender_revoked", "the sender is revoked"));
         }
-        let vk = sender
-            .sign_key
-            .verifying_key()
-            .map_err(|_| refusal("bad_signature", "the sender's key is unusable"))?;
-        env.verify_sender(&vk)
-            .map_err(|_| refusal("bad_signature", "the envelope's signature does not verify"))?;
+        if env.kind.is_signed() {
+            let vk = sender
+                .sign_key
+                .verifying_key()
+                .map_err(|_| refusal("bad_signature", "the sender's key is unusable"))?;
+            env.verify_sender(&vk).map_err(|_| {
+                refusal("bad_signature", "the envelope's signature does not verify")
+            })?;
+        } else if let Via::Connection(from) = via {
+            // A Session envelope carries no signature: its sender is the one who can hand it
+            // over, on a connection authenticated by its current key (ADR 0013).
+            let by_sender = meshward_net::public_key_of(from)
+                .is_some_and(|k| k == env.sender && sender.sign_key == env.sender);
+            if !by_sender {
+                return Err(refusal(
+                    "not_sender",
+                    "a Session envelope carries no signature; a gateway takes it only from its \
+                     sender's own connection",
+                ));
+            }
+        }
         let recipient = account_of(st, &env.recipient).ok_or_else(|| {
             refusal(
                 "unknown_recipient",
@@ -270,8 +297,8 @@ impl RpcHandler {
     }
 
     /// Checks and stores an envelope once; the error response otherwise.
-    async fn store_envelope(&self, env: &Envelope) -> Result<(), Refusal> {
-        let recipient = self.check_envelope(env)?;
+    async fn store_envelope(&self, env: &Envelope, via: Via<'_>) -> Result<(), Refusal> {
+        let recipient = self.check_envelope(env, via)?;
         let c = env.commitment();
         match self
             .gw
@@ -292,8 +319,8 @@ impl RpcHandler {
         }
     }
 
-    async fn deposit(&self, env: Envelope) -> Response {
-        if let Err(r) = self.store_envelope(&env).await {
+    async fn deposit(&self, from: PeerId, env: Envelope) -> Response {
+        if let Err(r) = self.store_envelope(&env, Via::Connection(&from)).await {
             return r.into();
         }
         // Copy it to the other gateways so the mailbox survives this one.
@@ -351,7 +378,7 @@ impl RpcHandler {
         if !is_validator {
             return refuse("not_a_gateway", "only gateways replicate mailboxes");
         }
-        match self.store_envelope(&env).await {
+        match self.store_envelope(&env, Via::Gateway).await {
             Ok(()) => Response::Stored { replicas: 1 },
             Err(r) => r.into(),
         }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use meshward_core::envelope::{seal_oneshot, Envelope, EnvelopeError, Receiver, SendSession};
+use meshward_core::envelope::{
+    seal_oneshot, Envelope, EnvelopeError, Opened, Receiver, SendSession,
+};
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_core::rpc::{refusal, DeviceInfo, Request, Response, TxState};
@@ -93,6 +95,9 @@ pub struct SendReport {
     pub height: Option<u64>,
     /// Mailbox copies, for mailbox delivery.
     pub replicas: u32,
+    /// The envelopes sent, in the order the anchor commits to them. Kept, they prove each
+    /// message on its own: [`meshward_core::light::EnvelopeInclusion`] with the anchor's proof.
+    pub envelopes: Vec<Envelope>,
 }
 
 /// A message this device received and opened.
@@ -451,6 +456,7 @@ impl Device {
             anchor_tx: anchor_id,
             height,
             replicas,
+            envelopes: envs,
         })
     }
 
@@ -472,26 +478,58 @@ impl Device {
         Ok(info)
     }
 
-    /// Authenticates and opens an envelope addressed to this device.
-    pub async fn open(&self, env: &Envelope) -> Result<(DeviceInfo, Vec<u8>, Hash), OpenError> {
-        let sender = self
-            .sender_info(&env.sender)
-            .await
-            .map_err(OpenError::Sender)?;
-        if !sender.active {
+    /// The record and current verifying key of `sender`, which must be active and sign with
+    /// `sender` now.
+    async fn checked_sender(
+        &self,
+        sender: &PublicKey,
+    ) -> Result<(DeviceInfo, meshward_core::ids::VerifyingKey), OpenError> {
+        let info = self.sender_info(sender).await.map_err(OpenError::Sender)?;
+        if !info.active {
             return Err(OpenError::SenderRevoked);
         }
-        if sender.sign_key != env.sender {
+        if info.sign_key != *sender {
             return Err(OpenError::Envelope(EnvelopeError::BadSignature));
         }
-        let vk = sender
+        let vk = info
             .sign_key
             .verifying_key()
             .map_err(|_| OpenError::Envelope(EnvelopeError::BadSignature))?;
+        Ok((info, vk))
+    }
+
+    /// Authenticates and opens an envelope addressed to this device.
+    pub async fn open(&self, env: &Envelope) -> Result<(DeviceInfo, Vec<u8>, Hash), OpenError> {
+        let (sender, vk) = self.checked_sender(&env.sender).await?;
         let opened = meshward_core::sync::lock(&self.receiver, "receiver")
             .open(env, &vk)
             .map_err(OpenError::Envelope)?;
         Ok((sender, opened.payload, opened.commitment))
+    }
+
+    /// Authenticates and opens envelopes delivered together, all or nothing
+    /// ([`Receiver::open_batch`]): on a refusal nothing is opened, and the error comes with the
+    /// position of the envelope refused.
+    pub async fn open_batch(
+        &self,
+        envs: &[Envelope],
+    ) -> Result<(DeviceInfo, Vec<Opened>), (usize, OpenError)> {
+        let first = envs.first().ok_or((
+            0,
+            OpenError::Envelope(EnvelopeError::Decode(
+                meshward_core::codec::DecodeError::Invalid {
+                    what: "an empty batch",
+                },
+            )),
+        ))?;
+        let (sender, vk) = self
+            .checked_sender(&first.sender)
+            .await
+            .map_err(|e| (0, e))?;
+        let opened = meshward_core::sync::lock(&self.receiver, "receiver")
+            .open_batch(envs, &vk)
+            .map_err(|(i, e)| (i, OpenError::Envelope(e)))?;
+        Ok((sender, opened))
     }
 
     /// Acknowledges on the ledger that this device opened `commitments` (1 to
@@ -558,8 +596,8 @@ impl Device {
         }
     }
 
-    /// Answers one direct delivery: a `Deliver`, or a `DeliverBatch` whose envelopes are
-    /// opened in order up to the first one refused.
+    /// Answers one direct delivery: a `Deliver`, or a `DeliverBatch`, which is opened all or
+    /// nothing (one sender, strictly increasing seqs, every envelope good).
     async fn on_incoming(&self, inc: Incoming) -> Vec<Received> {
         let (envs, batch) = match inc.request {
             Request::Deliver(env) => (vec![env], false),
@@ -574,23 +612,24 @@ impl Device {
                 return Vec::new();
             }
         };
-        let mut out = Vec::with_capacity(envs.len());
-        let mut refused = None;
-        for env in &envs {
-            match self.open(env).await {
-                Ok((sender, payload, commitment)) => out.push(Received {
-                    from: sender.id,
-                    commitment,
-                    payload,
-                    delivery: Delivery::Direct,
-                }),
-                Err(e) => {
-                    info!(peer = %inc.from, error = %e, "direct envelope refused");
-                    refused = Some(refusal(e.code(), &e.to_string()));
-                    break;
-                }
+        let (out, refused) = match self.open_batch(&envs).await {
+            Ok((sender, opened)) => (
+                opened
+                    .into_iter()
+                    .map(|o| Received {
+                        from: sender.id,
+                        commitment: o.commitment,
+                        payload: o.payload,
+                        delivery: Delivery::Direct,
+                    })
+                    .collect(),
+                None,
+            ),
+            Err((at, e)) => {
+                info!(peer = %inc.from, error = %e, at, count = envs.len(), "direct envelopes refused");
+                (Vec::new(), Some(refusal(e.code(), &e.to_string())))
             }
-        }
+        };
         let answer = match (batch, refused) {
             (true, refused) => Response::DeliveredBatch {
                 delivered: out.len() as u32,
@@ -790,6 +829,9 @@ impl OpenError {
             OpenError::Envelope(EnvelopeError::BadSignature) => "bad_signature",
             OpenError::Envelope(EnvelopeError::Decrypt) => "decrypt_failed",
             OpenError::Envelope(EnvelopeError::WrongRecipient { .. }) => "wrong_recipient",
+            OpenError::Envelope(EnvelopeError::Reordered { .. }) => "reordered",
+            OpenError::Envelope(EnvelopeError::MixedBatch) => "mixed_batch",
+            OpenError::Envelope(EnvelopeError::UnknownSession) => "unknown_session",
             OpenError::Envelope(_) => "bad_envelope",
         }
     }

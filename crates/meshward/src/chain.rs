@@ -350,6 +350,24 @@ pub(crate) fn verify(genesis_path: &Path, proof_path: &Path) -> Result<Output> {
         json["size_bytes"] = json!(a.size_bytes);
         json["timestamp_ms"] = json!(a.timestamp_ms);
     }
+    if let Some(e) = &p.envelope {
+        json["envelope"] = json!({
+            "commitment": e.commitment.to_hex(),
+            "index": e.index,
+            "sender_key": e.sender.peer_id(),
+            "recipient_key": e.recipient.peer_id(),
+            "seq": e.seq,
+            "timestamp_ms": e.timestamp_ms,
+            "kind": e.kind,
+            "ciphertext_bytes": e.ciphertext_bytes,
+        });
+    }
+    let envelope = p.envelope.as_ref().map_or(String::new(), |e| {
+        format!(
+            "; envelope {} ({}, seq {}) is number {} of the anchor's",
+            e.commitment, e.kind, e.seq, e.index
+        )
+    });
     let bound = if p.genesis_bound {
         ""
     } else {
@@ -357,7 +375,7 @@ pub(crate) fn verify(genesis_path: &Path, proof_path: &Path) -> Result<Output> {
     };
     Ok(Output {
         text: format!(
-            "valid: {}; block {} ({}), certified by the validators of chain {}{bound}",
+            "valid: {}; block {} ({}), certified by the validators of chain {}{bound}{envelope}",
             p.describe(),
             p.height,
             p.block_hash,

@@ -83,6 +83,11 @@ pub(crate) enum Cmd {
         /// Also find the recipient on the LAN by multicast DNS.
         #[arg(long)]
         mdns: bool,
+        /// Keep what proves the message later: `<commitment>.env` (the envelope as sent) and
+        /// `<anchor commitment>.batch` (the anchor's envelope commitments in order) in this
+        /// directory, for `meshward proof --envelope`.
+        #[arg(long)]
+        keep: Option<PathBuf>,
     },
     /// Fetch the device's mailbox from a gateway, open it locally and acknowledge it.
     Inbox {
@@ -107,6 +112,14 @@ pub(crate) enum Cmd {
         tx: Option<String>,
         #[arg(long)]
         out: PathBuf,
+        /// Also prove this one envelope (a `<commitment>.env` that `send --keep` wrote) to be
+        /// among the anchor's.
+        #[arg(long, conflicts_with = "tx")]
+        envelope: Option<PathBuf>,
+        /// The anchor's envelope commitments in order (the `.batch` that `send --keep` wrote);
+        /// without it, the anchor is of the envelope alone.
+        #[arg(long, requires = "envelope")]
+        batch: Option<PathBuf>,
     },
     /// List every governance action in order (what, who authorised it, height, time), and
     /// with --prove write a proof file for each.

@@ -448,6 +448,7 @@ pub struct SendArgs {
     pub session: bool,
     pub wait_final: bool,
     pub timeout_s: u64,
+    pub keep: Option<PathBuf>,
 }
 
 pub fn send(a: SendArgs) -> Result<Output> {
@@ -479,6 +480,9 @@ pub fn send(a: SendArgs) -> Result<Output> {
         }
         if r.delivery == Delivery::Mailbox {
             j["replicas"] = json!(r.replicas);
+        }
+        if let Some(dir) = &a.keep {
+            j["kept"] = json!(keep_envelopes(dir, &r.commitment, &r.envelopes)?);
         }
         Ok(Output {
             text: format!(
@@ -541,11 +545,79 @@ pub fn device_rotate(gw: Gateways, key: &Path) -> Result<Output> {
     })
 }
 
-pub fn proof(api: &str, target: crate::chain::ProofTarget, out: &Path) -> Result<Output> {
+/// Writes `<commitment>.env` for each envelope and `<anchor>.batch` (their commitments, one
+/// hex line each, in the anchor's order) into `dir`; returns the envelope files written.
+fn keep_envelopes(
+    dir: &Path,
+    anchor: &meshward_core::Hash,
+    envs: &[meshward_core::envelope::Envelope],
+) -> Result<Vec<PathBuf>> {
+    use meshward_core::codec::Encode as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut batch = String::new();
+    let mut files = Vec::with_capacity(envs.len());
+    for env in envs {
+        let c = env.commitment().to_hex();
+        let path = dir.join(format!("{c}.env"));
+        std::fs::write(&path, env.to_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        batch.push_str(&c);
+        batch.push('\n');
+        files.push(path);
+    }
+    let path = dir.join(format!("{}.batch", anchor.to_hex()));
+    std::fs::write(&path, batch).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(files)
+}
+
+/// The proof file `text` (an anchor's) extended with the inclusion of the envelope in
+/// `env_path` among the commitments listed in `batch_path` (or among itself alone).
+fn with_envelope(text: &str, env_path: &Path, batch_path: Option<&Path>) -> Result<String> {
+    use meshward_core::codec::Decode as _;
+    use meshward_core::envelope::Envelope;
+    use meshward_core::light::{EnvelopeInclusion, ProofFile, TxProof};
+    let file: ProofFile = serde_json::from_str(text).context("the gateway's proof file")?;
+    let bytes = meshward_core::hex::decode(&file.proof).context("proof bytes are not hex")?;
+    let proof = TxProof::from_bytes(&bytes).context("the gateway's proof does not decode")?;
+    let raw = std::fs::read(env_path)
+        .with_context(|| format!("cannot read envelope {}", env_path.display()))?;
+    let env = Envelope::from_bytes(&raw)
+        .with_context(|| format!("{} is not an envelope", env_path.display()))?;
+    let batch = match batch_path {
+        None => vec![env.commitment()],
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read batch {}", p.display()))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                meshward_core::Hash::from_hex(l.trim())
+                    .with_context(|| format!("{}: {l:?} is not a hex commitment", p.display()))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    };
+    let inclusion = EnvelopeInclusion::build(env, &batch).with_context(|| {
+        format!(
+            "the envelope {} is not in the batch given",
+            env_path.display()
+        )
+    })?;
+    Ok(ProofFile::with_envelope(&file.chain_id, &proof, &inclusion).to_json() + "\n")
+}
+
+pub fn proof(
+    api: &str,
+    target: crate::chain::ProofTarget,
+    out: &Path,
+    envelope: Option<(&Path, Option<&Path>)>,
+) -> Result<Output> {
     let client = ApiClient::new(api)?;
     let text = match target {
         crate::chain::ProofTarget::Commitment(c) => client.anchor_proof(&c)?,
         crate::chain::ProofTarget::Tx(t) => client.tx_proof(&t)?,
+    };
+    let text = match envelope {
+        Some((env, batch)) => with_envelope(&text, env, batch)?,
+        None => text,
     };
     std::fs::write(out, &text).with_context(|| format!("cannot write {}", out.display()))?;
     Ok(Output {

@@ -169,6 +169,7 @@ fn run(cli: Cli) -> Result<Output> {
             wait_final,
             timeout,
             mdns,
+            keep,
         } => {
             let payload = match (message, file) {
                 (Some(m), _) => m.into_bytes(),
@@ -187,6 +188,7 @@ fn run(cli: Cli) -> Result<Output> {
                 session,
                 wait_final,
                 timeout_s: timeout,
+                keep,
             })
         }
         Cmd::Validator(c) => validator_cmd::run(c),
@@ -197,7 +199,14 @@ fn run(cli: Cli) -> Result<Output> {
             commitment,
             tx,
             out,
-        } => fleet::proof(&api, proof_target(commitment, tx)?, &out),
+            envelope,
+            batch,
+        } => fleet::proof(
+            &api,
+            proof_target(commitment, tx)?,
+            &out,
+            envelope.as_deref().map(|e| (e, batch.as_deref())),
+        ),
         Cmd::Audit { api, since, prove } => audit::audit(&api, since, prove.as_deref()),
         Cmd::Genesis(GenesisCmd::New(args)) => genesis_new(&args),
         Cmd::Store(StoreCmd::Verify { dir }) => store_verify(&dir),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::fleet::{cli, s, Fleet, MIN};
 use meshward_core::clock::now_ms;
-use meshward_core::envelope::seal_oneshot;
+use meshward_core::envelope::{seal_oneshot, SendSession};
 use meshward_core::rpc::{Request, Response};
 use meshward_core::tx::{Anchor, Recipient, Tx, TxBody};
 use meshward_testkit::wait_for;
@@ -26,7 +26,23 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
     let agent = f.agent(&b, &[0, 1, 2, 3]);
     f.wait_online(&b, &[0, 1, 2, 3]);
 
-    let sent = f.send(&a, &b.id, "hello b", &[1, 2, 3, 0]).unwrap();
+    // Sent as a session, keeping the envelope to prove it on its own later.
+    let kept = f.c.root.path().join("kept");
+    let mut args = vec![
+        s("send"),
+        s("--key"),
+        a.key.to_string_lossy().to_string(),
+        s("--to"),
+        b.id.clone(),
+        s("--message"),
+        s("hello b"),
+        s("--session"),
+        s("--wait-final"),
+        s("--keep"),
+        kept.to_string_lossy().to_string(),
+    ];
+    args.extend(f.gw(&[1, 2, 3, 0]));
+    let sent = cli(&args).unwrap();
     assert_eq!(sent["delivery"], "direct", "{sent}");
     let commitment = sent["commitment"].as_str().unwrap().to_string();
     assert!(sent["height"].as_u64().unwrap() > 0, "{sent}");
@@ -58,6 +74,54 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
     ])
     .unwrap();
     assert_eq!(ok["commitment"], commitment.as_str(), "{ok}");
+
+    // The envelope itself, proven to be the one anchored, from what `send --keep` kept.
+    let env_file = sent["kept"][0].as_str().unwrap().to_string();
+    let batch = kept.join(format!("{commitment}.batch"));
+    let env_proof = dir.join("envelope-proof.json");
+    cli(&[
+        s("proof"),
+        s("--api"),
+        f.api(1),
+        commitment.clone(),
+        s("--out"),
+        env_proof.to_string_lossy().to_string(),
+        s("--envelope"),
+        env_file.clone(),
+        s("--batch"),
+        batch.to_string_lossy().to_string(),
+    ])
+    .unwrap();
+    let ok = cli(&[
+        s("verify"),
+        s("--genesis"),
+        genesis.clone(),
+        env_proof.to_string_lossy().to_string(),
+    ])
+    .unwrap();
+    assert_eq!(ok["envelope"]["commitment"], commitment.as_str(), "{ok}");
+    assert_eq!(ok["envelope"]["kind"], "session_open", "{ok}");
+    assert_eq!(ok["envelope"]["index"], 0, "{ok}");
+    // A changed byte fails the proof: the inclusion's path length (its last byte), the
+    // envelope's signature (65 bytes from the end: the path is 20 bytes, the signature 64) and
+    // its ciphertext (90 bytes from the end, inside the 23 bytes of "hello b" and its tag).
+    let text = std::fs::read_to_string(&env_proof).unwrap();
+    let at = text.find("\"inclusion\":\"").unwrap() + 13;
+    let end = at + text[at..].find('"').unwrap();
+    for p in [end - 1, end - 130, end - 180] {
+        let mut bytes = text.clone().into_bytes();
+        bytes[p] = if bytes[p] == b'0' { b'1' } else { b'0' };
+        let bad = dir.join("bad-envelope.json");
+        std::fs::write(&bad, &bytes).unwrap();
+        let err = cli(&[
+            s("verify"),
+            s("--genesis"),
+            genesis.clone(),
+            bad.to_string_lossy().to_string(),
+        ])
+        .expect_err("a changed envelope must not verify");
+        assert!(err.contains("is invalid"), "{err}");
+    }
 
     // Any byte changed in the proof file is rejected with a reason. (Change a hex digit in
     // each field in turn; a change that breaks the JSON is also a rejection.)
@@ -556,45 +620,86 @@ fn replay_tamper_and_forbidden_sends_are_refused_with_typed_errors() {
         .block_on(client.deliver_direct(&b.pk, &info.addrs, &bad))
         .unwrap_err();
     assert_eq!(e.code(), "bad_signature", "{e}");
-    // A batch is opened in order up to its first bad envelope: "b1" is opened, the tampered
-    // second is refused with its code, and "b3" after it is not tried.
-    let seal = |seq: u64, text: &[u8]| {
-        seal_oneshot(
-            &mut OsRng,
-            &a.kp,
-            b.pk,
-            &b.kp.enc_key(),
-            seq,
-            now_ms(),
-            text,
-        )
-        .unwrap()
+    // A session stream (one DeliverBatch: a signed SessionOpen, then Session envelopes that
+    // only the session's AEAD authenticates) is opened all or nothing.
+    let stream = |first: u64, texts: &[&str]| {
+        let mut s = SendSession::new(&mut OsRng, &a.kp, b.pk, &b.kp.enc_key()).unwrap();
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| s.seal(first + i as u64, now_ms(), t.as_bytes()).unwrap())
+            .collect::<Vec<_>>()
     };
-    let mut broken = seal(5, b"b2");
-    broken.ciphertext[0] ^= 1;
-    let batch = [seal(4, b"b1"), broken, seal(6, b"b3")];
-    let (opened, e) = rt
-        .block_on(client.deliver_direct_batch(&b.pk, &info.addrs, &batch))
-        .unwrap_err();
-    assert_eq!((opened, e.code()), (1, "bad_signature"), "{e}");
-    agent.wait_line("the batch's first envelope", |l| l["text"] == "b1");
+    let deliver = |batch: &[meshward_core::envelope::Envelope]| {
+        rt.block_on(client.deliver_direct_batch(&b.pk, &info.addrs, batch))
+    };
+    let good = stream(4, &["s1", "s2", "s3"]);
+    let mut tampered = good.clone();
+    tampered[1].ciphertext[0] ^= 1;
+    let mut reordered = good.clone();
+    reordered.swap(1, 2);
+    let truncated = good[1..].to_vec();
+    for (batch, code) in [
+        (&tampered, "decrypt_failed"),
+        (&reordered, "reordered"),
+        (&truncated, "unknown_session"),
+    ] {
+        let (opened, e) = deliver(batch).unwrap_err();
+        assert_eq!((opened, e.code()), (0, code), "{e}");
+    }
+    assert_eq!(deliver(&good).map_err(|(n, e)| (n, e.to_string())), Ok(()));
+    let (opened, e) = deliver(&good).unwrap_err();
+    assert_eq!((opened, e.code()), (0, "replay"), "{e}");
+    for t in ["s1", "s2", "s3"] {
+        agent.wait_line("the good stream", |l| l["text"] == t);
+    }
     agent.wait_line("the good direct envelope", |l| l["text"] == "y");
-    // The mailbox copy of "x" arrives too; the replayed "y" and the tampered "z" never do.
+
+    // A mailbox takes a Session envelope only from its sender's own connection: it carries no
+    // signature a gateway could check.
+    let later = stream(7, &["m1", "m2"]);
+    let r = rt
+        .block_on(client.request_peer(gw, &Request::Deposit(later[0].clone())))
+        .unwrap();
+    assert!(matches!(r, Response::Stored { .. }), "{r:?}");
+    let r = rt
+        .block_on(client.request_peer(gw, &Request::Deposit(later[1].clone())))
+        .unwrap();
+    assert!(
+        matches!(&r, Response::Error { code, .. } if code == "not_sender"),
+        "{r:?}"
+    );
+    let aclient = f.client(Some(a.kp.clone()), &[0]);
+    let r = rt
+        .block_on(aclient.request_peer(aclient.gateways()[0], &Request::Deposit(later[1].clone())))
+        .unwrap();
+    assert!(matches!(r, Response::Stored { .. }), "{r:?}");
+    rt.block_on(aclient.shutdown());
+    agent.wait_line("the Session envelope its sender deposited", |l| {
+        l["text"] == "m2"
+    });
+
+    // The mailbox copy of "x" arrives too; the replayed "y", the tampered "z" and every
+    // refused stream's messages never do, and the good stream's only once.
     let texts: Vec<String> = agent
         .lines()
         .iter()
         .map(|l| l["text"].to_string())
         .collect();
-    assert_eq!(
-        texts.iter().filter(|t| *t == "\"y\"").count(),
-        1,
-        "{texts:?}"
-    );
-    assert!(!texts.iter().any(|t| t == "\"z\""), "{texts:?}");
-    assert!(
-        !texts.iter().any(|t| t == "\"b2\"" || t == "\"b3\""),
-        "{texts:?}"
-    );
+    for (t, n) in [
+        ("y", 1),
+        ("z", 0),
+        ("s1", 1),
+        ("s2", 1),
+        ("s3", 1),
+        ("m2", 1),
+    ] {
+        assert_eq!(
+            texts.iter().filter(|x| **x == format!("{t:?}")).count(),
+            n,
+            "{t}: {texts:?}"
+        );
+    }
 
     // Policy: g1 may not send to g2, so the send fails before anything is stored or anchored.
     let err = f.send(&a, &d.id, "forbidden", &[0]).unwrap_err();

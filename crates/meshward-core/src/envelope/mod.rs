@@ -97,8 +97,9 @@ type HpkeSecret = <Kem as hpke::Kem>::PrivateKey;
 type HpkePublic = <Kem as hpke::Kem>::PublicKey;
 type HpkeEnc = <Kem as hpke::Kem>::EncappedKey;
 
-/// Envelope format version, the first byte of every encoded envelope.
-pub const ENVELOPE_VERSION: u8 = 1;
+/// Envelope format version, the first byte of every encoded envelope. Version 2: `Session`
+/// envelopes carry no signature (ADR 0013); version 1 envelopes no longer decode.
+pub const ENVELOPE_VERSION: u8 = 2;
 
 /// The largest payload one envelope carries: 64 KiB.
 ///
@@ -179,6 +180,29 @@ pub enum EnvelopeError {
          another encryption key); drop it"
     )]
     Decrypt,
+    /// A `Session` envelope carries no signature to check: its sender is authenticated by the
+    /// session key (recipient) or by the connection it arrives on (gateway).
+    #[error(
+        "a Session envelope carries no signature; only its recipient (by the session key) or a \
+         gateway it comes from its sender's own connection can authenticate it"
+    )]
+    Unsigned,
+    /// Envelopes opened together (a batch, one stream) are not in strictly increasing `seq`
+    /// order, or come from more than one sender.
+    #[error(
+        "envelope seq {seq} follows seq {after} in one batch; a batch carries one sender's \
+         envelopes in strictly increasing seq order (reordered or spliced in transit); nothing \
+         of it was opened"
+    )]
+    Reordered {
+        /// The out-of-order sequence number.
+        seq: u64,
+        /// The sequence number before it in the batch.
+        after: u64,
+    },
+    /// A batch's envelopes come from more than one sender.
+    #[error("a batch mixes envelopes of several senders; nothing of it was opened")]
+    MixedBatch,
     /// A `Session` envelope names a session this receiver holds no key for.
     #[error(
         "envelope belongs to a session this device does not know (its SessionOpen has not arrived \

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use hpke::{OpModeS, Serializable as _};
 use rand_core::{CryptoRng, RngCore};
 
-use crate::ids::{EncKey, Keypair, PublicKey, Signature};
+use crate::ids::{EncKey, Keypair, PublicKey};
 
 use super::{
     check_payload, hpke_info, recipient_public, Envelope, EnvelopeError, EnvelopeKind, HpkeAead,
@@ -46,7 +46,7 @@ pub fn seal_oneshot<R: RngCore + CryptoRng>(
             enc: enc.to_bytes().into(),
         },
         ciphertext: Vec::new(),
-        signature: Signature([0u8; 64]),
+        signature: None,
     };
     // The encapsulated key is part of the header, so the header is known only after the setup.
     env.ciphertext = ctx

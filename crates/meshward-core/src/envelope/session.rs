@@ -9,7 +9,7 @@ use hpke::{OpModeS, Serializable as _};
 use rand_core::{CryptoRng, RngCore};
 use zeroize::Zeroizing;
 
-use crate::ids::{EncKey, Keypair, PublicKey, SignKey, Signature};
+use crate::ids::{EncKey, Keypair, PublicKey, SignKey};
 
 use super::{
     check_payload, hpke_info, recipient_public, Envelope, EnvelopeError, EnvelopeKind, HpkeAead,
@@ -188,7 +188,7 @@ impl SendSession {
             timestamp_ms,
             kind,
             ciphertext: Vec::new(),
-            signature: Signature([0u8; 64]),
+            signature: None,
         };
         env.ciphertext = self.keys.seal(seq, payload, &env.header_bytes())?;
         env.sign(&self.sign);

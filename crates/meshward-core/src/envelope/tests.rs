@@ -142,15 +142,8 @@ fn tampered_ciphertext_rejected() {
     let p = pair();
     let mut tx = session(&p);
     let first = tx.seal(1, 0, b"open").unwrap();
-    for env in [
-        oneshot(&p, 2, b"attack at dawn"),
-        first.clone(),
-        tx.seal(3, 0, b"later").unwrap(),
-    ] {
+    for env in [oneshot(&p, 2, b"attack at dawn"), first.clone()] {
         let mut rx = Receiver::new(&p.bob);
-        if matches!(env.kind, EnvelopeKind::Session { .. }) {
-            rx.open(&first, &vk(&p.alice)).unwrap();
-        }
         // In transit: the signature no longer matches.
         let mut bad = env.clone();
         bad.ciphertext[3] ^= 0x01;
@@ -184,6 +177,204 @@ fn tampered_ciphertext_rejected() {
         );
         assert!(rx.open(&env, &vk(&p.alice)).is_ok());
     }
+}
+
+#[test]
+fn tampered_session_message_fails_its_aead() {
+    let p = pair();
+    let mut tx = session(&p);
+    let first = tx.seal(1, 0, b"open").unwrap();
+    let env = tx.seal(3, 7, b"later").unwrap();
+    let mut rx = Receiver::new(&p.bob);
+    rx.open(&first, &vk(&p.alice)).unwrap();
+    assert_eq!(
+        env.verify_sender(&vk(&p.alice)),
+        Err(EnvelopeError::Unsigned)
+    );
+    // Any byte of the ciphertext or of the header (the AEAD's associated data).
+    let mut bad = env.clone();
+    bad.ciphertext[3] ^= 0x01;
+    let mut moved = env.clone();
+    moved.timestamp_ms += 1;
+    let mut reseq = env.clone();
+    reseq.seq += 100;
+    let mut cut = env.clone();
+    cut.ciphertext.pop();
+    for bad in [bad, moved, reseq, cut] {
+        assert_eq!(rx.open(&bad, &vk(&p.alice)), Err(EnvelopeError::Decrypt));
+    }
+    // Claimed by another sender: its sessions are keyed by sender, so the id names nothing.
+    let carol = Keypair::generate(&mut OsRng);
+    let mut spoofed = env.clone();
+    spoofed.sender = carol.id();
+    assert_eq!(
+        rx.open(&spoofed, &vk(&carol)),
+        Err(EnvelopeError::UnknownSession)
+    );
+    // None of that used up the seq.
+    assert_eq!(rx.open(&env, &vk(&p.alice)).unwrap().payload, b"later");
+}
+
+#[test]
+fn session_messages_are_unsigned_and_encode_without_a_signature() {
+    let p = pair();
+    let mut tx = session(&p);
+    let open = tx.seal(1, 0, b"x").unwrap();
+    let later = tx.seal(2, 0, b"x").unwrap();
+    assert!(open.signature.is_some());
+    assert!(later.signature.is_none());
+    // A SessionOpen carries the 32-byte enc and the 64-byte signature more.
+    assert_eq!(open.to_bytes().len() - later.to_bytes().len(), 32 + 64);
+    // A signature appended to a Session envelope is trailing garbage, not a field.
+    let mut padded = later.to_bytes();
+    padded.extend_from_slice(&[0u8; 64]);
+    assert_eq!(
+        Envelope::from_bytes(&padded),
+        Err(DecodeError::TrailingBytes { count: 64 })
+    );
+}
+
+#[test]
+fn a_session_ends_when_the_sender_rotates_its_key() {
+    let p = pair();
+    let mut tx = session(&p);
+    let mut rx = Receiver::new(&p.bob);
+    rx.open(&tx.seal(1, 0, b"open").unwrap(), &vk(&p.alice))
+        .unwrap();
+    let later = tx.seal(2, 0, b"later").unwrap();
+    // The ledger now lists another key for the sender: the old key's session messages are
+    // refused, unsigned as they are, until the sender opens a session under its new key.
+    let rotated = Keypair::generate(&mut OsRng);
+    assert_eq!(
+        rx.open(&later, &vk(&rotated)),
+        Err(EnvelopeError::BadSignature)
+    );
+    assert_eq!(rx.open(&later, &vk(&p.alice)).unwrap().payload, b"later");
+}
+
+/// A session stream of `n` messages from seq 1: a SessionOpen, then Session envelopes.
+fn stream(p: &Pair, n: u64) -> Vec<Envelope> {
+    let mut tx = session(p);
+    (1..=n)
+        .map(|seq| tx.seal(seq, seq, &[seq as u8; 40]).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_batch_opens_whole_including_its_own_session_open() {
+    let p = pair();
+    let envs = stream(&p, 5);
+    let mut rx = Receiver::new(&p.bob);
+    let opened = rx.open_batch(&envs, &vk(&p.alice)).unwrap();
+    assert_eq!(opened.len(), 5);
+    for (o, env) in opened.iter().zip(&envs) {
+        assert_eq!(o.seq, env.seq);
+        assert_eq!(o.payload, vec![env.seq as u8; 40]);
+        assert_eq!(o.commitment, env.commitment());
+    }
+    assert_eq!(rx.session_count(), 1);
+}
+
+/// `rx` refuses `batch` with `want` at `at`, then still opens the whole `good` stream: the
+/// refused batch changed nothing.
+fn refused_whole(p: &Pair, good: &[Envelope], batch: &[Envelope], at: usize, want: EnvelopeError) {
+    let mut rx = Receiver::new(&p.bob);
+    assert_eq!(rx.open_batch(batch, &vk(&p.alice)), Err((at, want)));
+    assert_eq!(rx.session_count(), 0);
+    assert_eq!(
+        rx.open_batch(good, &vk(&p.alice)).unwrap().len(),
+        good.len()
+    );
+}
+
+#[test]
+fn a_tampered_session_stream_delivers_nothing() {
+    let p = pair();
+    let good = stream(&p, 4);
+    let mut tampered = good.clone();
+    tampered[2].ciphertext[0] ^= 0x40;
+    refused_whole(&p, &good, &tampered, 2, EnvelopeError::Decrypt);
+    // A SessionOpen tampered: the signature catches it first.
+    let mut bad_open = good.clone();
+    bad_open[0].ciphertext[0] ^= 0x40;
+    refused_whole(&p, &good, &bad_open, 0, EnvelopeError::BadSignature);
+}
+
+#[test]
+fn a_reordered_session_stream_delivers_nothing() {
+    let p = pair();
+    let good = stream(&p, 4);
+    let mut swapped = good.clone();
+    swapped.swap(2, 3);
+    refused_whole(
+        &p,
+        &good,
+        &swapped,
+        3,
+        EnvelopeError::Reordered { seq: 3, after: 4 },
+    );
+    // A message repeated inside the stream is out of order too.
+    let mut doubled = good.clone();
+    doubled.insert(2, good[1].clone());
+    refused_whole(
+        &p,
+        &good,
+        &doubled,
+        2,
+        EnvelopeError::Reordered { seq: 2, after: 2 },
+    );
+}
+
+#[test]
+fn a_replayed_session_stream_delivers_nothing() {
+    let p = pair();
+    let good = stream(&p, 4);
+    let mut rx = Receiver::new(&p.bob);
+    rx.open_batch(&good, &vk(&p.alice)).unwrap();
+    assert_eq!(
+        rx.open_batch(&good, &vk(&p.alice)),
+        Err((0, EnvelopeError::Replay { seq: 1 }))
+    );
+    // The replay spliced behind a fresh message is refused whole: the fresh one stays unread.
+    let mut tx = session(&p);
+    let fresh = tx.seal(5, 0, b"fresh").unwrap();
+    let mut spliced = vec![fresh.clone()];
+    spliced.extend(good[3..].iter().cloned());
+    assert!(matches!(
+        rx.open_batch(&spliced, &vk(&p.alice)),
+        Err((1, EnvelopeError::Reordered { .. }))
+    ));
+    assert_eq!(rx.open(&fresh, &vk(&p.alice)).unwrap().payload, b"fresh");
+}
+
+#[test]
+fn a_truncated_session_stream_delivers_nothing() {
+    let p = pair();
+    let good = stream(&p, 4);
+    // The stream cut inside its last message: its bytes no longer decode...
+    let bytes = good[3].to_bytes();
+    for cut in [1, TAG_BYTES, bytes.len() / 2] {
+        assert!(Envelope::from_bytes(&bytes[..bytes.len() - cut]).is_err());
+    }
+    // ...and a message whose ciphertext lost its end (length re-framed) fails its tag.
+    let mut cut = good.clone();
+    cut[3].ciphertext.truncate(TAG_BYTES);
+    refused_whole(&p, &good, &cut, 3, EnvelopeError::Decrypt);
+    // A stream that lost its SessionOpen: nothing after it can be opened.
+    refused_whole(&p, &good, &good[1..], 0, EnvelopeError::UnknownSession);
+}
+
+#[test]
+fn a_batch_of_two_senders_delivers_nothing() {
+    let p = pair();
+    let good = stream(&p, 2);
+    let carol = Pair {
+        alice: Keypair::generate(&mut OsRng),
+        bob: p.bob.clone(),
+    };
+    let mut mixed = good.clone();
+    mixed.push(oneshot(&carol, 3, b"carol"));
+    refused_whole(&p, &good, &mixed, 2, EnvelopeError::MixedBatch);
 }
 
 #[test]
@@ -440,12 +631,13 @@ fn decoder_rejects_unknown_version_kind_and_short_ciphertext() {
     let env = oneshot(&p, 1, b"x");
     let bytes = env.to_bytes();
     let mut v = bytes.clone();
-    v[0] = 2;
+    // Version 1 (every envelope signed) no longer decodes.
+    v[0] = 1;
     assert!(matches!(
         Envelope::from_bytes(&v),
         Err(DecodeError::UnknownVersion {
-            found: 2,
-            supported: 1,
+            found: 1,
+            supported: 2,
             ..
         })
     ));

@@ -38,6 +38,12 @@ pub enum EnvelopeKind {
 }
 
 impl EnvelopeKind {
+    /// Whether envelopes of this kind carry the sender's signature: `OneShot` and `SessionOpen`
+    /// do; `Session` does not, its sender being authenticated by the session's AEAD key.
+    pub fn is_signed(&self) -> bool {
+        !matches!(self, EnvelopeKind::Session { .. })
+    }
+
     /// The session this envelope belongs to, if any.
     pub fn session(&self) -> Option<[u8; 16]> {
         match self {
@@ -82,7 +88,8 @@ impl Decode for EnvelopeKind {
     }
 }
 
-/// An encrypted, signed message from one device to another. See the module docs for the format.
+/// An encrypted message from one device to another, signed unless it is a later message of a
+/// session. See the module docs for the format.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Envelope {
     /// Sender device id.
@@ -97,8 +104,10 @@ pub struct Envelope {
     pub kind: EnvelopeKind,
     /// AEAD output: payload and 16-byte tag, at most [`MAX_CIPHERTEXT_BYTES`].
     pub ciphertext: Vec<u8>,
-    /// The sender's Ed25519 signature over [`Envelope::signing_bytes`].
-    pub signature: Signature,
+    /// The sender's Ed25519 signature over [`Envelope::signing_bytes`]: present exactly when
+    /// [`EnvelopeKind::is_signed`]. The encoding writes it only for signed kinds, and the
+    /// decoder reads it only for them.
+    pub signature: Option<Signature>,
 }
 
 impl Envelope {
@@ -140,26 +149,47 @@ impl Envelope {
     /// `hash(ENVELOPE, encoding)`: the id mailboxes and the ledger use for this envelope.
     pub fn commitment(&self) -> Hash {
         let mut h = self.unsigned_hasher(domain::ENVELOPE);
-        h.update(&self.signature.0);
+        if self.kind.is_signed() {
+            if let Some(sig) = &self.signature {
+                h.update(&sig.0);
+            }
+        }
         h.finish()
     }
 
     /// Checks the signature against the sender's current signing key, as listed in the ledger.
     /// Stateless and without decryption: what a gateway runs before storing or forwarding.
+    /// A `Session` envelope carries no signature ([`EnvelopeError::Unsigned`]): a gateway
+    /// authenticates its sender by the connection it arrives on, the recipient by the session key.
     pub fn verify_sender(&self, sender_key: &VerifyingKey) -> Result<(), EnvelopeError> {
-        ids::verify_with(sender_key, &self.signing_bytes(), &self.signature)
+        if !self.kind.is_signed() {
+            return Err(EnvelopeError::Unsigned);
+        }
+        let sig = self.signature.as_ref().ok_or(EnvelopeError::BadSignature)?;
+        ids::verify_with(sender_key, &self.signing_bytes(), sig)
             .map_err(|_| EnvelopeError::BadSignature)
     }
 
+    /// Signs a signed kind; leaves a `Session` envelope unsigned.
     pub(super) fn sign(&mut self, key: &SignKey) {
-        self.signature = key.sign(&self.signing_bytes());
+        self.signature = self
+            .kind
+            .is_signed()
+            .then(|| key.sign(&self.signing_bytes()));
     }
 }
 
 impl Encode for Envelope {
     fn encode(&self, w: &mut Writer) {
         self.write_header(w);
-        w.bytes(&self.ciphertext).put(&self.signature);
+        w.bytes(&self.ciphertext);
+        if self.kind.is_signed() {
+            // A signed kind built without its signature encodes as unsigned, which the decoder
+            // refuses: it can never pass for a valid envelope.
+            if let Some(sig) = &self.signature {
+                w.put(sig);
+            }
+        }
     }
 }
 
@@ -170,7 +200,7 @@ impl Decode for Envelope {
         let recipient = r.get()?;
         let seq = r.u64("envelope seq")?;
         let timestamp_ms = r.u64("envelope timestamp")?;
-        let kind = r.get()?;
+        let kind: EnvelopeKind = r.get()?;
         let ciphertext = r.byte_vec(MAX_CIPHERTEXT_BYTES, "envelope ciphertext")?;
         // Every AEAD output carries its tag; anything shorter cannot be a ciphertext.
         if ciphertext.len() < TAG_BYTES {
@@ -178,7 +208,11 @@ impl Decode for Envelope {
                 what: "envelope ciphertext (shorter than its tag)",
             });
         }
-        let signature = r.get()?;
+        let signature = if kind.is_signed() {
+            Some(r.get()?)
+        } else {
+            None
+        };
         Ok(Envelope {
             sender,
             recipient,
@@ -216,6 +250,7 @@ mod tests {
             ciphertext in proptest::collection::vec(any::<u8>(), TAG_BYTES..300),
             signature in proptest::array::uniform::<_, 64>(any::<u8>()),
         ) -> Envelope {
+            let signature = kind.is_signed().then_some(Signature(signature));
             Envelope {
                 sender: PublicKey(sender),
                 recipient: PublicKey(recipient),
@@ -223,7 +258,7 @@ mod tests {
                 timestamp_ms,
                 kind,
                 ciphertext,
-                signature: Signature(signature),
+                signature,
             }
         }
     }

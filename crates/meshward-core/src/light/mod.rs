@@ -28,7 +28,9 @@ use crate::tx::{
 };
 
 mod describe;
+mod envelope;
 pub use describe::utc;
+pub use envelope::{EnvelopeInclusion, ProvenEnvelope, INCLUSION_VERSION};
 
 /// Proof format version that [`TxProof::build`] writes.
 pub const PROOF_VERSION: u8 = 2;
@@ -311,6 +313,8 @@ pub struct Proven {
     /// Whether the whole genesis (time and admins too) is bound: always for version 2; for
     /// version 1 only when block 1 is in the proof.
     pub genesis_bound: bool,
+    /// The envelope proven to be among the anchor's, when the proof file carries one.
+    pub envelope: Option<ProvenEnvelope>,
 }
 
 impl Proven {
@@ -499,6 +503,16 @@ pub enum VerifyError {
     /// The proven transaction is not an `Anchor` (where an anchor was asked for).
     #[error("the proven transaction is not an anchor")]
     NotAnAnchor,
+    /// An envelope inclusion's commitment and path do not lead to the anchor's commitment:
+    /// the envelope (any byte of it), its position or its path is not the one anchored.
+    #[error("the envelope is not among what the anchor commits to (changed, or another batch)")]
+    EnvelopeNotAnchored,
+    /// The envelope's sender key is not the key that signed its anchor.
+    #[error("the envelope's sender key did not sign the anchor")]
+    EnvelopeSender,
+    /// A signed envelope's own signature does not verify under its sender's key.
+    #[error("the envelope's signature does not verify under its sender's key")]
+    EnvelopeSignature,
     /// The proof's block 1 is not at height 1.
     #[error("the proof's first block is at height {height}, not 1")]
     OriginNotBlock1 {
@@ -582,6 +596,7 @@ impl TxProof {
             tx_id: self.tx.tx.id(),
             tx: self.tx.tx.clone(),
             genesis_bound,
+            envelope: None,
         })
     }
 
@@ -694,7 +709,7 @@ mod proof_file {
 
     use serde::{Deserialize, Serialize};
 
-    use super::{Proven, TxProof, VerifyError, PROOF_VERSION, PROOF_VERSION_1};
+    use super::{EnvelopeInclusion, Proven, TxProof, VerifyError, PROOF_VERSION, PROOF_VERSION_1};
     use crate::codec::{Decode, DecodeError, Encode};
     use crate::genesis::Genesis;
     use crate::tx::TxBody;
@@ -722,6 +737,14 @@ mod proof_file {
         pub commitment: Option<String>,
         /// Lower-case hex of the encoded [`TxProof`].
         pub proof: String,
+        /// Lower-case hex of one envelope's commitment inside the anchored batch; with
+        /// `inclusion` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub envelope: Option<String>,
+        /// Lower-case hex of the encoded [`EnvelopeInclusion`]: that envelope and its path to
+        /// the anchor's commitment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub inclusion: Option<String>,
     }
 
     /// Why a proof file does not hold.
@@ -774,6 +797,22 @@ mod proof_file {
                 tx: v2.then(|| tx.id().to_hex()),
                 commitment,
                 proof: crate::hex::encode(&proof.to_bytes()),
+                envelope: None,
+                inclusion: None,
+            }
+        }
+
+        /// The proof file for an anchor's `proof` that also proves one envelope among the
+        /// anchor's (`inclusion`).
+        pub fn with_envelope(
+            chain_id: &str,
+            proof: &TxProof,
+            inclusion: &EnvelopeInclusion,
+        ) -> ProofFile {
+            ProofFile {
+                envelope: Some(inclusion.envelope.commitment().to_hex()),
+                inclusion: Some(crate::hex::encode(&inclusion.to_bytes())),
+                ..ProofFile::new(chain_id, proof)
             }
         }
 
@@ -799,7 +838,7 @@ mod proof_file {
             if (f.version == PROOF_VERSION) != proof.origin.is_some() {
                 return Err(ProofFileError::Version(f.version));
             }
-            let proven = proof.verify(genesis)?;
+            let mut proven = proof.verify(genesis)?;
             // Every summary field is rebuilt from the proof; the file must hold exactly that.
             let want = ProofFile::new(&f.chain_id, &proof);
             if want.height != f.height {
@@ -816,6 +855,19 @@ mod proof_file {
             }
             if f.version == PROOF_VERSION_1 && proven.anchor().is_none() {
                 return Err(VerifyError::NotAnAnchor.into());
+            }
+            match (&f.envelope, &f.inclusion) {
+                (None, None) => {}
+                (Some(claimed), Some(inc)) => {
+                    let bytes = crate::hex::decode(inc).ok_or(ProofFileError::Hex)?;
+                    let inclusion = EnvelopeInclusion::from_bytes(&bytes)?;
+                    let (_, env) = proof.verify_envelope(genesis, &inclusion)?;
+                    if *claimed != env.commitment.to_hex() {
+                        return Err(ProofFileError::SummaryMismatch("envelope"));
+                    }
+                    proven.envelope = Some(env);
+                }
+                _ => return Err(ProofFileError::SummaryMismatch("envelope")),
             }
             // Compact JSON is the only accepted form: re-serialising must give the same text,
             // so whitespace or escapes cannot be altered either.
