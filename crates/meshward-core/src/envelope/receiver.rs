@@ -162,8 +162,8 @@ impl Receiver {
     ///
     /// Checks run cheapest and least stateful first: recipient, sender key, signature (one-shot
     /// and `SessionOpen`; a `Session` envelope is authenticated by its session's AEAD), replay
-    /// window (read only), decryption. Only then is the seq recorded and the session cached, so an envelope that
-    /// fails any check leaves the receiver unchanged.
+    /// window (read only), decryption. Only then is the seq recorded and the session cached, so
+    /// an envelope that fails any check leaves the receiver unchanged.
     pub fn open(
         &mut self,
         env: &Envelope,
