@@ -425,22 +425,32 @@ fn anchored_batch(c: &mut Chain, from: &Keypair, to: &Keypair, n: u64) -> (Vec<E
         .map(|seq| s.seal(seq, 1_000 + seq, &[seq as u8; 48]).unwrap())
         .collect();
     let commitments: Vec<Hash> = envs.iter().map(Envelope::commitment).collect();
+    let proof = anchor_commitments(c, from, to, &commitments);
+    (envs, proof)
+}
+
+/// `from`'s anchor to `to` over `commitments` (one: itself; more: their batch root), in a new
+/// block; its proof.
+fn anchor_commitments(
+    c: &mut Chain,
+    from: &Keypair,
+    to: &Keypair,
+    commitments: &[Hash],
+) -> TxProof {
     let seq = c.state.account(&from.id()).unwrap().seq + 1;
     let body = TxBody::Anchor(Anchor {
         recipient: Recipient::Device(to.id()),
-        commitment: if n == 1 {
-            commitments[0]
-        } else {
-            batch_root(&commitments)
+        commitment: match commitments {
+            [one] => *one,
+            many => batch_root(many),
         },
-        count: n as u32,
+        count: commitments.len() as u32,
         timestamp_ms: 5,
-        size_bytes: envs.iter().map(|e| e.ciphertext.len() as u64).sum(),
+        size_bytes: 48 * commitments.len() as u64,
     });
     let tx = Tx::sign(&c.genesis.chain_id, from.id(), &from.sign, seq, body);
     let cb = c.push(vec![tx]).clone();
-    let proof = TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap();
-    (envs, proof)
+    TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap()
 }
 
 #[test]
@@ -516,22 +526,7 @@ fn a_batched_message_with_any_byte_changed_fails_its_proof() {
     let (theirs, _) = anchored_batch(&mut c, &devs[1], &devs[0], 1);
     let mut mixed = commitments.clone();
     mixed[0] = theirs[0].commitment();
-    let (_, mixed_proof) = {
-        let seq = c.state.account(&devs[0].id()).unwrap().seq + 1;
-        let body = TxBody::Anchor(Anchor {
-            recipient: Recipient::Device(devs[1].id()),
-            commitment: batch_root(&mixed),
-            count: 4,
-            timestamp_ms: 5,
-            size_bytes: 1,
-        });
-        let tx = Tx::sign(&c.genesis.chain_id, devs[0].id(), &devs[0].sign, seq, body);
-        let cb = c.push(vec![tx]).clone();
-        (
-            (),
-            TxProof::build(&c.blocks[0], &cb, 0, vec![], vec![]).unwrap(),
-        )
-    };
+    let mixed_proof = anchor_commitments(&mut c, &devs[0], &devs[1], &mixed);
     let inc = EnvelopeInclusion::build(theirs[0].clone(), &mixed).unwrap();
     assert_eq!(
         mixed_proof.verify_envelope(&c.genesis, &inc),

@@ -660,8 +660,8 @@ fn devnet_restarts_an_exited_node_when_asked() {
     assert!(status.success(), "devnet exit: {status}");
 }
 
-/// The header time of block `h` on node 0.
-fn block_time(c: &Cluster, h: u64) -> Option<u64> {
+/// Block `h` on node 0, as `GET /v1/blocks/{h}` serves it.
+fn block_json(c: &Cluster, h: u64) -> Option<serde_json::Value> {
     let r = http(
         c.nodes[0].api_port,
         "GET",
@@ -669,7 +669,17 @@ fn block_time(c: &Cluster, h: u64) -> Option<u64> {
         &[],
         b"",
     )?;
-    (r.status == 200).then(|| r.json()["header"]["time_ms"].as_u64())?
+    (r.status == 200).then(|| r.json())
+}
+
+/// The header time of block `h` on node 0.
+fn block_time(c: &Cluster, h: u64) -> Option<u64> {
+    block_json(c, h)?["header"]["time_ms"].as_u64()
+}
+
+/// The round block `h` on node 0 was decided in, from its certificate.
+fn block_round(c: &Cluster, h: u64) -> Option<u64> {
+    block_json(c, h)?["certificate"]["round"].as_u64()
 }
 
 /// An idle chain writes nothing but a heartbeat every `idle_block_interval_ms`: over a window
@@ -685,16 +695,8 @@ fn an_idle_chain_writes_no_block_between_heartbeats() {
     let to = c.height(0).unwrap();
     let mut checked = 0;
     for h in from + 1..=to {
-        let r = http(
-            c.nodes[0].api_port,
-            "GET",
-            &format!("/v1/blocks/{h}"),
-            &[],
-            b"",
-        )
-        .unwrap();
         assert_eq!(
-            r.json()["txs"],
+            block_json(&c, h).unwrap()["txs"],
             serde_json::json!([]),
             "block {h} is not empty"
         );
@@ -713,18 +715,6 @@ fn an_idle_chain_writes_no_block_between_heartbeats() {
         checked += 1;
     }
     assert!(checked >= 2, "only {checked} gaps after a round-0 block");
-}
-
-/// The round block `h` on node 0 was decided in, from its certificate.
-fn block_round(c: &Cluster, h: u64) -> Option<u64> {
-    let r = http(
-        c.nodes[0].api_port,
-        "GET",
-        &format!("/v1/blocks/{h}"),
-        &[],
-        b"",
-    )?;
-    (r.status == 200).then(|| r.json()["certificate"]["round"].as_u64())?
 }
 
 /// With no heartbeat (`idle_block_interval_ms = 0`) an idle chain writes nothing at all; a

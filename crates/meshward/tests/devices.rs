@@ -28,21 +28,14 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
 
     // Sent as a session, keeping the envelope to prove it on its own later.
     let kept = f.c.root.path().join("kept");
-    let mut args = vec![
-        s("send"),
-        s("--key"),
-        a.key.to_string_lossy().to_string(),
-        s("--to"),
-        b.id.clone(),
-        s("--message"),
-        s("hello b"),
+    let keep = [
         s("--session"),
-        s("--wait-final"),
         s("--keep"),
         kept.to_string_lossy().to_string(),
     ];
-    args.extend(f.gw(&[1, 2, 3, 0]));
-    let sent = cli(&args).unwrap();
+    let sent = f
+        .send_with(&a, &b.id, "hello b", &[1, 2, 3, 0], &keep)
+        .unwrap();
     assert_eq!(sent["delivery"], "direct", "{sent}");
     let commitment = sent["commitment"].as_str().unwrap().to_string();
     assert!(sent["height"].as_u64().unwrap() > 0, "{sent}");
@@ -66,13 +59,16 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
     ])
     .unwrap();
     let genesis = f.c.genesis_path.to_string_lossy().to_string();
-    let ok = cli(&[
-        s("verify"),
-        s("--genesis"),
-        genesis.clone(),
-        proof.to_string_lossy().to_string(),
-    ])
-    .unwrap();
+    // `meshward verify` of a proof file, offline, against the genesis alone.
+    let verify = |file: &std::path::Path| {
+        cli(&[
+            s("verify"),
+            s("--genesis"),
+            genesis.clone(),
+            file.to_string_lossy().to_string(),
+        ])
+    };
+    let ok = verify(&proof).unwrap();
     assert_eq!(ok["commitment"], commitment.as_str(), "{ok}");
 
     // The envelope itself, proven to be the one anchored, from what `send --keep` kept.
@@ -92,13 +88,7 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
         batch.to_string_lossy().to_string(),
     ])
     .unwrap();
-    let ok = cli(&[
-        s("verify"),
-        s("--genesis"),
-        genesis.clone(),
-        env_proof.to_string_lossy().to_string(),
-    ])
-    .unwrap();
+    let ok = verify(&env_proof).unwrap();
     assert_eq!(ok["envelope"]["commitment"], commitment.as_str(), "{ok}");
     assert_eq!(ok["envelope"]["kind"], "session_open", "{ok}");
     assert_eq!(ok["envelope"]["index"], 0, "{ok}");
@@ -113,13 +103,7 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
         bytes[p] = if bytes[p] == b'0' { b'1' } else { b'0' };
         let bad = dir.join("bad-envelope.json");
         std::fs::write(&bad, &bytes).unwrap();
-        let err = cli(&[
-            s("verify"),
-            s("--genesis"),
-            genesis.clone(),
-            bad.to_string_lossy().to_string(),
-        ])
-        .expect_err("a changed envelope must not verify");
+        let err = verify(&bad).expect_err("a changed envelope must not verify");
         assert!(err.contains("is invalid"), "{err}");
     }
 
@@ -138,13 +122,7 @@ fn direct_message_is_anchored_and_its_proof_verifies_offline() {
         bytes[p] = if bytes[p] == b'0' { b'1' } else { b'0' };
         let bad = dir.join("bad.json");
         std::fs::write(&bad, &bytes).unwrap();
-        let err = cli(&[
-            s("verify"),
-            s("--genesis"),
-            genesis.clone(),
-            bad.to_string_lossy().to_string(),
-        ])
-        .expect_err("a changed proof must not verify");
+        let err = verify(&bad).expect_err("a changed proof must not verify");
         // The CLI names the file and why it failed: "proof … is invalid: <reason>".
         let reason = err.split("is invalid: ").nth(1).unwrap_or("");
         assert!(reason.len() > 3, "no reason given: {err}");

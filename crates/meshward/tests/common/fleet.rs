@@ -270,6 +270,18 @@ impl Fleet {
 
     /// `meshward send` from `from` to `to` through `nodes`.
     pub fn send(&self, from: &Dev, to: &str, msg: &str, nodes: &[usize]) -> Result<Value, String> {
+        self.send_with(from, to, msg, nodes, &[])
+    }
+
+    /// [`Fleet::send`] with more `meshward send` options (`--session`, `--keep DIR`).
+    pub fn send_with(
+        &self,
+        from: &Dev,
+        to: &str,
+        msg: &str,
+        nodes: &[usize],
+        extra: &[String],
+    ) -> Result<Value, String> {
         let mut args = vec![
             s("send"),
             s("--key"),
@@ -282,6 +294,7 @@ impl Fleet {
             s("--timeout"),
             s("60"),
         ];
+        args.extend_from_slice(extra);
         args.extend(self.gw(nodes));
         cli(&args)
     }
