@@ -48,7 +48,8 @@ pub enum Request {
     /// has authenticated and opened it.
     Deliver(Envelope),
     /// Device to device: 1 to [`MAX_DELIVER_BATCH`] envelopes delivered directly in one
-    /// request, opened in order. Answered `DeliveredBatch`.
+    /// request: one sender's, in strictly increasing seq, opened all or nothing
+    /// (`Receiver::open_batch`). Answered `DeliveredBatch`.
     DeliverBatch(Vec<Envelope>),
     /// Device to gateway: keep this envelope in its recipient's mailbox. Answered `Stored` with
     /// the number of gateways holding a copy.
@@ -154,7 +155,8 @@ pub enum Response {
     Delivered,
     /// Answer to `DeliverBatch`: the recipient authenticated and opened the first `delivered`
     /// envelopes. Fewer than were sent: `refused` says why the next one was not, and the ones
-    /// after it were not tried.
+    /// after it were not opened. A device opens a batch all or nothing, so it answers all of
+    /// them, or 0 with the refusal.
     DeliveredBatch {
         /// How many envelopes, from the first, were opened.
         delivered: u32,
