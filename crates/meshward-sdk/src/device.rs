@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use meshward_core::envelope::{
-    seal_oneshot, Envelope, EnvelopeError, Opened, Receiver, SendSession,
-};
+use meshward_core::envelope::{seal_oneshot, Envelope, EnvelopeError, Receiver, SendSession};
 use meshward_core::hash::Hash;
 use meshward_core::ids::PublicKey;
 use meshward_core::rpc::{refusal, DeviceInfo, Request, Response, TxState};
@@ -478,8 +476,8 @@ impl Device {
         Ok(info)
     }
 
-    /// The record and current verifying key of `sender`, which must be active and sign with
-    /// `sender` now.
+    /// The record and current verifying key of `sender`, which must be active. The receiver
+    /// refuses an envelope whose sender field is not that key (a key rotated away).
     async fn checked_sender(
         &self,
         sender: &PublicKey,
@@ -487,9 +485,6 @@ impl Device {
         let info = self.sender_info(sender).await.map_err(OpenError::Sender)?;
         if !info.active {
             return Err(OpenError::SenderRevoked);
-        }
-        if info.sign_key != *sender {
-            return Err(OpenError::Envelope(EnvelopeError::BadSignature));
         }
         let vk = info
             .sign_key
@@ -510,18 +505,10 @@ impl Device {
     /// Authenticates and opens envelopes delivered together, all or nothing
     /// ([`Receiver::open_batch`]): on a refusal nothing is opened, and the error comes with the
     /// position of the envelope refused.
-    pub async fn open_batch(
-        &self,
-        envs: &[Envelope],
-    ) -> Result<(DeviceInfo, Vec<Opened>), (usize, OpenError)> {
-        let first = envs.first().ok_or((
-            0,
-            OpenError::Envelope(EnvelopeError::Decode(
-                meshward_core::codec::DecodeError::Invalid {
-                    what: "an empty batch",
-                },
-            )),
-        ))?;
+    pub async fn open_batch(&self, envs: &[Envelope]) -> Result<Vec<Received>, (usize, OpenError)> {
+        let Some(first) = envs.first() else {
+            return Ok(Vec::new());
+        };
         let (sender, vk) = self
             .checked_sender(&first.sender)
             .await
@@ -529,7 +516,15 @@ impl Device {
         let opened = meshward_core::sync::lock(&self.receiver, "receiver")
             .open_batch(envs, &vk)
             .map_err(|(i, e)| (i, OpenError::Envelope(e)))?;
-        Ok((sender, opened))
+        Ok(opened
+            .into_iter()
+            .map(|o| Received {
+                from: sender.id,
+                commitment: o.commitment,
+                payload: o.payload,
+                delivery: Delivery::Direct,
+            })
+            .collect())
     }
 
     /// Acknowledges on the ledger that this device opened `commitments` (1 to
@@ -613,18 +608,7 @@ impl Device {
             }
         };
         let (out, refused) = match self.open_batch(&envs).await {
-            Ok((sender, opened)) => (
-                opened
-                    .into_iter()
-                    .map(|o| Received {
-                        from: sender.id,
-                        commitment: o.commitment,
-                        payload: o.payload,
-                        delivery: Delivery::Direct,
-                    })
-                    .collect(),
-                None,
-            ),
+            Ok(out) => (out, None),
             Err((at, e)) => {
                 info!(peer = %inc.from, error = %e, at, count = envs.len(), "direct envelopes refused");
                 (Vec::new(), Some(refusal(e.code(), &e.to_string())))

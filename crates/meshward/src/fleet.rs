@@ -575,10 +575,11 @@ fn keep_envelopes(
 fn with_envelope(text: &str, env_path: &Path, batch_path: Option<&Path>) -> Result<String> {
     use meshward_core::codec::Decode as _;
     use meshward_core::envelope::Envelope;
-    use meshward_core::light::{EnvelopeInclusion, ProofFile, TxProof};
+    use meshward_core::light::{EnvelopeInclusion, ProofFile};
     let file: ProofFile = serde_json::from_str(text).context("the gateway's proof file")?;
-    let bytes = meshward_core::hex::decode(&file.proof).context("proof bytes are not hex")?;
-    let proof = TxProof::from_bytes(&bytes).context("the gateway's proof does not decode")?;
+    let proof = file
+        .tx_proof()
+        .context("the gateway's proof does not decode")?;
     let raw = std::fs::read(env_path)
         .with_context(|| format!("cannot read envelope {}", env_path.display()))?;
     let env = Envelope::from_bytes(&raw)

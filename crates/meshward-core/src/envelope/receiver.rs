@@ -183,8 +183,8 @@ impl Receiver {
         envs: &[Envelope],
         sender_key: &VerifyingKey,
     ) -> Result<Vec<Opened>, (usize, EnvelopeError)> {
-        let mut staged: Vec<(SessionKey, SessionKeys)> = Vec::new();
-        let mut payloads = Vec::with_capacity(envs.len());
+        // Each envelope's payload and, for a session it opened, the session's keys.
+        let mut checked: Vec<(Vec<u8>, Option<SessionKeys>)> = Vec::with_capacity(envs.len());
         for (i, env) in envs.iter().enumerate() {
             if let Some(prev) = i.checked_sub(1).map(|j| &envs[j]) {
                 if env.sender != prev.sender {
@@ -200,27 +200,19 @@ impl Receiver {
                     ));
                 }
             }
-            let (payload, new_session) = self
-                .check(env, sender_key, |k| {
-                    staged.iter().find(|(s, _)| s == k).map(|(_, keys)| keys)
+            // A session opened earlier in this batch (one sender: the id alone names it).
+            let staged = |k: &SessionKey| {
+                envs.iter().zip(&checked).find_map(|(e, (_, keys))| {
+                    keys.as_ref().filter(|_| e.kind.session() == Some(k.1))
                 })
-                .map_err(|e| (i, e))?;
-            if let (Some(keys), Some(id)) = (new_session, env.kind.session()) {
-                staged.push(((env.sender, id), keys));
-            }
-            payloads.push(payload);
+            };
+            let one = self.check(env, sender_key, staged).map_err(|e| (i, e))?;
+            checked.push(one);
         }
-        let mut staged: BTreeMap<SessionKey, SessionKeys> = staged.into_iter().collect();
         Ok(envs
             .iter()
-            .zip(payloads)
-            .map(|(env, payload)| {
-                let new_session = env
-                    .kind
-                    .session()
-                    .and_then(|id| staged.remove(&(env.sender, id)));
-                self.commit(env, payload, new_session)
-            })
+            .zip(checked)
+            .map(|(env, (payload, new_session))| self.commit(env, payload, new_session))
             .collect())
     }
 

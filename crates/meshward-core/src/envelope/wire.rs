@@ -149,12 +149,17 @@ impl Envelope {
     /// `hash(ENVELOPE, encoding)`: the id mailboxes and the ledger use for this envelope.
     pub fn commitment(&self) -> Hash {
         let mut h = self.unsigned_hasher(domain::ENVELOPE);
-        if self.kind.is_signed() {
-            if let Some(sig) = &self.signature {
-                h.update(&sig.0);
-            }
+        if let Some(sig) = self.wire_signature() {
+            h.update(&sig.0);
         }
         h.finish()
+    }
+
+    /// The signature as encoded: only a signed kind's. A signed kind built without its
+    /// signature encodes as unsigned, which the decoder refuses, so it can never pass for a
+    /// valid envelope.
+    fn wire_signature(&self) -> Option<&Signature> {
+        self.signature.as_ref().filter(|_| self.kind.is_signed())
     }
 
     /// Checks the signature against the sender's current signing key, as listed in the ledger.
@@ -183,12 +188,8 @@ impl Encode for Envelope {
     fn encode(&self, w: &mut Writer) {
         self.write_header(w);
         w.bytes(&self.ciphertext);
-        if self.kind.is_signed() {
-            // A signed kind built without its signature encodes as unsigned, which the decoder
-            // refuses: it can never pass for a valid envelope.
-            if let Some(sig) = &self.signature {
-                w.put(sig);
-            }
+        if let Some(sig) = self.wire_signature() {
+            w.put(sig);
         }
     }
 }

@@ -11,10 +11,10 @@ use alloc::vec::Vec;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{Envelope, EnvelopeKind, MAX_CIPHERTEXT_BYTES};
 use crate::genesis::Genesis;
-use crate::hash::{domain, hash, Hash};
-use crate::ids::PublicKey;
-use crate::merkle::{self, leaf_hash};
-use crate::tx::Tx;
+use crate::hash::Hash;
+use crate::ids::{verify_with, PublicKey};
+use crate::merkle;
+use crate::tx::{batch_leaf, batch_root_over, Tx};
 
 use super::{ProvenAnchor, TxProof, VerifyError};
 
@@ -62,7 +62,7 @@ impl EnvelopeInclusion {
     pub fn build(envelope: Envelope, batch: &[Hash]) -> Option<EnvelopeInclusion> {
         let c = envelope.commitment();
         let index = batch.iter().position(|b| *b == c)?;
-        let leaves: Vec<Hash> = batch.iter().map(|b| leaf_hash(b.as_bytes())).collect();
+        let leaves: Vec<Hash> = batch.iter().map(batch_leaf).collect();
         let mut path = merkle::prove(&leaves, index)?;
         if batch.len() == 1 {
             // An anchor of one envelope commits to it directly, not to a root over it.
@@ -89,22 +89,21 @@ impl EnvelopeInclusion {
             self.path.tree_size == 1 && self.path.path.is_empty() && c == anchor.commitment
         } else {
             self.path
-                .root(&leaf_hash(c.as_bytes()), u64::from(anchor.count))
-                .is_ok_and(|r| hash(domain::BATCH, r.as_bytes()) == anchor.commitment)
+                .root(&batch_leaf(&c), u64::from(anchor.count))
+                .is_ok_and(|r| batch_root_over(&r) == anchor.commitment)
         };
         if !committed {
             return Err(VerifyError::EnvelopeNotAnchored);
         }
         // The anchor proof checked its signature under the signer's key of its time; the
         // envelope's sender must be that key.
-        env.sender
-            .verify(&anchor_tx.signing_bytes(chain_id), &anchor_tx.sig)
+        let vk = env
+            .sender
+            .verifying_key()
+            .map_err(|_| VerifyError::EnvelopeSender)?;
+        verify_with(&vk, &anchor_tx.signing_bytes(chain_id), &anchor_tx.sig)
             .map_err(|_| VerifyError::EnvelopeSender)?;
         if env.kind.is_signed() {
-            let vk = env
-                .sender
-                .verifying_key()
-                .map_err(|_| VerifyError::EnvelopeSender)?;
             env.verify_sender(&vk)
                 .map_err(|_| VerifyError::EnvelopeSignature)?;
         }

@@ -816,6 +816,12 @@ mod proof_file {
             }
         }
 
+        /// The proof the file carries, decoded (not checked: see [`ProofFile::verify_json`]).
+        pub fn tx_proof(&self) -> Result<TxProof, ProofFileError> {
+            let bytes = crate::hex::decode(&self.proof).ok_or(ProofFileError::Hex)?;
+            Ok(TxProof::from_bytes(&bytes)?)
+        }
+
         /// The file's text: compact JSON, the only layout [`ProofFile::verify_json`] accepts.
         pub fn to_json(&self) -> String {
             serde_json::to_string(self).expect("proof file has only plain fields")
@@ -833,8 +839,7 @@ mod proof_file {
                     found: f.chain_id,
                 });
             }
-            let bytes = crate::hex::decode(&f.proof).ok_or(ProofFileError::Hex)?;
-            let proof = TxProof::from_bytes(&bytes)?;
+            let proof = f.tx_proof()?;
             if (f.version == PROOF_VERSION) != proof.origin.is_some() {
                 return Err(ProofFileError::Version(f.version));
             }

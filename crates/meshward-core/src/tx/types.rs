@@ -260,12 +260,20 @@ pub const MAX_BATCH: u32 = 4096;
 /// The batch root over envelope commitments: a Merkle root, domain-separated from a single
 /// commitment so a batch can never pass for one envelope.
 pub fn batch_root(commitments: &[Hash]) -> Hash {
-    let leaves: Vec<Hash> = commitments
-        .iter()
-        .map(|c| crate::merkle::leaf_hash(c.as_bytes()))
-        .collect();
-    let r = crate::merkle::root_of(&leaves);
-    hash::hash(domain::BATCH, r.as_bytes())
+    let leaves: Vec<Hash> = commitments.iter().map(batch_leaf).collect();
+    batch_root_over(&crate::merkle::root_of(&leaves))
+}
+
+/// A batch's Merkle leaf for one envelope commitment.
+pub fn batch_leaf(commitment: &Hash) -> Hash {
+    crate::merkle::leaf_hash(commitment.as_bytes())
+}
+
+/// The batch root for `merkle_root`, the Merkle root over a batch's leaves ([`batch_leaf`]):
+/// the domain separation of [`batch_root`], for a verifier that computed the Merkle root from
+/// one leaf's audit path.
+pub fn batch_root_over(merkle_root: &Hash) -> Hash {
+    hash::hash(domain::BATCH, merkle_root.as_bytes())
 }
 
 /// Provable misbehaviour by a device or a validator.
