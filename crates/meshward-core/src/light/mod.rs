@@ -772,7 +772,7 @@ mod proof_file {
         #[error("proof bytes do not decode: {0}")]
         Decode(#[from] DecodeError),
         /// The proof does not verify against the genesis.
-        #[error("{0}")]
+        #[error(transparent)]
         Invalid(#[from] VerifyError),
         /// A summary field (`height`, `kind`, `tx`, `commitment`) differs from what the proof
         /// proves, or the text is not in compact layout (`layout`).
